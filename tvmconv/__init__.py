@@ -1,0 +1,19 @@
+"""tvmconv: every CNN convolution variant as an Apache TVM tensor expression, compiled for your
+device and callable on PyTorch tensors and NumPy arrays.
+
+    import tvmconv.functional as TF
+    y = TF.conv2d(x, w, b, stride=2, padding=1, groups=4)
+"""
+
+import logging as _logging
+
+from . import knobs as _knobs
+
+__version__ = "0.1.0"
+
+_logging.getLogger("tvmconv").setLevel(_knobs.log_level())
+
+from . import functional  # noqa: E402
+from .registry import VARIANTS  # noqa: E402
+
+__all__ = ["functional", "VARIANTS", "__version__"]

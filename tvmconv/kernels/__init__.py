@@ -1,0 +1,1 @@
+"""Everything that talks to TVM: tensor expressions, default schedules, building."""

@@ -1,0 +1,260 @@
+"""Default (untuned) CPU schedules (TVM-facing).
+
+Three schedules cover the catalogue:
+
+* ``ocvec`` -- convolutions with at least a vector of output channels per group. Weights are
+  packed ``[g, oc/vb, ic, kd, kh, kw, vb]`` inside the kernel, each thread owns output rows, and a
+  register tile of ``owi`` output pixels by ``vb`` output channels accumulates in registers while
+  the reduction runs over (ic, kd, kh, kw): one broadcast input value feeds ``vb/V`` vector FMAs.
+  The NCHW write-back (bias, channel shuffle) happens on the tile, while it is still in cache.
+* ``wvec`` -- depthwise and few-channels-per-group convolutions: vectorised along the output
+  width, ``owi`` pixels accumulated in registers per (channel, row).
+* ``generic`` -- everything else: per stage, parallel outer loops, vectorised innermost spatial
+  loop with the reduction hoisted above it. Never pathological, rarely optimal.
+
+Every primitive that may not apply to an unusual shape is tried and skipped on ScheduleError; a
+schedule that does not compile is replaced by the unscheduled function by the builder.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tvm.s_tir import Schedule
+from tvm.s_tir.schedule import ScheduleError
+
+from ..spec import ConvSpec, DepthwiseSeparableSpec, Spec
+from .compute import Plan, prim_func
+
+log = logging.getLogger("tvmconv")
+
+
+def plan_for(spec: Spec, vector_lanes: int) -> Plan:
+    """Choose the compute blocking for ``spec`` on a target with ``vector_lanes`` lanes of dtype."""
+    V = max(1, vector_lanes)
+    if isinstance(spec, ConvSpec):
+        ocg = spec.c_out // spec.groups
+        out_w = spec.out_size[-1]
+        if ocg >= V:
+            # Two vectors of output channels when there are enough, else one; the pixel tile fills
+            # the remaining registers (AVX2/NEON: 16 registers, AVX-512: 32).
+            vb = 2 * V if ocg >= 2 * V else V
+            regs = 28 if V >= 16 else 13
+            owi = max(1, min(regs // (vb // V), out_w))
+            return Plan("ocvec", vb=vb, owi=_best_tile(out_w, owi))
+        if not spec.transposed:
+            return Plan("wvec", owi=_best_tile(out_w, 2 * V, multiple_of=V) if out_w >= V else out_w)
+        return Plan("plain")
+    if isinstance(spec, DepthwiseSeparableSpec):
+        vb = 2 * V if spec.c_out >= 2 * V else V
+        regs = 28 if V >= 16 else 13
+        return Plan("ocvec", vb=vb, owi=_best_tile(spec.out_size[-1], max(1, regs // (vb // V))))
+    return Plan("plain")
+
+
+def _best_tile(extent: int, limit: int, multiple_of: int = 1) -> int:
+    """The register tile <= ``limit`` that minimises the padded work ``ceil(extent/t)*t`` times a
+    per-tile overhead (reloading the weight vectors) that a larger tile amortises."""
+    candidates = [t for t in range(1, limit + 1) if t % multiple_of == 0] or [limit]
+    return min(candidates, key=lambda t: (-(-extent // t) * t) * (1 + 2 / t))
+
+
+def default_schedule(spec: Spec, plan: Plan, vector_lanes: int, cores: int):
+    """Return ``(mod, plan)``: the scheduled IRModule for ``spec``."""
+    specific = None
+    if isinstance(spec, DepthwiseSeparableSpec):
+        specific = _schedule_dwsep
+    elif plan.kind == "ocvec":
+        specific = _schedule_ocvec
+    elif plan.kind == "wvec":
+        specific = _schedule_wvec
+    func = prim_func(spec, plan)
+    sch = Schedule(func)
+    done: set[str] = set()  # blocks a specific schedule has placed; the generic one skips them
+    if specific is not None:
+        try:
+            specific(sch, plan, vector_lanes, done)
+        except (ScheduleError, ValueError, RuntimeError) as exc:
+            log.warning("tvmconv: %s schedule does not apply to %s (%s); using the generic schedule",
+                        plan.kind, spec.name, str(exc).splitlines()[0])
+            plan = Plan()
+            sch, done = Schedule(prim_func(spec, plan)), set()
+    _schedule_generic(sch, vector_lanes, cores, done)
+    return sch.mod, plan
+
+
+def _try(fn, *args):
+    try:
+        return fn(*args)
+    except (ScheduleError, ValueError, IndexError) as exc:  # an inapplicable primitive: skip it
+        log.debug("schedule step %s skipped: %s", getattr(fn, "__name__", fn), str(exc).splitlines()[0])
+        return None
+
+
+def _block(sch: Schedule, name: str):
+    try:
+        return sch.get_sblock(name)
+    except (ScheduleError, ValueError):
+        return None
+
+
+def _extent(sch: Schedule, loop) -> int | None:
+    ext = sch.get(loop).extent
+    return int(ext) if hasattr(ext, "value") or isinstance(ext, int) else None
+
+
+def _register_tile(sch: Schedule, block, parallel_loops, serial_loops, tile_loops, vec_loop, reduce_loops,
+                   V: int):
+    """Accumulate ``block`` in a local register tile.
+
+    ``parallel_loops`` are fused and run in parallel, then ``serial_loops`` in order; under them,
+    the reduction loops run around the unrolled ``tile_loops`` (pairs of outer, inner) and the
+    vectorised ``vec_loop`` (split into vectors of V lanes). Returns the loop under which the tile
+    is written back, and the write-back block.
+    """
+    if serial_loops:
+        sch.reorder(*parallel_loops, *serial_loops)
+    fused = sch.fuse(*parallel_loops) if len(parallel_loops) > 1 else parallel_loops[0]
+    outer_tile = [t for t in tile_loops if t is not None]
+    vext = _extent(sch, vec_loop)
+    if vext and vext > V and vext % V == 0:
+        vo, vi = sch.split(vec_loop, [None, V])
+        inner = [vo, vi]
+    else:
+        inner = [vec_loop]
+    sch.reorder(fused, *serial_loops, *[t[0] for t in outer_tile], *reduce_loops, *[t[1] for t in outer_tile],
+                *inner)
+    sch.parallel(fused)
+    for t in outer_tile:
+        sch.unroll(t[1])
+    if len(inner) == 2:
+        sch.unroll(inner[0])
+    sch.vectorize(inner[-1])
+    anchor = outer_tile[-1][0] if outer_tile else (serial_loops[-1] if serial_loops else fused)
+    if reduce_loops and _extent(sch, reduce_loops[-1]) and _extent(sch, reduce_loops[-1]) <= 7:
+        sch.unroll(reduce_loops[-1])
+    local = sch.cache_write(block, 0, "local")
+    sch.reverse_compute_at(local, anchor)
+    _try(lambda: sch.vectorize(sch.get_loops(local)[-1]))
+    sch.decompose_reduction(block, reduce_loops[0])
+    return anchor, local
+
+
+def _epilogue_at(sch: Schedule, copy_block, anchor, done: set[str], out_name: str = "out"):
+    """Write the NCHW output from the register tile: fold the tile's copy-back into the epilogue
+    and compute that epilogue right after the tile. Falls back to a separate parallel pass."""
+    out = _block(sch, out_name)
+    if out is None:
+        return
+    try:
+        sch.reverse_compute_at(out, anchor)
+    except (ScheduleError, ValueError, RuntimeError):  # TVM raises ValueError on unaligned regions
+        return
+    _try(sch.compute_inline, copy_block)
+    done.add(out_name)
+
+
+def _schedule_ocvec(sch: Schedule, plan: Plan, V: int, done: set[str]):
+    conv = sch.get_sblock("conv")
+    loops = sch.get_loops(conv)
+    n, cb, od, oh, ow, v = loops[:6]
+    red = loops[6:]
+    owo, owi = sch.split(ow, [None, plan.owi])
+    anchor, local = _register_tile(sch, conv, [n, cb, od, oh], [], [(owo, owi)], v, red, V)
+    done.update(("conv",))
+    _epilogue_at(sch, local, anchor, done)
+    wpack = sch.get_sblock("wpack")
+    wl = sch.get_loops(wpack)
+    sch.parallel(sch.fuse(wl[0], wl[1]))
+    _try(sch.vectorize, wl[-1])
+    done.update(("wpack",))
+
+
+def _schedule_wvec(sch: Schedule, plan: Plan, V: int, done: set[str]):
+    conv = sch.get_sblock("conv")
+    loops = sch.get_loops(conv)
+    n, c, od, oh, ow = loops[:5]
+    red = loops[5:]
+    owo, owi = sch.split(ow, [None, plan.owi])
+    anchor, local = _register_tile(sch, conv, [n, c, od, oh], [owo], [], owi, red, V)
+    done.update(("conv",))
+    _epilogue_at(sch, local, anchor, done)
+
+
+def _schedule_dwsep(sch: Schedule, plan: Plan, V: int, done: set[str]):
+    """Depthwise-separable in one kernel: each thread owns output rows; the depthwise row that
+    feeds them is computed first into a per-thread row buffer (never a full tensor), then the
+    pointwise register tiles read it for every block of output channels."""
+    conv = sch.get_sblock("conv")
+    n, o, y, x, v, rc = sch.get_loops(conv)
+    xo, xi = sch.split(x, [None, plan.owi])
+    anchor, local = _register_tile(sch, conv, [n, y], [o], [(xo, xi)], v, [rc], V)
+    done.update(("conv",))
+    _epilogue_at(sch, local, anchor, done)
+    row = sch.get_loops(conv)[0]
+    for name in ("mid", "dw", "pad"):
+        blk = _block(sch, name)
+        if blk is not None:
+            sch.compute_at(blk, row)
+            done.update((name,))
+    dw = sch.get_sblock("dw")
+    dl = sch.get_loops(dw)[1:]  # c, x, then the kernel taps (unit loops are gone)
+    n_red = sum(1 for iv in sch.get(dw).iter_vars if iv.iter_type == 2 and int(iv.dom.extent) > 1)
+    red, spatial = (dl[len(dl) - n_red:], dl[:len(dl) - n_red])
+    if red and spatial:
+        sch.reorder(*spatial[:-1], *red, spatial[-1])
+        sch.decompose_reduction(dw, red[0])
+    if spatial:
+        _try(sch.vectorize, spatial[-1])
+    _try(lambda: sch.vectorize(sch.get_loops(sch.get_sblock("mid"))[-1]))
+    wpack = sch.get_sblock("wpack")
+    sch.parallel(sch.get_loops(wpack)[0])
+    done.update(("wpack",))
+
+
+def _schedule_generic(sch: Schedule, V: int, cores: int, done: set[str]):
+    root = sch.get_sblock("root") if _block(sch, "root") is not None else None
+    blocks = sch.get_child_blocks(root) if root is not None else []
+    for blk in blocks:
+        name = sch.get(blk).name_hint
+        if name in done:
+            continue
+        _try(_generic_block, sch, blk, V, cores)
+
+
+def _generic_block(sch: Schedule, blk, V: int, cores: int):
+    loops = sch.get_loops(blk)
+    if not loops:
+        return
+    iters = sch.get(blk).iter_vars
+    kinds = [iv.iter_type for iv in iters]
+    n_spatial = sum(1 for k in kinds if k == 0)
+    spatial, reduce = loops[:n_spatial], loops[n_spatial:]
+    if not spatial:
+        return
+    # parallel: fuse leading spatial loops until there is enough work for every core
+    lead, work = [], 1
+    for lp in spatial[:-1] if len(spatial) > 1 else spatial:
+        lead.append(lp)
+        work *= _extent(sch, lp) or 1
+        if work >= 8 * cores:
+            break
+    last = spatial[-1]
+    rest_spatial = spatial[len(lead):]
+    if reduce and len(rest_spatial) >= 1:
+        ext = _extent(sch, last) or 1
+        if ext >= V:
+            lo, li = sch.split(last, [None, V])
+            sch.reorder(*rest_spatial[:-1], lo, *reduce, li)
+            sch.vectorize(li)
+            sch.decompose_reduction(blk, reduce[0])
+        else:
+            sch.reorder(*rest_spatial, *reduce)
+            sch.decompose_reduction(blk, reduce[0])
+    elif not reduce and last not in lead:
+        ext = _extent(sch, last) or 1
+        if ext >= V:
+            _, li = sch.split(last, [None, V])
+            sch.vectorize(li)
+    fused = sch.fuse(*lead) if len(lead) > 1 else lead[0]
+    sch.parallel(fused)

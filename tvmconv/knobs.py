@@ -1,0 +1,42 @@
+"""Every environment variable tvmconv reads, declared once.
+
+    TVMCONV_CACHE_DIR   user cache of tuned schedules and compiled kernels (default ~/.cache/tvmconv)
+    TVMCONV_TARGET      target profile name or TVM target JSON used when none is given
+    TVMCONV_LOG_LEVEL   logging level of the ``tvmconv`` logger (default WARNING)
+    TVMCONV_NUM_THREADS threads a compiled CPU kernel may use (default: all cores)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """The user cache root; created lazily by whoever writes to it."""
+    env = os.environ.get("TVMCONV_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tvmconv"
+
+
+def default_target() -> str | None:
+    return os.environ.get("TVMCONV_TARGET") or None
+
+
+def log_level() -> str:
+    return os.environ.get("TVMCONV_LOG_LEVEL", "WARNING").upper()
+
+
+def num_threads() -> int:
+    env = os.environ.get("TVMCONV_NUM_THREADS")
+    if env:
+        try:
+            value = int(env)
+        except ValueError as exc:
+            raise ValueError(f"TVMCONV_NUM_THREADS must be a positive integer, got {env!r}") from exc
+        if value < 1:
+            raise ValueError(f"TVMCONV_NUM_THREADS must be a positive integer, got {env!r}")
+        return value
+    return os.cpu_count() or 1

@@ -1,0 +1,142 @@
+"""Independent references: what a user would write today with PyTorch (or NumPy where PyTorch
+has nothing). Tests check tvmconv against these; benchmarks time them as the vendor path.
+
+Each takes the same arguments as the tvmconv op of the same name, as torch tensors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _act(x, act):
+    if act == "relu":
+        return F.relu(x)
+    if act == "relu6":
+        return F.relu6(x)
+    return x
+
+
+conv1d = F.conv1d
+conv2d = F.conv2d
+conv3d = F.conv3d
+conv_transpose1d = F.conv_transpose1d
+conv_transpose2d = F.conv_transpose2d
+conv_transpose3d = F.conv_transpose3d
+
+
+def channel_shuffle(x, groups):
+    return F.channel_shuffle(x, groups)
+
+
+def channel_shuffle_numpy(x: np.ndarray, groups: int) -> np.ndarray:
+    """The definition: view (N, g, C/g, *S), swap the two channel axes, flatten back."""
+    n, c = x.shape[:2]
+    return x.reshape(n, groups, c // groups, *x.shape[2:]).swapaxes(1, 2).reshape(x.shape)
+
+
+def shuffled_group_conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, shuffle_groups=None):
+    y = F.conv2d(x, w, b, stride, padding, dilation, groups)
+    return F.channel_shuffle(y, groups if shuffle_groups is None else shuffle_groups)
+
+
+def depthwise_separable_conv2d(x, dw, pw, db=None, pb=None, stride=1, padding=0, dilation=1,
+                               mid_activation=None, activation=None):
+    y = _act(F.conv2d(x, dw, db, stride, padding, dilation, groups=x.shape[1]), mid_activation)
+    return _act(F.conv2d(y, pw, pb), activation)
+
+
+def spatial_separable_conv2d(x, w1, w2, b1=None, b2=None, stride=1, padding=0, dilation=1, groups=1):
+    s = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    p = (padding, padding) if isinstance(padding, int) else tuple(padding)
+    d = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
+    y = F.conv2d(x, w1, b1, (s[0], 1), (p[0], 0), (d[0], 1), groups)
+    return F.conv2d(y, w2, b2, (1, s[1]), (0, p[1]), (1, d[1]), groups)
+
+
+def flattened_conv2d(x, wl, wv, wh, b=None, stride=1, padding=0):
+    s = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    p = (padding, padding) if isinstance(padding, int) else tuple(padding)
+    c_out = wl.shape[0]
+    y = F.conv2d(x, wl)
+    y = F.conv2d(y, wv, None, (s[0], 1), (p[0], 0), groups=c_out)
+    return F.conv2d(y, wh, b, (1, s[1]), (0, p[1]), groups=c_out)
+
+
+def channel_wise_conv(x, w, b=None, stride=1, padding=0, dilation=1):
+    """A grouped conv1d over the channel axis, one row per (batch, spatial position)."""
+    n, c = x.shape[:2]
+    spatial = x.shape[2:]
+    g, k = w.shape
+    rows = x.reshape(n, c, -1).permute(0, 2, 1).reshape(-1, g, c // g)
+    y = F.conv1d(rows, w.reshape(g, 1, k), b, stride, padding, dilation, groups=g)  # (rows, g, L)
+    L = y.shape[-1]
+    return y.reshape(n, -1, g * L).permute(0, 2, 1).reshape(n, g * L, *spatial)
+
+
+def squeeze_excitation(x, w1, b1, w2, b2):
+    w1 = w1.reshape(w1.shape[0], -1)
+    w2 = w2.reshape(w2.shape[0], -1)
+    s = x.mean(dim=tuple(range(2, x.dim())))
+    s = torch.sigmoid(F.linear(F.relu(F.linear(s, w1, b1)), w2, b2))
+    return x * s.reshape(*s.shape, *([1] * (x.dim() - 2)))
+
+
+def effnet_block(x, w1, w2, b1=None, b2=None, activation=None):
+    c = x.shape[1]
+    y = _act(F.conv2d(x, w1, b1, padding=(0, 1), groups=c), activation)
+    y = F.max_pool2d(y, kernel_size=(2, 1), stride=(2, 1))
+    return _act(F.conv2d(y, w2, b2, padding=(1, 0), groups=c), activation)
+
+
+def deform_conv2d(x, offset, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), mask=None):
+    """torchvision.ops.deform_conv2d's definition, in NumPy (float64): every kernel tap samples the
+    input bilinearly at its offset position (zero outside), scaled by the mask, then a grouped
+    matrix product with the weight."""
+    def pair(v):
+        return (v, v) if isinstance(v, int) else tuple(v)
+
+    stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
+    xn = x.detach().double().numpy()
+    on = offset.detach().double().numpy()
+    wn = w.detach().double().numpy()
+    n, c, H, W = xn.shape
+    c_out, icg, kh, kw = wn.shape
+    groups = c // icg
+    oh, ow = on.shape[2:]
+    og = on.shape[1] // (2 * kh * kw)
+    mn = mask.detach().double().numpy() if mask is not None else np.ones((n, og * kh * kw, oh, ow))
+    cols = np.zeros((n, c, kh, kw, oh, ow))
+    base_y = (np.arange(oh) * stride[0] - padding[0])[:, None]
+    base_x = (np.arange(ow) * stride[1] - padding[1])[None, :]
+    cpg = c // og
+    for b_ in range(n):
+        for ch in range(c):
+            g = ch // cpg
+            img = xn[b_, ch]
+            for i in range(kh):
+                for j in range(kw):
+                    t = i * kw + j
+                    py = base_y + i * dilation[0] + on[b_, g * 2 * kh * kw + 2 * t]
+                    px = base_x + j * dilation[1] + on[b_, g * 2 * kh * kw + 2 * t + 1]
+                    y0, x0 = np.floor(py).astype(int), np.floor(px).astype(int)
+                    ly, lx = py - y0, px - x0
+                    val = np.zeros_like(py)
+                    for dy, dx, wt in ((0, 0, (1 - ly) * (1 - lx)), (0, 1, (1 - ly) * lx),
+                                       (1, 0, ly * (1 - lx)), (1, 1, ly * lx)):
+                        yy, xx = y0 + dy, x0 + dx
+                        ok = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+                        val += np.where(ok, img[np.clip(yy, 0, H - 1), np.clip(xx, 0, W - 1)], 0.0) * wt
+                    inside = (py > -1) & (py < H) & (px > -1) & (px < W)
+                    cols[b_, ch, i, j] = np.where(inside, val, 0.0) * mn[b_, g * kh * kw + t]
+    ocg = c_out // groups
+    out = np.zeros((n, c_out, oh, ow))
+    for g in range(groups):
+        cg = cols[:, g * icg:(g + 1) * icg].reshape(n, icg * kh * kw, oh * ow)
+        wg = wn[g * ocg:(g + 1) * ocg].reshape(ocg, icg * kh * kw)
+        out[:, g * ocg:(g + 1) * ocg] = np.einsum("ok,nkp->nop", wg, cg).reshape(n, ocg, oh, ow)
+    if b is not None:
+        out += b.detach().double().numpy()[None, :, None, None]
+    return torch.from_numpy(out).to(x.dtype)
