@@ -45,6 +45,7 @@ SHAPE_TABLE: tuple[ShapeRow, ...] = (
     ShapeRow("depthwise", c=8, oc=8, groups=8),
     ShapeRow("depthwise_m2_s2", c=4, size=(12, 12), oc=8, groups=4, stride=2, padding=0),
     ShapeRow("wide", c=32, size=(20, 17), oc=40),
+    ShapeRow("blocked_g2", c=32, size=(8, 9), oc=64, groups=2),
 )
 
 # The main job's default shape: a MobileNet/ResNet-sized layer.

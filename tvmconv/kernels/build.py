@@ -37,7 +37,8 @@ class Kernel:
         self.func(*args)
 
 
-_cache: dict[tuple[str, str], Kernel] = {}
+# Keyed by the spec object itself (a frozen dataclass: hashing it is cheaper than its JSON digest)
+_cache: dict[tuple[Spec, TargetInfo], Kernel] = {}
 _lock = threading.Lock()
 
 
@@ -69,7 +70,7 @@ def compile_spec(spec: Spec, target: TargetInfo) -> Kernel:
 
 def load(spec: Spec, target: TargetInfo) -> Kernel:
     """The compiled kernel for ``spec`` on ``target``, compiling it on first use."""
-    key = (spec.key, target.json)
+    key = (spec, target)
     kern = _cache.get(key)
     if kern is not None:
         return kern

@@ -18,6 +18,7 @@ schedule that does not compile is replaced by the unscheduled function by the bu
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from tvm.s_tir import Schedule
@@ -65,7 +66,7 @@ def default_schedule(spec: Spec, plan: Plan, vector_lanes: int, cores: int):
     if isinstance(spec, DepthwiseSeparableSpec):
         specific = _schedule_dwsep
     elif plan.kind == "ocvec":
-        specific = _schedule_ocvec
+        specific = functools.partial(_schedule_ocvec, shuffled=bool(getattr(spec, "shuffle", 0)))
     elif plan.kind == "wvec":
         specific = _schedule_wvec
     func = prim_func(spec, plan)
@@ -154,7 +155,7 @@ def _epilogue_at(sch: Schedule, copy_block, anchor, done: set[str], out_name: st
     done.add(out_name)
 
 
-def _schedule_ocvec(sch: Schedule, plan: Plan, V: int, done: set[str]):
+def _schedule_ocvec(sch: Schedule, plan: Plan, V: int, done: set[str], shuffled: bool = False):
     conv = sch.get_sblock("conv")
     loops = sch.get_loops(conv)
     n, cb, od, oh, ow, v = loops[:6]
@@ -162,7 +163,8 @@ def _schedule_ocvec(sch: Schedule, plan: Plan, V: int, done: set[str]):
     owo, owi = sch.split(ow, [None, plan.owi])
     anchor, local = _register_tile(sch, conv, [n, cb, od, oh], [], [(owo, owi)], v, red, V)
     done.update(("conv",))
-    _epilogue_at(sch, local, anchor, done)
+    if not shuffled:  # a shuffled tile's channels are scattered: write it back in its own pass
+        _epilogue_at(sch, local, anchor, done)
     wpack = sch.get_sblock("wpack")
     wl = sch.get_loops(wpack)
     sch.parallel(sch.fuse(wl[0], wl[1]))
