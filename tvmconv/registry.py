@@ -82,11 +82,16 @@ def _groups(row: ShapeRow) -> int:
     return row.groups if row.c % row.groups == 0 and row.oc % row.groups == 0 else 1
 
 
+def _size(row: ShapeRow, nd: int) -> tuple[int, ...]:
+    """The row's spatial size for an nd-dimensional op, with about as many output pixels."""
+    h, w = row.size
+    return {1: (h * w,), 2: (h, w), 3: (max(3, h // 7), (h + 1) // 2, (w + 1) // 2)}[nd]
+
+
 def _conv_case(nd: int):
     def make(row: ShapeRow, g: torch.Generator) -> Case:
         gr = _groups(row)
-        size = {1: (row.size[1],), 2: row.size, 3: (5, min(row.size[0], 7), min(row.size[1], 8))}[nd]
-        x = _r(g, row.n, row.c, *size)
+        x = _r(g, row.n, row.c, *_size(row, nd))
         w = _r(g, row.oc, row.c // gr, *([row.k] * nd), scale=(row.c // gr * row.k ** nd) ** -0.5)
         return Case((x, w, _r(g, row.oc)),
                     dict(stride=row.stride, padding=row.padding, dilation=row.dilation, groups=gr))
@@ -96,8 +101,7 @@ def _conv_case(nd: int):
 def _conv_transpose_case(nd: int):
     def make(row: ShapeRow, g: torch.Generator) -> Case:
         gr = _groups(row)
-        size = {1: (row.size[1],), 2: row.size, 3: (4, min(row.size[0], 6), min(row.size[1], 7))}[nd]
-        x = _r(g, row.n, row.c, *size)
+        x = _r(g, row.n, row.c, *_size(row, nd))
         w = _r(g, row.c, row.oc // gr, *([row.k] * nd), scale=(row.c * row.k ** nd) ** -0.5)
         out_pad = row.stride - 1 if row.stride > 1 else 0
         return Case((x, w, _r(g, row.oc)),

@@ -360,6 +360,33 @@ class SpatialSeparableSpec(Spec):
         mh, w = self.mid_size
         return (mh, conv_out_size(w, self.k, self.stride[1], (self.padding[1],) * 2, self.dilation[1]))
 
+    def stages(self) -> tuple["ConvSpec", "ConvSpec"]:
+        """The kx1 and 1xk convolutions as specs of their own."""
+        common = dict(dtype=self.dtype, n=self.n, groups=self.groups, output_padding=(0, 0))
+        first = ConvSpec(c_in=self.c_in, in_size=self.in_size, c_out=self.c_mid, kernel=(self.k, 1),
+                         stride=(self.stride[0], 1), padding=((self.padding[0],) * 2, (0, 0)),
+                         dilation=(self.dilation[0], 1), bias=self.bias1, **common)
+        second = ConvSpec(c_in=self.c_mid, in_size=self.mid_size, c_out=self.c_out, kernel=(1, self.k),
+                          stride=(1, self.stride[1]), padding=((0, 0), (self.padding[1],) * 2),
+                          dilation=(1, self.dilation[1]), bias=self.bias2, **common)
+        return first, second
+
+    @property
+    def kernel_arg_shapes(self):
+        first, second = self.stages()
+        shapes = dict(first.kernel_arg_shapes)
+        args = [("input", shapes["input"]), ("weight_kx1", shapes["weight"]),
+                ("weight_1xk", dict(second.kernel_arg_shapes)["weight"])]
+        if self.bias1:
+            args.append(("bias_kx1", (self.c_mid,)))
+        if self.bias2:
+            args.append(("bias_1xk", (self.c_out,)))
+        return args
+
+    @property
+    def kernel_out_shape(self):
+        return self.stages()[1].kernel_out_shape
+
     @property
     def arg_shapes(self):
         args = [("input", (self.n, self.c_in, *self.in_size)),

@@ -36,9 +36,45 @@ from ..spec import (
 
 @dataclass(frozen=True)
 class Plan:
-    kind: str = "plain"  # "ocvec" | "wvec" | "plain"
+    kind: str = "plain"  # "ocvec" | "wvec" | "plain" | "staged"
     vb: int = 1  # output channels per block (ocvec)
     owi: int = 1  # output-width register tile
+    stages: tuple = ()  # "staged": ((stage-name prefix, Plan), ...) for a chain of convolutions
+
+
+def plan_for(spec: Spec, vector_lanes: int) -> Plan:
+    """Choose the compute blocking for ``spec`` on a target with ``vector_lanes`` lanes of dtype."""
+    V = max(1, vector_lanes)
+    if isinstance(spec, ConvSpec):
+        ocg = spec.c_out // spec.groups
+        out_w = spec.out_size[-1]
+        if ocg >= V:
+            # Two vectors of output channels when there are enough, else one; the pixel tile fills
+            # the remaining registers (AVX2/NEON: 16 registers, AVX-512: 32).
+            vb = 2 * V if ocg >= 2 * V else V
+            regs = 28 if V >= 16 else 13
+            owi = max(1, min(regs // (vb // V), out_w))
+            return Plan("ocvec", vb=vb, owi=_best_tile(out_w, owi))
+        if not spec.transposed:
+            return Plan("wvec", owi=_best_tile(out_w, 2 * V, multiple_of=V) if out_w >= V else out_w)
+        return Plan("plain")
+    if isinstance(spec, SpatialSeparableSpec):
+        return Plan("staged", stages=tuple((prefix, plan_for(st, V)) for prefix, st in
+                                           zip(("kx1_", "1xk_"), spec.stages())))
+    if isinstance(spec, DepthwiseSeparableSpec):
+        vb = 2 * V if spec.c_out >= 2 * V else V
+        regs = 28 if V >= 16 else 13
+        return Plan("ocvec", vb=vb, owi=_best_tile(spec.out_size[-1], max(1, regs // (vb // V))))
+    return Plan("plain")
+
+
+def _best_tile(extent: int, limit: int, multiple_of: int = 1) -> int:
+    """The register tile <= ``limit`` that minimises the padded work ``ceil(extent/t)*t`` times a
+    per-tile overhead (reloading the weight vectors) that a larger tile amortises."""
+    candidates = [t for t in range(1, limit + 1) if t % multiple_of == 0] or [limit]
+    return min(candidates, key=lambda t: (-(-extent // t) * t) * (1 + 2 / t))
+
+
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -143,11 +179,17 @@ def _select_const(r, table: dict[int, int], default: int):
 def conv(spec: ConvSpec, plan: Plan):
     s3 = spec.as3d()
     ph = _placeholders(s3)
-    x, w, b = ph["input"], ph["weight"], ph.get("bias")
+    out = conv_stage(s3, plan, ph["input"], ph["weight"], ph.get("bias"))
+    return [ph[nm] for nm, _ in s3.arg_shapes], out
+
+
+def conv_stage(s3: ConvSpec, plan: Plan, x: te.Tensor, w: te.Tensor, b: te.Tensor | None, prefix: str = ""):
+    """The output tensor of convolution ``s3`` (a 3-D spec) of te tensors; stage names start
+    with ``prefix`` so that several convolutions can live in one kernel."""
     n, c_in, c_out, g = s3.n, s3.c_in, s3.c_out, s3.groups
     icg, ocg = c_in // g, c_out // g
     out_sz = list(s3.out_size)
-    dt = spec.dtype
+    dt = s3.dtype
 
     if plan.kind == "ocvec":
         vb, owi = plan.vb, plan.owi
@@ -166,11 +208,11 @@ def conv(spec: ConvSpec, plan: Plan):
                 (g * ocb, icg, *s3.kernel, vb),
                 lambda cb, i, kd, kh, kw, v: tirx.if_then_else(
                     _blk_ok(cb, v), w[_blk_chan(cb, v), i, kd, kh, kw], _zero(dt)),
-                name="wpack")
+                name=prefix + "wpack")
             rk = [te.reduce_axis((0, k), f"rk{a}") for a, k in enumerate(s3.kernel)]
             extents = [(o - 1) * st + (k - 1) * dl + 1
                        for o, st, k, dl in zip(out_ext, s3.stride, s3.kernel, s3.dilation)]
-            xp = _pad(x, [p[0] for p in s3.padding], extents)
+            xp = _pad(x, [p[0] for p in s3.padding], extents, name=prefix + "pad")
 
             def body(nn, cb, od, oh, ow, v):
                 sp = [o_ * st + r * dl for o_, st, r, dl in zip((od, oh, ow), s3.stride, rk, s3.dilation)]
@@ -182,7 +224,7 @@ def conv(spec: ConvSpec, plan: Plan):
                 lambda cb, i, kd, kh, kw, v: tirx.if_then_else(
                     _blk_ok(cb, v), w[tirx.floordiv(cb, ocb) * icg + i, tirx.floormod(cb, ocb) * vb + v, kd, kh, kw],
                     _zero(dt)),
-                name="wpack")
+                name=prefix + "wpack")
             taps = [_transpose_taps(st, dl, p[0], k) for st, dl, p, k in
                     zip(s3.stride, s3.dilation, s3.padding, s3.kernel)]
             rj = [te.reduce_axis((0, nj), f"rj{a}") for a, (_, nj, _) in enumerate(taps)]
@@ -193,7 +235,7 @@ def conv(spec: ConvSpec, plan: Plan):
                         * wpack[cb, rc, ks[0], ks[1], ks[2], v])
                 return te.sum(tirx.if_then_else(tirx.all(*conds), prod, _zero(dt)), axis=[rc, *rj])
 
-        acc = te.compute((n, g * ocb, *out_ext, vb), body, name="conv")
+        acc = te.compute((n, g * ocb, *out_ext, vb), body, name=prefix + "conv")
 
         def epilogue(nn, c, od, oh, ow):
             src = _shuffle_src(c, c_out, s3.shuffle)
@@ -204,20 +246,19 @@ def conv(spec: ConvSpec, plan: Plan):
                 v = acc[nn, tirx.floordiv(src, ocg) * ocb + tirx.floordiv(r, vb), od, oh, ow, tirx.floormod(r, vb)]
             return v + b[src] if b is not None else v
 
-        out = te.compute((n, c_out, *out_sz), epilogue, name="out")
-        return [ph[name] for name, _ in s3.arg_shapes], out
+        return te.compute((n, c_out, *out_sz), epilogue, name=prefix + "out")
 
     # "wvec" and "plain": the textbook definition, NC(DHW) throughout; "wvec" rounds the output
     # width up to its register tile and crops in the epilogue.
     if s3.transposed:
-        return _conv_transpose_plain(s3, ph)
+        return _conv_transpose_plain(s3, x, w, b, prefix)
     out_ext = list(out_sz)
     if plan.kind == "wvec":
         out_ext[2] = _ceil_div(out_sz[2], plan.owi) * plan.owi
     rc = te.reduce_axis((0, icg), "rc")
     rk = [te.reduce_axis((0, k), f"rk{a}") for a, k in enumerate(s3.kernel)]
     extents = [(o - 1) * st + (k - 1) * dl + 1 for o, st, k, dl in zip(out_ext, s3.stride, s3.kernel, s3.dilation)]
-    xp = _pad(x, [p[0] for p in s3.padding], extents)
+    xp = _pad(x, [p[0] for p in s3.padding], extents, name=prefix + "pad")
 
     def body(nn, c, od, oh, ow):
         src = _shuffle_src(c, c_out, s3.shuffle)
@@ -225,17 +266,14 @@ def conv(spec: ConvSpec, plan: Plan):
         return te.sum(xp[nn, tirx.floordiv(src, ocg) * icg + rc, sp[0], sp[1], sp[2]] * w[src, rc, rk[0], rk[1], rk[2]],
                       axis=[rc, *rk])
 
-    acc = te.compute((n, c_out, *out_ext), body, name="conv")
-    args = [ph[nm] for nm, _ in s3.arg_shapes]
+    acc = te.compute((n, c_out, *out_ext), body, name=prefix + "conv")
     if b is None and out_ext == out_sz:
-        return args, acc
-    out = te.compute((n, c_out, *out_sz), lambda nn, c, *sp: acc[(nn, c, *sp)] + b[_shuffle_src(c, c_out, s3.shuffle)]
-                     if b is not None else acc[(nn, c, *sp)], name="out")
-    return args, out
+        return acc
+    return te.compute((n, c_out, *out_sz), lambda nn, c, *sp: acc[(nn, c, *sp)] + b[_shuffle_src(c, c_out, s3.shuffle)]
+                     if b is not None else acc[(nn, c, *sp)], name=prefix + "out")
 
 
-def _conv_transpose_plain(s3: ConvSpec, ph):
-    x, w, b = ph["input"], ph["weight"], ph.get("bias")
+def _conv_transpose_plain(s3: ConvSpec, x, w, b, prefix: str):
     g, icg, ocg = s3.groups, s3.c_in // s3.groups, s3.c_out // s3.groups
     dt = s3.dtype
     taps = [_transpose_taps(st, dl, p[0], k) for st, dl, p, k in zip(s3.stride, s3.dilation, s3.padding, s3.kernel)]
@@ -248,11 +286,10 @@ def _conv_transpose_plain(s3: ConvSpec, ph):
         prod = x[nn, gg * icg + rc, ins[0], ins[1], ins[2]] * w[gg * icg + rc, tirx.floormod(c, ocg), ks[0], ks[1], ks[2]]
         return te.sum(tirx.if_then_else(tirx.all(*conds), prod, _zero(dt)), axis=[rc, *rj])
 
-    acc = te.compute(s3.out_shape, body, name="conv")
-    args = [ph[nm] for nm, _ in s3.arg_shapes]
+    acc = te.compute(s3.out_shape, body, name=prefix + "conv")
     if b is None:
-        return args, acc
-    return args, te.compute(acc.shape, lambda nn, c, *sp: acc[(nn, c, *sp)] + b[c], name="out")
+        return acc
+    return te.compute(acc.shape, lambda nn, c, *sp: acc[(nn, c, *sp)] + b[c], name=prefix + "out")
 
 
 def _plain_conv2d(x: te.Tensor, w: te.Tensor, stride, padding, dilation, groups: int, name: str,
@@ -365,13 +402,12 @@ def depthwise_separable_conv2d(spec: DepthwiseSeparableSpec, plan: Plan):
 
 
 def spatial_separable_conv2d(spec: SpatialSeparableSpec, plan: Plan):
-    ph = _placeholders(spec)
-    p, s, d = spec.padding, spec.stride, spec.dilation
-    mid = _plain_conv2d(ph["input"], ph["weight_kx1"], (s[0], 1), ((p[0], p[0]), (0, 0)), (d[0], 1),
-                        spec.groups, "conv_kx1", ph.get("bias_kx1"))
-    out = _plain_conv2d(mid, ph["weight_1xk"], (1, s[1]), ((0, 0), (p[1], p[1])), (1, d[1]),
-                        spec.groups, "conv_1xk", ph.get("bias_1xk"))
-    return [ph[nm] for nm, _ in spec.arg_shapes], out
+    ph = {nm: te.placeholder(shape, spec.dtype, name=nm) for nm, shape in spec.kernel_arg_shapes}
+    st1, st2 = spec.stages()
+    p1, p2 = dict(plan.stages).get("kx1_", Plan()), dict(plan.stages).get("1xk_", Plan())
+    mid = conv_stage(st1.as3d(), p1, ph["input"], ph["weight_kx1"], ph.get("bias_kx1"), "kx1_")
+    out = conv_stage(st2.as3d(), p2, mid, ph["weight_1xk"], ph.get("bias_1xk"), "1xk_")
+    return [ph[nm] for nm, _ in spec.kernel_arg_shapes], out
 
 
 def flattened_conv2d(spec: FlattenedSpec, plan: Plan):

@@ -25,39 +25,9 @@ from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import ScheduleError
 
 from ..spec import ConvSpec, DepthwiseSeparableSpec, Spec
-from .compute import Plan, prim_func
+from .compute import Plan, plan_for, prim_func  # noqa: F401  (plan_for is re-exported)
 
 log = logging.getLogger("tvmconv")
-
-
-def plan_for(spec: Spec, vector_lanes: int) -> Plan:
-    """Choose the compute blocking for ``spec`` on a target with ``vector_lanes`` lanes of dtype."""
-    V = max(1, vector_lanes)
-    if isinstance(spec, ConvSpec):
-        ocg = spec.c_out // spec.groups
-        out_w = spec.out_size[-1]
-        if ocg >= V:
-            # Two vectors of output channels when there are enough, else one; the pixel tile fills
-            # the remaining registers (AVX2/NEON: 16 registers, AVX-512: 32).
-            vb = 2 * V if ocg >= 2 * V else V
-            regs = 28 if V >= 16 else 13
-            owi = max(1, min(regs // (vb // V), out_w))
-            return Plan("ocvec", vb=vb, owi=_best_tile(out_w, owi))
-        if not spec.transposed:
-            return Plan("wvec", owi=_best_tile(out_w, 2 * V, multiple_of=V) if out_w >= V else out_w)
-        return Plan("plain")
-    if isinstance(spec, DepthwiseSeparableSpec):
-        vb = 2 * V if spec.c_out >= 2 * V else V
-        regs = 28 if V >= 16 else 13
-        return Plan("ocvec", vb=vb, owi=_best_tile(spec.out_size[-1], max(1, regs // (vb // V))))
-    return Plan("plain")
-
-
-def _best_tile(extent: int, limit: int, multiple_of: int = 1) -> int:
-    """The register tile <= ``limit`` that minimises the padded work ``ceil(extent/t)*t`` times a
-    per-tile overhead (reloading the weight vectors) that a larger tile amortises."""
-    candidates = [t for t in range(1, limit + 1) if t % multiple_of == 0] or [limit]
-    return min(candidates, key=lambda t: (-(-extent // t) * t) * (1 + 2 / t))
 
 
 def default_schedule(spec: Spec, plan: Plan, vector_lanes: int, cores: int):
@@ -69,6 +39,8 @@ def default_schedule(spec: Spec, plan: Plan, vector_lanes: int, cores: int):
         specific = functools.partial(_schedule_ocvec, shuffled=bool(getattr(spec, "shuffle", 0)))
     elif plan.kind == "wvec":
         specific = _schedule_wvec
+    elif plan.kind == "staged":
+        specific = _schedule_stages
     func = prim_func(spec, plan)
     sch = Schedule(func)
     done: set[str] = set()  # blocks a specific schedule has placed; the generic one skips them
@@ -141,7 +113,7 @@ def _register_tile(sch: Schedule, block, parallel_loops, serial_loops, tile_loop
     return anchor, local
 
 
-def _epilogue_at(sch: Schedule, copy_block, anchor, done: set[str], out_name: str = "out"):
+def _epilogue_at(sch: Schedule, copy_block, anchor, done: set[str], out_name: str):
     """Write the NCHW output from the register tile: fold the tile's copy-back into the epilogue
     and compute that epilogue right after the tile. Falls back to a separate parallel pass."""
     out = _block(sch, out_name)
@@ -155,32 +127,43 @@ def _epilogue_at(sch: Schedule, copy_block, anchor, done: set[str], out_name: st
     done.add(out_name)
 
 
-def _schedule_ocvec(sch: Schedule, plan: Plan, V: int, done: set[str], shuffled: bool = False):
-    conv = sch.get_sblock("conv")
+def _schedule_ocvec(sch: Schedule, plan: Plan, V: int, done: set[str], shuffled: bool = False, prefix: str = ""):
+    conv = sch.get_sblock(prefix + "conv")
     loops = sch.get_loops(conv)
     n, cb, od, oh, ow, v = loops[:6]
     red = loops[6:]
     owo, owi = sch.split(ow, [None, plan.owi])
     anchor, local = _register_tile(sch, conv, [n, cb, od, oh], [], [(owo, owi)], v, red, V)
-    done.update(("conv",))
+    done.add(prefix + "conv")
     if not shuffled:  # a shuffled tile's channels are scattered: write it back in its own pass
-        _epilogue_at(sch, local, anchor, done)
-    wpack = sch.get_sblock("wpack")
+        _epilogue_at(sch, local, anchor, done, prefix + "out")
+    wpack = sch.get_sblock(prefix + "wpack")
     wl = sch.get_loops(wpack)
     sch.parallel(sch.fuse(wl[0], wl[1]))
     _try(sch.vectorize, wl[-1])
-    done.update(("wpack",))
+    done.add(prefix + "wpack")
 
 
-def _schedule_wvec(sch: Schedule, plan: Plan, V: int, done: set[str]):
-    conv = sch.get_sblock("conv")
+def _schedule_wvec(sch: Schedule, plan: Plan, V: int, done: set[str], prefix: str = ""):
+    conv = sch.get_sblock(prefix + "conv")
     loops = sch.get_loops(conv)
     n, c, od, oh, ow = loops[:5]
     red = loops[5:]
     owo, owi = sch.split(ow, [None, plan.owi])
     anchor, local = _register_tile(sch, conv, [n, c, od, oh], [owo], [], owi, red, V)
-    done.update(("conv",))
-    _epilogue_at(sch, local, anchor, done)
+    done.add(prefix + "conv")
+    _epilogue_at(sch, local, anchor, done, prefix + "out")
+
+
+_STAGE_SCHEDULES = {"ocvec": _schedule_ocvec, "wvec": _schedule_wvec}
+
+
+def _schedule_stages(sch: Schedule, plan: Plan, V: int, done: set[str]):
+    """A chain of convolutions in one kernel (``Plan.stages`` with their stage-name prefixes)."""
+    for prefix, stage in plan.stages:
+        fn = _STAGE_SCHEDULES.get(stage.kind)
+        if fn is not None:
+            fn(sch, stage, V, done, prefix=prefix)
 
 
 def _schedule_dwsep(sch: Schedule, plan: Plan, V: int, done: set[str]):
@@ -191,8 +174,8 @@ def _schedule_dwsep(sch: Schedule, plan: Plan, V: int, done: set[str]):
     n, o, y, x, v, rc = sch.get_loops(conv)
     xo, xi = sch.split(x, [None, plan.owi])
     anchor, local = _register_tile(sch, conv, [n, y], [o], [(xo, xi)], v, [rc], V)
-    done.update(("conv",))
-    _epilogue_at(sch, local, anchor, done)
+    done.add("conv")
+    _epilogue_at(sch, local, anchor, done, "out")
     row = sch.get_loops(conv)[0]
     for name in ("mid", "dw", "pad"):
         blk = _block(sch, name)
@@ -246,9 +229,13 @@ def _generic_block(sch: Schedule, blk, V: int, cores: int):
     if reduce and len(rest_spatial) >= 1:
         ext = _extent(sch, last) or 1
         if ext >= V:
+            # accumulate a vector of outputs in a register across the whole reduction
             lo, li = sch.split(last, [None, V])
             sch.reorder(*rest_spatial[:-1], lo, *reduce, li)
             sch.vectorize(li)
+            local = sch.cache_write(blk, 0, "local")
+            sch.reverse_compute_at(local, lo)
+            _try(lambda: sch.vectorize(sch.get_loops(local)[-1]))
             sch.decompose_reduction(blk, reduce[0])
         else:
             sch.reorder(*rest_spatial, *reduce)
