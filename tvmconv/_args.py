@@ -109,11 +109,11 @@ def conv_padding(padding: Any, n: int, kernel: tuple[int, ...], dilation: tuple[
     return tuple((p, p) for p in int_tuple(padding, n, "padding", op, minimum=0))
 
 
-def check_groups(groups: Any, op: str) -> int:
+def check_groups(groups: Any, op: str, name: str = "groups") -> int:
     if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
-        raise TypeError(f"{op}: argument 'groups' must be a positive int, got {groups!r}")
+        raise TypeError(f"{op}: argument '{name}' must be a positive int, got {groups!r}")
     if groups < 1:
-        raise ValueError(f"{op}: argument 'groups' must be a positive int, got {groups}")
+        raise ValueError(f"{op}: argument '{name}' must be a positive int, got {groups}")
     return int(groups)
 
 

@@ -151,7 +151,7 @@ def shuffled_group_conv2d(input, weight, bias=None, stride=1, padding=0, dilatio
     """ShuffleNet's unit: ``channel_shuffle(conv2d(input, weight, bias, ..., groups), shuffle_groups)``
     in one kernel, the shuffle folded into the output index. ``shuffle_groups`` defaults to ``groups``.
     ``input (N, C_in, H, W)``, ``weight (C_out, C_in/groups, KH, KW)`` -> ``(N, C_out, H', W')``."""
-    sg = groups if shuffle_groups is None else check_groups(shuffle_groups, "shuffled_group_conv2d")
+    sg = groups if shuffle_groups is None else check_groups(shuffle_groups, "shuffled_group_conv2d", "shuffle_groups")
     if sg == 1:
         return _conv("shuffled_group_conv2d", 2, input, weight, bias, stride, padding, dilation, groups, target)
     return _conv("shuffled_group_conv2d", 2, input, weight, bias, stride, padding, dilation, groups, target,

@@ -8,7 +8,7 @@ from typing import Callable
 
 
 def interleaved(a: Callable[[], object], b: Callable[[], object], *, rounds: int = 7, min_round_s: float = 0.02,
-                warmup: int = 2) -> tuple[list[float], list[float]]:
+                warmup: int = 2, settle_s: float = 0.05) -> tuple[list[float], list[float]]:
     """Seconds per call of ``a`` and ``b``: one list entry per round, each the mean of enough
     back-to-back calls to fill ``min_round_s``. Rounds alternate a, b, a, b..."""
     for _ in range(warmup):
@@ -23,6 +23,10 @@ def interleaved(a: Callable[[], object], b: Callable[[], object], *, rounds: int
     out_a, out_b = [], []
     for _ in range(rounds):
         for name, fn, out in (("a", a, out_a), ("b", b, out_b)):
+            # Let the other runtime's worker threads (TVM's pool, torch's OpenMP) stop spinning
+            # before this one starts: on a 2-core machine their spinning halves either's speed.
+            time.sleep(settle_s)
+            fn()
             n = reps[name]
             t0 = time.perf_counter()
             for _ in range(n):
