@@ -197,3 +197,26 @@ def test_channel_wise_conv_matches_reference(args):
     length = (x.shape[1] // groups + 2 * padding - dilation * (k - 1) - 1) // stride + 1
     assert tuple(got.shape) == (x.shape[0], groups * length, *x.shape[2:])
     assert_close(got, want, **TOL)
+
+
+# -- regressions found by random testing ----------------------------------------------------------------
+@pytest.mark.parametrize("n,c_in,h,w", [(2, 1, 2, 1), (2, 2, 3, 3), (3, 1, 5, 4)])
+def test_shuffled_group_conv2d_two_channel_identity_shuffle(n, c_in, h, w):
+    """C_out == shuffle_groups == 2 with batch >= 2 once read weight 0 for channel 1 (a TVM 0.27
+    IterMapSimplify bug: (f % 6 + 3) // 6 became (f + 3) % 6 // 6); identity shuffles now skip the index map."""
+    x = _randn(n, n, c_in, h, w)
+    wt = _randn(7, 2, c_in // (2 if c_in == 2 else 1), 1, 1)
+    groups = 2 if c_in == 2 else 1
+    got = TF.shuffled_group_conv2d(x, wt, groups=groups, shuffle_groups=2)
+    want = F.channel_shuffle(F.conv2d(x, wt, groups=groups), 2)
+    assert_close(got, want, **TOL)
+
+
+@pytest.mark.parametrize("c_out,shuffle", [(4, 4), (6, 6), (4, 2), (6, 3), (2, 2)])
+def test_shuffled_group_conv2d_small_shuffles(c_out, shuffle):
+    """Neighbours of the case above that are correct (batch 1 for c_out=2)."""
+    n = 1 if c_out == 2 else 2
+    x = _randn(3, n, 2, 3, 4)
+    wt = _randn(4, c_out, 2, 1, 1)
+    got = TF.shuffled_group_conv2d(x, wt, shuffle_groups=shuffle)
+    assert_close(got, F.channel_shuffle(F.conv2d(x, wt), shuffle), **TOL)

@@ -128,7 +128,9 @@ def _activation(v, act: str | None, dtype: str):
 # ----------------------------------------------------------------------------------------------
 def _shuffle_src(c, channels: int, groups: int):
     """Output channel ``c`` of channel_shuffle(y, groups) reads y's channel returned here."""
-    if groups <= 1:
+    if groups <= 1 or groups >= channels:
+        # An identity shuffle. Returning c also avoids a TVM 0.27 IterMapSimplify bug that
+        # rewrites (c % C + k) // C into (c + k) % C // C (always 0) when lowering.
         return c
     return tirx.floormod(c, groups) * (channels // groups) + tirx.floordiv(c, groups)
 
