@@ -1,4 +1,9 @@
 import os
+import tempfile
+
+# Every test session gets its own empty user cache (compiled kernels, schedules, tuning logs), set
+# before tvmconv is imported; the shipped schedules of the repository are still read.
+os.environ["TVMCONV_CACHE_DIR"] = tempfile.mkdtemp(prefix="tvmconv-test-cache-")
 
 import numpy as np
 import pytest

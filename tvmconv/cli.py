@@ -70,6 +70,179 @@ def check(
     console.print(f"all {len(results)} variants match their references")
 
 
+@app.command()
+def targets():
+    """List the target profiles; marks the one detected for this host."""
+    from .target import detect_profile_name, profiles
+
+    detected = detect_profile_name()
+    table = Table("", "profile", "TVM target", "build", "measure", "vendor", "file")
+    for name, p in profiles().items():
+        meas = p.measure.get("kind")
+        if meas == "rpc":
+            meas = f"rpc {p.measure.get('tracker')} key {p.measure.get('key')}"
+        table.add_row("*" if name == detected else "", name, json.dumps(p.target), p.build.get("kind"), meas,
+                      p.vendor, p.path)
+    console.print(table)
+    console.print(f"* detected for this host: {detected or 'none (the host target is used as is)'}")
+
+
+def _ints(text: Optional[str], name: str):
+    if text is None:
+        return None
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint=name) from None
+    return vals[0] if len(vals) == 1 else vals
+
+
+_OPS = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+
+
+@app.command()
+def tune(
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Profile name (see `tvmconv targets`); default: this host's."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="A named suite of layer shapes, or 'all'."),
+    op: Optional[str] = typer.Option(None, "--op", help=f"One convolution: {', '.join(_OPS)}."),
+    shape: Optional[str] = typer.Option(None, "--shape", help="Input shape of --op, e.g. 1,64,56,56."),
+    weight: Optional[str] = typer.Option(None, "--weight", help="Weight shape of --op, e.g. 64,64,3,3."),
+    stride: str = typer.Option("1", "--stride"),
+    padding: str = typer.Option("0", "--padding"),
+    dilation: str = typer.Option("1", "--dilation"),
+    groups: int = typer.Option(1, "--groups"),
+    bias: bool = typer.Option(False, "--bias"),
+    spec: Optional[str] = typer.Option(None, "--spec", help="A workload as the JSON the untuned-warning prints."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A torch.export'ed model (.pt2): every conv layer."),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", help="The model's input shape (checked)."),
+    trials: int = typer.Option(64, "--trials", min=1, help="Measurements per workload."),
+    rpc: Optional[str] = typer.Option(None, "--rpc", help="Measure through an RPC tracker: HOST:PORT:KEY."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Write here instead of the user cache."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write one JSON record per workload here."),
+):
+    """Tune workloads with MetaSchedule and store the best schedules in the cache. Interrupting
+    loses nothing measured; running the same command again spends only the remaining budget."""
+    from .spec import spec_from_dict
+    from .tuner import results_json
+    from .tuner import tune as run_tune
+
+    given = [x for x in (suite, op, spec, model) if x is not None]
+    if len(given) != 1:
+        raise typer.BadParameter("give exactly one of --suite, --op (with --shape/--weight), --spec or --model",
+                                 param_hint="--suite/--op/--spec/--model")
+    try:
+        if suite is not None:
+            what = suite
+        elif spec is not None:
+            what = spec_from_dict(json.loads(spec))
+        elif model is not None:
+            what = model
+        else:
+            what = _op_spec(op, shape, weight, stride, padding, dilation, groups, bias)
+        results = run_tune(what, target=target, trials=trials, rpc=rpc, cache_dir=cache_dir, seed=seed,
+                           input_shape=_ints(input_shape, "--input-shape"))
+    except (ValueError, ConnectionError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: every measured trial is in the log and the best schedules so far "
+                      "are in the cache; run the same command again to resume[/yellow]")
+        raise typer.Exit(130) from None
+    table = Table("workload", "trials", "best ms", "GFLOP/s", "default ms", "speed-up", "schedule")
+    for r in results:
+        fmt = (lambda s: "-" if s is None else f"{s * 1e3:.4f}")
+        table.add_row(r.spec.name, f"{r.trials_total}", fmt(r.best_s),
+                      "-" if r.gflops is None else f"{r.gflops:.1f}", fmt(r.default_s),
+                      "-" if not (r.best_s and r.default_s) else f"{r.default_s / r.best_s:.2f}x", r.source)
+    console.print(table)
+    if json_path:
+        json_path.write_text(results_json(results) + "\n")
+
+
+def _op_spec(op, shape, weight, stride, padding, dilation, groups, bias):
+    import torch
+
+    from .functional import conv_spec
+
+    if op not in _OPS:
+        raise ValueError(f"--op must be one of {_OPS}, got {op!r}")
+    if shape is None or weight is None:
+        raise ValueError("--op needs --shape (input) and --weight (weight) shapes")
+    nd = int(op[-2])
+    x = torch.empty(_as_tuple(_ints(shape, "--shape")))
+    w = torch.empty(_as_tuple(_ints(weight, "--weight")))
+    transposed = op.startswith("conv_transpose")
+    c_out = w.shape[1] * groups if transposed else w.shape[0]
+    b = torch.empty(c_out) if bias else None
+    pad = padding if padding in ("same", "valid") else _ints(padding, "--padding")
+    return conv_spec(op, nd, x, w, b, _ints(stride, "--stride"), pad, _ints(dilation, "--dilation"), groups,
+                     transposed=transposed)[0]
+
+
+def _as_tuple(v):
+    return v if isinstance(v, tuple) else (v,)
+
+
+cache_app = typer.Typer(help="Inspect and clear the schedule cache.")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("list")
+def cache_list(target: Optional[str] = typer.Option(None, "--target", "-t", help="Only this profile.")):
+    """Every tuned schedule record, shipped and user, with its measured time."""
+    from . import cache as C
+
+    table = Table("profile", "workload", "GFLOP/s", "ms", "trials", "schedule", "where")
+    shipped = C.shipped_root().resolve()
+    for rec, path in C.list_records(profile=target):
+        where = "shipped" if path.resolve().is_relative_to(shipped) else "user"
+        table.add_row(rec.get("profile", path.parent.name), rec.get("name", path.stem), f"{rec.get('gflops', 0):.1f}",
+                      f"{rec['run_secs'] * 1e3:.4f}", str(rec.get("trials", "")), rec.get("source", ""), where)
+    console.print(table)
+
+
+@cache_app.command("show")
+def cache_show(name: str = typer.Argument(..., help="A workload name (or a prefix of it) from `cache list`.")):
+    """Print the schedule record(s) of a workload."""
+    from . import cache as C
+
+    found = [(r, p) for r, p in C.list_records() if r.get("name", "").startswith(name) or p.stem.startswith(name)]
+    if not found:
+        console.print(f"[red]error:[/red] no schedule record matches {name!r} (see `tvmconv cache list`)")
+        raise typer.Exit(2)
+    for rec, path in found:
+        console.print(f"[bold]{path}[/bold]")
+        brief = {k: v for k, v in rec.items() if k != "trace"}
+        brief["trace"] = f"<{len(rec['trace'][0]) if rec['trace'] else 0} schedule instructions>"
+        console.print_json(json.dumps(brief))
+
+
+@cache_app.command("clear")
+def cache_clear(
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Only this profile."),
+    kernels_only: bool = typer.Option(False, "--kernels", help="Only the compiled kernels, keep schedules and logs."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+):
+    """Delete the user cache (compiled kernels, schedules, tuning logs). Shipped schedules stay."""
+    import shutil
+
+    from . import cache as C
+
+    root = C.user_root()
+    parts = ["kernels"] if kernels_only else ["kernels", "schedules", "tuning_logs"]
+    dirs = [root / p / target if target else root / p for p in parts]
+    dirs = [d for d in dirs if d.exists()]
+    if not dirs:
+        console.print("nothing to clear")
+        return
+    if not yes:
+        typer.confirm(f"delete {', '.join(map(str, dirs))}?", abort=True)
+    for d in dirs:
+        shutil.rmtree(d)
+    console.print(f"cleared {len(dirs)} folder(s) under {root}")
+
+
 def main():  # pragma: no cover
     app()
 

@@ -63,6 +63,15 @@ def _batched(x: torch.Tensor, nd: int) -> tuple[torch.Tensor, bool]:
 # -- convolutions -------------------------------------------------------------------------------
 def _conv(op: str, nd: int, input, weight, bias, stride, padding, dilation, groups, target,
           transposed=False, output_padding=0, shuffle=0):
+    spec, a, tensors, unbatched = conv_spec(op, nd, input, weight, bias, stride, padding, dilation, groups,
+                                            transposed, output_padding, shuffle)
+    return _run(spec, a, tensors, target, unbatched)
+
+
+def conv_spec(op: str, nd: int, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+              transposed=False, output_padding=0, shuffle=0):
+    """Check a convolution's arguments as ``torch.nn.functional.<op>`` would and return
+    ``(spec, args, [x, w, b], unbatched)``; also used to find the workloads of a model."""
     a = Args(op)
     x = a.tensor(input, "input", ndim=(nd + 1, nd + 2))
     w = a.tensor(weight, "weight", ndim=nd + 2)
@@ -103,7 +112,7 @@ def _conv(op: str, nd: int, input, weight, bias, stride, padding, dilation, grou
                     kernel=kernel, stride=stride, padding=pads, dilation=dilation, groups=groups,
                     bias=b is not None, transposed=transposed, output_padding=out_pad, shuffle=shuffle)
     check_out_size(spec.in_size, spec.out_size, kernel, pads, dilation, op)
-    return _run(spec, a, [x, w, b], target, unbatched)
+    return spec, a, [x, w, b], unbatched
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, target=None):

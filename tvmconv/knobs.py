@@ -4,6 +4,9 @@
     TVMCONV_TARGET      target profile name or TVM target JSON used when none is given
     TVMCONV_LOG_LEVEL   logging level of the ``tvmconv`` logger (default WARNING)
     TVMCONV_NUM_THREADS threads a compiled CPU kernel may use (default: all cores)
+    TVMCONV_TARGETS_DIR extra target profiles (default $TVMCONV_CACHE_DIR/targets)
+    TVMCONV_SHIPPED_DIR root holding the shipped targets/, schedules/ and tuning_logs/
+                        (default: the repository the package was installed from)
 """
 
 from __future__ import annotations
@@ -40,3 +43,13 @@ def num_threads() -> int:
             raise ValueError(f"TVMCONV_NUM_THREADS must be a positive integer, got {env!r}")
         return value
     return os.cpu_count() or 1
+
+
+def targets_dir() -> Path:
+    env = os.environ.get("TVMCONV_TARGETS_DIR")
+    return Path(env).expanduser() if env else cache_dir() / "targets"
+
+
+def shipped_dir() -> Path:
+    env = os.environ.get("TVMCONV_SHIPPED_DIR")
+    return Path(env).expanduser() if env else Path(__file__).resolve().parent.parent

@@ -602,3 +602,36 @@ class ChannelShuffleSpec(Spec):
 
     def _name_parts(self):
         return [f"n{self.n}", f"c{self.c}", f"i{_j(self.spatial) or '0'}", f"g{self.groups}"]
+
+
+def _tuplify(v):
+    return tuple(_tuplify(x) for x in v) if isinstance(v, list) else v
+
+
+def spec_from_dict(d: dict) -> Spec:
+    """The spec ``to_dict`` wrote (also accepts its JSON as printed by the untuned warning)."""
+    if not isinstance(d, dict) or "variant" not in d:
+        raise ValueError(f"spec must be a JSON object with a 'variant' field, got {d!r}")
+    classes = {c.variant: c for c in _all_subclasses(Spec) if isinstance(c.variant, str) and c.variant}
+    for nd in (1, 2, 3):
+        classes[f"conv{nd}d"] = classes[f"conv_transpose{nd}d"] = ConvSpec
+    classes["shuffled_group_conv2d"] = ConvSpec
+    cls = classes.get(d["variant"])
+    if cls is None:
+        raise ValueError(f"spec variant must be one of {sorted(classes)}, got {d['variant']!r}")
+    if d.get("spec_format", SPEC_FORMAT_VERSION) != SPEC_FORMAT_VERSION:
+        raise ValueError(f"spec format {d.get('spec_format')} is not {SPEC_FORMAT_VERSION}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names - {"variant", "spec_format"}
+    if unknown:
+        raise ValueError(f"spec fields {sorted(unknown)} are not fields of {cls.__name__}")
+    spec = cls(**{k: _tuplify(v) for k, v in d.items() if k in names})
+    if spec.variant != d["variant"]:
+        raise ValueError(f"spec fields describe a {spec.variant}, not the {d['variant']} its 'variant' names")
+    return spec
+
+
+def _all_subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _all_subclasses(sub)

@@ -1,7 +1,15 @@
-"""Targets: the host's TVM target, and normalisation of what users pass as a target.
+"""Targets: named target profiles (``targets/*.json``), host detection, and what users pass.
 
-TVM 0.27 accepts targets in dict/JSON form only. tvmconv always hands TVM the full dict
-(kind, mcpu/mtriple/mattr/arch, num-cores), and the same dict is part of every cache key.
+A *profile* is one JSON file: the TVM target (dict form, the only form TVM 0.27 accepts), the host
+target for device targets, how to build (``native``, ``cross`` with a C compiler, ``ndk`` through
+``TVM_NDK_CC``), how to measure while tuning (``local``, or ``rpc`` through a tracker
+``host:port`` and a device key), and the vendor path it is compared with. Profiles ship in the
+repository's ``targets/``; a user adds or overrides one by dropping a file into
+``$TVMCONV_CACHE_DIR/targets/`` (or ``TVMCONV_TARGETS_DIR``) -- no code change.
+
+``resolve(target)`` turns whatever a user passes (None, a profile name, a TVM target dict or its
+JSON, a ``TargetInfo``) into a ``TargetInfo``: the full TVM target dict (with ``num-cores``) plus
+the profile name that names its cache directories.
 """
 
 from __future__ import annotations
@@ -10,29 +18,44 @@ import functools
 import json
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import knobs
+
+BUILD_KINDS = ("native", "cross", "ndk")
+MEASURE_KINDS = ("local", "rpc")
 
 
 @dataclass(frozen=True)
 class TargetInfo:
-    """A resolved target: ``config`` is the TVM target dict, ``json`` its canonical JSON."""
+    """A resolved target: ``config`` is the TVM target dict as sorted items (hashable)."""
 
-    config: tuple  # sorted items, so the dataclass stays hashable
+    config: tuple
     vector_bits: int
+    profile: str = "custom"
 
     @property
     def dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.config}
+        return {k: _unfreeze(v) for k, v in self.config}
 
     @property
     def json(self) -> str:
         return json.dumps(self.dict, sort_keys=True, separators=(",", ":"))
 
     @property
+    def key_dict(self) -> dict:
+        """The target as it enters cache keys: everything that changes code generation (kind,
+        mcpu, mtriple, mattr, arch, host); ``num-cores`` is a run-time property and is left out."""
+        return {k: v for k, v in self.dict.items() if k != "num-cores"}
+
+    @property
     def kind(self) -> str:
         return self.dict["kind"]
+
+    @property
+    def num_cores(self) -> int:
+        return int(self.dict.get("num-cores", 1))
 
     @property
     def is_host_runnable(self) -> bool:
@@ -40,7 +63,9 @@ class TargetInfo:
         if d["kind"] != "llvm":
             return False
         triple = d.get("mtriple", "")
-        return not triple or triple.split("-")[0] == platform.machine()
+        arch = triple.split("-")[0] if triple else platform.machine()
+        return arch == platform.machine() or (arch, platform.machine()) in {("arm64", "aarch64"),
+                                                                           ("aarch64", "arm64")}
 
     def lanes(self, dtype: str) -> int:
         bits = {"float16": 16, "float32": 32, "float64": 64}[dtype]
@@ -50,6 +75,50 @@ class TargetInfo:
         import tvm
 
         return tvm.target.Target(self.dict)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One ``targets/<name>.json`` file."""
+
+    name: str
+    description: str
+    target: dict
+    host: dict | None = None
+    build: dict = field(default_factory=lambda: {"kind": "native"})
+    measure: dict = field(default_factory=lambda: {"kind": "local"})
+    vendor: str = "torch-cpu"
+    compatible: tuple = ()
+    path: str = ""
+
+    def target_info(self, num_cores: int | None = None) -> TargetInfo:
+        cfg = dict(self.target)
+        if self.host:
+            cfg["host"] = dict(self.host)
+        if cfg["kind"] == "llvm":
+            cfg.setdefault("num-cores", num_cores or knobs.num_threads())
+        return make(cfg, profile=self.name)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "target": self.target,
+                "host": self.host, "build": self.build, "measure": self.measure, "vendor": self.vendor,
+                "compatible": list(self.compatible)}
+
+
+def _unfreeze(v):
+    if isinstance(v, tuple):
+        if all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in v) and v:
+            return {k: _unfreeze(x) for k, x in v}
+        return [_unfreeze(x) for x in v]
+    return v
+
+
+def _freeze(v):
+    if isinstance(v, dict):
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    return v
 
 
 def _cpu_flags() -> set[str]:
@@ -74,8 +143,7 @@ def _vector_bits(cfg: dict) -> int:
         return 512
     if "+avx2" in mattr or "+avx" in mattr:
         return 256
-    mcpu = cfg.get("mcpu")
-    if mcpu:
+    if cfg.get("mcpu"):
         import tvm
         from tvm.target import codegen
 
@@ -87,38 +155,114 @@ def _vector_bits(cfg: dict) -> int:
     return 128
 
 
-def make(config: dict) -> TargetInfo:
-    cfg = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()}
-    return TargetInfo(config=tuple(sorted(cfg.items())), vector_bits=_vector_bits(config))
+def make(config: dict, profile: str = "custom") -> TargetInfo:
+    return TargetInfo(config=_freeze(config), vector_bits=_vector_bits(config), profile=profile)
+
+
+# -- profiles -------------------------------------------------------------------------------------
+def shipped_profiles_dir() -> Path:
+    return knobs.shipped_dir() / "targets"
+
+
+def profile_dirs() -> list[Path]:
+    """Where profiles are read from, later entries overriding earlier ones by name."""
+    return [shipped_profiles_dir(), knobs.targets_dir()]
+
+
+def _profile_from_file(path: Path) -> Profile:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"target profile {path} is not readable JSON: {exc}") from exc
+    if not isinstance(d, dict) or not isinstance(d.get("target"), dict) or "kind" not in d["target"]:
+        raise ValueError(f"target profile {path} must be an object with a 'target' TVM target dict "
+                         f"holding a 'kind'")
+    name = d.get("name", path.stem)
+    if name != path.stem:
+        raise ValueError(f"target profile {path}: 'name' ({name!r}) must match the file name ({path.stem!r})")
+    build = d.get("build") or {"kind": "native"}
+    measure = d.get("measure") or {"kind": "local"}
+    if build.get("kind") not in BUILD_KINDS:
+        raise ValueError(f"target profile {path}: build.kind must be one of {BUILD_KINDS}, got {build.get('kind')!r}")
+    if measure.get("kind") not in MEASURE_KINDS:
+        raise ValueError(f"target profile {path}: measure.kind must be one of {MEASURE_KINDS}, "
+                         f"got {measure.get('kind')!r}")
+    return Profile(name=name, description=d.get("description", ""), target=d["target"], host=d.get("host"),
+                   build=build, measure=measure, vendor=d.get("vendor", "torch-cpu"),
+                   compatible=tuple(d.get("compatible", ())), path=str(path))
+
+
+def profiles() -> dict[str, Profile]:
+    """Every readable profile by name. An unreadable user file is reported and skipped."""
+    import logging
+
+    found: dict[str, Profile] = {}
+    for d in profile_dirs():
+        if not d.is_dir():
+            continue
+        for path in sorted(d.glob("*.json")):
+            try:
+                found[path.stem] = _profile_from_file(path)
+            except ValueError as exc:
+                logging.getLogger("tvmconv").warning("tvmconv: skipping %s", exc)
+    return found
+
+
+def profile(name: str) -> Profile:
+    found = profiles()
+    if name not in found:
+        raise ValueError(f"target must be a profile name from {sorted(found)} (see `tvmconv targets`), "
+                         f"a TVM target dict, or 'host'; got {name!r}")
+    return found[name]
+
+
+def detect_profile_name() -> str | None:
+    """The profile matching this machine's CPU, from its feature flags."""
+    machine = platform.machine()
+    if machine in ("x86_64", "AMD64"):
+        flags = _cpu_flags()
+        if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
+            return "x86-avx512"
+        if {"avx2", "fma"} <= flags:
+            return "x86-avx2"
+        return None
+    if machine in ("aarch64", "arm64"):
+        return "arm64-linux"
+    return None
 
 
 @functools.lru_cache(maxsize=1)
 def host() -> TargetInfo:
-    """The TVM target of this machine: the CPU LLVM names, and all its cores."""
+    """This machine's target: its detected profile (so tuned schedules apply), else the CPU LLVM
+    names with all cores."""
+    name = detect_profile_name()
+    found = profiles()
+    if name in found:
+        info = found[name].target_info()
+        if info.is_host_runnable:
+            return info
     from tvm.target import codegen
 
     cfg: dict = {"kind": "llvm", "num-cores": knobs.num_threads()}
     if platform.machine() in ("x86_64", "AMD64"):
         cfg["mcpu"] = codegen.llvm_get_system_cpu()
-        flags = _cpu_flags()
-        if "avx512f" in flags:
-            cfg["mattr"] = ["+avx512f"]
-        elif "avx2" in flags:
-            cfg["mattr"] = ["+avx2", "+fma"]
     elif platform.machine() in ("aarch64", "arm64"):
         cfg["mtriple"] = "aarch64-linux-gnu"
         cfg["mattr"] = ["+neon"]
-    return make(cfg)
+    return make(cfg, profile="host")
 
 
 def resolve(target=None) -> TargetInfo:
-    """Accepts None (``TVMCONV_TARGET`` or the host), a ``TargetInfo``, a TVM target dict, or its
-    JSON text. Raises ``ValueError`` naming ``target`` for anything else."""
+    """Accepts None (``TVMCONV_TARGET`` or the host), ``'host'``, a profile name such as
+    ``'x86-avx2'``, a ``TargetInfo``, a TVM target dict, or its JSON text. Raises ``ValueError``
+    naming ``target`` for anything else."""
     if target is None:
         env = knobs.default_target()
         return resolve(env) if env else host()
     if isinstance(target, TargetInfo):
         return target
+    if isinstance(target, Profile):
+        return target.target_info()
     if isinstance(target, dict):
         if "kind" not in target:
             raise ValueError(f"target must be a TVM target dict with a 'kind' key, got {target!r}")
@@ -130,12 +274,11 @@ def resolve(target=None) -> TargetInfo:
                 return make(json.loads(text))
             except json.JSONDecodeError as exc:
                 raise ValueError(f"target is not valid JSON: {exc}") from exc
-        if text in ("host", "native", "llvm"):
+        if text in ("host", "native"):
             return host()
-    raise ValueError(
-        f"target must be None, 'host', a TVM target dict such as {{'kind': 'llvm', 'mcpu': 'znver3'}}, "
-        f"or its JSON text; got {target!r}"
-    )
+        return profile(text).target_info()
+    raise ValueError(f"target must be None, 'host', a profile name, a TVM target dict such as "
+                     f"{{'kind': 'llvm', 'mcpu': 'znver3'}}, or its JSON text; got {target!r}")
 
 
 def cores() -> int:

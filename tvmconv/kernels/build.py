@@ -1,24 +1,38 @@
-"""Build kernels (TVM-facing): schedule, compile, and keep compiled kernels in memory by spec.
+"""Build kernels (TVM-facing): pick the schedule, compile, cache compiled kernels.
 
-``load(spec, target)`` is the one entry point the ops use. A kernel is compiled once per
-(spec, target) per process; the second call is a dictionary lookup.
+``load(spec, target)`` is the one entry point the ops use:
+
+1. a kernel already loaded in this process: a dictionary lookup;
+2. a compiled library in the user cache (``kernels/<profile>/<lib key>.so``): loaded, not rebuilt;
+3. otherwise the schedule is chosen -- the tuned record from the shipped or user cache (falling
+   back through the profile's ``compatible`` profiles), else the default schedule with a warning
+   once per process naming the command that would tune it -- compiled, and the library written
+   to the user cache (atomically, under a lock).
+
+A record that no longer applies, a library that does not load, or a schedule that does not compile
+never makes an op fail: each falls back to the next option and says so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import tvm
 
+from .. import cache
 from ..spec import Spec
-from ..target import TargetInfo
-from .compute import Plan, prim_func
+from ..target import TargetInfo, profiles
+from .compute import Plan, plan_from_dict, prim_func
 from .schedules import default_schedule, plan_for
 
 log = logging.getLogger("tvmconv")
+
+_SOURCES = ("compute.py", "schedules.py", "tuning.py")
 
 
 @dataclass
@@ -31,7 +45,8 @@ class Kernel:
     func: object
     executable: object
     compile_seconds: float
-    schedule_source: str  # "default", "unscheduled" (fallback) or, later, "tuned:<record>"
+    schedule_source: str  # "default", "unscheduled" (fallback) or "tuned:<record file>"
+    loaded_from: str = ""  # the cached library it was loaded from, if any
 
     def __call__(self, *args):
         self.func(*args)
@@ -40,32 +55,134 @@ class Kernel:
 # Keyed by the spec object itself (a frozen dataclass: hashing it is cheaper than its JSON digest)
 _cache: dict[tuple[Spec, TargetInfo], Kernel] = {}
 _lock = threading.Lock()
+_warned_untuned = False
 
 
-def schedule(spec: Spec, target: TargetInfo):
-    """Return ``(IRModule, plan, source)`` for ``spec``: the default schedule for CPU targets."""
-    if target.kind == "llvm":
-        plan = plan_for(spec, target.lanes(spec.dtype))
-        mod, plan = default_schedule(spec, plan, target.lanes(spec.dtype), target.dict.get("num-cores", 1))
-        return mod, plan, "default"
-    plan = Plan()
-    return tvm.IRModule({"main": prim_func(spec, plan)}), plan, "unscheduled"
+def _code_version() -> str:
+    """A digest of the code that shapes a kernel, so a changed compute or schedule never loads a
+    stale library."""
+    h = hashlib.sha256(cache.tvm_version().encode())
+    here = Path(__file__).parent
+    for name in _SOURCES:
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+_CODE_VERSION = _code_version()
+
+
+def tuned_record(spec: Spec, target: TargetInfo) -> tuple[dict, Path, TargetInfo] | None:
+    """The record for ``spec`` on ``target`` or, failing that, on a profile ``target`` can run."""
+    found = cache.find_record(spec, target)
+    if found:
+        return found[0], found[1], target
+    prof = profiles().get(target.profile)
+    for other in (prof.compatible if prof else ()):
+        if other in profiles():
+            alt = profiles()[other].target_info(target.num_cores)
+            found = cache.find_record(spec, alt)
+            if found:
+                return found[0], found[1], alt
+    return None
+
+
+def _warn_untuned(spec: Spec, target: TargetInfo) -> None:
+    global _warned_untuned
+    log.info("tvmconv: no tuned schedule for %s on %s", spec.name, target.profile)
+    if _warned_untuned or target.profile in ("custom", "host"):
+        return
+    _warned_untuned = True
+    log.warning("tvmconv: no tuned schedule for %s on %s; using its default schedule. Tune it with:\n"
+                "    tvmconv tune --target %s --spec '%s'\n(shown once per process; TVMCONV_LOG_LEVEL=INFO lists "
+                "every untuned workload)", spec.name, target.profile, target.profile, spec.to_json())
+
+
+def choose(spec: Spec, target: TargetInfo) -> tuple[dict | None, str, TargetInfo]:
+    """Which schedule ``spec`` gets on ``target``: ``(record or None, source label, build target)``."""
+    if target.kind != "llvm":
+        return None, "unscheduled", target
+    found = tuned_record(spec, target)
+    if found:
+        record, path, rec_target = found
+        return record, f"tuned:{path.name}", rec_target
+    _warn_untuned(spec, target)
+    return None, "default", target
+
+
+def schedule(spec: Spec, target: TargetInfo, record: dict | None, source: str):
+    """Return ``(IRModule, plan, source)`` for the choice ``choose`` made."""
+    if source == "unscheduled":
+        return tvm.IRModule({"main": prim_func(spec)}), Plan(), source
+    if record is not None:
+        from .tuning import apply_record
+
+        try:
+            return apply_record(spec, record), plan_from_dict(record["plan"]), source
+        except Exception as exc:  # noqa: BLE001 - a stale record must not break the op
+            log.warning("tvmconv: tuned record %s no longer applies (%s); using the default schedule",
+                        source.removeprefix("tuned:"),
+                        str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
+    lanes = target.lanes(spec.dtype)
+    sch, plan = default_schedule(spec, plan_for(spec, lanes), lanes, target.num_cores)
+    return sch.mod, plan, "default"
+
+
+def _lib_key(spec: Spec, target: TargetInfo, record: dict | None) -> str:
+    return cache.digest({"code": _CODE_VERSION, "target": target.dict, "spec": spec.to_dict(),
+                         "schedule": [record["plan"], record["trace"]] if record else "default"})[:32]
 
 
 def compile_spec(spec: Spec, target: TargetInfo) -> Kernel:
-    """Schedule and compile ``spec`` for ``target``; a schedule that fails to compile falls back to
-    the unscheduled definition (correct, slow) with a warning rather than failing the op."""
+    """Schedule and compile ``spec`` for ``target`` (or load the compiled library from the user
+    cache); a schedule that fails to compile falls back to the unscheduled definition (correct,
+    slow) with a warning rather than failing the op."""
     t0 = time.perf_counter()
-    mod, plan, source = schedule(spec, target)
+    record, source, build_target = choose(spec, target)
+    path = None
+    if target.is_host_runnable and source != "unscheduled":
+        path = cache.kernel_path(target, _lib_key(spec, build_target, record))
+        lib = _load_library(path)
+        if lib is not None:
+            plan = plan_for(spec, target.lanes(spec.dtype))
+            if record is not None:
+                plan = plan_from_dict(record["plan"])
+            return Kernel(spec, target, plan, lib["main"], lib, time.perf_counter() - t0, source, str(path))
+    mod, plan, source = schedule(spec, build_target, record, source)
+    if source == "default" and record is not None:
+        path = None  # the record did not apply: do not cache the default under the record's key
     try:
-        ex = tvm.compile(mod, target=target.tvm())
+        ex = tvm.compile(mod, target=build_target.tvm())
     except Exception as exc:  # a schedule bug must not make the op unusable
-        log.warning("tvmconv: default schedule of %s failed to compile (%s); using the unscheduled kernel",
+        log.warning("tvmconv: %s schedule of %s failed to compile (%s); using the unscheduled kernel", source,
                     spec.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        plan, source = Plan(), "unscheduled"
+        plan, source, path = Plan(), "unscheduled", None
         ex = tvm.compile(tvm.IRModule({"main": prim_func(spec, plan)}), target=target.tvm())
+    if path is not None:
+        _save_library(ex, path)
     func = ex["main"] if target.is_host_runnable else None
     return Kernel(spec, target, plan, func, ex, time.perf_counter() - t0, source)
+
+
+def _load_library(path: Path):
+    if not path.exists():
+        return None
+    try:
+        return tvm.runtime.load_module(str(path))
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
+        cache.set_aside(path, f"does not load: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}")
+        return None
+
+
+def _save_library(ex, path: Path) -> None:
+    try:
+        with cache.lock(path):
+            if path.exists():
+                return
+            with cache.atomic_path(path) as tmp:
+                ex.export_library(str(tmp.with_suffix(".so")))
+                tmp.with_suffix(".so").replace(tmp)
+    except Exception as exc:  # noqa: BLE001 - no C compiler, read-only cache...: run from memory
+        log.info("tvmconv: could not cache the compiled kernel at %s: %s", path, exc)
 
 
 def load(spec: Spec, target: TargetInfo) -> Kernel:

@@ -13,6 +13,7 @@ textbook definition, left to MetaSchedule or the generic schedule.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -40,6 +41,15 @@ class Plan:
     vb: int = 1  # output channels per block (ocvec)
     owi: int = 1  # output-width register tile
     stages: tuple = ()  # "staged": ((stage-name prefix, Plan), ...) for a chain of convolutions
+
+
+def plan_to_dict(plan: Plan) -> dict:
+    return dataclasses.asdict(plan)
+
+
+def plan_from_dict(d: dict) -> Plan:
+    stages = tuple((prefix, plan_from_dict(p) if isinstance(p, dict) else p) for prefix, p in d.get("stages", ()))
+    return Plan(kind=d.get("kind", "plain"), vb=int(d.get("vb", 1)), owi=int(d.get("owi", 1)), stages=stages)
 
 
 def plan_for(spec: Spec, vector_lanes: int) -> Plan:

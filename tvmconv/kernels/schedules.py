@@ -31,7 +31,8 @@ log = logging.getLogger("tvmconv")
 
 
 def default_schedule(spec: Spec, plan: Plan, vector_lanes: int, cores: int):
-    """Return ``(mod, plan)``: the scheduled IRModule for ``spec``."""
+    """Return ``(sch, plan)``: the default schedule of ``spec`` (``sch.mod`` is the IRModule,
+    ``sch.trace`` replays it on ``prim_func(spec, plan)``)."""
     specific = None
     if isinstance(spec, DepthwiseSeparableSpec):
         specific = _schedule_dwsep
@@ -53,7 +54,7 @@ def default_schedule(spec: Spec, plan: Plan, vector_lanes: int, cores: int):
             plan = Plan()
             sch, done = Schedule(prim_func(spec, plan)), set()
     _schedule_generic(sch, vector_lanes, cores, done)
-    return sch.mod, plan
+    return sch, plan
 
 
 def _try(fn, *args):

@@ -1,0 +1,139 @@
+"""Target profiles, suites and model workloads (no tuning here)."""
+
+import json
+
+import pytest
+import torch
+
+from tvmconv import target as T
+from tvmconv.spec import ConvSpec, spec_from_dict
+from tvmconv.suites import SUITES, suite
+from tvmconv.workloads import workloads
+
+REQUIRED = ("x86-avx2", "x86-avx512", "arm64-linux", "android-arm64", "cuda-sm80", "cuda-sm90")
+
+
+def test_shipped_profiles_are_valid_tvm_targets():
+    import tvm
+
+    found = T.profiles()
+    assert set(REQUIRED) <= set(found)
+    for name in REQUIRED:
+        p = found[name]
+        t = tvm.target.Target(p.target_info().dict)
+        assert t.kind.name == p.target["kind"]
+        assert p.build["kind"] in T.BUILD_KINDS and p.measure["kind"] in T.MEASURE_KINDS
+
+
+def test_host_detection_follows_cpu_flags(monkeypatch):
+    monkeypatch.setattr(T.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(T, "_cpu_flags", lambda: {"avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl"})
+    assert T.detect_profile_name() == "x86-avx512"
+    monkeypatch.setattr(T, "_cpu_flags", lambda: {"avx2", "fma"})
+    assert T.detect_profile_name() == "x86-avx2"
+    monkeypatch.setattr(T, "_cpu_flags", lambda: {"sse4_2"})
+    assert T.detect_profile_name() is None
+    monkeypatch.setattr(T.platform, "machine", lambda: "aarch64")
+    assert T.detect_profile_name() == "arm64-linux"
+
+
+def test_user_profile_without_code_change(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("TVMCONV_TARGETS_DIR", str(tmp_path))
+    (tmp_path / "my-board.json").write_text(json.dumps({
+        "name": "my-board", "target": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
+        "build": {"kind": "cross", "cc": "aarch64-linux-gnu-gcc"},
+        "measure": {"kind": "rpc", "tracker": "10.0.0.1:9190", "key": "board"}}))
+    (tmp_path / "broken.json").write_text("{not json")
+    info = T.resolve("my-board")
+    assert info.profile == "my-board" and info.dict["mtriple"] == "aarch64-linux-gnu" and not info.is_host_runnable
+    assert "broken" not in T.profiles() and "broken.json" in caplog.text
+
+
+def test_resolve_errors_name_the_argument():
+    with pytest.raises(ValueError, match="target must be a profile name"):
+        T.resolve("x86-avx9000")
+    with pytest.raises(ValueError, match="'kind'"):
+        T.resolve({"mcpu": "znver3"})
+    with pytest.raises(ValueError, match="target must be"):
+        T.resolve(3)
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_suites_are_real_layers(name):
+    """Every convolution of a suite has the output shape torch computes for it."""
+    items = suite(name)
+    assert items and all(count >= 1 for _, count in items)
+    assert len({s for s, _ in items}) == len(items)
+    for spec, _ in items:
+        assert spec_from_dict(json.loads(spec.to_json())) == spec
+        if isinstance(spec, ConvSpec) and not spec.shuffle:
+            nd = spec.ndim
+            x = torch.empty((spec.n, spec.c_in, *spec.in_size), device="meta")
+            pad = tuple(p for p, _ in spec.padding)
+            if spec.transposed:
+                w = torch.empty((spec.c_in, spec.c_out // spec.groups, *spec.kernel), device="meta")
+                f = getattr(torch.nn.functional, f"conv_transpose{nd}d")
+                y = f(x, w, None, spec.stride, pad, spec.output_padding, spec.groups, spec.dilation)
+            else:
+                w = torch.empty((spec.c_out, spec.c_in // spec.groups, *spec.kernel), device="meta")
+                y = getattr(torch.nn.functional, f"conv{nd}d")(x, w, None, spec.stride, pad, spec.dilation,
+                                                              spec.groups)
+            assert tuple(y.shape) == spec.out_shape, spec.name
+
+
+def test_shufflenet_suites_have_both_group_counts():
+    g3 = {s.groups for s, _ in suite("shufflenet_v1_g3") if isinstance(s, ConvSpec) and s.kernel == (1, 1)}
+    g8 = {s.groups for s, _ in suite("shufflenet_v1_g8") if isinstance(s, ConvSpec) and s.kernel == (1, 1)}
+    assert g3 == {1, 3} and g8 == {1, 8}
+    assert sum(c for _, c in suite("resnet18")) == 20  # ResNet-18 has 20 convolutions
+
+
+class _Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.b = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.dw = torch.nn.Conv2d(8, 8, 3, padding="same", groups=8)
+        self.up = torch.nn.ConvTranspose2d(8, 4, 4, 2, 1)
+        self.c1 = torch.nn.Conv1d(4, 4, 3)
+
+    def forward(self, x):
+        y = self.up(self.dw(torch.relu(self.a(x) + self.b(x))))
+        return self.c1(y.flatten(2))
+
+
+def test_model_workloads_from_module_and_pt2(tmp_path):
+    x = torch.randn(1, 3, 8, 8)
+    found = workloads(_Net(), example_inputs=(x,))
+    names = [(s.variant, c) for s, c in found]
+    assert names == [("conv2d", 2), ("conv2d", 1), ("conv_transpose2d", 1), ("conv1d", 1)]
+    assert found[1][0].groups == 8 and found[1][0].padding == ((1, 1), (1, 1))
+    path = tmp_path / "net.pt2"
+    torch.export.save(torch.export.export(_Net(), (x,)), str(path))
+    assert workloads(path, input_shape=(1, 3, 8, 8)) == found
+    with pytest.raises(ValueError, match="does not match"):
+        workloads(path, input_shape=(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="example_inputs is required"):
+        workloads(_Net())
+    with pytest.raises(ValueError, match="does not exist"):
+        workloads(tmp_path / "missing.pt2")
+
+
+def test_cli_targets_and_cache(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tvmconv.cli import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["targets"])
+    assert out.exit_code == 0 and "x86-avx512" in out.output and "detected for this host" in out.output
+    bad = runner.invoke(app, ["tune", "--suite", "mobilenet_v1", "--op", "conv2d"])
+    assert bad.exit_code != 0 and "exactly one of" in bad.output
+    bad = runner.invoke(app, ["tune", "--op", "conv2d", "--shape", "1,3,8", "--weight", "4,3,3,3"])
+    assert bad.exit_code == 2 and "input" in bad.output
+    bad = runner.invoke(app, ["tune", "--spec", '{"variant": "conv9d"}'])
+    assert bad.exit_code == 2 and "variant" in bad.output
+    monkeypatch.setenv("TVMCONV_CACHE_DIR", str(tmp_path))
+    assert runner.invoke(app, ["cache", "list"]).exit_code == 0
+    miss = runner.invoke(app, ["cache", "show", "no_such_workload"])
+    assert miss.exit_code == 2 and "no schedule record" in miss.output

@@ -1,0 +1,333 @@
+"""Tuning and the schedule cache, with tiny budgets on small shapes.
+
+Every tuning run here measures a handful of trials with a small evolutionary population; the
+assertions are about the flow (what is recorded, found, loaded, kept apart, survived), never about
+how fast the result is.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import tvmconv
+from tvmconv import cache
+from tvmconv.kernels import build
+from tvmconv.spec import spec_from_dict
+from tvmconv.suites import conv
+from tvmconv.target import resolve
+from tvmconv.tuner import tune
+
+from .conftest import assert_close
+
+TINY = dict(trials=3, num_trials_per_iter=2, population=16, progress=False, seed=1)
+SPEC = conv(8, 10, 16, 3, 1, 1)  # conv2d 8->16, 10x10, 3x3, pad 1
+SPEC_B = conv(4, 9, 8, 1)  # pointwise 4->8, 9x9
+TARGET = "x86-avx2"
+
+
+def _env(cache_dir):
+    env = dict(os.environ)
+    env["TVMCONV_CACHE_DIR"] = str(cache_dir)
+    return env
+
+
+def _py(code: str, cache_dir, timeout=600, **kw):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=_env(cache_dir), capture_output=True,
+                          text=True, timeout=timeout, **kw)
+
+
+RUN_SPEC = """
+    import sys, torch, tvmconv.functional as F
+    from tvmconv.kernels import build
+    torch.manual_seed(0)
+    x, w = torch.randn(1, 8, 10, 10), torch.randn(16, 8, 3, 3)
+    y = F.conv2d(x, w, padding=1, target="x86-avx2")
+    err = (y - torch.nn.functional.conv2d(x, w, padding=1)).abs().max().item()
+    k = build.load(*list(build._cache)[0])
+    print(k.schedule_source, "|", k.loaded_from, "|", err, "|", "tvmconv.kernels.tuning" in sys.modules)
+"""
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """One tiny tuning run of two workloads, shared by the tests that only read its results."""
+    root = tmp_path_factory.mktemp("tuned")
+    results = tune([SPEC, SPEC_B], target=TARGET, cache_dir=root, **TINY)
+    return root, results
+
+
+def test_tune_records_and_distills(tuned):
+    root, results = tuned
+    tgt = resolve(TARGET)
+    assert [r.spec for r in results] == [SPEC, SPEC_B]
+    for r in results:
+        assert r.trials_run >= 1 and r.trials_total >= 2  # the default schedule + the trials
+        assert r.best_s > 0 and r.default_s >= r.best_s and r.gflops > 0
+        rec = json.loads(Path(r.record_path).read_text())
+        assert rec["key"] == cache.schedule_key(r.spec, tgt) and spec_from_dict(rec["spec"]) == r.spec
+        assert rec["target"] == tgt.key_dict and rec["source"] in ("default", "metaschedule")
+    log_dir = cache.log_dir(root, tgt)
+    # TVM's own JSON database reads the log
+    from tvm.s_tir import meta_schedule as ms
+
+    db = ms.database.JSONDatabase(work_dir=str(log_dir), allow_missing=False)
+    assert len(db.get_all_tuning_records()) == sum(r.trials_total for r in results)
+
+
+def test_every_logged_schedule_computes_the_reference(tuned):
+    """Every trace MetaSchedule measured, replayed on the workload, compiles and matches torch."""
+    import tvm
+
+    from tvmconv.kernels.tuning import TuningLog, prepare
+
+    root, _ = tuned
+    tgt = resolve(TARGET)
+    log = TuningLog(cache.log_dir(root, tgt))
+    (w,) = prepare([(SPEC, 1)], tgt)
+    torch.manual_seed(0)
+    x, wt = torch.randn(1, 8, 10, 10), torch.randn(16, 8, 3, 3)
+    expected = torch.nn.functional.conv2d(x, wt, padding=1)
+    records = [r for r in log.get_all_tuning_records() if r.workload.mod.script() == w.mod.script()]
+    assert records
+    for rec in records:
+        sch = tvm.s_tir.Schedule(w.mod)
+        rec.trace.apply_to_schedule(sch, remove_postproc=False)
+        f = tvm.compile(sch.mod, target=tgt.tvm())["main"]
+        out = torch.empty(SPEC.kernel_out_shape)
+        f(x.view(SPEC.kernel_arg_shapes[0][1]), wt.view(SPEC.kernel_arg_shapes[1][1]), out)
+        assert_close(out.view(expected.shape), expected)
+
+
+def test_fresh_process_loads_tuned_kernel_without_tuning(tuned):
+    root, _ = tuned
+    first = _py(RUN_SPEC, root)
+    assert first.returncode == 0, first.stderr
+    source, loaded_from, err, tuning_imported = [s.strip() for s in first.stdout.strip().split("|")]
+    assert source.startswith("tuned:") and float(err) < 1e-4 and tuning_imported == "True"  # applies the trace
+    second = _py(RUN_SPEC, root)
+    source2, loaded_from2, err2, tuning_imported2 = [s.strip() for s in second.stdout.strip().split("|")]
+    assert source2 == source and float(err2) < 1e-4
+    assert loaded_from2.endswith(".so") and tuning_imported2 == "False"  # only loads the library
+
+
+def test_resume_spends_only_the_remaining_budget(tuned):
+    root, results = tuned
+    again = tune([SPEC, SPEC_B], target=TARGET, cache_dir=root, **TINY)
+    assert [r.trials_run for r in again] == [0, 0]
+    assert [r.trials_total for r in again] == [r.trials_total for r in results]
+
+
+def test_interrupted_tuning_loses_nothing_and_resumes(tmp_path):
+    code = f"""
+        from tvmconv.suites import conv
+        from tvmconv.tuner import tune
+        tune([conv(8, 10, 16, 3, 1, 1)], target="x86-avx2", trials=40, num_trials_per_iter=2, population=16,
+             progress=False)
+    """
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=_env(tmp_path),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    tgt = resolve(TARGET)
+    rec_file = cache.log_dir(tmp_path, tgt) / "database_tuning_record.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if rec_file.exists() and len(rec_file.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    lines = rec_file.read_text().splitlines()
+    assert len(lines) >= 3
+    with open(rec_file, "a") as f:  # what a kill in the middle of a write leaves behind
+        f.write('[0,[[["GetSBlock",[],["pa')
+    from tvmconv.kernels.tuning import TuningLog
+
+    log = TuningLog(cache.log_dir(tmp_path, tgt))
+    assert log.set_aside and "GetSBlock" in log.set_aside[0].read_text()
+    kept = sum(len(v) for v in log.records.values())
+    assert kept == len(lines)
+    (r,) = tune([SPEC], target=TARGET, cache_dir=tmp_path, trials=kept + 2, num_trials_per_iter=2, population=16,
+                progress=False)
+    assert 1 <= r.trials_run <= 2 + 2  # only the remaining budget (one batch of slack)
+    assert r.trials_total == kept + r.trials_run and r.record_path
+
+
+def test_two_concurrent_tuners_share_one_cache(tmp_path, monkeypatch):
+    code = """
+        import sys
+        from tvmconv.suites import conv
+        from tvmconv.tuner import tune
+        specs = [conv(8, 10, 16, 3, 1, 1), conv(4, 9, 8, 1)]
+        tune([specs[int(sys.argv[1])], conv(4, 6, 8, 3, 1, 1)], target="x86-avx2", trials=3, num_trials_per_iter=2,
+             population=16, progress=False)
+    """
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), str(i)], env=_env(tmp_path),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    for p in procs:
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err
+    from tvmconv.kernels.tuning import TuningLog
+
+    monkeypatch.setenv("TVMCONV_CACHE_DIR", str(tmp_path))
+    tgt = resolve(TARGET)
+    log = TuningLog(cache.log_dir(tmp_path, tgt))
+    assert not log.set_aside  # no line was torn by the two writers
+    shared = conv(4, 6, 8, 3, 1, 1)
+    for spec in (SPEC, SPEC_B, shared):
+        found = cache.find_record(spec, tgt)
+        assert found is not None and spec_from_dict(found[0]["spec"]) == spec
+    counts = sorted(len(v) for v in log.records.values())
+    assert len(counts) == 3 and counts[0] >= 3  # every workload's records survived
+    from tvm.s_tir import meta_schedule as ms
+
+    db = ms.database.JSONDatabase(work_dir=str(cache.log_dir(tmp_path, tgt)), allow_missing=False)
+    assert len(db.get_all_tuning_records()) == sum(counts)
+
+
+def test_corrupt_cache_files_are_set_aside_and_the_op_still_works(tuned, tmp_path, caplog):
+    import shutil
+
+    root, _ = tuned
+    shutil.copytree(root, tmp_path / "c", dirs_exist_ok=True)
+    tgt = resolve(TARGET)
+    rec_path = cache.schedule_path(tmp_path / "c", SPEC, tgt)
+    rec_path.write_text(rec_path.read_text()[:100])  # truncated
+    for lib in (tmp_path / "c" / "kernels").rglob("*.so"):
+        lib.write_bytes(b"not a library")
+    out = _py(RUN_SPEC, tmp_path / "c")
+    assert out.returncode == 0, out.stderr
+    source, _, err, _ = [s.strip() for s in out.stdout.strip().split("|")]
+    assert source == "default" and float(err) < 1e-4
+    assert "unusable" in out.stderr and "moved it to" in out.stderr
+    assert list(rec_path.parent.glob(rec_path.name + ".corrupt-*"))
+
+
+def test_records_of_two_targets_are_kept_apart(tuned, monkeypatch):
+    root, _ = tuned
+    monkeypatch.setenv("TVMCONV_CACHE_DIR", str(root))
+    avx2, avx512 = resolve("x86-avx2"), resolve("x86-avx512")
+    other_cpu = resolve({"kind": "llvm", "mcpu": "skylake", "mattr": ["+avx2", "+fma"], "num-cores": 2})
+    assert len({cache.log_dir(root, t) for t in (avx2, avx512, other_cpu)}) == 3
+    assert cache.find_record(SPEC, avx2) is not None
+    assert cache.find_record(SPEC, avx512) is None and cache.find_record(SPEC, other_cpu) is None
+    # a profile listing x86-avx2 as compatible still finds the record, built for x86-avx2
+    rec, _, built_for = build.tuned_record(SPEC, avx512)
+    assert built_for.profile == "x86-avx2" and rec["target"] == avx2.key_dict
+
+
+def test_cache_key_changes_when_any_field_changes(monkeypatch):
+    import dataclasses
+
+    tgt = resolve("x86-avx2")
+    base = cache.schedule_key(SPEC, tgt)
+    for f in dataclasses.fields(SPEC):
+        value = getattr(SPEC, f.name)
+        changed = {"dtype": "float64", "bias": True, "transposed": True}.get(f.name)
+        if changed is None:
+            changed = (value + 1 if isinstance(value, int) else
+                       tuple(tuple(x + 1 for x in v) if isinstance(v, tuple) else v + 1 for v in value))
+        other = dataclasses.replace(SPEC, **{f.name: changed})
+        assert cache.schedule_key(other, tgt) != base, f.name
+    for change in ({"mcpu": "znver3"}, {"mattr": ["+avx2"]}, {"mtriple": "x86_64-linux-gnu"}):
+        assert cache.schedule_key(SPEC, resolve({**tgt.dict, **change})) != base, change
+    assert cache.schedule_key(SPEC, resolve({**tgt.dict, "num-cores": 64})) == base  # run-time only
+    monkeypatch.setattr(cache, "CACHE_FORMAT_VERSION", cache.CACHE_FORMAT_VERSION + 1)
+    assert cache.schedule_key(SPEC, tgt) != base
+    monkeypatch.undo()
+    monkeypatch.setattr(cache, "tvm_version", lambda: "0.28.0")
+    assert cache.schedule_key(SPEC, tgt) != base
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def rpc_tracker():
+    """A TVM RPC tracker and one x86 RPC server under key 'tvmconv-test', on 127.0.0.1."""
+    from tvm import rpc
+
+    port = _free_port()
+    env = dict(os.environ)
+    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port",
+                                str(port), "--port-end", str(port + 1)], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    server = None
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                rpc.connect_tracker("127.0.0.1", port).summary()
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
+                                   "--tracker", f"127.0.0.1:{port}", "--key", "tvmconv-test"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not rpc.connect_tracker("127.0.0.1", port).summary()["queue_info"].get("tvmconv-test", {}).get("free"):
+            if time.time() > deadline:
+                raise TimeoutError("the RPC server did not register with the tracker")
+            time.sleep(0.5)
+        yield port
+    finally:
+        for p in (server, tracker):
+            if p is not None:
+                p.terminate()
+                p.wait(timeout=30)
+
+
+def test_tuning_through_an_rpc_tracker(rpc_tracker, tmp_path):
+    (r,) = tune([SPEC_B], target=TARGET, cache_dir=tmp_path, rpc=f"127.0.0.1:{rpc_tracker}:tvmconv-test", **TINY)
+    assert r.trials_run >= 1 and r.failed_run == 0 and r.best_s > 0 and r.record_path
+
+
+def test_rpc_errors_are_clear(tmp_path, rpc_tracker):
+    with pytest.raises(ConnectionError, match="no free device under key 'no-such-key'"):
+        tune([SPEC_B], target=TARGET, cache_dir=tmp_path, rpc=f"127.0.0.1:{rpc_tracker}:no-such-key", **TINY)
+    with pytest.raises(ConnectionError, match="cannot reach the RPC tracker"):
+        tune([SPEC_B], target=TARGET, cache_dir=tmp_path, rpc=f"127.0.0.1:{_free_port()}:k", **TINY)
+    with pytest.raises(ValueError, match="rpc must be HOST:PORT:KEY"):
+        tune([SPEC_B], target=TARGET, cache_dir=tmp_path, rpc="localhost", **TINY)
+
+
+def test_untuned_op_warns_once_naming_the_command(caplog, monkeypatch):
+    import logging
+
+    import tvmconv.functional as F
+
+    monkeypatch.setattr(build, "_warned_untuned", False)
+    build.clear_memory_cache()
+    with caplog.at_level(logging.WARNING, logger="tvmconv"):
+        F.conv2d(torch.randn(1, 3, 7, 7), torch.randn(5, 3, 3, 3), target=TARGET)
+        F.conv2d(torch.randn(1, 3, 7, 7), torch.randn(6, 3, 3, 3), target=TARGET)
+    msgs = [r.getMessage() for r in caplog.records if "no tuned schedule" in r.getMessage()]
+    assert len(msgs) == 1 and "tvmconv tune --target x86-avx2 --spec '" in msgs[0]
+    spec_json = msgs[0].split("--spec '")[1].split("'")[0]
+    from tvmconv.spec import spec_from_dict
+
+    assert spec_from_dict(json.loads(spec_json)).c_out == 5
+
+
+def test_bad_tune_arguments():
+    with pytest.raises(ValueError, match="trials must be a positive integer"):
+        tune([SPEC], target=TARGET, trials=0)
+    with pytest.raises(ValueError, match="suite must be one of|what to tune"):
+        tune("no_such_suite", target=TARGET)
+    with pytest.raises(ValueError, match="target must be a profile name"):
+        tune([SPEC], target="x86-avx9000")
+    with pytest.raises(ValueError, match="cannot run on this machine"):
+        tune([SPEC], target={"kind": "llvm", "mtriple": "aarch64-linux-gnu"})
+    with pytest.raises(ConnectionError, match="cannot reach the RPC tracker"):
+        tune([SPEC], target="android-arm64" if os.environ.get("TVM_NDK_CC") else "arm64-linux")

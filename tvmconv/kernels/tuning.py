@@ -1,0 +1,523 @@
+"""MetaSchedule tuning (TVM-facing): workloads, the on-disk tuning log, tuning runs, distilling.
+
+* The workload of a spec is the tensor expression its default schedule is written for
+  (``prim_func(spec, plan)``). Before the search starts, the default schedule's trace is measured
+  and committed to the log like any trial, so the evolutionary search starts from it and a tuned
+  result is never slower than the default.
+* ``TuningLog`` is a MetaSchedule database whose two files are TVM's own JSON database format
+  (``database_workload.json``, ``database_tuning_record.json``), so TVM's ``JSONDatabase`` reads
+  them. Unlike ``JSONDatabase`` it appends every record under a file lock and fsyncs it (two tuners
+  may share one log; a kill loses nothing measured), and it reads a log with a truncated or corrupt
+  line by setting the bad lines aside instead of failing. One log directory per target key:
+  records of two targets never mix (MetaSchedule's database does not key by target).
+* ``light_intrinsics()``: importing ``tvm.s_tir.tensor_intrin`` registers every tensor intrinsic
+  TVM has (CUDA, ROCm, Hexagon...) and takes 30-40 s here. MetaSchedule imports it in every
+  builder worker, and the builder starts fresh workers per batch, so each batch of trials would
+  time out. fp32 CPU schedules use none of them: the package is replaced by an empty one whose
+  submodules can still be imported on demand.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import types
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def light_intrinsics() -> None:
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
+        return
+    import tvm.s_tir
+
+    found = importlib.util.find_spec(name)
+    if found is None:  # pragma: no cover - a TVM without the package
+        return
+    mod = types.ModuleType(name)
+    mod.__path__ = list(found.submodule_search_locations or [])
+    mod.__file__ = found.origin
+    sys.modules[name] = mod
+    tvm.s_tir.tensor_intrin = mod
+
+
+light_intrinsics()  # this module is imported by MetaSchedule's builder workers too
+
+import tvm  # noqa: E402
+from filelock import FileLock  # noqa: E402
+from tvm.ir.utils import derived_object  # noqa: E402
+from tvm.s_tir import meta_schedule as ms  # noqa: E402
+from tvm.s_tir import Schedule  # noqa: E402
+from tvm.s_tir.schedule import Trace  # noqa: E402
+
+from ..spec import Spec  # noqa: E402
+from ..target import Profile, TargetInfo  # noqa: E402
+from .compute import Plan, plan_from_dict, plan_to_dict, prim_func  # noqa: E402
+from .schedules import default_schedule, plan_for  # noqa: E402
+
+log = logging.getLogger("tvmconv")
+
+LOCK_TIMEOUT_S = 120
+WORKLOAD_FILE = "database_workload.json"
+RECORD_FILE = "database_tuning_record.json"
+
+
+# -- builder functions (run in MetaSchedule's worker processes; module-level so they pickle) ----
+def build_module(mod, target, _params):
+    light_intrinsics()
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm_build(mod, target=target)
+
+
+def export_cross(rt_mod, cc: str) -> str:
+    from tvm.support import cc as _cc
+
+    path = os.path.join(tempfile.mkdtemp(), "tvm_tmp_mod.so")
+    rt_mod.export_library(path, fcompile=_cc.cross_compiler(cc))
+    return path
+
+
+def export_ndk(rt_mod) -> str:
+    from tvm.support import ndk
+
+    path = os.path.join(tempfile.mkdtemp(), "tvm_tmp_mod.so")
+    rt_mod.export_library(path, fcompile=ndk.create_shared)
+    return path
+
+
+# -- plans and workloads -------------------------------------------------------------------------
+def default_sch(spec: Spec, target: TargetInfo) -> tuple[Schedule, Plan]:
+    lanes = target.lanes(spec.dtype)
+    return default_schedule(spec, plan_for(spec, lanes), lanes, target.num_cores)
+
+
+def workload(spec: Spec, plan: Plan) -> tvm.IRModule:
+    return tvm.IRModule({"main": prim_func(spec, plan)})
+
+
+def apply_record(spec: Spec, record: dict) -> tvm.IRModule:
+    """The scheduled module a distilled record describes (raises if the trace no longer applies)."""
+    sch = Schedule(prim_func(spec, plan_from_dict(record["plan"])))
+    Trace.apply_json_to_schedule(record["trace"], sch)
+    return sch.mod
+
+
+def to_json(obj):
+    """A TVM JSON-style object (Arrays, Maps, IntImm...) as plain Python."""
+    if isinstance(obj, (list, tuple)):
+        return [to_json(x) for x in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return ms.utils._json_de_tvm(obj)
+
+
+def _trace_json(sch: Schedule):
+    return to_json(sch.trace.as_json())
+
+
+# -- the on-disk log -----------------------------------------------------------------------------
+def _dumps(obj) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    return [line for line in text.split("\n") if line.strip()]
+
+
+@derived_object
+class TuningLog(ms.database.PyDatabase):
+    """A MetaSchedule database backed by TVM's JSON database files in ``directory``."""
+
+    def __init__(self, directory: Path, module_equality: str = "structural"):
+        super().__init__()
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path_workload = self.dir / WORKLOAD_FILE
+        self.path_record = self.dir / RECORD_FILE
+        self._lock = FileLock(str(self.dir / ".lock"), timeout=LOCK_TIMEOUT_S)
+        self._mem = ms.database.MemoryDatabase(module_equality=module_equality)
+        self._file_index: dict[str, int] = {}  # workload line -> its index in the workload file
+        self._file_stamp = None
+        # per workload (structural hash string): [(mean run seconds or None if failed, trace json)]
+        self.records: dict[str, list[tuple[float | None, object]]] = defaultdict(list)
+        self.set_aside: list[Path] = []
+        with self._lock:
+            self._load()
+
+    # loading, tolerant of truncated and corrupt lines
+    def _load(self) -> None:
+        w_lines, r_lines = _read_lines(self.path_workload), _read_lines(self.path_record)
+        workloads: list = []
+        bad_w: list[str] = []
+        for line in w_lines:
+            try:
+                obj = json.loads(line)
+                wl = ms.database.Workload.from_json(obj)
+                workloads.append((line, self._mem.commit_workload(wl.mod), obj))
+            except Exception:  # noqa: BLE001 - any unparsable line is set aside
+                workloads.append(None)
+                bad_w.append(line)
+        good_r: list[tuple[int, object]] = []
+        bad_r: list[str] = []
+        for line in r_lines:
+            try:
+                idx, rec_obj = json.loads(line)
+                entry = workloads[idx]
+                if entry is None:
+                    raise ValueError("record of an unreadable workload")
+                rec = ms.database.TuningRecord.from_json(rec_obj, entry[1])
+                self._mem.commit_tuning_record(rec)
+                self._note(entry[2][0], rec_obj)
+                good_r.append((idx, rec_obj))
+            except Exception:  # noqa: BLE001
+                bad_r.append(line)
+        if bad_w or bad_r:
+            self._repair(workloads, good_r, bad_w, bad_r)
+        for i, entry in enumerate(e for e in workloads if e is not None):
+            self._file_index[_dumps(entry[2])] = i
+        self._file_stamp = self._stamp()
+
+    def _repair(self, workloads, good_r, bad_w, bad_r) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = self.dir / f"corrupt-{stamp}.txt"
+        aside.write_text("\n".join(["# workload lines"] + bad_w + ["# record lines"] + bad_r) + "\n")
+        new_index, kept = {}, []
+        for old, entry in enumerate(workloads):
+            if entry is not None:
+                new_index[old] = len(kept)
+                kept.append(_dumps(entry[2]))
+        self._replace(self.path_workload, kept)
+        self._replace(self.path_record, [_dumps([new_index[i], r]) for i, r in good_r])
+        self.set_aside.append(aside)
+        log.warning("tvmconv: tuning log %s had %d unreadable line(s) (a truncated write?); moved them to %s "
+                    "and kept the %d good record(s)", self.dir, len(bad_w) + len(bad_r), aside, len(good_r))
+
+    @staticmethod
+    def _replace(path: Path, lines: list[str]) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w") as f:
+            f.write("".join(line + "\n" for line in lines))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def _stamp(self):
+        try:
+            st = os.stat(self.path_workload)
+            return (st.st_ino, st.st_size)
+        except FileNotFoundError:
+            return None
+
+    def _note(self, shash: str, rec_obj) -> None:
+        secs = rec_obj[1]
+        ok = secs is not None and len(secs) > 0 and max(secs) < 1e9
+        self.records[shash].append((sum(secs) / len(secs) if ok else None, rec_obj[0]))
+
+    # writing: every line appended under the lock and fsynced
+    def _append(self, path: Path, line: str) -> None:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _index_of(self, wl) -> int:
+        """Index of ``wl`` in the workload file, appending it if missing. Caller holds the lock."""
+        if self._stamp() != self._file_stamp:  # another process wrote or repaired the file
+            self._file_index = {}
+            for i, line in enumerate(_read_lines(self.path_workload)):
+                try:
+                    self._file_index[_dumps(json.loads(line))] = i
+                except json.JSONDecodeError:
+                    self._file_index[f"<bad {i}>"] = i
+        key = _dumps(to_json(wl.as_json()))
+        idx = self._file_index.get(key)
+        if idx is None:
+            idx = len(self._file_index)
+            self._append(self.path_workload, key)
+            self._file_index[key] = idx
+        self._file_stamp = self._stamp()
+        return idx
+
+    # the PyDatabase interface
+    def has_workload(self, mod) -> bool:
+        return self._mem.has_workload(mod)
+
+    def commit_workload(self, mod):
+        wl = self._mem.commit_workload(mod)
+        with self._lock:
+            self._index_of(wl)
+        return wl
+
+    def commit_tuning_record(self, record) -> None:
+        self._mem.commit_tuning_record(record)
+        rec_obj = to_json(record.as_json())
+        with self._lock:
+            idx = self._index_of(record.workload)
+            self._append(self.path_record, _dumps([idx, rec_obj]))
+        self._note(record.workload.as_json()[0], rec_obj)
+
+    def get_top_k(self, workload, top_k: int):
+        return self._mem.get_top_k(workload, top_k)
+
+    def get_all_tuning_records(self):
+        return self._mem.get_all_tuning_records()
+
+    def query_tuning_record(self, mod, target, workload_name=None):
+        return self._mem.query_tuning_record(mod, target, workload_name)
+
+    def query_schedule(self, mod, target, workload_name=None):
+        return self._mem.query_schedule(mod, target, workload_name)
+
+    def query_ir_module(self, mod, target, workload_name=None):
+        return self._mem.query_ir_module(mod, target, workload_name)
+
+    def __len__(self) -> int:
+        return len(self._mem)
+
+    # tvmconv's own queries
+    def shash(self, mod) -> str:
+        return self._mem.commit_workload(mod).as_json()[0]
+
+    def trials(self, mod) -> int:
+        return len(self.records.get(self.shash(mod), ()))
+
+
+# -- a tuning run --------------------------------------------------------------------------------
+@dataclass
+class Workload:
+    spec: Spec
+    weight: float
+    plan: Plan
+    mod: tvm.IRModule
+    default_trace: object
+    shash: str = ""
+    done_before: int = 0
+    trials: int = 0
+    failed: int = 0
+    best_s: float | None = None
+    default_s: float | None = None
+
+
+@dataclass
+class TuneResult:
+    """What ``tune`` did for one workload."""
+
+    spec: Spec
+    trials_total: int  # measured records in the log for this workload, this run included
+    trials_run: int  # measured in this run
+    failed_run: int
+    best_s: float | None
+    default_s: float | None
+    source: str  # "metaschedule" | "default" (the default schedule stayed the fastest) | "none"
+    record_path: str | None = None
+
+    @property
+    def gflops(self) -> float | None:
+        return self.spec.flops / self.best_s / 1e9 if self.best_s else None
+
+
+@dataclass
+class Measure:
+    """How trials are measured: locally or through an RPC tracker."""
+
+    kind: str = "local"
+    tracker_host: str = ""
+    tracker_port: int = 0
+    key: str = ""
+    session_timeout_s: int = 120
+    number: int = 3
+    repeat: int = 1
+    min_repeat_ms: int = 100
+    extra: dict = field(default_factory=dict)
+
+
+def make_builder(profile: Profile | None, workers: int):
+    kind = (profile.build if profile else {"kind": "native"}).get("kind", "native")
+    f_export = None
+    if kind == "cross":
+        f_export = functools.partial(export_cross, cc=profile.build["cc"])
+    elif kind == "ndk":
+        if not os.environ.get("TVM_NDK_CC"):
+            raise ValueError(f"target profile {profile.name!r} builds with the Android NDK: set TVM_NDK_CC to "
+                             f"the NDK's clang++ (see README.md, 'Android')")
+        f_export = export_ndk
+    return ms.builder.LocalBuilder(f_build=build_module, f_export=f_export, max_workers=workers, timeout_sec=120)
+
+
+def make_runner(measure: Measure):
+    cfg = ms.runner.EvaluatorConfig(number=measure.number, repeat=measure.repeat,
+                                    min_repeat_ms=measure.min_repeat_ms, enable_cpu_cache_flush=False)
+    if measure.kind == "rpc":
+        rpc = ms.runner.RPCConfig(tracker_host=measure.tracker_host, tracker_port=measure.tracker_port,
+                                  tracker_key=measure.key, session_timeout_sec=measure.session_timeout_s)
+        return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=cfg, max_workers=1)
+    return ms.runner.LocalRunner(evaluator_config=cfg)
+
+
+def check_tracker(measure: Measure) -> None:
+    """Fail early, and clearly, when the tracker is unreachable or has no device under the key."""
+    from tvm import rpc
+
+    import socket
+
+    where = f"{measure.tracker_host}:{measure.tracker_port}"
+    try:
+        socket.create_connection((measure.tracker_host, measure.tracker_port), timeout=10).close()
+        queues = rpc.connect_tracker(measure.tracker_host, measure.tracker_port).summary().get("queue_info", {})
+    except Exception as exc:  # noqa: BLE001 - socket errors come in many types
+        raise ConnectionError(f"cannot reach the RPC tracker at {where}: {exc}. Start one with "
+                              f"`python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port {measure.tracker_port}`") from exc
+    if not queues.get(measure.key, {}).get("free", 0):
+        raise ConnectionError(f"the RPC tracker at {where} has no free device under key {measure.key!r} "
+                              f"(keys with devices: {sorted(queues) or 'none'}); start one with "
+                              f"`python -m tvm.exec.rpc_server --tracker {where} --key {measure.key}`")
+
+
+def _measure_default(w: Workload, target: TargetInfo, builder, runner) -> ms.database.TuningRecord | None:
+    """Build and measure the default schedule with the tuning builder and runner."""
+    func = w.mod["main"]
+    sch = Schedule(func)
+    Trace.apply_json_to_schedule(w.default_trace, sch)
+    (br,) = builder.build([ms.builder.BuilderInput(sch.mod, target.tvm())])
+    args = ms.arg_info.ArgInfo.from_prim_func(func)
+    if br.error_msg:
+        run_secs = [1e10]
+        log.warning("tvmconv: the default schedule of %s failed to build for measuring: %s", w.spec.name,
+                    br.error_msg.splitlines()[-1] if br.error_msg else "")
+    else:
+        (fut,) = runner.run([ms.runner.RunnerInput(br.artifact_path, "cuda" if target.kind == "cuda" else "cpu", args)])
+        res = fut.result()
+        run_secs = [float(x) for x in res.run_secs] if res.error_msg is None else [1e10]
+        if res.error_msg:
+            log.warning("tvmconv: the default schedule of %s failed to run: %s", w.spec.name,
+                        res.error_msg.strip().splitlines()[-1])
+    return ms.database.TuningRecord(sch.trace, ms.database.Workload(w.mod), run_secs=run_secs,
+                                    target=target.tvm(), args_info=args)
+
+
+@derived_object
+class _Progress(ms.measure_callback.PyMeasureCallback):
+    def __init__(self, workloads: list[Workload], on_update):
+        super().__init__()
+        self.workloads = workloads
+        self.on_update = on_update
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+        w = self.workloads[task_id]
+        for br, rr in zip(builder_results, runner_results):
+            w.trials += 1
+            secs = [float(x) for x in rr.run_secs] if rr.run_secs is not None else []
+            if br.error_msg or rr.error_msg or not secs or max(secs) >= 1e9:
+                w.failed += 1
+                continue
+            mean = sum(secs) / len(secs)
+            if w.best_s is None or mean < w.best_s:
+                w.best_s = mean
+        if self.on_update is not None:
+            self.on_update(task_id, w)
+
+
+def _strategy(population: int | None):
+    """MetaSchedule's evolutionary search; a smaller population makes tiny test budgets fast."""
+    if population is None:
+        return "evolutionary"
+    return ms.search_strategy.EvolutionarySearch(population_size=population, init_min_unmeasured=min(50, population),
+                                                 genetic_num_iters=2)
+
+
+def prepare(specs: list[tuple[Spec, float]], target: TargetInfo) -> list[Workload]:
+    out = []
+    for spec, weight in specs:
+        sch, plan = default_sch(spec, target)
+        out.append(Workload(spec=spec, weight=weight, plan=plan, mod=workload(spec, plan),
+                            default_trace=_trace_json(sch)))
+    return out
+
+
+def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials: int,
+         profile: Profile | None = None, measure: Measure | None = None, seed: int | None = None,
+         on_update=None, num_trials_per_iter: int = 64, builder_workers: int | None = None,
+         population: int | None = None) -> None:
+    """Spend ``trials`` measurements per workload (``trials * len(workloads)`` in all, spread by the
+    gradient task scheduler by weight), minus what ``db`` already holds for them."""
+    if target.kind != "llvm":
+        raise ValueError(f"target: tuning is implemented for CPU (llvm) targets; {target.profile!r} is "
+                         f"{target.kind!r}")
+    measure = measure or Measure()
+    if measure.kind == "rpc":
+        check_tracker(measure)
+    cores = target.num_cores
+    builder = make_builder(profile, builder_workers or max(1, min(cores, os.cpu_count() or 1)))
+    runner = make_runner(measure)
+    for w in workloads:
+        w.shash = db.shash(w.mod)
+        w.done_before = len(db.records.get(w.shash, ()))
+        if w.done_before == 0:  # first run: the default schedule is the first record
+            db.commit_workload(w.mod)
+            rec = _measure_default(w, target, builder, runner)
+            db.commit_tuning_record(rec)
+            w.done_before = 1
+    cap = 2 * trials
+    todo = [w for w in workloads if w.done_before < cap]
+    budget = trials * len(workloads) - sum(min(w.done_before, cap) for w in workloads)
+    if not todo or budget <= 0:
+        return
+    per_iter = max(1, min(num_trials_per_iter, trials))
+    rand = ms.utils.fork_seed(seed, n=len(todo))
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    tasks = [ms.TuneContext(mod=w.mod, target=target.tvm(), space_generator="post-order-apply",
+                            search_strategy=_strategy(population), task_name=w.spec.name, rand_state=r,
+                            num_threads=cores).clone() for w, r in zip(todo, rand)]
+    callbacks = ms.measure_callback.MeasureCallback.create("default") + [_Progress(todo, on_update)]
+    ms.tune_tasks(tasks=tasks, task_weights=[w.weight for w in todo], work_dir=str(db.dir),
+                  max_trials_global=budget, max_trials_per_task=cap, num_trials_per_iter=per_iter,
+                  builder=builder, runner=runner, database=db, cost_model="xgb",
+                  measure_callbacks=callbacks, task_scheduler="gradient")
+
+
+def distill(w: Workload, db: TuningLog, target: TargetInfo) -> dict | None:
+    """The best record of ``w`` in ``db`` as a small, diffable schedule record."""
+    from .. import cache
+
+    entries = db.records.get(w.shash or db.shash(w.mod), [])
+    ok = [(s, t) for s, t in entries if s is not None]
+    if not ok:
+        return None
+    best_s, trace = min(ok, key=lambda e: e[0])
+    default = [s for s, t in ok if t == w.default_trace]
+    return {
+        "format": cache.CACHE_FORMAT_VERSION,
+        "key": cache.schedule_key(w.spec, target),
+        "name": w.spec.name,
+        "spec": w.spec.to_dict(),
+        "tvm": cache.tvm_version(),
+        "target": target.key_dict,
+        "profile": target.profile,
+        "plan": plan_to_dict(w.plan),
+        "source": "default" if trace == w.default_trace else "metaschedule",
+        "trace": trace,
+        "run_secs": best_s,
+        "gflops": w.spec.flops / best_s / 1e9,
+        "default_secs": min(default) if default else None,
+        "trials": len(entries),
+        "num_cores": target.num_cores,
+        "workload_shash": w.shash,
+        "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

@@ -1,0 +1,141 @@
+"""``tvmconv.tune``: tune workloads for a target and store the results in the cache.
+
+    import tvmconv
+    tvmconv.tune("mobilenet_v1", target="x86-avx2", trials=200)
+    tvmconv.tune(model, example_inputs=(x,), target="x86-avx2")          # every conv of a model
+    tvmconv.tune(spec, target="arm64-linux", rpc="127.0.0.1:9190:pi4")  # through an RPC tracker
+
+Records are appended to ``tuning_logs/<profile>/<target key>/`` as they are measured, so an
+interrupted run loses nothing and the next run spends only the remaining budget. At the end (or on
+interruption) the best schedule of each workload is distilled into ``schedules/<profile>/``,
+where every later process finds it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import cache
+from .target import TargetInfo, profiles, resolve
+from .workloads import workloads
+
+
+@dataclass
+class Tracker:
+    host: str
+    port: int
+    key: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Tracker":
+        parts = str(text).rsplit(":", 2)
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[2]:
+            raise ValueError(f"rpc must be HOST:PORT:KEY (the RPC tracker and the device key), got {text!r}")
+        return cls(parts[0], int(parts[1]), parts[2])
+
+
+def _measure(target: TargetInfo, rpc):
+    from .kernels.tuning import Measure
+
+    prof = profiles().get(target.profile)
+    if rpc is None and prof is not None and prof.measure.get("kind") == "rpc":
+        rpc = f"{prof.measure['tracker']}:{prof.measure['key']}"
+    if rpc is None:
+        if not target.is_host_runnable:
+            raise ValueError(f"target {target.profile!r} cannot run on this machine: pass rpc='HOST:PORT:KEY' "
+                             f"naming an RPC tracker and the key its devices registered under")
+        return Measure()
+    t = rpc if isinstance(rpc, Tracker) else Tracker.parse(rpc)
+    return Measure(kind="rpc", tracker_host=t.host, tracker_port=t.port, key=t.key)
+
+
+def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shape=None, rpc=None,
+         cache_dir=None, progress: bool = True, seed: int | None = None, num_trials_per_iter: int = 64,
+         population: int | None = None):
+    """Tune ``what`` (a spec, specs, a suite name, an nn.Module with ``example_inputs`` or a .pt2
+    file) for ``target`` with ``trials`` measurements per workload. Returns one ``TuneResult`` per
+    workload (trials, best time, GFLOP/s, the default schedule's time, the record written)."""
+    from .kernels import build
+    from .kernels.tuning import TuningLog, distill, prepare, tune as _tune
+
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise ValueError(f"trials must be a positive integer, got {trials!r}")
+    items = workloads(what, example_inputs, input_shape)
+    if not items:
+        raise ValueError(f"no convolution workloads found in {what!r}")
+    tgt = resolve(target)
+    measure = _measure(tgt, rpc)
+    root = Path(cache_dir) if cache_dir is not None else cache.user_root()
+    log_dir = cache.log_dir(root, tgt)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    desc = log_dir / "target.json"
+    if not desc.exists():
+        cache.write_json(desc, {"profile": tgt.profile, "target": tgt.key_dict, "tvm": cache.tvm_version(),
+                                "format": cache.CACHE_FORMAT_VERSION})
+    db = TuningLog(log_dir)
+    wls = prepare(items, tgt)
+    bar = _Bar(wls, trials) if progress else None
+    interrupted = None
+    try:
+        if bar:
+            bar.start()
+        _tune(wls, tgt, db, trials=trials, profile=profiles().get(tgt.profile), measure=measure, seed=seed,
+              on_update=bar.update if bar else None, num_trials_per_iter=num_trials_per_iter,
+              population=population)
+    except KeyboardInterrupt as exc:
+        interrupted = exc
+    finally:
+        if bar:
+            bar.stop()
+    results = [_result(w, db, tgt, root, distill) for w in wls]
+    build.clear_memory_cache()
+    if interrupted is not None:
+        raise interrupted
+    return results
+
+
+def _result(w, db, tgt, root, distill):
+    from .kernels.tuning import TuneResult
+
+    rec = distill(w, db, tgt)
+    path = cache.save_record(rec, w.spec, tgt, root) if rec else None
+    return TuneResult(spec=w.spec, trials_total=len(db.records.get(w.shash, ())), trials_run=w.trials,
+                      failed_run=w.failed, best_s=rec["run_secs"] if rec else None,
+                      default_s=rec["default_secs"] if rec else None,
+                      source=rec["source"] if rec else "none", record_path=str(path) if path else None)
+
+
+class _Bar:
+    """A rich progress display: per workload, trials done of the budget, elapsed time, best GFLOP/s."""
+
+    def __init__(self, wls, trials: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.wls, self.trials, self.t0 = wls, trials, time.perf_counter()
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[best]}"))
+        self.ids = []
+
+    def start(self):
+        self.progress.start()
+        for w in self.wls:
+            self.ids.append(self.progress.add_task(w.spec.name[:60], total=self.trials, best="",
+                                                   completed=min(self.trials, 0)))
+
+    def update(self, i_todo, w):
+        i = self.wls.index(w)
+        best = f"best {w.spec.flops / w.best_s / 1e9:7.1f} GFLOP/s" if w.best_s else ""
+        self.progress.update(self.ids[i], completed=min(self.trials, w.trials), best=best)
+
+    def stop(self):
+        self.progress.stop()
+
+
+def results_json(results) -> str:
+    return "\n".join(json.dumps({"workload": r.spec.name, "trials_total": r.trials_total,
+                                 "trials_run": r.trials_run, "failed_run": r.failed_run, "best_s": r.best_s,
+                                 "gflops": r.gflops, "default_s": r.default_s, "source": r.source,
+                                 "record": r.record_path}) for r in results)
