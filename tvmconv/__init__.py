@@ -3,6 +3,7 @@ device and callable on PyTorch tensors and NumPy arrays.
 
     import tvmconv.functional as TF
     y = TF.conv2d(x, w, b, stride=2, padding=1, groups=4)
+    tvmconv.tune("mobilenet_v1", target="x86-avx2", trials=200)   # tuned schedules, cached
 """
 
 import logging as _logging
@@ -15,5 +16,6 @@ _logging.getLogger("tvmconv").setLevel(_knobs.log_level())
 
 from . import functional  # noqa: E402
 from .registry import VARIANTS  # noqa: E402
+from .tuner import tune  # noqa: E402
 
-__all__ = ["functional", "VARIANTS", "__version__"]
+__all__ = ["functional", "tune", "VARIANTS", "__version__"]
