@@ -373,15 +373,10 @@ class SpatialSeparableSpec(Spec):
 
     @property
     def kernel_arg_shapes(self):
-        first, second = self.stages()
-        shapes = dict(first.kernel_arg_shapes)
-        args = [("input", shapes["input"]), ("weight_kx1", shapes["weight"]),
-                ("weight_1xk", dict(second.kernel_arg_shapes)["weight"])]
-        if self.bias1:
-            args.append(("bias_kx1", (self.c_mid,)))
-        if self.bias2:
-            args.append(("bias_1xk", (self.c_out,)))
-        return args
+        """``arg_shapes`` with the input and weights in the 3-D views of the two stages."""
+        first, second = (dict(s.kernel_arg_shapes) for s in self.stages())
+        views = {"input": first["input"], "weight_kx1": first["weight"], "weight_1xk": second["weight"]}
+        return [(name, views.get(name, shape)) for name, shape in self.arg_shapes]
 
     @property
     def kernel_out_shape(self):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,11 +97,6 @@ class Profile:
         if cfg["kind"] == "llvm":
             cfg.setdefault("num-cores", num_cores or knobs.num_threads())
         return make(cfg, profile=self.name)
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "description": self.description, "target": self.target,
-                "host": self.host, "build": self.build, "measure": self.measure, "vendor": self.vendor,
-                "compatible": list(self.compatible)}
 
 
 def _unfreeze(v):
@@ -280,6 +274,3 @@ def resolve(target=None) -> TargetInfo:
     raise ValueError(f"target must be None, 'host', a profile name, a TVM target dict such as "
                      f"{{'kind': 'llvm', 'mcpu': 'znver3'}}, or its JSON text; got {target!r}")
 
-
-def cores() -> int:
-    return int(os.environ.get("TVM_NUM_THREADS") or knobs.num_threads())

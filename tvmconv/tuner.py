@@ -37,10 +37,9 @@ class Tracker:
         return cls(parts[0], int(parts[1]), parts[2])
 
 
-def _measure(target: TargetInfo, rpc):
+def _measure(target: TargetInfo, prof, rpc):
     from .kernels.tuning import Measure
 
-    prof = profiles().get(target.profile)
     if rpc is None and prof is not None and prof.measure.get("kind") == "rpc":
         rpc = f"{prof.measure['tracker']}:{prof.measure['key']}"
     if rpc is None:
@@ -67,7 +66,8 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
     if not items:
         raise ValueError(f"no convolution workloads found in {what!r}")
     tgt = resolve(target)
-    measure = _measure(tgt, rpc)
+    prof = profiles().get(tgt.profile)
+    measure = _measure(tgt, prof, rpc)
     root = Path(cache_dir) if cache_dir is not None else cache.user_root()
     log_dir = cache.log_dir(root, tgt)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +82,7 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
     try:
         if bar:
             bar.start()
-        _tune(wls, tgt, db, trials=trials, profile=profiles().get(tgt.profile), measure=measure, seed=seed,
+        _tune(wls, tgt, db, trials=trials, profile=prof, measure=measure, seed=seed,
               on_update=bar.update if bar else None, num_trials_per_iter=num_trials_per_iter,
               population=population)
     except KeyboardInterrupt as exc:
@@ -122,8 +122,7 @@ class _Bar:
     def start(self):
         self.progress.start()
         for w in self.wls:
-            self.ids.append(self.progress.add_task(w.spec.name[:60], total=self.trials, best="",
-                                                   completed=min(self.trials, 0)))
+            self.ids.append(self.progress.add_task(w.spec.name[:60], total=self.trials, best=""))
 
     def update(self, i_todo, w):
         i = self.wls.index(w)

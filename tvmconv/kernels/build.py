@@ -27,8 +27,8 @@ import tvm
 from .. import cache
 from ..spec import Spec
 from ..target import TargetInfo, profiles
-from .compute import Plan, plan_from_dict, prim_func
-from .schedules import default_schedule, plan_for
+from .compute import Plan, plan_for, plan_from_dict, prim_func
+from .schedules import default_for
 
 log = logging.getLogger("tvmconv")
 
@@ -76,14 +76,21 @@ def tuned_record(spec: Spec, target: TargetInfo) -> tuple[dict, Path, TargetInfo
     found = cache.find_record(spec, target)
     if found:
         return found[0], found[1], target
-    prof = profiles().get(target.profile)
+    known = profiles()  # reads the profile files: once
+    prof = known.get(target.profile)
     for other in (prof.compatible if prof else ()):
-        if other in profiles():
-            alt = profiles()[other].target_info(target.num_cores)
+        if other in known:
+            alt = known[other].target_info(target.num_cores)
             found = cache.find_record(spec, alt)
             if found:
                 return found[0], found[1], alt
     return None
+
+
+def _last_line(exc: Exception) -> str:
+    """TVM puts the message on the last line of its multi-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
 
 
 def _warn_untuned(spec: Spec, target: TargetInfo) -> None:
@@ -120,10 +127,8 @@ def schedule(spec: Spec, target: TargetInfo, record: dict | None, source: str):
             return apply_record(spec, record), plan_from_dict(record["plan"]), source
         except Exception as exc:  # noqa: BLE001 - a stale record must not break the op
             log.warning("tvmconv: tuned record %s no longer applies (%s); using the default schedule",
-                        source.removeprefix("tuned:"),
-                        str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
-    lanes = target.lanes(spec.dtype)
-    sch, plan = default_schedule(spec, plan_for(spec, lanes), lanes, target.num_cores)
+                        source.removeprefix("tuned:"), _last_line(exc))
+    sch, plan = default_for(spec, target)
     return sch.mod, plan, "default"
 
 
@@ -169,7 +174,7 @@ def _load_library(path: Path):
     try:
         return tvm.runtime.load_module(str(path))
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
-        cache.set_aside(path, f"does not load: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}")
+        cache.set_aside(path, f"does not load: {_last_line(exc)}")
         return None
 
 

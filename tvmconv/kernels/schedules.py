@@ -24,10 +24,16 @@ import logging
 from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import ScheduleError
 
-from ..spec import ConvSpec, DepthwiseSeparableSpec, Spec
-from .compute import Plan, plan_for, prim_func  # noqa: F401  (plan_for is re-exported)
+from ..spec import DepthwiseSeparableSpec, Spec
+from .compute import Plan, plan_for, prim_func
 
 log = logging.getLogger("tvmconv")
+
+
+def default_for(spec: Spec, target):
+    """``default_schedule`` with the plan, vector lanes and cores of ``target`` (a TargetInfo)."""
+    lanes = target.lanes(spec.dtype)
+    return default_schedule(spec, plan_for(spec, lanes), lanes, target.num_cores)
 
 
 def default_schedule(spec: Spec, plan: Plan, vector_lanes: int, cores: int):

@@ -29,7 +29,7 @@ import tempfile
 import time
 import types
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -61,7 +61,7 @@ from tvm.s_tir.schedule import Trace  # noqa: E402
 from ..spec import Spec  # noqa: E402
 from ..target import Profile, TargetInfo  # noqa: E402
 from .compute import Plan, plan_from_dict, plan_to_dict, prim_func  # noqa: E402
-from .schedules import default_schedule, plan_for  # noqa: E402
+from .schedules import default_for  # noqa: E402
 
 log = logging.getLogger("tvmconv")
 
@@ -97,11 +97,6 @@ def export_ndk(rt_mod) -> str:
 
 
 # -- plans and workloads -------------------------------------------------------------------------
-def default_sch(spec: Spec, target: TargetInfo) -> tuple[Schedule, Plan]:
-    lanes = target.lanes(spec.dtype)
-    return default_schedule(spec, plan_for(spec, lanes), lanes, target.num_cores)
-
-
 def workload(spec: Spec, plan: Plan) -> tvm.IRModule:
     return tvm.IRModule({"main": prim_func(spec, plan)})
 
@@ -129,6 +124,14 @@ def _trace_json(sch: Schedule):
 
 
 # -- the on-disk log -----------------------------------------------------------------------------
+def mean_secs(secs) -> float | None:
+    """The mean of a record's run times, or None for a failed trial (MetaSchedule records those
+    as 1e10 s)."""
+    if not secs or max(secs) >= 1e9:
+        return None
+    return sum(secs) / len(secs)
+
+
 def _dumps(obj) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
@@ -226,9 +229,7 @@ class TuningLog(ms.database.PyDatabase):
             return None
 
     def _note(self, shash: str, rec_obj) -> None:
-        secs = rec_obj[1]
-        ok = secs is not None and len(secs) > 0 and max(secs) < 1e9
-        self.records[shash].append((sum(secs) / len(secs) if ok else None, rec_obj[0]))
+        self.records[shash].append((mean_secs(rec_obj[1]), rec_obj[0]))
 
     # writing: every line appended under the lock and fsynced
     def _append(self, path: Path, line: str) -> None:
@@ -312,7 +313,6 @@ class Workload:
     trials: int = 0
     failed: int = 0
     best_s: float | None = None
-    default_s: float | None = None
 
 
 @dataclass
@@ -345,7 +345,6 @@ class Measure:
     number: int = 3
     repeat: int = 1
     min_repeat_ms: int = 100
-    extra: dict = field(default_factory=dict)
 
 
 def make_builder(profile: Profile | None, workers: int):
@@ -400,7 +399,7 @@ def _measure_default(w: Workload, target: TargetInfo, builder, runner) -> ms.dat
     if br.error_msg:
         run_secs = [1e10]
         log.warning("tvmconv: the default schedule of %s failed to build for measuring: %s", w.spec.name,
-                    br.error_msg.splitlines()[-1] if br.error_msg else "")
+                    br.error_msg.strip().splitlines()[-1])
     else:
         (fut,) = runner.run([ms.runner.RunnerInput(br.artifact_path, "cuda" if target.kind == "cuda" else "cpu", args)])
         res = fut.result()
@@ -423,12 +422,11 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
         w = self.workloads[task_id]
         for br, rr in zip(builder_results, runner_results):
             w.trials += 1
-            secs = [float(x) for x in rr.run_secs] if rr.run_secs is not None else []
-            if br.error_msg or rr.error_msg or not secs or max(secs) >= 1e9:
+            mean = None if br.error_msg or rr.error_msg or rr.run_secs is None else mean_secs(
+                [float(x) for x in rr.run_secs])
+            if mean is None:
                 w.failed += 1
-                continue
-            mean = sum(secs) / len(secs)
-            if w.best_s is None or mean < w.best_s:
+            elif w.best_s is None or mean < w.best_s:
                 w.best_s = mean
         if self.on_update is not None:
             self.on_update(task_id, w)
@@ -445,7 +443,7 @@ def _strategy(population: int | None):
 def prepare(specs: list[tuple[Spec, float]], target: TargetInfo) -> list[Workload]:
     out = []
     for spec, weight in specs:
-        sch, plan = default_sch(spec, target)
+        sch, plan = default_for(spec, target)
         out.append(Workload(spec=spec, weight=weight, plan=plan, mod=workload(spec, plan),
                             default_trace=_trace_json(sch)))
     return out
