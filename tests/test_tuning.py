@@ -160,6 +160,65 @@ def test_interrupted_tuning_loses_nothing_and_resumes(tmp_path):
     assert r.trials_total == kept + r.trials_run and r.record_path
 
 
+def test_ctrl_c_stops_cleanly_and_distills(tmp_path):
+    """SIGINT to `tvmconv tune` (what Ctrl-C sends): exit 130, no crash, the best so far distilled,
+    and the search process and its workers gone (the log stops growing)."""
+    cmd = [sys.executable, "-m", "tvmconv", "tune", "--target", TARGET, "--op", "conv2d", "--shape", "1,8,10,10",
+           "--weight", "16,8,3,3", "--padding", "1", "--trials", "40", "--per-iter", "2", "--population", "16"]
+    proc = subprocess.Popen(cmd, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rec_file = cache.log_dir(tmp_path, resolve(TARGET)) / "database_tuning_record.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (rec_file.exists() and len(rec_file.read_text().splitlines()) >= 3):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in out and "Segfault" not in err and "terminate" not in err
+    assert len(list((tmp_path / "schedules" / TARGET).glob("conv2d_*.json"))) == 1
+    n = len(rec_file.read_text().splitlines())
+    time.sleep(5)
+    assert len(rec_file.read_text().splitlines()) == n
+
+
+def test_dispatch_is_measured_recorded_and_followed(tuned, monkeypatch):
+    """After tuning, each op was timed against its vendor path and the faster one recorded; a
+    record that says 'vendor' makes the op call the vendor path, unless TVMCONV_DISPATCH=0."""
+    root, results = tuned
+    for r in results:
+        assert r.dispatch in ("tvmconv", "vendor")
+        rec = json.loads(Path(r.record_path).read_text())
+        d = rec["dispatch"]
+        assert d["choice"] == r.dispatch and (d["vendor_s"] < d["tvmconv_s"]) == (r.dispatch == "vendor")
+    path = Path(results[0].record_path)
+    rec = json.loads(path.read_text())
+    rec["dispatch"]["choice"] = "vendor"
+    path.write_text(json.dumps(rec))
+    monkeypatch.setenv("TVMCONV_CACHE_DIR", str(root))
+    from tvmconv import functional as TF
+    from tvmconv.kernels import build
+
+    build.clear_memory_cache()
+    calls = []
+
+    def vendor(spec):
+        def fn(*tensors):
+            calls.append(spec.name)
+            return torch.nn.functional.conv2d(tensors[0], tensors[1], padding=1)
+        return fn
+
+    monkeypatch.setattr(TF, "_vendor", vendor)
+    x, w = torch.randn(1, 8, 10, 10), torch.randn(16, 8, 3, 3)
+    y = TF.conv2d(x, w, padding=1, target=TARGET)
+    assert calls == [SPEC.name]
+    torch.testing.assert_close(y, torch.nn.functional.conv2d(x, w, padding=1))
+    with TF.no_dispatch():
+        TF.conv2d(x, w, padding=1, target=TARGET)
+    monkeypatch.setenv("TVMCONV_DISPATCH", "0")
+    TF.conv2d(x, w, padding=1, target=TARGET)
+    assert calls == [SPEC.name]
+    build.clear_memory_cache()
+
+
 def test_two_concurrent_tuners_share_one_cache(tmp_path, monkeypatch):
     code = """
         import sys

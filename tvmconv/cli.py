@@ -119,6 +119,11 @@ def tune(
     rpc: Optional[str] = typer.Option(None, "--rpc", help="Measure through an RPC tracker: HOST:PORT:KEY."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Write here instead of the user cache."),
     seed: Optional[int] = typer.Option(None, "--seed"),
+    per_iter: int = typer.Option(64, "--per-iter", min=1, help="Trials measured per search round."),
+    no_dispatch: bool = typer.Option(False, "--no-dispatch", help="Skip timing the tuned ops against the vendor "
+                                     "path (the dispatch choice recorded after tuning)."),
+    population: Optional[int] = typer.Option(None, "--population", min=2,
+                                             help="Evolutionary search population (MetaSchedule's default: 512)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write one JSON record per workload here."),
 ):
     """Tune workloads with MetaSchedule and store the best schedules in the cache. Interrupting
@@ -141,7 +146,8 @@ def tune(
         else:
             what = _op_spec(op, shape, weight, stride, padding, dilation, groups, bias)
         results = run_tune(what, target=target, trials=trials, rpc=rpc, cache_dir=cache_dir, seed=seed,
-                           input_shape=_ints(input_shape, "--input-shape"))
+                           input_shape=_ints(input_shape, "--input-shape"), num_trials_per_iter=per_iter,
+                           population=population, dispatch=not no_dispatch)
     except (ValueError, ConnectionError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -149,12 +155,13 @@ def tune(
         console.print("[yellow]interrupted: every measured trial is in the log and the best schedules so far "
                       "are in the cache; run the same command again to resume[/yellow]")
         raise typer.Exit(130) from None
-    table = Table("workload", "trials", "best ms", "GFLOP/s", "default ms", "speed-up", "schedule")
+    table = Table("workload", "trials", "best ms", "GFLOP/s", "default ms", "speed-up", "schedule", "dispatch")
     for r in results:
         fmt = (lambda s: "-" if s is None else f"{s * 1e3:.4f}")
         table.add_row(r.spec.name, f"{r.trials_total}", fmt(r.best_s),
                       "-" if r.gflops is None else f"{r.gflops:.1f}", fmt(r.default_s),
-                      "-" if not (r.best_s and r.default_s) else f"{r.default_s / r.best_s:.2f}x", r.source)
+                      "-" if not (r.best_s and r.default_s) else f"{r.default_s / r.best_s:.2f}x", r.source,
+                      r.dispatch or "-")
     console.print(table)
     if json_path:
         json_path.write_text(results_json(results) + "\n")
@@ -184,6 +191,117 @@ def _as_tuple(v):
     return v if isinstance(v, tuple) else (v,)
 
 
+def _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias):
+    """The workloads named by exactly one of --suite/--op/--spec/--model."""
+    from .spec import spec_from_dict
+
+    if suite is not None:
+        return suite
+    if spec is not None:
+        return spec_from_dict(json.loads(spec))
+    if model is not None:
+        return Path(model)
+    return _op_spec(op, shape, weight, stride, padding, dilation, groups, bias)
+
+
+@app.command()
+def bench(
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Profile name; default: this host's."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="'variants' (default: every variant on the default "
+                                        "shape), a suite name, or 'all'."),
+    op: Optional[str] = typer.Option(None, "--op", help=f"One convolution: {', '.join(_OPS)}."),
+    shape: Optional[str] = typer.Option(None, "--shape"),
+    weight: Optional[str] = typer.Option(None, "--weight"),
+    stride: str = typer.Option("1", "--stride"),
+    padding: str = typer.Option("0", "--padding"),
+    dilation: str = typer.Option("1", "--dilation"),
+    groups: int = typer.Option(1, "--groups"),
+    bias: bool = typer.Option(False, "--bias"),
+    spec: Optional[str] = typer.Option(None, "--spec"),
+    model: Optional[str] = typer.Option(None, "--model", help="A tvmconv.models name (end-to-end against its "
+                                        "PyTorch twin) or a torch.export'ed .pt2 file (its conv layers)."),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape"),
+    batch: str = typer.Option("1,8", "--batch", help="Batch sizes for --model NAME."),
+    rounds: int = typer.Option(7, "--rounds", min=3),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write one JSON record per workload here."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Chart path (default: bench-<target>-<what>.png)."),
+):
+    """Time tuned tvmconv kernels against the vendor path (PyTorch/oneDNN, or the PyTorch op
+    sequence for fused variants) in the same process, interleaved, with the machine's roofline."""
+    import torch
+
+    from . import bench as B
+    from .models import MODELS
+    from .target import resolve
+
+    given = [x for x in (suite, op, spec, model) if x is not None]
+    if len(given) > 1:
+        raise typer.BadParameter("give at most one of --suite, --op, --spec or --model",
+                                 param_hint="--suite/--op/--spec/--model")
+    try:
+        tgt = resolve(target)
+        if model in MODELS:
+            return _bench_model(model, tgt, _as_tuple(_ints(batch, "--batch")), rounds, json_path)
+        what = _what(suite or ("variants" if not given else None), op, spec, model, shape, weight, stride, padding,
+                     dilation, groups, bias)
+        cases = B.cases(what, input_shape=_ints(input_shape, "--input-shape"))
+    except (ValueError, TypeError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    roof = B.measure_roofline(tgt.num_cores)
+    console.print(f"{B.machine()}; target {tgt.profile} ({tgt.num_cores} threads)\nroofline: SGEMM "
+                  f"{roof.peak_flops / 1e9:.1f} GFLOP/s, copy {roof.bandwidth / 1e9:.1f} GB/s (measured now)")
+    records = []
+    with console.status("benchmarking...") as status:
+        for i, c in enumerate(cases):
+            status.update(f"[{i + 1}/{len(cases)}] {c.label}")
+            records.append(B.run_case(c, tgt, roof, rounds=rounds))
+    ms = (lambda s, d: f"{s * 1e3:.3f} ±{d * 1e3:.3f}")
+    table = Table("workload", "family", "MFLOP", "tvmconv ms", "vendor ms", "ratio", "GFLOP/s", "roofline",
+                  "schedule", "goal")
+    for r in records:
+        table.add_row(r["workload"][:70], r["family"], f"{r['flops'] / 1e6:.1f}", ms(r["tvmconv_s"], r["tvmconv_spread"]),
+                      ms(r["vendor_s"], r["vendor_spread"]), f"{r['ratio']:.2f}", f"{r['gflops']:.1f}",
+                      f"{r['roofline_fraction']:.0%}", r["schedule"],
+                      "met" if B.meets_goal(r) else "[red]missed[/red]")
+    console.print(table)
+    geo = Table("family", "workloads", "geomean ratio (tvmconv/vendor)", "geomean speed-up", title="per family")
+    for fam, g in B.geomeans(records).items():
+        geo.add_row(fam, str(sum(r["family"] == fam for r in records)), f"{g:.3f}", f"{1 / g:.2f}x")
+    console.print(geo)
+    missed = [r["workload"] for r in records if not B.meets_goal(r)]
+    console.print(f"{len(records) - len(missed)}/{len(records)} workloads meet their goal "
+                  f"(compute: not slower than vendor; memory: 3x and 60% of bandwidth; fused: 1.5x)")
+    label = suite or (Path(model).stem if model else op or "spec")
+    png = png or Path(f"bench-{tgt.profile}-{label}.png")
+    B.plot(records, roof, png)
+    console.print(f"chart: {png}")
+    if json_path:
+        head = {"machine": B.machine(), "peak_flops": roof.peak_flops, "bandwidth": roof.bandwidth}
+        json_path.write_text("".join(json.dumps({**r, **head}) + "\n" for r in records))
+        console.print(f"records: {json_path}")
+
+
+def _bench_model(name, tgt, batches, rounds, json_path):
+    import torch
+
+    from . import bench as B
+    from .models import MODELS
+
+    records = B.bench_models([name], tgt, batches, rounds=rounds)
+    table = Table("model", "batch", "tvmconv ms", "PyTorch twin ms", "ratio", "speed-up", "max |diff|")
+    for r in records:
+        table.add_row(r["workload"], str(r["batch"]), f"{r['tvmconv_s'] * 1e3:.2f}", f"{r['vendor_s'] * 1e3:.2f}",
+                      f"{r['ratio']:.2f}", f"{r['speedup']:.2f}x", f"{r['max_abs_diff']:.1e}")
+    console.print(table)
+    o = B.call_overhead()
+    console.print(f"per-call overhead on a tiny conv2d: kernel {o['kernel_s'] * 1e6:.1f} us, tvmconv.functional "
+                  f"{o['functional_s'] * 1e6:.1f} us, torch.ops.tvmconv {o['custom_op_s'] * 1e6:.1f} us, "
+                  f"tvmconv.nn.Conv2d {o['module_s'] * 1e6:.1f} us")
+    if json_path:
+        json_path.write_text("".join(json.dumps(r) + "\n" for r in records + [{"workload": "call_overhead", **o}]))
+
+
 cache_app = typer.Typer(help="Inspect and clear the schedule cache.")
 app.add_typer(cache_app, name="cache")
 
@@ -193,12 +311,14 @@ def cache_list(target: Optional[str] = typer.Option(None, "--target", "-t", help
     """Every tuned schedule record, shipped and user, with its measured time."""
     from . import cache as C
 
-    table = Table("profile", "workload", "GFLOP/s", "ms", "trials", "schedule", "where")
+    table = Table("profile", "workload", "GFLOP/s", "ms", "trials", "schedule", "dispatch", "where")
     shipped = C.shipped_root().resolve()
     for rec, path in C.list_records(profile=target):
         where = "shipped" if path.resolve().is_relative_to(shipped) else "user"
+        d = rec.get("dispatch") or {}
+        disp = f"{d['choice']} ({d['vendor_s'] / d['tvmconv_s']:.2f}x)" if d else "-"
         table.add_row(rec.get("profile", path.parent.name), rec.get("name", path.stem), f"{rec.get('gflops', 0):.1f}",
-                      f"{rec['run_secs'] * 1e3:.4f}", str(rec.get("trials", "")), rec.get("source", ""), where)
+                      f"{rec['run_secs'] * 1e3:.4f}", str(rec.get("trials", "")), rec.get("source", ""), disp, where)
     console.print(table)
 
 

@@ -13,7 +13,10 @@ where every later process finds it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,12 +56,14 @@ def _measure(target: TargetInfo, prof, rpc):
 
 def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shape=None, rpc=None,
          cache_dir=None, progress: bool = True, seed: int | None = None, num_trials_per_iter: int = 64,
-         population: int | None = None):
+         population: int | None = None, dispatch: bool = True):
     """Tune ``what`` (a spec, specs, a suite name, an nn.Module with ``example_inputs`` or a .pt2
     file) for ``target`` with ``trials`` measurements per workload. Returns one ``TuneResult`` per
-    workload (trials, best time, GFLOP/s, the default schedule's time, the record written)."""
+    workload (trials, best time, GFLOP/s, the default schedule's time, the record written).
+    ``dispatch``: then time each tuned op against its vendor path and record the faster one."""
     from .kernels import build
-    from .kernels.tuning import TuningLog, distill, prepare, tune as _tune
+    from .kernels import tune_child
+    from .kernels.tuning import TuningLog, distill, prepare
 
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
         raise ValueError(f"trials must be a positive integer, got {trials!r}")
@@ -75,26 +80,74 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
     if not desc.exists():
         cache.write_json(desc, {"profile": tgt.profile, "target": tgt.key_dict, "tvm": cache.tvm_version(),
                                 "format": cache.CACHE_FORMAT_VERSION})
-    db = TuningLog(log_dir)
     wls = prepare(items, tgt)
     bar = _Bar(wls, trials) if progress else None
+
+    def update(i, done, failed, best_s):
+        w = wls[i]
+        w.trials, w.failed, w.best_s = done, failed, best_s
+        if bar:
+            bar.update(w)
+
+    job = tune_child.Job(specs=items, target=tgt, profile=prof, measure=measure, log_dir=str(log_dir),
+                         trials=trials, seed=seed, num_trials_per_iter=num_trials_per_iter, population=population)
     interrupted = None
     try:
         if bar:
             bar.start()
-        _tune(wls, tgt, db, trials=trials, profile=prof, measure=measure, seed=seed,
-              on_update=bar.update if bar else None, num_trials_per_iter=num_trials_per_iter,
-              population=population)
+        with _sigterm_as_interrupt():
+            tune_child.run(job, update)
     except KeyboardInterrupt as exc:
         interrupted = exc
     finally:
         if bar:
             bar.stop()
+    db = TuningLog(log_dir)  # what the child wrote
+    for w in wls:
+        w.shash = db.shash(w.mod)
     results = [_result(w, db, tgt, root, distill) for w in wls]
     build.clear_memory_cache()
     if interrupted is not None:
         raise interrupted
+    if dispatch and tgt.is_host_runnable and measure.kind == "local":
+        for r in results:
+            if r.record_path:
+                r.dispatch = measure_dispatch(r.spec, tgt, Path(r.record_path))
+        build.clear_memory_cache()
     return results
+
+
+def measure_dispatch(spec, tgt: TargetInfo, record_path: Path) -> str | None:
+    """Time the op with the tuned schedule against the vendor path (interleaved, same process) and
+    record in the schedule record which is faster: the PyTorch-facing layer then calls that one.
+    Returns the choice, or None where there is no vendor path to compare with."""
+    import torch
+
+    from . import bench, timing
+    from . import functional as TF
+    from .kernels import build
+
+    try:
+        case = bench.case_for(spec)
+    except ValueError:
+        return None
+    with cache.lock(record_path):
+        rec = cache.read_json(record_path, cache.RECORD_FIELDS)
+    if rec is None:
+        return None
+    build._cache[(spec, tgt)] = build.compile_spec(spec, tgt, rec)
+    with torch.no_grad(), TF.no_dispatch(), bench._threads(tgt.num_cores):
+        a, b = timing.interleaved(lambda: case.op(*case.args, **case.kwargs, target=tgt),
+                                  lambda: case.reference(*case.args, **case.kwargs), rounds=5)
+    t, v = timing.median(a), timing.median(b)
+    choice = "vendor" if v < t else "tvmconv"
+    with cache.lock(record_path):
+        rec = cache.read_json(record_path, cache.RECORD_FIELDS)
+        if rec is not None:
+            rec["dispatch"] = {"choice": choice, "tvmconv_s": t, "vendor_s": v, "vendor": case.vendor,
+                               "threads": tgt.num_cores, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            cache.write_json(record_path, rec)
+    return choice
 
 
 def _result(w, db, tgt, root, distill):
@@ -106,6 +159,23 @@ def _result(w, db, tgt, root, distill):
                       failed_run=w.failed, best_s=rec["run_secs"] if rec else None,
                       default_s=rec["default_secs"] if rec else None,
                       source=rec["source"] if rec else "none", record_path=str(path) if path else None)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """``kill`` stops tuning like Ctrl-C does: the child is stopped and the log distilled."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(_sig, _frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Bar:
@@ -124,7 +194,7 @@ class _Bar:
         for w in self.wls:
             self.ids.append(self.progress.add_task(w.spec.name[:60], total=self.trials, best=""))
 
-    def update(self, i_todo, w):
+    def update(self, w):
         i = self.wls.index(w)
         best = f"best {w.spec.flops / w.best_s / 1e9:7.1f} GFLOP/s" if w.best_s else ""
         self.progress.update(self.ids[i], completed=min(self.trials, w.trials), best=best)
@@ -136,5 +206,5 @@ class _Bar:
 def results_json(results) -> str:
     return "\n".join(json.dumps({"workload": r.spec.name, "trials_total": r.trials_total,
                                  "trials_run": r.trials_run, "failed_run": r.failed_run, "best_s": r.best_s,
-                                 "gflops": r.gflops, "default_s": r.default_s, "source": r.source,
+                                 "gflops": r.gflops, "default_s": r.default_s, "source": r.source, "dispatch": r.dispatch,
                                  "record": r.record_path}) for r in results)
