@@ -10,12 +10,12 @@ Shapes use N batch, C channels, (D, H, W) or L spatial sizes, K kernel sizes.
 
 from __future__ import annotations
 
-import math
-from typing import Any
+import contextlib
+import functools
 
-import numpy as np
 import torch
 
+from . import knobs, reference
 from . import target as _target
 from ._args import Args, check_divisible, check_groups, check_out_size, check_shape, conv_padding, int_tuple
 from ._args import activation as activation_arg
@@ -41,9 +41,54 @@ __all__ = [
 ]
 
 
+_capture: list | None = None  # set by capture_kernels()
+_no_dispatch = 0  # > 0 inside no_dispatch()
+
+
+@contextlib.contextmanager
+def no_dispatch():
+    """Inside the block, always run the tvmconv kernel, even where tuning found the vendor path
+    faster (benchmarks use this to time the kernel itself)."""
+    global _no_dispatch
+    _no_dispatch += 1
+    try:
+        yield
+    finally:
+        _no_dispatch -= 1
+
+
+def _dispatch_enabled() -> bool:
+    return _no_dispatch == 0 and knobs.dispatch()
+
+
+@functools.lru_cache(maxsize=None)
+def _vendor(spec: Spec):
+    found = reference.vendor_for(spec)
+    return found[1] if found else None
+
+
+@contextlib.contextmanager
+def capture_kernels():
+    """Collect the ``Kernel`` of every op called inside the block (for reports)."""
+    global _capture
+    outer, _capture = _capture, []
+    try:
+        yield _capture
+    finally:
+        _capture = outer
+
+
 def _run(spec: Spec, a: Args, tensors: list[torch.Tensor | None], target=None, unbatched: bool = False):
     """Run ``spec``'s kernel on ``tensors`` (None entries are absent optional arguments)."""
     kern = build.load(spec, _target.resolve(target))
+    if _capture is not None:
+        _capture.append(kern)
+    if kern.dispatch == "vendor" and _dispatch_enabled():
+        vendor = _vendor(spec)
+        if vendor is not None:
+            out = vendor(*tensors)
+            out = out.squeeze(0) if unbatched else out
+            return out.numpy() if a.numpy else out
     present = [t for t in tensors if t is not None]
     args = [t.contiguous().view(shape) for t, (_, shape) in zip(present, spec.kernel_arg_shapes)]
     out = torch.empty(spec.out_shape, dtype=a.dtype)
@@ -389,3 +434,26 @@ def effnet_block(input, weight_1x3, weight_3x1, bias_1x3=None, bias_3x1=None, ac
     spec = EffNetSpec(dtype=a.dtype_name, n=n, c=c, in_size=(h, w), bias1=b1 is not None, bias2=b2 is not None,
                       activation=activation_arg(activation, "activation", op))
     return _run(spec, a, [x, w1, w2, b1, b2], target)
+
+
+# -- autograd and torch.compile go through the custom ops ---------------------------------------
+def _traceable(fn):
+    """Calls that need autograd, or that torch.compile traces, go through ``torch.ops.tvmconv``
+    (tvmconv.ops); plain inference calls run the kernel directly (no dispatcher overhead)."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def op(*args, **kwargs):
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(
+                isinstance(t, torch.Tensor) and t.requires_grad for t in (*args, *kwargs.values()))):
+            from . import ops
+
+            return ops._call(name, args, kwargs)
+        return fn(*args, **kwargs)
+
+    return op
+
+
+for _name in __all__:
+    globals()[_name] = _traceable(globals()[_name])
+del _name

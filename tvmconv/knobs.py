@@ -7,6 +7,8 @@
     TVMCONV_TARGETS_DIR extra target profiles (default $TVMCONV_CACHE_DIR/targets)
     TVMCONV_SHIPPED_DIR root holding the shipped targets/, schedules/ and tuning_logs/
                         (default: the repository the package was installed from)
+    TVMCONV_DISPATCH    1 (default): a workload whose tuning found the vendor path (PyTorch)
+                        faster runs the vendor path; 0: always the tvmconv kernel
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ def cache_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "tvmconv"
+
+
+def dispatch() -> bool:
+    return os.environ.get("TVMCONV_DISPATCH", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def default_target() -> str | None:

@@ -140,3 +140,42 @@ def deform_conv2d(x, offset, w, b=None, stride=(1, 1), padding=(0, 0), dilation=
     if b is not None:
         out += b.detach().double().numpy()[None, :, None, None]
     return torch.from_numpy(out).to(x.dtype)
+
+
+# -- the vendor path of a spec (dispatch and benchmarks) ----------------------------------------
+def vendor_for(spec):
+    """``(description, fn)``: the PyTorch call a user would write for ``spec``; ``fn`` takes the
+    op's tensor arguments in order (None for absent optional ones). None where PyTorch has no
+    path worth dispatching to."""
+    from .spec import ConvSpec, DepthwiseSeparableSpec, EffNetSpec
+
+    if isinstance(spec, ConvSpec):
+        nd = spec.ndim
+        asym = any(lo != hi for lo, hi in spec.padding)
+        if asym and spec.transposed:
+            return None
+        pad = (0,) * nd if asym else tuple(lo for lo, _ in spec.padding)
+        flat = [p for lo, hi in reversed(spec.padding) for p in (lo, hi)]
+        if spec.transposed:
+            conv = getattr(F, f"conv_transpose{nd}d")
+
+            def fn(x, w, b=None):
+                return conv(x, w, b, spec.stride, pad, spec.output_padding, spec.groups, spec.dilation)
+            return f"F.conv_transpose{nd}d", fn
+        conv = getattr(F, f"conv{nd}d")
+
+        def fn(x, w, b=None):
+            y = conv(F.pad(x, flat) if asym else x, w, b, spec.stride, pad, spec.dilation, spec.groups)
+            return F.channel_shuffle(y, spec.shuffle) if spec.shuffle else y
+        return (f"F.conv{nd}d" + (" + F.channel_shuffle" if spec.shuffle else "")), fn
+    if isinstance(spec, DepthwiseSeparableSpec) and all(lo == hi for lo, hi in spec.padding):
+        pad = tuple(lo for lo, _ in spec.padding)
+
+        def fn(x, dw, pw, db=None, pb=None):
+            return depthwise_separable_conv2d(x, dw, pw, db, pb, spec.stride, pad, spec.dilation,
+                                              spec.mid_activation, spec.activation)
+        return "F.conv2d(groups=C) + F.conv2d 1x1", fn
+    if isinstance(spec, EffNetSpec):
+        return "F.conv2d 1x3 + F.max_pool2d + F.conv2d 3x1", (
+            lambda x, w1, w2, b1=None, b2=None: effnet_block(x, w1, w2, b1, b2, spec.activation))
+    return None

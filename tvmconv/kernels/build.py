@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from .. import cache
 from ..spec import Spec
 from ..target import TargetInfo, profiles
 from .compute import Plan, plan_for, plan_from_dict, prim_func
-from .schedules import default_for
+from .schedules import cuda_default, default_for
 
 log = logging.getLogger("tvmconv")
 
@@ -47,6 +48,7 @@ class Kernel:
     compile_seconds: float
     schedule_source: str  # "default", "unscheduled" (fallback) or "tuned:<record file>"
     loaded_from: str = ""  # the cached library it was loaded from, if any
+    dispatch: str = "tvmconv"  # "vendor" when tuning measured the vendor path faster (see vendor())
 
     def __call__(self, *args):
         self.func(*args)
@@ -106,6 +108,8 @@ def _warn_untuned(spec: Spec, target: TargetInfo) -> None:
 
 def choose(spec: Spec, target: TargetInfo) -> tuple[dict | None, str, TargetInfo]:
     """Which schedule ``spec`` gets on ``target``: ``(record or None, source label, build target)``."""
+    if target.kind == "cuda":
+        return None, "default", target  # dlight's rules; CUDA tuning records come with the GPU work
     if target.kind != "llvm":
         return None, "unscheduled", target
     found = tuned_record(spec, target)
@@ -120,6 +124,8 @@ def schedule(spec: Spec, target: TargetInfo, record: dict | None, source: str):
     """Return ``(IRModule, plan, source)`` for the choice ``choose`` made."""
     if source == "unscheduled":
         return tvm.IRModule({"main": prim_func(spec)}), Plan(), source
+    if target.kind == "cuda":
+        return cuda_default(spec, target), Plan(), "default"
     if record is not None:
         from .tuning import apply_record
 
@@ -137,12 +143,15 @@ def _lib_key(spec: Spec, target: TargetInfo, record: dict | None) -> str:
                          "schedule": [record["plan"], record["trace"]] if record else "default"})[:32]
 
 
-def compile_spec(spec: Spec, target: TargetInfo) -> Kernel:
+def compile_spec(spec: Spec, target: TargetInfo, record: dict | None = None) -> Kernel:
     """Schedule and compile ``spec`` for ``target`` (or load the compiled library from the user
-    cache); a schedule that fails to compile falls back to the unscheduled definition (correct,
-    slow) with a warning rather than failing the op."""
+    cache), with ``record`` or else the schedule ``choose`` picks; a schedule that fails to compile
+    falls back to the unscheduled definition (correct, slow) with a warning rather than failing the op."""
     t0 = time.perf_counter()
-    record, source, build_target = choose(spec, target)
+    if record is None:
+        record, source, build_target = choose(spec, target)
+    else:
+        source, build_target = f"tuned:{record.get('name', spec.name)}", target
     path = None
     if target.is_host_runnable and source != "unscheduled":
         path = cache.kernel_path(target, _lib_key(spec, build_target, record))
@@ -151,10 +160,13 @@ def compile_spec(spec: Spec, target: TargetInfo) -> Kernel:
             plan = plan_for(spec, target.lanes(spec.dtype))
             if record is not None:
                 plan = plan_from_dict(record["plan"])
-            return Kernel(spec, target, plan, lib["main"], lib, time.perf_counter() - t0, source, str(path))
+            return Kernel(spec, target, plan, lib["main"], lib, time.perf_counter() - t0, source, str(path),
+                          dispatch=_dispatch(record))
     mod, plan, source = schedule(spec, build_target, record, source)
     if source == "default" and record is not None:
         path = None  # the record did not apply: do not cache the default under the record's key
+    if target.kind == "cuda":
+        use_nvcc()
     try:
         ex = tvm.compile(mod, target=build_target.tvm())
     except Exception as exc:  # a schedule bug must not make the op unusable
@@ -165,7 +177,23 @@ def compile_spec(spec: Spec, target: TargetInfo) -> Kernel:
     if path is not None:
         _save_library(ex, path)
     func = ex["main"] if target.is_host_runnable else None
-    return Kernel(spec, target, plan, func, ex, time.perf_counter() - t0, source)
+    return Kernel(spec, target, plan, func, ex, time.perf_counter() - t0, source,
+                  dispatch=_dispatch(record) if source.startswith("tuned") else "tvmconv")
+
+
+def _dispatch(record: dict | None) -> str:
+    """'vendor' when the record says tuning measured the vendor path faster for this workload."""
+    choice = ((record or {}).get("dispatch") or {}).get("choice")
+    return "vendor" if choice == "vendor" else "tvmconv"
+
+
+def use_nvcc() -> None:
+    """TVM compiles CUDA with NVRTC (the cuda-bindings package) unless told otherwise; without
+    that package, use the CUDA toolkit's nvcc."""
+    import importlib.util
+
+    if importlib.util.find_spec("cuda") is None or importlib.util.find_spec("cuda.bindings") is None:
+        os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
 
 
 def _load_library(path: Path):

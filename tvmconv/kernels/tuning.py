@@ -327,6 +327,7 @@ class TuneResult:
     default_s: float | None
     source: str  # "metaschedule" | "default" (the default schedule stayed the fastest) | "none"
     record_path: str | None = None
+    dispatch: str | None = None  # "tvmconv" | "vendor" (measured faster after tuning) | None (no vendor path)
 
     @property
     def gflops(self) -> float | None:

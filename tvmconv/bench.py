@@ -1,0 +1,315 @@
+"""``tvmconv bench``: every workload timed against the vendor path, with the machine's roofline.
+
+For each workload the tvmconv op (as a user calls it: ``tvmconv.functional``, tuned schedule if
+the cache has one) and the vendor path a user would otherwise call (``torch.nn.functional`` on
+CPU, i.e. oneDNN; the PyTorch op sequence for fused variants) run in the same process,
+interleaved, after warm-up; medians and spreads are reported. The roofline comes from two
+micro-benchmarks run first in the same process: a large SGEMM (peak FLOP/s) and a large copy
+(memory bandwidth). ``roofline_fraction`` is the time the roofline allows for the workload's
+FLOPs and compulsory bytes, divided by tvmconv's time.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from . import functional as TF
+from . import reference as R
+from . import timing
+from .registry import DEFAULT_ROW, VARIANTS
+from .spec import ConvSpec, DepthwiseSeparableSpec, EffNetSpec, Spec
+from .target import TargetInfo
+
+# Goals of issue 4 by family: (vendor_s / tvmconv_s at least, roofline fraction at least)
+GOALS = {"compute": (1.0, None), "memory": (3.0, 0.60), "fused": (1.5, None)}
+
+
+@dataclass
+class Roofline:
+    peak_flops: float  # FLOP/s of a large SGEMM
+    bandwidth: float  # bytes/s of a large copy (read + write)
+    threads: int
+
+    def min_seconds(self, flops: int, nbytes: int) -> float:
+        return max(flops / self.peak_flops, nbytes / self.bandwidth)
+
+
+def measure_roofline(threads: int, *, gemm_n: int = 2048, copy_mb: int = 256) -> Roofline:
+    """Peak FLOP/s from torch.mm on (gemm_n x gemm_n) float32 matrices; bandwidth from copying a
+    ``copy_mb`` MiB buffer (bytes read + bytes written), best of several runs each."""
+    with _threads(threads):
+        a, b = torch.randn(gemm_n, gemm_n), torch.randn(gemm_n, gemm_n)
+        c = torch.empty(gemm_n, gemm_n)
+        t_mm = _best(lambda: torch.mm(a, b, out=c), 5)
+        src = torch.ones(copy_mb * 2 ** 20 // 4)
+        dst = torch.empty_like(src)
+        t_cp = _best(lambda: dst.copy_(src), 5)
+    return Roofline(2 * gemm_n ** 3 / t_mm, 2 * src.numel() * 4 / t_cp, threads)
+
+
+def _best(fn, n: int) -> float:
+    fn()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return min(out)
+
+
+class _threads:
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self):
+        self.old = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.old)
+
+
+@dataclass
+class Case:
+    label: str  # the workload's name
+    family: str  # the variant family (standard, pointwise, grouped, depthwise, ...)
+    kind: str  # compute | memory | fused: which goal applies
+    vendor: str  # what the vendor path is
+    op: object  # the tvmconv functional op
+    reference: object  # the vendor path, same arguments
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+    count: int = 1
+
+
+def _family(spec: ConvSpec) -> tuple[str, str]:
+    nd = len(spec.in_size)
+    if spec.shuffle:
+        return "shuffled_group", "fused"
+    if spec.transposed:
+        return "transposed", "compute"
+    if spec.groups > 1 and spec.groups == spec.c_in:
+        return "depthwise", "memory"
+    if spec.groups > 1:
+        return "grouped", "compute"
+    if any(d > 1 for d in spec.dilation):
+        return "dilated", "compute"
+    if nd != 2:
+        return f"conv{nd}d", "compute"
+    if all(k == 1 for k in spec.kernel):
+        return "pointwise", "compute"
+    return "standard", "compute"
+
+
+def _randn(g, *shape, scale=1.0):
+    return torch.randn(*shape, generator=g) * scale
+
+
+def case_for(spec: Spec, count: int = 1, seed: int = 0) -> Case:
+    """Random inputs of ``spec``'s shapes, the tvmconv op and the vendor path that computes it."""
+    g = torch.Generator().manual_seed(seed)
+    if isinstance(spec, ConvSpec):
+        nd = len(spec.in_size)
+        x = _randn(g, spec.n, spec.c_in, *spec.in_size)
+        if any(lo != hi for lo, hi in spec.padding):
+            raise ValueError(f"bench: asymmetric padding of {spec.name} has no torch.nn.functional form")
+        pad = tuple(lo for lo, _ in spec.padding)
+        fam, kind = _family(spec)
+        fan = spec.c_in // spec.groups * math.prod(spec.kernel)
+        b = _randn(g, spec.c_out) if spec.bias else None
+        if spec.transposed:
+            w = _randn(g, spec.c_in, spec.c_out // spec.groups, *spec.kernel, scale=fan ** -0.5)
+            name = f"conv_transpose{nd}d"
+            kw = dict(stride=spec.stride, padding=pad, output_padding=spec.output_padding, groups=spec.groups,
+                      dilation=spec.dilation)
+        else:
+            w = _randn(g, spec.c_out, spec.c_in // spec.groups, *spec.kernel, scale=fan ** -0.5)
+            name = "shuffled_group_conv2d" if spec.shuffle else f"conv{nd}d"
+            kw = dict(stride=spec.stride, padding=pad, dilation=spec.dilation, groups=spec.groups)
+            if spec.shuffle:
+                kw["shuffle_groups"] = spec.shuffle
+        vendor = "F.conv2d + F.channel_shuffle" if spec.shuffle else f"F.{name} (oneDNN)"
+        return Case(spec.name, fam, kind, vendor, getattr(TF, name), getattr(R, name), (x, w, b), kw, count)
+    if isinstance(spec, DepthwiseSeparableSpec):
+        c_mid = spec.c_in * spec.multiplier
+        x = _randn(g, spec.n, spec.c_in, *spec.in_size)
+        args = (x, _randn(g, c_mid, 1, *spec.kernel, scale=math.prod(spec.kernel) ** -0.5),
+                _randn(g, spec.c_out, c_mid, 1, 1, scale=c_mid ** -0.5),
+                _randn(g, c_mid) if spec.dw_bias else None, _randn(g, spec.c_out) if spec.pw_bias else None)
+        kw = dict(stride=spec.stride, padding=tuple(lo for lo, _ in spec.padding), dilation=spec.dilation,
+                  mid_activation=spec.mid_activation, activation=spec.activation)
+        return Case(spec.name, "depthwise_separable", "fused", "F.conv2d(groups=C) + act + F.conv2d 1x1 + act",
+                    TF.depthwise_separable_conv2d, R.depthwise_separable_conv2d, args, kw, count)
+    if isinstance(spec, EffNetSpec):
+        c = spec.c
+        args = (_randn(g, spec.n, c, *spec.in_size), _randn(g, c, 1, 1, 3), _randn(g, c, 1, 3, 1),
+                _randn(g, c) if spec.bias1 else None, _randn(g, c) if spec.bias2 else None)
+        return Case(spec.name, "effnet_block", "fused", "F.conv2d 1x3 + F.max_pool2d + F.conv2d 3x1",
+                    TF.effnet_block, R.effnet_block, args, dict(activation=spec.activation), count)
+    raise ValueError(f"bench: no vendor path for {type(spec).__name__} workloads")
+
+
+def variant_cases() -> list[Case]:
+    """Every registered variant on the main job's default shape (the embedded default)."""
+    out = []
+    for name, v in VARIANTS.items():
+        if name == "deform_conv2d":  # its vendor path (torchvision) is not installed; NumPy is no vendor
+            continue
+        c = v.make_case(DEFAULT_ROW, torch.Generator().manual_seed(0))
+        kind = v.kind
+        fam = name
+        if name == "conv2d":
+            fam = "standard"
+        out.append(Case(name, fam, kind, f"PyTorch {v.reference.__module__.split('.')[0]} path",
+                        v.op, v.reference, c.args, c.kwargs))
+    return out
+
+
+def run_case(case: Case, target: TargetInfo, roof: Roofline, *, rounds: int = 7) -> dict:
+    """Check the case's output against the vendor's, then time both interleaved."""
+    with torch.no_grad(), _threads(roof.threads):
+        with TF.capture_kernels() as kernels:
+            got = case.op(*case.args, **case.kwargs, target=target)
+        want = case.reference(*case.args, **case.kwargs)
+        err = (got - want).abs().max().item() / max(1.0, want.abs().max().item())
+        a, b = timing.interleaved(lambda: case.op(*case.args, **case.kwargs, target=target),
+                                  lambda: case.reference(*case.args, **case.kwargs), rounds=rounds)
+    spec = kernels[-1].spec
+    t, v = timing.median(a), timing.median(b)
+    src = kernels[-1].schedule_source
+    return {
+        "workload": case.label if case.label == spec.name else f"{case.label}: {spec.name}",
+        "variant": spec.variant, "family": case.family, "kind": case.kind, "count": case.count,
+        "flops": spec.flops, "bytes": spec.bytes_moved,
+        "tvmconv_s": t, "tvmconv_spread": timing.spread(a), "vendor_s": v, "vendor_spread": timing.spread(b),
+        "ratio": t / v, "speedup": v / t, "gflops": spec.flops / t / 1e9,
+        "roofline_fraction": roof.min_seconds(spec.flops, spec.bytes_moved) / t,
+        "vendor": case.vendor, "schedule": "tuned" if src.startswith("tuned") else src,
+        "max_rel_err": err, "target": target.profile,
+    }
+
+
+def meets_goal(rec: dict) -> bool:
+    speed, roof = GOALS[rec["kind"]]
+    return rec["speedup"] >= speed and (roof is None or rec["roofline_fraction"] >= roof)
+
+
+def geomeans(records: list[dict], key: str = "family") -> dict[str, float]:
+    groups: dict[str, list[float]] = {}
+    for r in records:
+        groups.setdefault(r[key], []).append(r["ratio"])
+    return {k: math.exp(sum(math.log(x) for x in v) / len(v)) for k, v in sorted(groups.items())}
+
+
+def machine() -> str:
+    model = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model or platform.processor()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def plot(records: list[dict], roof: Roofline, path) -> None:
+    """Two panels: speed-up over the vendor path per workload (log scale, goal lines), and the
+    fraction of the roofline reached."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"compute": "tab:blue", "memory": "tab:orange", "fused": "tab:green"}
+    n = len(records)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8, 0.32 * n + 2), 8), sharex=True)
+    xs = range(n)
+    ax1.bar(xs, [r["speedup"] for r in records], color=[colors[r["kind"]] for r in records])
+    ax1.axhline(1.0, color="black", lw=0.8)
+    ax1.set_yscale("log")
+    ax1.set_ylabel("speed-up over vendor path (x)")
+    ax1.set_title(f"tvmconv vs vendor: {records[0]['target'] if records else ''}; peak "
+                  f"{roof.peak_flops / 1e9:.0f} GFLOP/s, {roof.bandwidth / 1e9:.0f} GB/s")
+    for kind, c in colors.items():
+        ax1.bar([], [], color=c, label=kind)
+    ax1.legend()
+    ax2.bar(xs, [r["roofline_fraction"] for r in records], color=[colors[r["kind"]] for r in records])
+    ax2.set_ylabel("fraction of roofline")
+    ax2.set_xticks(list(xs))
+    ax2.set_xticklabels([r["workload"][:40] for r in records], rotation=90, fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cases(what, example_inputs=None, input_shape=None) -> list[Case]:
+    """``'variants'`` (every variant on the default shape), a suite name, specs, or a model's convs."""
+    from .workloads import workloads
+
+    if what == "variants":
+        return variant_cases()
+    out = []
+    for spec, count in workloads(what, example_inputs, input_shape):
+        out.append(case_for(spec, count))
+    return out
+
+
+def bench_models(names, target: TargetInfo, batches=(1, 8), *, rounds: int = 7, size: int | None = None) -> list[dict]:
+    """End-to-end latency of tvmconv.models against their plain-PyTorch twins (identical weights)."""
+    from .models import MODELS
+
+    out = []
+    for name in names:
+        torch.manual_seed(0)
+        tv = MODELS[name](target=target.profile if target.profile != "custom" else None).eval()
+        twin = MODELS[name](backend="torch").eval()
+        twin.load_state_dict(tv.state_dict())
+        s = size or (32 if name == "effnet" else 224)
+        for n in batches:
+            x = torch.randn(n, 3, s, s)
+            with torch.no_grad(), _threads(target.num_cores):
+                diff = (tv(x) - twin(x)).abs().max().item()
+                a, b = timing.interleaved(lambda: tv(x), lambda: twin(x), rounds=rounds, min_round_s=0.05)
+            t, v = timing.median(a), timing.median(b)
+            out.append({"workload": name, "batch": n, "input": [n, 3, s, s], "tvmconv_s": t, "vendor_s": v,
+                        "tvmconv_spread": timing.spread(a), "vendor_spread": timing.spread(b), "ratio": t / v,
+                        "speedup": v / t, "max_abs_diff": diff, "vendor": "plain-PyTorch twin", "target": target.profile})
+    return out
+
+
+def call_overhead(n: int = 2000) -> dict:
+    """Seconds per call on a tiny conv2d (1x4x4x4, 3x3): the compiled kernel called directly, the
+    functional op, the torch.library custom op and the tvmconv.nn module."""
+    from . import nn as tnn
+    x, w = torch.randn(1, 4, 4, 4), torch.randn(4, 4, 3, 3)
+    m = tnn.Conv2d(4, 4, 3, bias=False).requires_grad_(False)
+    with TF.capture_kernels() as ks:
+        TF.conv2d(x, w)
+    kern, out = ks[-1], torch.empty(1, 4, 2, 2)
+    args = [t.view(shape) for t, (_, shape) in zip((x, w), kern.spec.kernel_arg_shapes)]
+    out_v = out.view(kern.spec.kernel_out_shape)
+    op = torch.ops.tvmconv.conv2d.default
+    fns = {"kernel_s": lambda: kern(*args, out_v), "functional_s": lambda: TF.conv2d(x, w),
+           "custom_op_s": lambda: op(x, w, None, [1, 1], [0, 0], [1, 1], 1, ""), "module_s": lambda: m(x)}
+    res = {}
+    with torch.no_grad():
+        for key, fn in fns.items():
+            fn()
+            best = float("inf")
+            for _ in range(5):
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                best = min(best, (time.perf_counter() - t0) / n)
+            res[key] = best
+    return res
+
+
+__all__ = ["Roofline", "measure_roofline", "Case", "case_for", "cases", "run_case", "geomeans", "plot", "GOALS",
+           "meets_goal", "machine", "bench_models", "call_overhead"]
