@@ -302,6 +302,53 @@ def _bench_model(name, tgt, batches, rounds, json_path):
         json_path.write_text("".join(json.dumps(r) + "\n" for r in records + [{"workload": "call_overhead", **o}]))
 
 
+@app.command("export")
+def export_cmd(
+    target: str = typer.Option(..., "--target", "-t", help="Profile name: arm64-linux, android-arm64, cuda-sm90..."),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory to write."),
+    suite: Optional[str] = typer.Option(None, "--suite"),
+    op: Optional[str] = typer.Option(None, "--op", help=f"One convolution: {', '.join(_OPS)}."),
+    shape: Optional[str] = typer.Option(None, "--shape"),
+    weight: Optional[str] = typer.Option(None, "--weight"),
+    stride: str = typer.Option("1", "--stride"),
+    padding: str = typer.Option("0", "--padding"),
+    dilation: str = typer.Option("1", "--dilation"),
+    groups: int = typer.Option(1, "--groups"),
+    bias: bool = typer.Option(False, "--bias"),
+    spec: Optional[str] = typer.Option(None, "--spec"),
+    model: Optional[Path] = typer.Option(None, "--model", help="A torch.export'ed model (.pt2): every conv layer."),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape"),
+    check: bool = typer.Option(False, "--check", help="Build the C example, run every kernel (under qemu for "
+                               "aarch64) on random inputs and compare with PyTorch here."),
+):
+    """Compile every workload for a target with its tuned (else default) schedule: shared and
+    static libraries, a C header, a C example and a manifest (CPU); CUDA source and cubin (CUDA)."""
+    from . import export as X
+
+    given = [x for x in (suite, op, spec, model) if x is not None]
+    if len(given) != 1:
+        raise typer.BadParameter("give exactly one of --suite, --op (with --shape/--weight), --spec or --model",
+                                 param_hint="--suite/--op/--spec/--model")
+    try:
+        what = _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias)
+        with console.status("compiling...") as status:
+            manifest = X.export(what, target, output, input_shape=_ints(input_shape, "--input-shape"),
+                                progress=lambda i, n, s: status.update(f"[{i + 1}/{n}] {s.name}"))
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    table = Table("workload", "schedule", "files")
+    for w in manifest["workloads"]:
+        table.add_row(w["name"], w["schedule"], " ".join(w["files"].values()))
+    console.print(table)
+    console.print(f"{len(manifest['workloads'])} kernels for {manifest['target']} in {output} (manifest.json)")
+    if check:
+        ok, total = X.check(output, log=console.print)
+        console.print(f"{ok}/{total} kernels match PyTorch")
+        if ok != total:
+            raise typer.Exit(1)
+
+
 cache_app = typer.Typer(help="Inspect and clear the schedule cache.")
 app.add_typer(cache_app, name="cache")
 

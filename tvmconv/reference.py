@@ -178,4 +178,27 @@ def vendor_for(spec):
     if isinstance(spec, EffNetSpec):
         return "F.conv2d 1x3 + F.max_pool2d + F.conv2d 3x1", (
             lambda x, w1, w2, b1=None, b2=None: effnet_block(x, w1, w2, b1, b2, spec.activation))
+    v = spec.variant
+    if v == "channel_shuffle":
+        return "F.channel_shuffle", lambda x: channel_shuffle(x, spec.groups)
+    if v == "spatial_separable_conv2d":
+        return "F.conv2d kx1 + F.conv2d 1xk", lambda x, w1, w2, b1=None, b2=None: spatial_separable_conv2d(
+            x, w1, w2, b1, b2, spec.stride, spec.padding, spec.dilation, spec.groups)
+    if v == "flattened_conv2d":
+        return "three F.conv2d", lambda x, wl, wv, wh, b=None: flattened_conv2d(x, wl, wv, wh, b, spec.stride,
+                                                                               spec.padding)
+    if v == "channel_wise_conv":
+        return "F.conv1d over channels", lambda x, w, b=None: channel_wise_conv(x, w, b, spec.stride, spec.padding,
+                                                                               spec.dilation)
+    if v == "squeeze_excitation":
+        return "mean + F.linear + F.relu + F.linear + sigmoid + mul", squeeze_excitation
     return None
+
+
+def reference_for(spec):
+    """``(description, fn)`` like ``vendor_for``, for every variant: deform_conv2d's is the NumPy
+    transcription of torchvision's kernel, taking ``(input, offset, weight, bias, mask)``."""
+    if spec.variant == "deform_conv2d":
+        return "NumPy deform_conv2d", lambda x, off, w, b=None, m=None: deform_conv2d(
+            x, off, w, b, spec.stride, spec.padding, spec.dilation, m)
+    return vendor_for(spec)

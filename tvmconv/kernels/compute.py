@@ -70,7 +70,7 @@ def plan_for(spec: Spec, vector_lanes: int) -> Plan:
         return Plan("plain")
     if isinstance(spec, SpatialSeparableSpec):
         return Plan("staged", stages=tuple((prefix, plan_for(st, V)) for prefix, st in
-                                           zip(("kx1_", "1xk_"), spec.stages())))
+                                           zip(("kx1_", "c1xk_"), spec.stages())))
     if isinstance(spec, DepthwiseSeparableSpec):
         vb = 2 * V if spec.c_out >= 2 * V else V
         regs = 28 if V >= 16 else 13
@@ -416,9 +416,9 @@ def depthwise_separable_conv2d(spec: DepthwiseSeparableSpec, plan: Plan):
 def spatial_separable_conv2d(spec: SpatialSeparableSpec, plan: Plan):
     ph = {nm: te.placeholder(shape, spec.dtype, name=nm) for nm, shape in spec.kernel_arg_shapes}
     st1, st2 = spec.stages()
-    p1, p2 = dict(plan.stages).get("kx1_", Plan()), dict(plan.stages).get("1xk_", Plan())
+    p1, p2 = dict(plan.stages).get("kx1_", Plan()), dict(plan.stages).get("c1xk_", Plan())
     mid = conv_stage(st1.as3d(), p1, ph["input"], ph["weight_kx1"], ph.get("bias_kx1"), "kx1_")
-    out = conv_stage(st2.as3d(), p2, mid, ph["weight_1xk"], ph.get("bias_1xk"), "1xk_")
+    out = conv_stage(st2.as3d(), p2, mid, ph["weight_1xk"], ph.get("bias_1xk"), "c1xk_")
     return [ph[nm] for nm, _ in spec.kernel_arg_shapes], out
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 
+import tvm
 from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import ScheduleError
 
@@ -34,6 +35,20 @@ def default_for(spec: Spec, target):
     """``default_schedule`` with the plan, vector lanes and cores of ``target`` (a TargetInfo)."""
     lanes = target.lanes(spec.dtype)
     return default_schedule(spec, plan_for(spec, lanes), lanes, target.num_cores)
+
+
+def cuda_default(spec: Spec, target) -> tvm.IRModule:
+    """The default CUDA schedule: TVM's dlight GPU rules (matmul, GEMV, reductions), and where
+    they do not apply, its fallback rule (every spatial loop bound to blocks and threads)."""
+    from tvm.s_tir import dlight as dl
+
+    mod = tvm.IRModule({"main": prim_func(spec)})
+    with tvm.target.Target(target.tvm()):
+        try:
+            return dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                                           dl.gpu.GeneralReduction(), dl.gpu.Fallback())(mod)
+        except Exception:  # noqa: BLE001 - a rule's analysis that asserts on our compute
+            return dl.ApplyDefaultSchedule(dl.gpu.Fallback())(mod)
 
 
 def default_schedule(spec: Spec, plan: Plan, vector_lanes: int, cores: int):
