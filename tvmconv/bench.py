@@ -236,9 +236,9 @@ def plot(records: list[dict], roof: Roofline, path) -> None:
     ax1.set_ylabel("speed-up over vendor path (x)")
     ax1.set_title(f"tvmconv vs vendor: {records[0]['target'] if records else ''}; peak "
                   f"{roof.peak_flops / 1e9:.0f} GFLOP/s, {roof.bandwidth / 1e9:.0f} GB/s")
-    for kind, c in colors.items():
-        ax1.bar([], [], color=c, label=kind)
-    ax1.legend()
+    from matplotlib.patches import Patch
+
+    ax1.legend(handles=[Patch(color=c, label=k) for k, c in colors.items()])
     ax2.bar(xs, [r["roofline_fraction"] for r in records], color=[colors[r["kind"]] for r in records])
     ax2.set_ylabel("fraction of roofline")
     ax2.set_xticks(list(xs))

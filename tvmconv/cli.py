@@ -256,7 +256,7 @@ def bench(
         for i, c in enumerate(cases):
             status.update(f"[{i + 1}/{len(cases)}] {c.label}")
             records.append(B.run_case(c, tgt, roof, rounds=rounds))
-    ms = (lambda s, d: f"{s * 1e3:.3f} ±{d * 1e3:.3f}")
+    ms = (lambda s, d: f"{s * 1e3:.3f} ±{d:.0%}")  # spread: interquartile range relative to the median
     table = Table("workload", "family", "MFLOP", "tvmconv ms", "vendor ms", "ratio", "GFLOP/s", "roofline",
                   "schedule", "goal")
     for r in records:
