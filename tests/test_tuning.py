@@ -74,7 +74,7 @@ def test_tune_records_and_distills(tuned):
         assert r.best_s > 0 and r.default_s >= r.best_s and r.gflops > 0
         rec = json.loads(Path(r.record_path).read_text())
         assert rec["key"] == cache.schedule_key(r.spec, tgt) and spec_from_dict(rec["spec"]) == r.spec
-        assert rec["target"] == tgt.key_dict and rec["source"] in ("default", "metaschedule")
+        assert rec["target"] == tgt.key_dict and rec["source"] in ("default", "metaschedule", "plan-search")
     log_dir = cache.log_dir(root, tgt)
     # TVM's own JSON database reads the log
     from tvm.s_tir import meta_schedule as ms
@@ -96,10 +96,14 @@ def test_every_logged_schedule_computes_the_reference(tuned):
     torch.manual_seed(0)
     x, wt = torch.randn(1, 8, 10, 10), torch.randn(16, 8, 3, 3)
     expected = torch.nn.functional.conv2d(x, wt, padding=1)
-    records = [r for r in log.get_all_tuning_records() if r.workload.mod.script() == w.mod.script()]
-    assert records
+    from tvmconv.kernels.tuning import plan_variants
+
+    mods = [w.mod] + [mod for _, mod, _ in plan_variants(w, tgt)]  # the searched plan and the other blockings
+    scripts = {m.script(): m for m in mods}
+    records = [r for r in log.get_all_tuning_records() if r.workload.mod.script() in scripts]
+    assert len(records) > len(mods)
     for rec in records:
-        sch = tvm.s_tir.Schedule(w.mod)
+        sch = tvm.s_tir.Schedule(scripts[rec.workload.mod.script()])
         rec.trace.apply_to_schedule(sch, remove_postproc=False)
         f = tvm.compile(sch.mod, target=tgt.tvm())["main"]
         out = torch.empty(SPEC.kernel_out_shape)
@@ -152,12 +156,15 @@ def test_interrupted_tuning_loses_nothing_and_resumes(tmp_path):
 
     log = TuningLog(cache.log_dir(tmp_path, tgt))
     assert log.set_aside and "GetSBlock" in log.set_aside[0].read_text()
-    kept = sum(len(v) for v in log.records.values())
-    assert kept == len(lines)
-    (r,) = tune([SPEC], target=TARGET, cache_dir=tmp_path, trials=kept + 2, num_trials_per_iter=2, population=16,
-                progress=False)
+    assert sum(len(v) for v in log.records.values()) == len(lines)  # every whole line kept
+    from tvmconv.kernels.tuning import prepare
+
+    (w,) = prepare([(SPEC, 1)], resolve(TARGET))
+    searched = len(log.records.get(log.shash(w.mod), ()))  # the budget counts the searched workload's records
+    (r,) = tune([SPEC], target=TARGET, cache_dir=tmp_path, trials=searched + 2, num_trials_per_iter=2,
+                population=16, progress=False)
     assert 1 <= r.trials_run <= 2 + 2  # only the remaining budget (one batch of slack)
-    assert r.trials_total == kept + r.trials_run and r.record_path
+    assert r.record_path and r.trials_total >= searched + r.trials_run
 
 
 def test_ctrl_c_stops_cleanly_and_distills(tmp_path):
@@ -243,12 +250,18 @@ def test_two_concurrent_tuners_share_one_cache(tmp_path, monkeypatch):
     for spec in (SPEC, SPEC_B, shared):
         found = cache.find_record(spec, tgt)
         assert found is not None and spec_from_dict(found[0]["spec"]) == spec
-    counts = sorted(len(v) for v in log.records.values())
-    assert len(counts) == 3 and counts[0] >= 3  # every workload's records survived
+    from tvmconv.kernels.tuning import _trace_json, plan_variants, prepare
+
+    wls = prepare([(s, 1) for s in (SPEC, SPEC_B, shared)], tgt)
+    counts = [len(log.records.get(log.shash(w.mod), ())) for w in wls]
+    assert min(counts) >= 3  # every workload's records survived (the default plan's, searched)
+    for w in wls:  # and every other blocking of the default schedule was measured
+        for _, mod, sch in plan_variants(w, tgt):
+            assert _trace_json(sch) in [t for _, t in log.records.get(log.shash(mod), ())]
     from tvm.s_tir import meta_schedule as ms
 
     db = ms.database.JSONDatabase(work_dir=str(cache.log_dir(tmp_path, tgt)), allow_missing=False)
-    assert len(db.get_all_tuning_records()) == sum(counts)
+    assert len(db.get_all_tuning_records()) == sum(len(v) for v in log.records.values())  # TVM reads them all
 
 
 def test_corrupt_cache_files_are_set_aside_and_the_op_still_works(tuned, tmp_path, caplog):
@@ -334,17 +347,18 @@ def rpc_tracker():
                 time.sleep(0.5)
         server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
                                    "--tracker", f"127.0.0.1:{port}", "--key", "tvmconv-test"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         while not rpc.connect_tracker("127.0.0.1", port).summary()["queue_info"].get("tvmconv-test", {}).get("free"):
             if time.time() > deadline:
                 raise TimeoutError("the RPC server did not register with the tracker")
             time.sleep(0.5)
         yield port
     finally:
-        for p in (server, tracker):
-            if p is not None:
-                p.terminate()
-                p.wait(timeout=30)
+        if server is not None:  # the server and the worker processes it spawned
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+        tracker.terminate()
+        tracker.wait(timeout=30)
 
 
 def test_tuning_through_an_rpc_tracker(rpc_tracker, tmp_path):

@@ -51,7 +51,8 @@ class Args:
                             f"{self.dtype}; all tensors must share one dtype")
         if value.device.type != "cpu":
             raise ValueError(f"{self.op}: argument '{name}' is on device '{value.device}', but the target "
-                             f"compiles for the CPU; move it with .cpu() or pass a CUDA target")
+                             f"runs on the CPU; move it with .cpu() (CUDA code comes from `tvmconv export --target "
+                             f"cuda-sm90`; running it from PyTorch is not supported yet)")
         if ndim is not None:
             allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
             if value.dim() not in allowed:

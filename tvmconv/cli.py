@@ -218,8 +218,9 @@ def bench(
     groups: int = typer.Option(1, "--groups"),
     bias: bool = typer.Option(False, "--bias"),
     spec: Optional[str] = typer.Option(None, "--spec"),
-    model: Optional[str] = typer.Option(None, "--model", help="A tvmconv.models name (end-to-end against its "
-                                        "PyTorch twin) or a torch.export'ed .pt2 file (its conv layers)."),
+    model: Optional[str] = typer.Option(None, "--model", help="tvmconv.models names (comma-separated, or 'all'; "
+                                        "end-to-end against their PyTorch twins) or a torch.export'ed .pt2 file "
+                                        "(its conv layers)."),
     input_shape: Optional[str] = typer.Option(None, "--input-shape"),
     batch: str = typer.Option("1,8", "--batch", help="Batch sizes for --model NAME."),
     rounds: int = typer.Option(7, "--rounds", min=3),
@@ -240,8 +241,9 @@ def bench(
                                  param_hint="--suite/--op/--spec/--model")
     try:
         tgt = resolve(target)
-        if model in MODELS:
-            return _bench_model(model, tgt, _as_tuple(_ints(batch, "--batch")), rounds, json_path)
+        names = list(MODELS) if model == "all" else (model or "").split(",")
+        if model is not None and all(n in MODELS for n in names):
+            return _bench_model(names, tgt, _as_tuple(_ints(batch, "--batch")), rounds, json_path)
         what = _what(suite or ("variants" if not given else None), op, spec, model, shape, weight, stride, padding,
                      dilation, groups, bias)
         cases = B.cases(what, input_shape=_ints(input_shape, "--input-shape"))
@@ -274,21 +276,23 @@ def bench(
                   f"(compute: not slower than vendor; memory: 3x and 60% of bandwidth; fused: 1.5x)")
     label = suite or (Path(model).stem if model else op or "spec")
     png = png or Path(f"bench-{tgt.profile}-{label}.png")
-    B.plot(records, roof, png)
-    console.print(f"chart: {png}")
+    try:
+        B.plot(records, roof, png)
+        console.print(f"chart: {png}")
+    except ImportError:
+        console.print("no chart: matplotlib is not installed (pip install 'tvmconv[bench]')")
     if json_path:
         head = {"machine": B.machine(), "peak_flops": roof.peak_flops, "bandwidth": roof.bandwidth}
         json_path.write_text("".join(json.dumps({**r, **head}) + "\n" for r in records))
         console.print(f"records: {json_path}")
 
 
-def _bench_model(name, tgt, batches, rounds, json_path):
-    import torch
-
+def _bench_model(names, tgt, batches, rounds, json_path):
     from . import bench as B
-    from .models import MODELS
 
-    records = B.bench_models([name], tgt, batches, rounds=rounds)
+    console.print(f"{B.machine()}; target {tgt.profile} ({tgt.num_cores} threads)")
+    with console.status("timing models..."):
+        records = B.bench_models(names, tgt, batches, rounds=rounds)
     table = Table("model", "batch", "tvmconv ms", "PyTorch twin ms", "ratio", "speed-up", "max |diff|")
     for r in records:
         table.add_row(r["workload"], str(r["batch"]), f"{r['tvmconv_s'] * 1e3:.2f}", f"{r['vendor_s'] * 1e3:.2f}",
@@ -320,6 +324,9 @@ def export_cmd(
     input_shape: Optional[str] = typer.Option(None, "--input-shape"),
     check: bool = typer.Option(False, "--check", help="Build the C example, run every kernel (under qemu for "
                                "aarch64) on random inputs and compare with PyTorch here."),
+    check_python: Optional[str] = typer.Option(None, "--check-python", help="Also load every shared library "
+                                               "with TVM's runtime in this interpreter of the target's "
+                                               "architecture (e.g. the one scripts/aarch64-python.sh makes)."),
 ):
     """Compile every workload for a target with its tuned (else default) schedule: shared and
     static libraries, a C header, a C example and a manifest (CPU); CUDA source and cubin (CUDA)."""
@@ -342,11 +349,17 @@ def export_cmd(
         table.add_row(w["name"], w["schedule"], " ".join(w["files"].values()))
     console.print(table)
     console.print(f"{len(manifest['workloads'])} kernels for {manifest['target']} in {output} (manifest.json)")
+    bad = False
     if check:
         ok, total = X.check(output, log=console.print)
-        console.print(f"{ok}/{total} kernels match PyTorch")
-        if ok != total:
-            raise typer.Exit(1)
+        console.print(f"{ok}/{total} kernels match PyTorch (static C example)")
+        bad |= ok != total
+    if check_python:
+        ok, total = X.check_runtime(output, check_python, log=console.print)
+        console.print(f"{ok}/{total} kernels match PyTorch (TVM runtime in {check_python})")
+        bad |= ok != total
+    if bad:
+        raise typer.Exit(1)
 
 
 cache_app = typer.Typer(help="Inspect and clear the schedule cache.")

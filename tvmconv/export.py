@@ -410,4 +410,57 @@ def check(out_dir, *, atol: float = 1e-3, log=print) -> tuple[int, int]:
     return ok, len(wls)
 
 
-__all__ = ["export", "check", "cname_of", "MANIFEST_FORMAT"]
+_RUNTIME_CHECK = """
+import json, sys
+import numpy as np
+import tvm
+out_dir, io_dir = sys.argv[1], sys.argv[2]
+manifest = json.load(open(out_dir + "/manifest.json"))
+for i, w in enumerate(manifest["workloads"]):
+    try:
+        f = tvm.runtime.load_module(out_dir + "/" + w["files"]["shared"])[w["cname"]]
+        args = [tvm.runtime.tensor(np.load(f"{io_dir}/{i}_{j}.npy")) for j in range(len(w["args"]))]
+        out = tvm.runtime.tensor(np.zeros(w["output"]["shape"], w["output"]["dtype"]))
+        f(*args, out)
+        np.save(f"{io_dir}/{i}_out.npy", out.numpy())
+    except Exception as exc:
+        print(f"{w['name']}: {type(exc).__name__}: {exc}", file=sys.stderr)
+"""
+
+
+def check_runtime(out_dir, python, *, atol: float = 1e-3, log=print) -> tuple[int, int]:
+    """Load every exported shared library with TVM's runtime in ``python`` (an interpreter of the
+    target's architecture, e.g. the emulated aarch64 one of scripts/aarch64-python.sh, or this
+    one for the host's target), run it on random inputs and compare with PyTorch here."""
+    from . import reference
+    from .spec import spec_from_dict
+
+    out = Path(out_dir).resolve()
+    wls = json.loads((out / "manifest.json").read_text())["workloads"]
+    ok = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        wants = {}
+        for i, w in enumerate(wls):
+            spec = spec_from_dict(w["spec"])
+            full, kernel = _torch_args(spec, torch.Generator().manual_seed(100 + i))
+            for j, t in enumerate(kernel):
+                np.save(f"{tmp}/{i}_{j}.npy", t.numpy())
+            wants[i] = reference.reference_for(spec)[1](*full)
+        script = Path(tmp) / "run.py"
+        script.write_text(_RUNTIME_CHECK)
+        proc = subprocess.run([*([python] if isinstance(python, str) else python), str(script), str(out), tmp],
+                              capture_output=True, text=True, timeout=1800)
+        for i, w in enumerate(wls):
+            path = Path(tmp) / f"{i}_out.npy"
+            if not path.exists():
+                log(f"  {w['name']}: did not run in TVM's runtime: {proc.stderr.strip()[-300:]}")
+                continue
+            want = wants[i].numpy()
+            err = float(np.abs(np.load(path).reshape(want.shape) - want).max())
+            good = err <= atol * max(1.0, float(np.abs(want).max()))
+            ok += good
+            log(f"  {w['name']} (TVM runtime): max |diff| {err:.2e} {'ok' if good else 'MISMATCH'}")
+    return ok, len(wls)
+
+
+__all__ = ["export", "check", "check_runtime", "cname_of", "MANIFEST_FORMAT"]

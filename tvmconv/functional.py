@@ -80,7 +80,12 @@ def capture_kernels():
 
 def _run(spec: Spec, a: Args, tensors: list[torch.Tensor | None], target=None, unbatched: bool = False):
     """Run ``spec``'s kernel on ``tensors`` (None entries are absent optional arguments)."""
-    kern = build.load(spec, _target.resolve(target))
+    tgt = _target.resolve(target)
+    if not tgt.is_host_runnable:
+        raise ValueError(f"{a.op}: target {tgt.profile!r} ({tgt.kind}, {tgt.dict.get('mtriple', tgt.dict.get('arch', ''))})"
+                         f" does not run on this machine's CPU; ops run on CPU targets of this host. Use "
+                         f"`tvmconv export --target {tgt.profile}` to compile for it")
+    kern = build.load(spec, tgt)
     if _capture is not None:
         _capture.append(kern)
     if kern.dispatch == "vendor" and _dispatch_enabled():

@@ -155,7 +155,8 @@ def _result(w, db, tgt, root, distill):
 
     rec = distill(w, db, tgt)
     path = cache.save_record(rec, w.spec, tgt, root) if rec else None
-    return TuneResult(spec=w.spec, trials_total=len(db.records.get(w.shash, ())), trials_run=w.trials,
+    total = rec["trials"] if rec else len(db.records.get(w.shash, ()))  # plan candidates included
+    return TuneResult(spec=w.spec, trials_total=total, trials_run=w.trials,
                       failed_run=w.failed, best_s=rec["run_secs"] if rec else None,
                       default_s=rec["default_secs"] if rec else None,
                       source=rec["source"] if rec else "none", record_path=str(path) if path else None)

@@ -78,6 +78,34 @@ def plan_for(spec: Spec, vector_lanes: int) -> Plan:
     return Plan("plain")
 
 
+def plan_candidates(spec: Spec, vector_lanes: int, limit: int = 8) -> list[Plan]:
+    """Other blockings of the default schedule worth measuring (the hand-written sketch's knobs:
+    output channels per block and the output-width register tile), best-guess first, at most
+    ``limit``, excluding ``plan_for``'s choice. Tuning measures them before the search."""
+    V = max(1, vector_lanes)
+    base = plan_for(spec, V)
+    if base.kind == "staged" or base.kind == "plain":
+        return []
+    out_w = spec.out_size[-1]
+    regs = 28 if V >= 16 else 13
+    cands = []
+    if base.kind == "ocvec":
+        ocg = spec.c_out // spec.groups if isinstance(spec, ConvSpec) else spec.c_out
+        for vb in (V, 2 * V, 3 * V):
+            if vb > V and ocg < vb:
+                continue
+            for owi in range(1, min(out_w, regs // (vb // V) + 1) + 1):
+                cands.append(Plan("ocvec", vb=vb, owi=owi))
+    else:  # wvec: the width tile in whole vectors
+        cands = [Plan("wvec", owi=t) for t in range(V, min(out_w, 4 * V) + 1, V)] or [Plan("wvec", owi=out_w)]
+
+    def cost(p: Plan) -> float:  # padded work, per-tile overhead, register pressure of the tile
+        return (-(-out_w // p.owi) * p.owi) * (1 + 2 / p.owi) * (1 + 0.15 * abs(p.vb // V - base.vb // V))
+
+    ranked = sorted((p for p in dict.fromkeys(cands) if p != base), key=cost)
+    return ranked[:limit]
+
+
 def _best_tile(extent: int, limit: int, multiple_of: int = 1) -> int:
     """The register tile <= ``limit`` that minimises the padded work ``ceil(extent/t)*t`` times a
     per-tile overhead (reloading the weight vectors) that a larger tile amortises."""

@@ -60,8 +60,8 @@ from tvm.s_tir.schedule import Trace  # noqa: E402
 
 from ..spec import Spec  # noqa: E402
 from ..target import Profile, TargetInfo  # noqa: E402
-from .compute import Plan, plan_from_dict, plan_to_dict, prim_func  # noqa: E402
-from .schedules import default_for  # noqa: E402
+from .compute import Plan, plan_candidates, plan_from_dict, plan_to_dict, prim_func  # noqa: E402
+from .schedules import default_for, default_schedule  # noqa: E402
 
 log = logging.getLogger("tvmconv")
 
@@ -71,6 +71,15 @@ RECORD_FILE = "database_tuning_record.json"
 
 
 # -- builder functions (run in MetaSchedule's worker processes; module-level so they pickle) ----
+def target_intrinsics(target: TargetInfo) -> None:
+    """Register the tensor intrinsics MetaSchedule's rules for ``target`` look up by name (ARM's
+    NEON/SDOT, x86's VNNI...): only that architecture's module of ``tvm.s_tir.tensor_intrin``."""
+    triple = target.dict.get("mtriple", "")
+    name = ("cuda" if target.kind == "cuda" else "arm_cpu" if triple.startswith(("aarch64", "arm"))
+            else "riscv_cpu" if triple.startswith("riscv") else "x86")
+    importlib.import_module(f"tvm.s_tir.tensor_intrin.{name}")
+
+
 def build_module(mod, target, _params):
     light_intrinsics()
     from tvm.driver import build as tvm_build
@@ -412,6 +421,50 @@ def _measure_default(w: Workload, target: TargetInfo, builder, runner) -> ms.dat
                                     target=target.tvm(), args_info=args)
 
 
+def plan_variants(w: "Workload", target: TargetInfo) -> list[tuple[Plan, tvm.IRModule, Schedule]]:
+    """The default schedule under each of ``plan_candidates`` (skipping those whose specific
+    schedule does not apply): ``(plan, workload module, scheduled)``."""
+    lanes = target.lanes(w.spec.dtype)
+    out = []
+    for plan in plan_candidates(w.spec, lanes):
+        try:
+            sch, used = default_schedule(w.spec, plan, lanes, target.num_cores)
+        except Exception:  # noqa: BLE001 - a blocking the compute cannot take
+            continue
+        if used == plan:
+            out.append((plan, workload(w.spec, plan), sch))
+    return out
+
+
+def _measure_plans(w: "Workload", target: TargetInfo, db: "TuningLog", builder, runner) -> None:
+    """Measure the default schedule under the other plan candidates (once per log: a candidate
+    whose trace the log holds is skipped), in one batch. Plans that change only the schedule share
+    the workload of ``w``; the others are workloads of their own. ``distill`` considers them all."""
+    todo = []
+    for p, mod, sch in plan_variants(w, target):
+        trace = _trace_json(sch)
+        if not any(t == trace for _, t in db.records.get(db.shash(mod), ())):
+            todo.append((p, mod, sch))
+    if not todo:
+        return
+    results = builder.build([ms.builder.BuilderInput(sch.mod, target.tvm()) for _, _, sch in todo])
+    ok = [(t, br) for t, br in zip(todo, results) if not br.error_msg]
+    device = "cuda" if target.kind == "cuda" else "cpu"
+    futures = runner.run([ms.runner.RunnerInput(br.artifact_path, device,
+                                                ms.arg_info.ArgInfo.from_prim_func(t[1]["main"]))
+                          for t, br in ok])
+    secs = {}
+    for (t, _), f in zip(ok, futures):
+        res = f.result()
+        secs[id(t)] = [float(x) for x in res.run_secs] if res.error_msg is None else [1e10]
+    for t in todo:
+        _, mod, sch = t
+        db.commit_workload(mod)
+        db.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, ms.database.Workload(mod), run_secs=secs.get(id(t), [1e10]), target=target.tvm(),
+            args_info=ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
+
+
 @derived_object
 class _Progress(ms.measure_callback.PyMeasureCallback):
     def __init__(self, workloads: list[Workload], on_update):
@@ -462,6 +515,7 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
     measure = measure or Measure()
     if measure.kind == "rpc":
         check_tracker(measure)
+    target_intrinsics(target)
     cores = target.num_cores
     builder = make_builder(profile, builder_workers or max(1, min(cores, os.cpu_count() or 1)))
     runner = make_runner(measure)
@@ -473,6 +527,7 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
             rec = _measure_default(w, target, builder, runner)
             db.commit_tuning_record(rec)
             w.done_before = 1
+        _measure_plans(w, target, db, builder, runner)
     cap = 2 * trials
     todo = [w for w in workloads if w.done_before < cap]
     budget = trials * len(workloads) - sum(min(w.done_before, cap) for w in workloads)
@@ -492,15 +547,28 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
 
 
 def distill(w: Workload, db: TuningLog, target: TargetInfo) -> dict | None:
-    """The best record of ``w`` in ``db`` as a small, diffable schedule record."""
+    """The best record of ``w`` in ``db`` (the search's, or the default schedule under any of the
+    measured plan candidates) as a small, diffable schedule record."""
     from .. import cache
 
-    entries = db.records.get(w.shash or db.shash(w.mod), [])
-    ok = [(s, t) for s, t in entries if s is not None]
+    shash = w.shash or db.shash(w.mod)
+    plans = {shash: w.plan}  # workload -> a plan whose compute it is (plans may share one)
+    variant_traces = []
+    for plan, mod, sch in plan_variants(w, target):
+        plans.setdefault(db.shash(mod), plan)
+        variant_traces.append(_trace_json(sch))
+    pool = []
+    for h, plan in plans.items():
+        for s, t in db.records.get(h, []):
+            source = ("default" if t == w.default_trace else "plan-search" if t in variant_traces
+                      else "metaschedule")
+            pool.append((s, t, plan, source))
+    ok = [e for e in pool if e[0] is not None]
     if not ok:
         return None
-    best_s, trace = min(ok, key=lambda e: e[0])
-    default = [s for s, t in ok if t == w.default_trace]
+    best_s, trace, plan, source = min(ok, key=lambda e: e[0])
+    entries = db.records.get(shash, [])
+    default = [s for s, t in entries if s is not None and t == w.default_trace]
     return {
         "format": cache.CACHE_FORMAT_VERSION,
         "key": cache.schedule_key(w.spec, target),
@@ -509,14 +577,14 @@ def distill(w: Workload, db: TuningLog, target: TargetInfo) -> dict | None:
         "tvm": cache.tvm_version(),
         "target": target.key_dict,
         "profile": target.profile,
-        "plan": plan_to_dict(w.plan),
-        "source": "default" if trace == w.default_trace else "metaschedule",
+        "plan": plan_to_dict(plan),
+        "source": source,
         "trace": trace,
         "run_secs": best_s,
         "gflops": w.spec.flops / best_s / 1e9,
         "default_secs": min(default) if default else None,
-        "trials": len(entries),
+        "trials": len(pool),
         "num_cores": target.num_cores,
-        "workload_shash": w.shash,
+        "workload_shash": shash,
         "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
