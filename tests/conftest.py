@@ -1,5 +1,11 @@
+import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 
 # Every test session gets its own empty user cache (compiled kernels, schedules, tuning logs), set
 # before tvmconv is imported; the shipped schedules of the repository are still read.
@@ -29,3 +35,46 @@ def assert_close(actual, expected, atol=1e-4, rtol=1e-4):
         actual = torch.from_numpy(actual)
     assert tuple(actual.shape) == tuple(expected.shape), f"shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     torch.testing.assert_close(actual.to(expected.dtype), expected, atol=atol, rtol=rtol)
+
+
+@contextlib.contextmanager
+def rpc_device(server_cmd: list[str], key: str, timeout_s: float = 300):
+    """A TVM RPC tracker on 127.0.0.1 and one RPC server (``server_cmd`` + tracker arguments)
+    registered under ``key``; yields the tracker's port. The server runs in its own session and
+    its whole process group (the workers it spawns) is stopped at the end."""
+    from tvm import rpc
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port",
+                                str(port), "--port-end", str(port + 1)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    server = None
+    deadline = time.time() + timeout_s
+
+    def queue():
+        return rpc.connect_tracker("127.0.0.1", port).summary()["queue_info"]
+
+    try:
+        while True:
+            try:
+                queue()
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        server = subprocess.Popen([*server_cmd, "--host", "127.0.0.1", "--tracker", f"127.0.0.1:{port}", "--key", key],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        while not queue().get(key, {}).get("free"):
+            if time.time() > deadline:
+                raise TimeoutError(f"the RPC server under key {key!r} did not register with the tracker")
+            time.sleep(0.5)
+        yield port
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+        tracker.terminate()
+        tracker.wait(timeout=30)

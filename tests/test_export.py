@@ -6,12 +6,8 @@ tvmconv.reference (PyTorch ops; NumPy for deform_conv2d)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +18,8 @@ from tvmconv import export as X
 from tvmconv import functional as TF
 from tvmconv import reference
 from tvmconv.registry import VARIANTS, ShapeRow
+
+from .conftest import rpc_device
 
 ROW = ShapeRow("export", n=1, c=4, size=(6, 7), oc=8, k=3, stride=2, padding=1, groups=2)
 
@@ -120,53 +118,20 @@ def test_every_variant_runs_in_tvm_runtime_on_emulated_aarch64(specs, tmp_path, 
     assert got == (len(VARIANTS), len(VARIANTS)), "\n".join(lines)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_tune_arm64_through_an_emulated_rpc_server_then_export(aarch64_python, tmp_path, monkeypatch):
     """A tracker and an emulated aarch64 RPC server on 127.0.0.1; a small workload tuned for a few
     trials through them (timings under emulation mean nothing: this checks the flow), then exported
     with the tuned record and run."""
-    from tvm import rpc
-
     from tvmconv.suites import conv
     from tvmconv.tuner import tune
 
-    port = _free_port()
-    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port",
-                                str(port), "--port-end", str(port + 1)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
     extra = aarch64_python / "site" / "tvm" / "lib" / "libtvm_runtime_extra.so"
-    server = None
-    try:
-        deadline = time.time() + 300
-        while True:
-            try:
-                rpc.connect_tracker("127.0.0.1", port).summary()
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                assert time.time() < deadline, "the tracker did not start"
-                time.sleep(0.5)
-        server = subprocess.Popen([str(aarch64_python / "python"), "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
-                                   "--tracker", f"127.0.0.1:{port}", "--key", "arm64-test", "--load-library",
-                                   str(extra)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
-        while not rpc.connect_tracker("127.0.0.1", port).summary()["queue_info"].get("arm64-test", {}).get("free"):
-            assert time.time() < deadline, "the emulated RPC server did not register"
-            time.sleep(1)
-        spec = conv(4, 6, 8, 3, 1, 1)
+    server = [str(aarch64_python / "python"), "-m", "tvm.exec.rpc_server", "--load-library", str(extra)]
+    spec = conv(4, 6, 8, 3, 1, 1)
+    with rpc_device(server, "arm64-test") as port:
         (r,) = tune([spec], target="arm64-linux", rpc=f"127.0.0.1:{port}:arm64-test", cache_dir=tmp_path, trials=3,
                     num_trials_per_iter=2, population=16, progress=False, seed=0)
-        assert r.trials_run >= 1 and r.best_s > 0 and r.record_path and r.dispatch is None
-    finally:
-        if server is not None:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
-        tracker.terminate()
-        tracker.wait(timeout=30)
+    assert r.trials_run >= 1 and r.best_s > 0 and r.record_path and r.dispatch is None
     monkeypatch.setenv("TVMCONV_CACHE_DIR", str(tmp_path))
     m = X.export([spec], "arm64-linux", tmp_path / "out")
     assert m["workloads"][0]["schedule"] == "tuned" and m["workloads"][0]["record"]

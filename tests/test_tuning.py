@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import tvmconv
 from tvmconv import cache
 from tvmconv.kernels import build
 from tvmconv.spec import spec_from_dict
@@ -26,7 +25,7 @@ from tvmconv.suites import conv
 from tvmconv.target import resolve
 from tvmconv.tuner import tune
 
-from .conftest import assert_close
+from .conftest import assert_close, rpc_device
 
 TINY = dict(trials=3, num_trials_per_iter=2, population=16, progress=False, seed=1)
 SPEC = conv(8, 10, 16, 3, 1, 1)  # conv2d 8->16, 10x10, 3x3, pad 1
@@ -131,7 +130,7 @@ def test_resume_spends_only_the_remaining_budget(tuned):
 
 
 def test_interrupted_tuning_loses_nothing_and_resumes(tmp_path):
-    code = f"""
+    code = """
         from tvmconv.suites import conv
         from tvmconv.tuner import tune
         tune([conv(8, 10, 16, 3, 1, 1)], target="x86-avx2", trials=40, num_trials_per_iter=2, population=16,
@@ -327,38 +326,8 @@ def _free_port() -> int:
 @pytest.fixture
 def rpc_tracker():
     """A TVM RPC tracker and one x86 RPC server under key 'tvmconv-test', on 127.0.0.1."""
-    from tvm import rpc
-
-    port = _free_port()
-    env = dict(os.environ)
-    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port",
-                                str(port), "--port-end", str(port + 1)], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    server = None
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                rpc.connect_tracker("127.0.0.1", port).summary()
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.5)
-        server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
-                                   "--tracker", f"127.0.0.1:{port}", "--key", "tvmconv-test"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        while not rpc.connect_tracker("127.0.0.1", port).summary()["queue_info"].get("tvmconv-test", {}).get("free"):
-            if time.time() > deadline:
-                raise TimeoutError("the RPC server did not register with the tracker")
-            time.sleep(0.5)
+    with rpc_device([sys.executable, "-m", "tvm.exec.rpc_server"], "tvmconv-test", timeout_s=60) as port:
         yield port
-    finally:
-        if server is not None:  # the server and the worker processes it spawned
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
-        tracker.terminate()
-        tracker.wait(timeout=30)
 
 
 def test_tuning_through_an_rpc_tracker(rpc_tracker, tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import tvmconv
-from tvmconv.registry import DEFAULT_ROW, SHAPE_TABLE, VARIANTS
+from tvmconv.registry import SHAPE_TABLE, VARIANTS
 
 from .conftest import assert_close
 

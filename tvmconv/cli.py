@@ -100,21 +100,34 @@ def _ints(text: Optional[str], name: str):
 _OPS = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
 
 
+# Options shared by tune, bench and export (one workload given by its numbers)
+_OP = typer.Option(None, "--op", help=f"One convolution: {', '.join(_OPS)}.")
+_SHAPE = typer.Option(None, "--shape", help="Input shape of --op, e.g. 1,64,56,56.")
+_WEIGHT = typer.Option(None, "--weight", help="Weight shape of --op, e.g. 64,64,3,3.")
+_STRIDE = typer.Option("1", "--stride")
+_PADDING = typer.Option("0", "--padding")
+_DILATION = typer.Option("1", "--dilation")
+_GROUPS = typer.Option(1, "--groups")
+_BIAS = typer.Option(False, "--bias")
+_SPEC = typer.Option(None, "--spec", help="A workload as the JSON the untuned-warning prints.")
+_INPUT_SHAPE = typer.Option(None, "--input-shape", help="The model's input shape (checked).")
+
+
 @app.command()
 def tune(
     target: Optional[str] = typer.Option(None, "--target", "-t", help="Profile name (see `tvmconv targets`); default: this host's."),
     suite: Optional[str] = typer.Option(None, "--suite", help="A named suite of layer shapes, or 'all'."),
-    op: Optional[str] = typer.Option(None, "--op", help=f"One convolution: {', '.join(_OPS)}."),
-    shape: Optional[str] = typer.Option(None, "--shape", help="Input shape of --op, e.g. 1,64,56,56."),
-    weight: Optional[str] = typer.Option(None, "--weight", help="Weight shape of --op, e.g. 64,64,3,3."),
-    stride: str = typer.Option("1", "--stride"),
-    padding: str = typer.Option("0", "--padding"),
-    dilation: str = typer.Option("1", "--dilation"),
-    groups: int = typer.Option(1, "--groups"),
-    bias: bool = typer.Option(False, "--bias"),
-    spec: Optional[str] = typer.Option(None, "--spec", help="A workload as the JSON the untuned-warning prints."),
+    op: Optional[str] = _OP,
+    shape: Optional[str] = _SHAPE,
+    weight: Optional[str] = _WEIGHT,
+    stride: str = _STRIDE,
+    padding: str = _PADDING,
+    dilation: str = _DILATION,
+    groups: int = _GROUPS,
+    bias: bool = _BIAS,
+    spec: Optional[str] = _SPEC,
     model: Optional[Path] = typer.Option(None, "--model", help="A torch.export'ed model (.pt2): every conv layer."),
-    input_shape: Optional[str] = typer.Option(None, "--input-shape", help="The model's input shape (checked)."),
+    input_shape: Optional[str] = _INPUT_SHAPE,
     trials: int = typer.Option(64, "--trials", min=1, help="Measurements per workload."),
     rpc: Optional[str] = typer.Option(None, "--rpc", help="Measure through an RPC tracker: HOST:PORT:KEY."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Write here instead of the user cache."),
@@ -209,19 +222,19 @@ def bench(
     target: Optional[str] = typer.Option(None, "--target", "-t", help="Profile name; default: this host's."),
     suite: Optional[str] = typer.Option(None, "--suite", help="'variants' (default: every variant on the default "
                                         "shape), a suite name, or 'all'."),
-    op: Optional[str] = typer.Option(None, "--op", help=f"One convolution: {', '.join(_OPS)}."),
-    shape: Optional[str] = typer.Option(None, "--shape"),
-    weight: Optional[str] = typer.Option(None, "--weight"),
-    stride: str = typer.Option("1", "--stride"),
-    padding: str = typer.Option("0", "--padding"),
-    dilation: str = typer.Option("1", "--dilation"),
-    groups: int = typer.Option(1, "--groups"),
-    bias: bool = typer.Option(False, "--bias"),
-    spec: Optional[str] = typer.Option(None, "--spec"),
+    op: Optional[str] = _OP,
+    shape: Optional[str] = _SHAPE,
+    weight: Optional[str] = _WEIGHT,
+    stride: str = _STRIDE,
+    padding: str = _PADDING,
+    dilation: str = _DILATION,
+    groups: int = _GROUPS,
+    bias: bool = _BIAS,
+    spec: Optional[str] = _SPEC,
     model: Optional[str] = typer.Option(None, "--model", help="tvmconv.models names (comma-separated, or 'all'; "
                                         "end-to-end against their PyTorch twins) or a torch.export'ed .pt2 file "
                                         "(its conv layers)."),
-    input_shape: Optional[str] = typer.Option(None, "--input-shape"),
+    input_shape: Optional[str] = _INPUT_SHAPE,
     batch: str = typer.Option("1,8", "--batch", help="Batch sizes for --model NAME."),
     rounds: int = typer.Option(7, "--rounds", min=3),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write one JSON record per workload here."),
@@ -229,8 +242,6 @@ def bench(
 ):
     """Time tuned tvmconv kernels against the vendor path (PyTorch/oneDNN, or the PyTorch op
     sequence for fused variants) in the same process, interleaved, with the machine's roofline."""
-    import torch
-
     from . import bench as B
     from .models import MODELS
     from .target import resolve
@@ -311,17 +322,17 @@ def export_cmd(
     target: str = typer.Option(..., "--target", "-t", help="Profile name: arm64-linux, android-arm64, cuda-sm90..."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory to write."),
     suite: Optional[str] = typer.Option(None, "--suite"),
-    op: Optional[str] = typer.Option(None, "--op", help=f"One convolution: {', '.join(_OPS)}."),
-    shape: Optional[str] = typer.Option(None, "--shape"),
-    weight: Optional[str] = typer.Option(None, "--weight"),
-    stride: str = typer.Option("1", "--stride"),
-    padding: str = typer.Option("0", "--padding"),
-    dilation: str = typer.Option("1", "--dilation"),
-    groups: int = typer.Option(1, "--groups"),
-    bias: bool = typer.Option(False, "--bias"),
-    spec: Optional[str] = typer.Option(None, "--spec"),
+    op: Optional[str] = _OP,
+    shape: Optional[str] = _SHAPE,
+    weight: Optional[str] = _WEIGHT,
+    stride: str = _STRIDE,
+    padding: str = _PADDING,
+    dilation: str = _DILATION,
+    groups: int = _GROUPS,
+    bias: bool = _BIAS,
+    spec: Optional[str] = _SPEC,
     model: Optional[Path] = typer.Option(None, "--model", help="A torch.export'ed model (.pt2): every conv layer."),
-    input_shape: Optional[str] = typer.Option(None, "--input-shape"),
+    input_shape: Optional[str] = _INPUT_SHAPE,
     check: bool = typer.Option(False, "--check", help="Build the C example, run every kernel (under qemu for "
                                "aarch64) on random inputs and compare with PyTorch here."),
     check_python: Optional[str] = typer.Option(None, "--check-python", help="Also load every shared library "

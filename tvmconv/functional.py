@@ -81,7 +81,7 @@ def capture_kernels():
 def _run(spec: Spec, a: Args, tensors: list[torch.Tensor | None], target=None, unbatched: bool = False):
     """Run ``spec``'s kernel on ``tensors`` (None entries are absent optional arguments)."""
     tgt = _target.resolve(target)
-    if not tgt.is_host_runnable:
+    if not tgt.runs_here:
         raise ValueError(f"{a.op}: target {tgt.profile!r} ({tgt.kind}, {tgt.dict.get('mtriple', tgt.dict.get('arch', ''))})"
                          f" does not run on this machine's CPU; ops run on CPU targets of this host. Use "
                          f"`tvmconv export --target {tgt.profile}` to compile for it")
@@ -95,9 +95,9 @@ def _run(spec: Spec, a: Args, tensors: list[torch.Tensor | None], target=None, u
             out = out.squeeze(0) if unbatched else out
             return out.numpy() if a.numpy else out
     present = [t for t in tensors if t is not None]
-    args = [t.contiguous().view(shape) for t, (_, shape) in zip(present, spec.kernel_arg_shapes)]
-    out = torch.empty(spec.out_shape, dtype=a.dtype)
-    kern(*args, out.view(spec.kernel_out_shape))
+    args = [t.contiguous().view(shape) for t, shape in zip(present, kern.arg_views)]
+    out = torch.empty(kern.out_shape, dtype=a.dtype)
+    kern(*args, out.view(kern.out_view))
     if unbatched:
         out = out.squeeze(0)
     return out.numpy() if a.numpy else out
@@ -157,7 +157,7 @@ def conv_spec(op: str, nd: int, input, weight, bias=None, stride=1, padding=0, d
                              f"*kernel) for input channels {c_in} and groups {groups}, got {tuple(w.shape)}")
     if shuffle:
         check_divisible(c_out, shuffle, "output channels", op, "shuffle_groups")
-    check_shape(b, (c_out,), "bias", op, f" (one value per output channel)")
+    check_shape(b, (c_out,), "bias", op, " (one value per output channel)")
     spec = ConvSpec(dtype=a.dtype_name, n=x.shape[0], c_in=c_in, in_size=tuple(x.shape[2:]), c_out=c_out,
                     kernel=kernel, stride=stride, padding=pads, dilation=dilation, groups=groups,
                     bias=b is not None, transposed=transposed, output_padding=out_pad, shuffle=shuffle)

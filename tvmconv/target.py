@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,11 @@ class TargetInfo:
     @property
     def num_cores(self) -> int:
         return int(self.dict.get("num-cores", 1))
+
+    @functools.cached_property
+    def runs_here(self) -> bool:
+        """``is_host_runnable``, computed once per target object (the ops ask on every call)."""
+        return self.is_host_runnable
 
     @property
     def is_host_runnable(self) -> bool:
@@ -202,6 +208,14 @@ def profiles() -> dict[str, Profile]:
     return found
 
 
+@functools.lru_cache(maxsize=64)
+def _named(name: str, *_where) -> TargetInfo:
+    """A profile's TargetInfo, read once per process and setting of the variables that locate the
+    profile files (``_where``). Ops resolve their ``target`` on every call: no file reads there,
+    and one object, so its cached properties hold."""
+    return profile(name).target_info()
+
+
 def profile(name: str) -> Profile:
     found = profiles()
     if name not in found:
@@ -270,7 +284,9 @@ def resolve(target=None) -> TargetInfo:
                 raise ValueError(f"target is not valid JSON: {exc}") from exc
         if text in ("host", "native"):
             return host()
-        return profile(text).target_info()
+        env = os.environ
+        return _named(text, env.get("TVMCONV_TARGETS_DIR"), env.get("TVMCONV_CACHE_DIR"), env.get("XDG_CACHE_HOME"),
+                      env.get("TVMCONV_SHIPPED_DIR"))
     raise ValueError(f"target must be None, 'host', a profile name, a TVM target dict such as "
                      f"{{'kind': 'llvm', 'mcpu': 'znver3'}}, or its JSON text; got {target!r}")
 

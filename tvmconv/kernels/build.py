@@ -50,6 +50,12 @@ class Kernel:
     loaded_from: str = ""  # the cached library it was loaded from, if any
     dispatch: str = "tvmconv"  # "vendor" when tuning measured the vendor path faster (see vendor())
 
+    def __post_init__(self):
+        # The spec's shapes, computed once (the ops reshape tensors to these views on every call)
+        self.arg_views = [shape for _, shape in self.spec.kernel_arg_shapes]
+        self.out_view = self.spec.kernel_out_shape
+        self.out_shape = self.spec.out_shape
+
     def __call__(self, *args):
         self.func(*args)
 

@@ -314,7 +314,7 @@ def conv_stage(s3: ConvSpec, plan: Plan, x: te.Tensor, w: te.Tensor, b: te.Tenso
 
 
 def _conv_transpose_plain(s3: ConvSpec, x, w, b, prefix: str):
-    g, icg, ocg = s3.groups, s3.c_in // s3.groups, s3.c_out // s3.groups
+    icg, ocg = s3.c_in // s3.groups, s3.c_out // s3.groups
     dt = s3.dtype
     taps = [_transpose_taps(st, dl, p[0], k) for st, dl, p, k in zip(s3.stride, s3.dilation, s3.padding, s3.kernel)]
     rc = te.reduce_axis((0, icg), "rc")
