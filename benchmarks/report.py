@@ -20,14 +20,14 @@ def main(path: str) -> None:
         rs = [r for r in recs if r["family"] == fam]
         print(f"| {fam} | {len(rs)} | {g:.2f} | {1 / g:.2f}x | {max(r['roofline_fraction'] for r in rs):.0%} | "
               f"{sum(meets_goal(r) for r in rs)}/{len(rs)} |")
-    print("\n| workload | family | MFLOP | tvmconv ms | vendor ms | ratio | GFLOP/s | roofline | schedule | goal |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| workload | family | MFLOP | tvmconv ms | vendor ms | ratio | GFLOP/s | roofline | schedule | dispatch | goal |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in recs:
         speed, roof = GOALS[r["kind"]]
         goal = "met" if meets_goal(r) else f"missed (needs {speed}x" + (f", {roof:.0%} roofline)" if roof else ")")
         print(f"| {r['workload']} | {r['family']} | {r['flops'] / 1e6:.1f} | {r['tvmconv_s'] * 1e3:.3f} | "
               f"{r['vendor_s'] * 1e3:.3f} | {r['ratio']:.2f} | {r['gflops']:.1f} | {r['roofline_fraction']:.0%} | "
-              f"{r['schedule']} | {goal} |")
+              f"{r['schedule']} | {r.get('dispatch', '-')} | {goal} |")
 
 
 if __name__ == "__main__":

@@ -93,3 +93,27 @@ def test_model_bench_and_call_overhead():
     assert rec["batch"] == 2 and rec["max_abs_diff"] < 1e-4 and rec["tvmconv_s"] > 0 and rec["vendor_s"] > 0
     o = B.call_overhead(n=50)
     assert set(o) == {"kernel_s", "functional_s", "custom_op_s", "module_s"} and all(v > 0 for v in o.values())
+
+
+def test_bench_times_the_kernel_even_where_dispatch_chose_the_vendor(roof, monkeypatch):
+    """A workload whose record says 'vendor' is still timed on the tvmconv kernel (and the record
+    says what dispatch would do)."""
+    from tvmconv import functional as TF
+    from tvmconv.kernels import build
+
+    spec = conv(8, 9, 8, 3, 1, 1)
+    case = B.case_for(spec)
+    tgt = resolve("x86-avx2")
+    with torch.no_grad(), TF.capture_kernels() as ks:
+        case.op(*case.args, **case.kwargs, target=tgt)
+    monkeypatch.setattr(ks[-1], "dispatch", "vendor")
+
+    def no_vendor(_spec):
+        raise AssertionError("the benchmark called the vendor path in place of the kernel")
+
+    monkeypatch.setattr(TF, "_vendor", no_vendor)
+    rec = B.run_case(case, tgt, roof, rounds=3)
+    assert rec["dispatch"] == "vendor" and rec["max_rel_err"] < 1e-4
+    with torch.no_grad(), pytest.raises(AssertionError, match="vendor path"):  # the op itself would dispatch
+        case.op(*case.args, **case.kwargs, target=tgt)
+    build.clear_memory_cache()

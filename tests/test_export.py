@@ -76,7 +76,7 @@ def test_host_shared_library_runs_in_tvm_runtime(specs, tmp_path):
     m = X.export([spec], "x86-avx2", tmp_path)
     (w,) = m["workloads"]
     lib = tvm.runtime.load_module(str(tmp_path / w["files"]["shared"]))
-    full, kernel = X._torch_args(spec, torch.Generator().manual_seed(1))
+    full, kernel = reference.random_args(spec, torch.Generator().manual_seed(1))
     out = torch.empty(spec.kernel_out_shape)
     lib[w["cname"]](*kernel, out)
     want = reference.reference_for(spec)[1](*full)

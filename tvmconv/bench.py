@@ -22,7 +22,7 @@ from . import functional as TF
 from . import reference as R
 from . import timing
 from .registry import DEFAULT_ROW, VARIANTS
-from .spec import ConvSpec, DepthwiseSeparableSpec, EffNetSpec, Spec
+from .spec import ConvSpec, Spec
 from .target import TargetInfo
 
 # Goals of issue 4 by family: (vendor_s / tvmconv_s at least, roofline fraction at least)
@@ -106,52 +106,17 @@ def _family(spec: ConvSpec) -> tuple[str, str]:
     return "standard", "compute"
 
 
-def _randn(g, *shape, scale=1.0):
-    return torch.randn(*shape, generator=g) * scale
-
-
 def case_for(spec: Spec, count: int = 1, seed: int = 0) -> Case:
     """Random inputs of ``spec``'s shapes, the tvmconv op and the vendor path that computes it."""
-    g = torch.Generator().manual_seed(seed)
-    if isinstance(spec, ConvSpec):
-        nd = len(spec.in_size)
-        x = _randn(g, spec.n, spec.c_in, *spec.in_size)
-        if any(lo != hi for lo, hi in spec.padding):
-            raise ValueError(f"bench: asymmetric padding of {spec.name} has no torch.nn.functional form")
-        pad = tuple(lo for lo, _ in spec.padding)
-        fam, kind = _family(spec)
-        fan = spec.c_in // spec.groups * math.prod(spec.kernel)
-        b = _randn(g, spec.c_out) if spec.bias else None
-        if spec.transposed:
-            w = _randn(g, spec.c_in, spec.c_out // spec.groups, *spec.kernel, scale=fan ** -0.5)
-            name = f"conv_transpose{nd}d"
-            kw = dict(stride=spec.stride, padding=pad, output_padding=spec.output_padding, groups=spec.groups,
-                      dilation=spec.dilation)
-        else:
-            w = _randn(g, spec.c_out, spec.c_in // spec.groups, *spec.kernel, scale=fan ** -0.5)
-            name = "shuffled_group_conv2d" if spec.shuffle else f"conv{nd}d"
-            kw = dict(stride=spec.stride, padding=pad, dilation=spec.dilation, groups=spec.groups)
-            if spec.shuffle:
-                kw["shuffle_groups"] = spec.shuffle
-        vendor = "F.conv2d + F.channel_shuffle" if spec.shuffle else f"F.{name} (oneDNN)"
-        return Case(spec.name, fam, kind, vendor, getattr(TF, name), getattr(R, name), (x, w, b), kw, count)
-    if isinstance(spec, DepthwiseSeparableSpec):
-        c_mid = spec.c_in * spec.multiplier
-        x = _randn(g, spec.n, spec.c_in, *spec.in_size)
-        args = (x, _randn(g, c_mid, 1, *spec.kernel, scale=math.prod(spec.kernel) ** -0.5),
-                _randn(g, spec.c_out, c_mid, 1, 1, scale=c_mid ** -0.5),
-                _randn(g, c_mid) if spec.dw_bias else None, _randn(g, spec.c_out) if spec.pw_bias else None)
-        kw = dict(stride=spec.stride, padding=tuple(lo for lo, _ in spec.padding), dilation=spec.dilation,
-                  mid_activation=spec.mid_activation, activation=spec.activation)
-        return Case(spec.name, "depthwise_separable", "fused", "F.conv2d(groups=C) + act + F.conv2d 1x1 + act",
-                    TF.depthwise_separable_conv2d, R.depthwise_separable_conv2d, args, kw, count)
-    if isinstance(spec, EffNetSpec):
-        c = spec.c
-        args = (_randn(g, spec.n, c, *spec.in_size), _randn(g, c, 1, 1, 3), _randn(g, c, 1, 3, 1),
-                _randn(g, c) if spec.bias1 else None, _randn(g, c) if spec.bias2 else None)
-        return Case(spec.name, "effnet_block", "fused", "F.conv2d 1x3 + F.max_pool2d + F.conv2d 3x1",
-                    TF.effnet_block, R.effnet_block, args, dict(activation=spec.activation), count)
-    raise ValueError(f"bench: no vendor path for {type(spec).__name__} workloads")
+    kw = R.call_kwargs(spec)
+    if kw is None:
+        raise ValueError(f"bench: no vendor path for {spec.name} (asymmetric padding, or no PyTorch op)")
+    v = spec.variant
+    family, kind = _family(spec) if isinstance(spec, ConvSpec) else (
+        {"depthwise_separable_conv2d": "depthwise_separable"}.get(v, v), VARIANTS[v].kind)
+    full, _ = R.random_args(spec, torch.Generator().manual_seed(seed))
+    return Case(spec.name, family, kind, R.vendor_for(spec)[0], getattr(TF, v), getattr(R, v), tuple(full), kw,
+                count)
 
 
 def variant_cases() -> list[Case]:
@@ -170,18 +135,26 @@ def variant_cases() -> list[Case]:
     return out
 
 
+def time_case(case: Case, target: TargetInfo, threads: int, *, rounds: int = 7) -> tuple[list, list]:
+    """Seconds per call of the tvmconv kernel (dispatch off: the kernel itself, whatever tuning
+    recorded) and of the vendor path, interleaved, with ``threads`` PyTorch threads."""
+    with torch.no_grad(), TF.no_dispatch(), _threads(threads):
+        return timing.interleaved(lambda: case.op(*case.args, **case.kwargs, target=target),
+                                  lambda: case.reference(*case.args, **case.kwargs), rounds=rounds)
+
+
 def run_case(case: Case, target: TargetInfo, roof: Roofline, *, rounds: int = 7) -> dict:
     """Check the case's output against the vendor's, then time both interleaved."""
-    with torch.no_grad(), _threads(roof.threads):
+    with torch.no_grad(), TF.no_dispatch(), _threads(roof.threads):
         with TF.capture_kernels() as kernels:
             got = case.op(*case.args, **case.kwargs, target=target)
         want = case.reference(*case.args, **case.kwargs)
-        err = (got - want).abs().max().item() / max(1.0, want.abs().max().item())
-        a, b = timing.interleaved(lambda: case.op(*case.args, **case.kwargs, target=target),
-                                  lambda: case.reference(*case.args, **case.kwargs), rounds=rounds)
-    spec = kernels[-1].spec
+    err = (got - want).abs().max().item() / max(1.0, want.abs().max().item())
+    a, b = time_case(case, target, roof.threads, rounds=rounds)
+    kern = kernels[-1]
+    spec = kern.spec
     t, v = timing.median(a), timing.median(b)
-    src = kernels[-1].schedule_source
+    src = kern.schedule_source
     return {
         "workload": case.label if case.label == spec.name else f"{case.label}: {spec.name}",
         "variant": spec.variant, "family": case.family, "kind": case.kind, "count": case.count,
@@ -190,7 +163,7 @@ def run_case(case: Case, target: TargetInfo, roof: Roofline, *, rounds: int = 7)
         "ratio": t / v, "speedup": v / t, "gflops": spec.flops / t / 1e9,
         "roofline_fraction": roof.min_seconds(spec.flops, spec.bytes_moved) / t,
         "vendor": case.vendor, "schedule": "tuned" if src.startswith("tuned") else src,
-        "max_rel_err": err, "target": target.profile,
+        "dispatch": kern.dispatch, "max_rel_err": err, "target": target.profile,
     }
 
 
@@ -312,4 +285,4 @@ def call_overhead(n: int = 2000) -> dict:
 
 
 __all__ = ["Roofline", "measure_roofline", "Case", "case_for", "cases", "run_case", "geomeans", "plot", "GOALS",
-           "meets_goal", "machine", "bench_models", "call_overhead"]
+           "meets_goal", "machine", "bench_models", "call_overhead", "time_case"]

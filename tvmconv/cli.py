@@ -271,11 +271,11 @@ def bench(
             records.append(B.run_case(c, tgt, roof, rounds=rounds))
     ms = (lambda s, d: f"{s * 1e3:.3f} ±{d:.0%}")  # spread: interquartile range relative to the median
     table = Table("workload", "family", "MFLOP", "tvmconv ms", "vendor ms", "ratio", "GFLOP/s", "roofline",
-                  "schedule", "goal")
+                  "schedule", "dispatch", "goal")
     for r in records:
         table.add_row(r["workload"][:70], r["family"], f"{r['flops'] / 1e6:.1f}", ms(r["tvmconv_s"], r["tvmconv_spread"]),
                       ms(r["vendor_s"], r["vendor_spread"]), f"{r['ratio']:.2f}", f"{r['gflops']:.1f}",
-                      f"{r['roofline_fraction']:.0%}", r["schedule"],
+                      f"{r['roofline_fraction']:.0%}", r["schedule"], r["dispatch"],
                       "met" if B.meets_goal(r) else "[red]missed[/red]")
     console.print(table)
     geo = Table("family", "workloads", "geomean ratio (tvmconv/vendor)", "geomean speed-up", title="per family")

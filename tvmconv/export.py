@@ -89,8 +89,8 @@ def _toolchain(target: TargetInfo) -> dict:
 
 def _need(tool: str, what: str) -> None:
     if shutil.which(tool) is None:
-        raise FileNotFoundError(f"{what} needs `{tool}`, which is not on PATH (Debian: apt-get install "
-                                f"{'gcc-aarch64-linux-gnu' if 'aarch64' in tool and 'qemu' not in tool else 'qemu-user-static' if 'qemu' in tool else tool})")
+        raise FileNotFoundError(f"{what} needs `{tool}`, which is not on PATH (Debian's aarch64 cross compiler "
+                                f"and qemu: bash scripts/cross-tools.sh)")
 
 
 def export(what, target, out_dir, *, example_inputs=None, input_shape=None, progress=None) -> dict:
@@ -348,22 +348,6 @@ int main(int argc, char** argv) {
 
 
 # -- checking ------------------------------------------------------------------------------------
-def _torch_args(spec: Spec, g: torch.Generator) -> tuple[list, list[torch.Tensor]]:
-    """Random tensors for the functional op's tensor arguments, in its signature's order (None where
-    absent), and the kernel's views of them in the kernel's argument order."""
-    import inspect
-
-    from . import functional as TF
-
-    dt = getattr(torch, spec.dtype)
-    tensors = {n: torch.randn(*shape, generator=g, dtype=dt) * 0.5 for n, shape in spec.arg_shapes}
-    params = list(inspect.signature(getattr(TF, spec.variant)).parameters)
-    full = [tensors.get(p) for p in params if p in tensors or "bias" in p or p == "mask"]
-    kernel = [tensors[n].contiguous().view(shape) for (n, _), (_, shape) in zip(spec.arg_shapes,
-                                                                               spec.kernel_arg_shapes)]
-    return full, kernel
-
-
 def check(out_dir, *, atol: float = 1e-3, log=print) -> tuple[int, int]:
     """Build the exported example for its target, run every kernel (under qemu when the target is
     another architecture) on random inputs and compare with PyTorch here. Returns (matched, total)."""
@@ -389,7 +373,7 @@ def check(out_dir, *, atol: float = 1e-3, log=print) -> tuple[int, int]:
             if vendor is None:
                 log(f"  {spec.name}: no PyTorch reference to compare with, skipped")
                 continue
-            full, kernel = _torch_args(spec, torch.Generator().manual_seed(i))
+            full, kernel = reference.random_args(spec, torch.Generator().manual_seed(i))
             files = []
             for j, t in enumerate(kernel):
                 path = Path(tmp) / f"in{j}.bin"
@@ -442,7 +426,7 @@ def check_runtime(out_dir, python, *, atol: float = 1e-3, log=print) -> tuple[in
         wants = {}
         for i, w in enumerate(wls):
             spec = spec_from_dict(w["spec"])
-            full, kernel = _torch_args(spec, torch.Generator().manual_seed(100 + i))
+            full, kernel = reference.random_args(spec, torch.Generator().manual_seed(100 + i))
             for j, t in enumerate(kernel):
                 np.save(f"{tmp}/{i}_{j}.npy", t.numpy())
             wants[i] = reference.reference_for(spec)[1](*full)

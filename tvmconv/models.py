@@ -77,13 +77,17 @@ def _finish(model: nn.Module) -> nn.Module:
 
 
 class _Classifier(nn.Module):
-    def __init__(self, features: nn.Module, channels: int, num_classes: int):
+    """``features``, then (global average pooling when ``pool``) flatten and a linear ``classifier``."""
+
+    def __init__(self, features: nn.Module, channels: int, num_classes: int, pool: bool = True):
         super().__init__()
         self.features = features
         self.classifier = nn.Linear(channels, num_classes)
+        self.pool = pool
 
     def forward(self, x):
-        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
+        y = self.features(x)
+        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1) if self.pool else y, 1))
 
 
 def mobilenet_v1(width_mult: float = 1.0, num_classes: int = 1000, *, backend: str = "tvmconv",
@@ -124,16 +128,6 @@ def shufflenet_v1(groups: int = 3, num_classes: int = 1000, *, backend: str = "t
     return _finish(_Classifier(nn.Sequential(*layers), c_in, num_classes))
 
 
-class _Flatten(nn.Module):
-    def __init__(self, features: nn.Module, features_out: int, num_classes: int):
-        super().__init__()
-        self.features = features
-        self.classifier = nn.Linear(features_out, num_classes)
-
-    def forward(self, x):
-        return self.classifier(torch.flatten(self.features(x), 1))
-
-
 def effnet(num_classes: int = 10, input_size: int = 32, *, backend: str = "tvmconv", target=None) -> nn.Module:
     """EffNet (Freeman et al. 2018) for CIFAR-sized inputs: three EffNet blocks (32, 64, 128
     channels), each halving height and width, then a linear layer. ``(N, 3, S, S) -> (N, num_classes)``."""
@@ -141,7 +135,7 @@ def effnet(num_classes: int = 10, input_size: int = 32, *, backend: str = "tvmco
         raise ValueError(f"argument 'input_size' must be a multiple of 8, got {input_size}")
     make = _Make(backend, target)
     blocks = [make.effnet_block(a, b) for a, b in ((3, 32), (32, 64), (64, 128))]
-    return _finish(_Flatten(nn.Sequential(*blocks), 128 * (input_size // 8) ** 2, num_classes))
+    return _finish(_Classifier(nn.Sequential(*blocks), 128 * (input_size // 8) ** 2, num_classes, pool=False))
 
 
 def channelnet(num_classes: int = 1000, *, backend: str = "tvmconv", target=None) -> nn.Module:

@@ -71,14 +71,18 @@ def _act_name(module) -> str | None:
 
 
 # -- drop-in convolutions ------------------------------------------------------------------------
+class _DropIn(TvmconvModule):
+    """A torch.nn convolution's constructor, plus the keywords ``target`` and ``backend``."""
+
+    def __init__(self, *args, target=None, backend: str = "tvmconv", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_tvmconv(target, backend)
+
+
 def _conv_class(base, nd: int, name: str):
     op = getattr(TF, f"conv{nd}d")
 
-    class Conv(TvmconvModule, base):
-        def __init__(self, *args, target=None, backend: str = "tvmconv", **kwargs):
-            super().__init__(*args, **kwargs)
-            self._init_tvmconv(target, backend)
-
+    class Conv(_DropIn, base):
         def _conv_forward(self, input, weight, bias):
             if self._use_torch:
                 return super()._conv_forward(input, weight, bias)
@@ -95,11 +99,7 @@ def _conv_class(base, nd: int, name: str):
 def _conv_transpose_class(base, nd: int, name: str):
     op = getattr(TF, f"conv_transpose{nd}d")
 
-    class ConvTranspose(TvmconvModule, base):
-        def __init__(self, *args, target=None, backend: str = "tvmconv", **kwargs):
-            super().__init__(*args, **kwargs)
-            self._init_tvmconv(target, backend)
-
+    class ConvTranspose(_DropIn, base):
         def forward(self, input, output_size=None):
             if self._use_torch:
                 return super().forward(input, output_size)

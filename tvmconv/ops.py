@@ -99,7 +99,7 @@ def _impl(op: CustomOp):
     def impl(*args):
         *rest, target = args
         rest = [a.detach() if isinstance(a, torch.Tensor) else a for a in rest]
-        return TF.__dict__[op.name](*rest, target=target or None)
+        return op.functional(*rest, target=target or None)
     return impl
 
 

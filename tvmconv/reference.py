@@ -142,56 +142,66 @@ def deform_conv2d(x, offset, w, b=None, stride=(1, 1), padding=(0, 0), dilation=
     return torch.from_numpy(out).to(x.dtype)
 
 
-# -- the vendor path of a spec (dispatch and benchmarks) ----------------------------------------
+# -- a spec's call: arguments, vendor path (dispatch, benchmarks, export checks) ----------------
+_DESCRIPTIONS = {
+    "shuffled_group_conv2d": "F.conv2d + F.channel_shuffle",
+    "depthwise_separable_conv2d": "F.conv2d(groups=C) + act + F.conv2d 1x1 + act",
+    "effnet_block": "F.conv2d 1x3 + F.max_pool2d + F.conv2d 3x1",
+    "channel_shuffle": "F.channel_shuffle",
+    "spatial_separable_conv2d": "F.conv2d kx1 + F.conv2d 1xk",
+    "flattened_conv2d": "three F.conv2d",
+    "channel_wise_conv": "F.conv1d over channels",
+    "squeeze_excitation": "mean + F.linear + F.relu + F.linear + sigmoid + mul",
+}
+
+
+def call_kwargs(spec) -> dict | None:
+    """The non-tensor arguments of ``spec``'s op, as keywords that both
+    ``tvmconv.functional.<spec.variant>`` and this module's function of that name take. None where
+    they have no such form: asymmetric padding, and deform_conv2d (its ``mask`` comes after them)."""
+    from .spec import ConvSpec, DepthwiseSeparableSpec
+
+    v = spec.variant
+    if isinstance(spec, (ConvSpec, DepthwiseSeparableSpec)):
+        if any(lo != hi for lo, hi in spec.padding):
+            return None
+        kw = dict(stride=spec.stride, padding=tuple(lo for lo, _ in spec.padding), dilation=spec.dilation)
+        if isinstance(spec, DepthwiseSeparableSpec):
+            return {**kw, "mid_activation": spec.mid_activation, "activation": spec.activation}
+        if spec.transposed:
+            kw["output_padding"] = spec.output_padding
+        if spec.shuffle:
+            kw["shuffle_groups"] = spec.shuffle
+        return {**kw, "groups": spec.groups}
+    return {
+        "effnet_block": lambda: dict(activation=spec.activation),
+        "channel_shuffle": lambda: dict(groups=spec.groups),
+        "spatial_separable_conv2d": lambda: dict(stride=spec.stride, padding=spec.padding, dilation=spec.dilation,
+                                                 groups=spec.groups),
+        "flattened_conv2d": lambda: dict(stride=spec.stride, padding=spec.padding),
+        "channel_wise_conv": lambda: dict(stride=spec.stride, padding=spec.padding, dilation=spec.dilation),
+        "squeeze_excitation": dict,
+    }.get(v, lambda: None)()
+
+
 def vendor_for(spec):
     """``(description, fn)``: the PyTorch call a user would write for ``spec``; ``fn`` takes the
     op's tensor arguments in order (None for absent optional ones). None where PyTorch has no
     path worth dispatching to."""
-    from .spec import ConvSpec, DepthwiseSeparableSpec, EffNetSpec
+    from .spec import ConvSpec
 
-    if isinstance(spec, ConvSpec):
-        nd = spec.ndim
-        asym = any(lo != hi for lo, hi in spec.padding)
-        if asym and spec.transposed:
-            return None
-        pad = (0,) * nd if asym else tuple(lo for lo, _ in spec.padding)
+    kw = call_kwargs(spec)
+    if kw is not None:
+        fn = globals()[spec.variant]
+        return _DESCRIPTIONS.get(spec.variant, f"F.{spec.variant}"), lambda *tensors: fn(*tensors, **kw)
+    if isinstance(spec, ConvSpec) and not spec.transposed:  # asymmetric padding ('same', even kernel)
+        conv = getattr(F, f"conv{spec.ndim}d")
         flat = [p for lo, hi in reversed(spec.padding) for p in (lo, hi)]
-        if spec.transposed:
-            conv = getattr(F, f"conv_transpose{nd}d")
 
-            def fn(x, w, b=None):
-                return conv(x, w, b, spec.stride, pad, spec.output_padding, spec.groups, spec.dilation)
-            return f"F.conv_transpose{nd}d", fn
-        conv = getattr(F, f"conv{nd}d")
-
-        def fn(x, w, b=None):
-            y = conv(F.pad(x, flat) if asym else x, w, b, spec.stride, pad, spec.dilation, spec.groups)
+        def padded(x, w, b=None):
+            y = conv(F.pad(x, flat), w, b, spec.stride, 0, spec.dilation, spec.groups)
             return F.channel_shuffle(y, spec.shuffle) if spec.shuffle else y
-        return (f"F.conv{nd}d" + (" + F.channel_shuffle" if spec.shuffle else "")), fn
-    if isinstance(spec, DepthwiseSeparableSpec) and all(lo == hi for lo, hi in spec.padding):
-        pad = tuple(lo for lo, _ in spec.padding)
-
-        def fn(x, dw, pw, db=None, pb=None):
-            return depthwise_separable_conv2d(x, dw, pw, db, pb, spec.stride, pad, spec.dilation,
-                                              spec.mid_activation, spec.activation)
-        return "F.conv2d(groups=C) + F.conv2d 1x1", fn
-    if isinstance(spec, EffNetSpec):
-        return "F.conv2d 1x3 + F.max_pool2d + F.conv2d 3x1", (
-            lambda x, w1, w2, b1=None, b2=None: effnet_block(x, w1, w2, b1, b2, spec.activation))
-    v = spec.variant
-    if v == "channel_shuffle":
-        return "F.channel_shuffle", lambda x: channel_shuffle(x, spec.groups)
-    if v == "spatial_separable_conv2d":
-        return "F.conv2d kx1 + F.conv2d 1xk", lambda x, w1, w2, b1=None, b2=None: spatial_separable_conv2d(
-            x, w1, w2, b1, b2, spec.stride, spec.padding, spec.dilation, spec.groups)
-    if v == "flattened_conv2d":
-        return "three F.conv2d", lambda x, wl, wv, wh, b=None: flattened_conv2d(x, wl, wv, wh, b, spec.stride,
-                                                                               spec.padding)
-    if v == "channel_wise_conv":
-        return "F.conv1d over channels", lambda x, w, b=None: channel_wise_conv(x, w, b, spec.stride, spec.padding,
-                                                                               spec.dilation)
-    if v == "squeeze_excitation":
-        return "mean + F.linear + F.relu + F.linear + sigmoid + mul", squeeze_excitation
+        return f"F.pad + F.conv{spec.ndim}d", padded
     return None
 
 
@@ -202,3 +212,19 @@ def reference_for(spec):
         return "NumPy deform_conv2d", lambda x, off, w, b=None, m=None: deform_conv2d(
             x, off, w, b, spec.stride, spec.padding, spec.dilation, m)
     return vendor_for(spec)
+
+
+def random_args(spec, g: torch.Generator) -> tuple[list, list[torch.Tensor]]:
+    """Random tensors for ``spec``'s op: its tensor arguments in the functional signature's order
+    (None where absent), and the kernel's views of them in the kernel's argument order."""
+    import inspect
+
+    from . import functional as TF
+
+    dt = getattr(torch, spec.dtype)
+    tensors = {n: torch.randn(*shape, generator=g, dtype=dt) * 0.5 for n, shape in spec.arg_shapes}
+    params = list(inspect.signature(getattr(TF, spec.variant)).parameters)
+    full = [tensors.get(p) for p in params if p in tensors or "bias" in p or p == "mask"]
+    kernel = [tensors[n].contiguous().view(shape) for (n, _), (_, shape) in zip(spec.arg_shapes,
+                                                                               spec.kernel_arg_shapes)]
+    return full, kernel

@@ -121,10 +121,7 @@ def measure_dispatch(spec, tgt: TargetInfo, record_path: Path) -> str | None:
     """Time the op with the tuned schedule against the vendor path (interleaved, same process) and
     record in the schedule record which is faster: the PyTorch-facing layer then calls that one.
     Returns the choice, or None where there is no vendor path to compare with."""
-    import torch
-
     from . import bench, timing
-    from . import functional as TF
     from .kernels import build
 
     try:
@@ -136,9 +133,7 @@ def measure_dispatch(spec, tgt: TargetInfo, record_path: Path) -> str | None:
     if rec is None:
         return None
     build._cache[(spec, tgt)] = build.compile_spec(spec, tgt, rec)
-    with torch.no_grad(), TF.no_dispatch(), bench._threads(tgt.num_cores):
-        a, b = timing.interleaved(lambda: case.op(*case.args, **case.kwargs, target=tgt),
-                                  lambda: case.reference(*case.args, **case.kwargs), rounds=5)
+    a, b = bench.time_case(case, tgt, tgt.num_cores, rounds=5)
     t, v = timing.median(a), timing.median(b)
     choice = "vendor" if v < t else "tvmconv"
     with cache.lock(record_path):

@@ -399,26 +399,32 @@ def check_tracker(measure: Measure) -> None:
                               f"`python -m tvm.exec.rpc_server --tracker {where} --key {measure.key}`")
 
 
-def _measure_default(w: Workload, target: TargetInfo, builder, runner) -> ms.database.TuningRecord | None:
-    """Build and measure the default schedule with the tuning builder and runner."""
-    func = w.mod["main"]
-    sch = Schedule(func)
-    Trace.apply_json_to_schedule(w.default_trace, sch)
-    (br,) = builder.build([ms.builder.BuilderInput(sch.mod, target.tvm())])
-    args = ms.arg_info.ArgInfo.from_prim_func(func)
-    if br.error_msg:
-        run_secs = [1e10]
-        log.warning("tvmconv: the default schedule of %s failed to build for measuring: %s", w.spec.name,
-                    br.error_msg.strip().splitlines()[-1])
-    else:
-        (fut,) = runner.run([ms.runner.RunnerInput(br.artifact_path, "cuda" if target.kind == "cuda" else "cpu", args)])
+def _measure(items: list[tuple[str, tvm.IRModule, Schedule, int]], target: TargetInfo, db: "TuningLog", builder,
+             runner) -> None:
+    """Build and measure scheduled modules in one batch with the tuning builder and runner, and
+    commit each as a record of its workload (a failure as 1e10 s). ``items``: ``(what, workload
+    module, schedule, log level of a failure naming what)``."""
+    results = builder.build([ms.builder.BuilderInput(sch.mod, target.tvm()) for _, _, sch, _ in items])
+    device = "cuda" if target.kind == "cuda" else "cpu"
+    built = [(i, br) for i, br in enumerate(results) if not br.error_msg]
+    futures = runner.run([ms.runner.RunnerInput(br.artifact_path, device,
+                                                ms.arg_info.ArgInfo.from_prim_func(items[i][1]["main"]))
+                          for i, br in built]) if built else []
+    secs = {}
+    for (i, _), fut in zip(built, futures):
         res = fut.result()
-        run_secs = [float(x) for x in res.run_secs] if res.error_msg is None else [1e10]
-        if res.error_msg:
-            log.warning("tvmconv: the default schedule of %s failed to run: %s", w.spec.name,
-                        res.error_msg.strip().splitlines()[-1])
-    return ms.database.TuningRecord(sch.trace, ms.database.Workload(w.mod), run_secs=run_secs,
-                                    target=target.tvm(), args_info=args)
+        if res.error_msg is None:
+            secs[i] = [float(x) for x in res.run_secs]
+        else:
+            _failed(items[i], "to run", res.error_msg)
+    for i, br in enumerate(results):
+        if br.error_msg:
+            _failed(items[i], "to build for measuring", br.error_msg)
+    for i, (_, mod, sch, _) in enumerate(items):
+        db.commit_workload(mod)
+        db.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, ms.database.Workload(mod), run_secs=secs.get(i, [1e10]), target=target.tvm(),
+            args_info=ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
 
 
 def plan_variants(w: "Workload", target: TargetInfo) -> list[tuple[Plan, tvm.IRModule, Schedule]]:
@@ -436,33 +442,26 @@ def plan_variants(w: "Workload", target: TargetInfo) -> list[tuple[Plan, tvm.IRM
     return out
 
 
-def _measure_plans(w: "Workload", target: TargetInfo, db: "TuningLog", builder, runner) -> None:
-    """Measure the default schedule under the other plan candidates (once per log: a candidate
-    whose trace the log holds is skipped), in one batch. Plans that change only the schedule share
-    the workload of ``w``; the others are workloads of their own. ``distill`` considers them all."""
+def _failed(item, how: str, msg: str) -> None:
+    what, _, _, level = item
+    log.log(level, "tvmconv: %s failed %s: %s", what, how, msg.strip().splitlines()[-1])
+
+
+def _unmeasured(w: "Workload", target: TargetInfo, db: "TuningLog") -> list[tuple[str, tvm.IRModule, Schedule, int]]:
+    """What the log lacks of ``w``'s start: its default schedule (on a first run) and the default
+    schedule under the other plan candidates (each once per log: a candidate whose trace the log
+    holds is skipped). Plans that change only the schedule share the workload of ``w``; the others
+    are workloads of their own. ``distill`` considers them all."""
     todo = []
+    if not db.records.get(w.shash):
+        sch = Schedule(w.mod["main"])
+        Trace.apply_json_to_schedule(w.default_trace, sch)
+        todo.append((f"the default schedule of {w.spec.name}", w.mod, sch, logging.WARNING))
     for p, mod, sch in plan_variants(w, target):
         trace = _trace_json(sch)
         if not any(t == trace for _, t in db.records.get(db.shash(mod), ())):
-            todo.append((p, mod, sch))
-    if not todo:
-        return
-    results = builder.build([ms.builder.BuilderInput(sch.mod, target.tvm()) for _, _, sch in todo])
-    ok = [(t, br) for t, br in zip(todo, results) if not br.error_msg]
-    device = "cuda" if target.kind == "cuda" else "cpu"
-    futures = runner.run([ms.runner.RunnerInput(br.artifact_path, device,
-                                                ms.arg_info.ArgInfo.from_prim_func(t[1]["main"]))
-                          for t, br in ok])
-    secs = {}
-    for (t, _), f in zip(ok, futures):
-        res = f.result()
-        secs[id(t)] = [float(x) for x in res.run_secs] if res.error_msg is None else [1e10]
-    for t in todo:
-        _, mod, sch = t
-        db.commit_workload(mod)
-        db.commit_tuning_record(ms.database.TuningRecord(
-            sch.trace, ms.database.Workload(mod), run_secs=secs.get(id(t), [1e10]), target=target.tvm(),
-            args_info=ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
+            todo.append((f"the default schedule of {w.spec.name} with {p}", mod, sch, logging.INFO))
+    return todo
 
 
 @derived_object
@@ -521,13 +520,11 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
     runner = make_runner(measure)
     for w in workloads:
         w.shash = db.shash(w.mod)
-        w.done_before = len(db.records.get(w.shash, ()))
-        if w.done_before == 0:  # first run: the default schedule is the first record
-            db.commit_workload(w.mod)
-            rec = _measure_default(w, target, builder, runner)
-            db.commit_tuning_record(rec)
-            w.done_before = 1
-        _measure_plans(w, target, db, builder, runner)
+        before = len(db.records.get(w.shash, ()))
+        todo = _unmeasured(w, target, db)  # the default schedule is the first record of a first run
+        if todo:
+            _measure(todo, target, db, builder, runner)
+        w.done_before = max(before, 1)  # the budget counts the default, not this run's plan candidates
     cap = 2 * trials
     todo = [w for w in workloads if w.done_before < cap]
     budget = trials * len(workloads) - sum(min(w.done_before, cap) for w in workloads)
