@@ -1,6 +1,7 @@
 """Target profiles, suites and model workloads (no tuning here)."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -137,3 +138,23 @@ def test_cli_targets_and_cache(tmp_path, monkeypatch):
     assert runner.invoke(app, ["cache", "list"]).exit_code == 0
     miss = runner.invoke(app, ["cache", "show", "no_such_workload"])
     assert miss.exit_code == 2 and "no schedule record" in miss.output
+
+
+@pytest.mark.parametrize("env, want", [({}, None), ({"TVMCONV_NUM_THREADS": "1", "TVM_NUM_THREADS": "2"}, 1),
+                                       ({"TVM_NUM_THREADS": "1"}, 1)])
+def test_kernels_run_on_the_threads_the_knob_gives(env, want):
+    """TVM's runtime alone would use half the logical CPUs (it assumes hyper-threads): one
+    thread on a 2-vCPU machine. tvmconv sizes TVM's pool from TVMCONV_NUM_THREADS, else
+    TVM_NUM_THREADS, else every CPU the process may run on."""
+    import subprocess
+    import sys
+
+    code = ("import torch, tvm, tvmconv.functional as TF\n"
+            "TF.conv2d(torch.randn(1, 8, 6, 6), torch.randn(8, 8, 3, 3))\n"
+            "print(tvm.get_global_func('runtime.NumThreads')())\n")
+    base = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS",
+                                                              "TVMCONV_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split()[-1]) == (want or len(os.sched_getaffinity(0)))

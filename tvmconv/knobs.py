@@ -3,7 +3,8 @@
     TVMCONV_CACHE_DIR   user cache of tuned schedules and compiled kernels (default ~/.cache/tvmconv)
     TVMCONV_TARGET      target profile name or TVM target JSON used when none is given
     TVMCONV_LOG_LEVEL   logging level of the ``tvmconv`` logger (default WARNING)
-    TVMCONV_NUM_THREADS threads a compiled CPU kernel may use (default: all cores)
+    TVMCONV_NUM_THREADS threads a compiled CPU kernel may use (default: TVM_NUM_THREADS if set,
+                        else every CPU this process may run on)
     TVMCONV_TARGETS_DIR extra target profiles (default $TVMCONV_CACHE_DIR/targets)
     TVMCONV_SHIPPED_DIR root holding the shipped targets/, schedules/ and tuning_logs/
                         (default: the repository the package was installed from)
@@ -48,7 +49,13 @@ def num_threads() -> int:
         if value < 1:
             raise ValueError(f"TVMCONV_NUM_THREADS must be a positive integer, got {env!r}")
         return value
-    return os.cpu_count() or 1
+    tvm_env = os.environ.get("TVM_NUM_THREADS", "")
+    if tvm_env.isdigit() and int(tvm_env) > 0:
+        return int(tvm_env)
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def targets_dir() -> Path:

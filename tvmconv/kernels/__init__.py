@@ -1,1 +1,11 @@
 """Everything that talks to TVM: tensor expressions, default schedules, building."""
+
+import os as _os
+
+from .. import knobs as _knobs
+
+# TVM's runtime sizes its thread pool once, at the first parallel kernel, from TVM_NUM_THREADS,
+# else OMP_NUM_THREADS, else half the logical CPUs (it assumes x86 CPUs have two hyper-threads
+# per core): on a 2-vCPU machine every kernel would run on one thread. Tell it, before any kernel
+# runs, how many threads tvmconv's kernels may use; MetaSchedule's measuring workers inherit it.
+_os.environ["TVM_NUM_THREADS"] = str(_knobs.num_threads())

@@ -40,6 +40,7 @@ class Plan:
     kind: str = "plain"  # "ocvec" | "wvec" | "plain" | "staged"
     vb: int = 1  # output channels per block (ocvec)
     owi: int = 1  # output-width register tile
+    rows: int = 1  # output rows per parallel task (wvec): their padded input rows are staged per task
     stages: tuple = ()  # "staged": ((stage-name prefix, Plan), ...) for a chain of convolutions
 
 
@@ -49,7 +50,8 @@ def plan_to_dict(plan: Plan) -> dict:
 
 def plan_from_dict(d: dict) -> Plan:
     stages = tuple((prefix, plan_from_dict(p) if isinstance(p, dict) else p) for prefix, p in d.get("stages", ()))
-    return Plan(kind=d.get("kind", "plain"), vb=int(d.get("vb", 1)), owi=int(d.get("owi", 1)), stages=stages)
+    return Plan(kind=d.get("kind", "plain"), vb=int(d.get("vb", 1)), owi=int(d.get("owi", 1)),
+                rows=int(d.get("rows", 1)), stages=stages)
 
 
 def plan_for(spec: Spec, vector_lanes: int) -> Plan:
@@ -66,7 +68,8 @@ def plan_for(spec: Spec, vector_lanes: int) -> Plan:
             owi = max(1, min(regs // (vb // V), out_w))
             return Plan("ocvec", vb=vb, owi=_best_tile(out_w, owi))
         if not spec.transposed:
-            return Plan("wvec", owi=_best_tile(out_w, 2 * V, multiple_of=V) if out_w >= V else out_w)
+            owi = _best_tile(out_w, 2 * V, multiple_of=V) if out_w >= V else V
+            return Plan("wvec", owi=owi, rows=wvec_rows(spec, owi))
         return Plan("plain")
     if isinstance(spec, SpatialSeparableSpec):
         return Plan("staged", stages=tuple((prefix, plan_for(st, V)) for prefix, st in
@@ -96,14 +99,41 @@ def plan_candidates(spec: Spec, vector_lanes: int, limit: int = 8) -> list[Plan]
                 continue
             for owi in range(1, min(out_w, regs // (vb // V) + 1) + 1):
                 cands.append(Plan("ocvec", vb=vb, owi=owi))
-    else:  # wvec: the width tile in whole vectors
-        cands = [Plan("wvec", owi=t) for t in range(V, min(out_w, 4 * V) + 1, V)] or [Plan("wvec", owi=out_w)]
+    else:  # wvec: the width tile in whole vectors, and the rows per task
+        out_h = spec.out_size[-2] if len(spec.out_size) > 1 else 1
+        for t in range(V, max(V, min(-(-out_w // V) * V, 4 * V)) + 1, V):
+            r0 = wvec_rows(spec, t)
+            for r in sorted({r0, max(1, r0 // 2), max(1, r0 // 4), min(out_h, 2 * r0), out_h}):
+                cands.append(Plan("wvec", owi=t, rows=r))
 
-    def cost(p: Plan) -> float:  # padded work, per-tile overhead, register pressure of the tile
-        return (-(-out_w // p.owi) * p.owi) * (1 + 2 / p.owi) * (1 + 0.15 * abs(p.vb // V - base.vb // V))
+    def cost(p: Plan) -> float:  # padded work, per-tile overhead, register pressure of the tile, task size
+        return ((-(-out_w // p.owi) * p.owi) * (1 + 2 / p.owi) * (1 + 0.15 * abs(p.vb // V - base.vb // V))
+                * (1 + 0.1 * abs(math.log2(p.rows / base.rows))))
 
     ranked = sorted((p for p in dict.fromkeys(cands) if p != base), key=cost)
     return ranked[:limit]
+
+
+def wvec_rows(spec: ConvSpec, owi: int, budget_bytes: int = 16384) -> int:
+    """Output rows per parallel task of the ``wvec`` schedule: as many as keep the padded input
+    rows they read (staged per task, for every input channel of the group) within ``budget_bytes``
+    (half of a typical L1 data cache), while leaving at least 4 tasks per core-pair of work."""
+    s3 = spec.as3d()
+    out_d, out_h, out_w = s3.out_size
+    (sd, sh, sw), (dd, dh, dw), (kd, kh, kw) = s3.stride, s3.dilation, s3.kernel
+    width = (-(-out_w // owi) * owi - 1) * sw + (kw - 1) * dw + 1
+    icg = s3.c_in // s3.groups
+    per_row_bytes = width * icg * ((kd - 1) * dd + 1) * 4
+    halo = (kh - 1) * dh + 1
+    tasks_per_row_block = s3.n * s3.c_out * out_d
+    best = 1
+    for r in range(1, out_h + 1):
+        if ((r - 1) * sh + halo) * per_row_bytes > budget_bytes and r > 1:
+            break
+        if tasks_per_row_block * -(-out_h // r) < 8 and r > 1:
+            break
+        best = r
+    return best
 
 
 def _best_tile(extent: int, limit: int, multiple_of: int = 1) -> int:

@@ -8,7 +8,10 @@ Three schedules cover the catalogue:
   the reduction runs over (ic, kd, kh, kw): one broadcast input value feeds ``vb/V`` vector FMAs.
   The NCHW write-back (bias, channel shuffle) happens on the tile, while it is still in cache.
 * ``wvec`` -- depthwise and few-channels-per-group convolutions: vectorised along the output
-  width, ``owi`` pixels accumulated in registers per (channel, row).
+  width, ``owi`` pixels accumulated in registers. Each parallel task owns ``rows`` output rows of
+  one channel and first stages the padded input rows they read in a small per-task buffer (in L1),
+  so the padding never costs a pass over the whole input; the register tile is cropped straight
+  into the NCHW output.
 * ``generic`` -- everything else: per stage, parallel outer loops, vectorised innermost spatial
   loop with the reduction hoisted above it. Never pathological, rarely optimal.
 
@@ -84,6 +87,15 @@ def _try(fn, *args):
     except (ScheduleError, ValueError, IndexError) as exc:  # an inapplicable primitive: skip it
         log.debug("schedule step %s skipped: %s", getattr(fn, "__name__", fn), str(exc).splitlines()[0])
         return None
+
+
+def _placed(fn, *args) -> bool:
+    """Apply a placement primitive; False (and nothing changed) where it does not apply."""
+    try:
+        fn(*args)
+        return True
+    except (ScheduleError, ValueError, RuntimeError):
+        return False
 
 
 def _block(sch: Schedule, name: str):
@@ -171,9 +183,21 @@ def _schedule_wvec(sch: Schedule, plan: Plan, V: int, done: set[str], prefix: st
     loops = sch.get_loops(conv)
     n, c, od, oh, ow = loops[:5]
     red = loops[5:]
+    oho, ohi = sch.split(oh, [None, max(1, plan.rows)])
     owo, owi = sch.split(ow, [None, plan.owi])
-    anchor, local = _register_tile(sch, conv, [n, c, od, oh], [owo], [], owi, red, V)
+    anchor, local = _register_tile(sch, conv, [n, c, od, oho], [ohi, owo], [], owi, red, V)
+    for r in red[1:]:  # the kernel taps (the channel loop, first, may be long)
+        if (_extent(sch, r) or 99) <= 7:
+            _try(sch.unroll, r)
     done.add(prefix + "conv")
+    task = sch.get_loops(conv)[0]
+    pad = _block(sch, prefix + "pad")
+    if pad is not None and _placed(sch.compute_at, pad, task):
+        pl = sch.get_loops(pad)
+        ext = _extent(sch, pl[-1]) if pl else None
+        if ext and ext % V == 0:  # an odd-length vector (predicated, strided) is slower than LLVM's own loop
+            _try(sch.vectorize, pl[-1])
+        done.add(prefix + "pad")
     _epilogue_at(sch, local, anchor, done, prefix + "out")
 
 
