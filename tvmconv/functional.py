@@ -94,10 +94,8 @@ def _run(spec: Spec, a: Args, tensors: list[torch.Tensor | None], target=None, u
             out = vendor(*tensors)
             out = out.squeeze(0) if unbatched else out
             return out.numpy() if a.numpy else out
-    present = [t for t in tensors if t is not None]
-    args = [t.contiguous().view(shape) for t, shape in zip(present, kern.arg_views)]
     out = torch.empty(kern.out_shape, dtype=a.dtype)
-    kern(*args, out.view(kern.out_view))
+    kern(*[t.contiguous() for t in tensors if t is not None], out)
     if unbatched:
         out = out.squeeze(0)
     return out.numpy() if a.numpy else out

@@ -630,3 +630,29 @@ def _all_subclasses(cls):
     for sub in cls.__subclasses__():
         yield sub
         yield from _all_subclasses(sub)
+
+
+def hash_once(cls):
+    """After ``@dataclass(frozen=True)``: hash an object's fields once and keep the result (the ops
+    look a kernel up by spec and target on every call). The kept hash is never pickled: string
+    hashes differ between processes."""
+    fields_hash = cls.__hash__
+
+    def __hash__(self):
+        try:
+            return self.__dict__["_hash"]
+        except KeyError:
+            value = fields_hash(self)
+            object.__setattr__(self, "_hash", value)
+            return value
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
+    cls.__hash__ = __hash__
+    cls.__getstate__ = __getstate__
+    return cls
+
+
+for _cls in (Spec, *_all_subclasses(Spec)):
+    hash_once(_cls)

@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import knobs
+from .spec import hash_once
 
 BUILD_KINDS = ("native", "cross", "ndk")
 MEASURE_KINDS = ("local", "rpc")
 
 
+@hash_once
 @dataclass(frozen=True)
 class TargetInfo:
     """A resolved target: ``config`` is the TVM target dict as sorted items (hashable)."""

@@ -51,10 +51,10 @@ class Kernel:
     dispatch: str = "tvmconv"  # "vendor" when tuning measured the vendor path faster (see vendor())
 
     def __post_init__(self):
-        # The spec's shapes, computed once (the ops reshape tensors to these views on every call)
-        self.arg_views = [shape for _, shape in self.spec.kernel_arg_shapes]
-        self.out_view = self.spec.kernel_out_shape
-        self.out_shape = self.spec.out_shape
+        # The shapes ``func`` takes, computed once: the ops' own (see natural_signature), so a call
+        # passes the caller's tensors without a view (a torch view costs about 3 us)
+        self.arg_views = [shape for _, shape in self.spec.arg_shapes]
+        self.out_view = self.out_shape = self.spec.out_shape
 
     def __call__(self, *args):
         self.func(*args)
@@ -144,8 +144,29 @@ def schedule(spec: Spec, target: TargetInfo, record: dict | None, source: str):
     return sch.mod, plan, "default"
 
 
+def natural_signature(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule:
+    """``mod`` with ``main`` taking its tensors in the op's own shapes (``spec.arg_shapes``,
+    ``spec.out_shape``) rather than the kernel's 3-D-spatial views of them (``kernel_arg_shapes``):
+    the body reads the same memory through buffers declared on the parameters' data."""
+    from tvm import tirx
+
+    func = mod["main"]
+    shapes = [shape for _, shape in spec.arg_shapes] + [spec.out_shape]
+    params, body = [], func.body
+    for param, shape in zip(func.params, shapes):
+        if tuple(int(d) for d in param.shape) == tuple(shape):
+            params.append(param)
+            continue
+        natural = tirx.decl_buffer(shape, param.dtype, param.name)
+        body = tirx.DeclBuffer(param, body, data=tirx.buffer_data(natural))
+        params.append(natural)
+    if len(params) != len(func.params):
+        raise ValueError(f"{spec.name}: the kernel takes {len(func.params)} tensors, the op {len(shapes)}")
+    return tvm.IRModule({"main": tirx.PrimFunc(params, body, func.ret_type, func.attrs)})
+
+
 def _lib_key(spec: Spec, target: TargetInfo, record: dict | None) -> str:
-    return cache.digest({"code": _CODE_VERSION, "target": target.dict, "spec": spec.to_dict(),
+    return cache.digest({"code": _CODE_VERSION, "abi": "natural", "target": target.dict, "spec": spec.to_dict(),
                          "schedule": [record["plan"], record["trace"]] if record else "default"})[:32]
 
 
@@ -173,13 +194,16 @@ def compile_spec(spec: Spec, target: TargetInfo, record: dict | None = None) -> 
         path = None  # the record did not apply: do not cache the default under the record's key
     if target.kind == "cuda":
         use_nvcc()
+    if target.is_host_runnable:
+        mod = natural_signature(mod, spec)
     try:
         ex = tvm.compile(mod, target=build_target.tvm())
     except Exception as exc:  # a schedule bug must not make the op unusable
         log.warning("tvmconv: %s schedule of %s failed to compile (%s); using the unscheduled kernel", source,
                     spec.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         plan, source, path = Plan(), "unscheduled", None
-        ex = tvm.compile(tvm.IRModule({"main": prim_func(spec, plan)}), target=target.tvm())
+        mod = tvm.IRModule({"main": prim_func(spec, plan)})
+        ex = tvm.compile(natural_signature(mod, spec) if target.is_host_runnable else mod, target=target.tvm())
     if path is not None:
         _save_library(ex, path)
     func = ex["main"] if target.is_host_runnable else None
