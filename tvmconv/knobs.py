@@ -5,6 +5,9 @@
     TVMCONV_LOG_LEVEL   logging level of the ``tvmconv`` logger (default WARNING)
     TVMCONV_NUM_THREADS threads a compiled CPU kernel may use (default: TVM_NUM_THREADS if set,
                         else every CPU this process may run on)
+    TVMCONV_SPIN_COUNT  how long TVM's idle kernel threads spin before sleeping (TVM's
+                        TVM_THREAD_POOL_SPIN_COUNT; default 0: sleep at once, so PyTorch ops
+                        between tvmconv kernels get the cores)
     TVMCONV_TARGETS_DIR extra target profiles (default $TVMCONV_CACHE_DIR/targets)
     TVMCONV_SHIPPED_DIR root holding the shipped targets/, schedules/ and tuning_logs/
                         (default: the repository the package was installed from)
@@ -56,6 +59,13 @@ def num_threads() -> int:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def spin_count() -> int:
+    env = os.environ.get("TVMCONV_SPIN_COUNT", "0")
+    if not env.isdigit():
+        raise ValueError(f"TVMCONV_SPIN_COUNT must be a non-negative integer, got {env!r}")
+    return int(env)
 
 
 def targets_dir() -> Path:

@@ -41,6 +41,7 @@ class Plan:
     vb: int = 1  # output channels per block (ocvec)
     owi: int = 1  # output-width register tile
     rows: int = 1  # output rows per parallel task (wvec): their padded input rows are staged per task
+    serial: bool = False  # one thread: the work is smaller than waking the others costs
     stages: tuple = ()  # "staged": ((stage-name prefix, Plan), ...) for a chain of convolutions
 
 
@@ -51,12 +52,26 @@ def plan_to_dict(plan: Plan) -> dict:
 def plan_from_dict(d: dict) -> Plan:
     stages = tuple((prefix, plan_from_dict(p) if isinstance(p, dict) else p) for prefix, p in d.get("stages", ()))
     return Plan(kind=d.get("kind", "plain"), vb=int(d.get("vb", 1)), owi=int(d.get("owi", 1)),
-                rows=int(d.get("rows", 1)), stages=stages)
+                rows=int(d.get("rows", 1)), serial=bool(d.get("serial", False)), stages=stages)
+
+
+# Below this estimated single-thread time a kernel runs on one thread: waking TVM's sleeping
+# workers costs about 7 us per parallel launch on the machines measured (see kernels/__init__.py).
+SERIAL_BELOW_S = 10e-6
+
+
+def serial_estimate(spec: Spec) -> float:
+    """A pessimistic single-thread time: 30 GFLOP/s, 8 GB/s."""
+    return max(spec.flops / 30e9, spec.bytes_moved / 8e9)
 
 
 def plan_for(spec: Spec, vector_lanes: int) -> Plan:
     """Choose the compute blocking for ``spec`` on a target with ``vector_lanes`` lanes of dtype."""
-    V = max(1, vector_lanes)
+    plan = _blocking(spec, max(1, vector_lanes))
+    return dataclasses.replace(plan, serial=serial_estimate(spec) < SERIAL_BELOW_S)
+
+
+def _blocking(spec: Spec, V: int) -> Plan:
     if isinstance(spec, ConvSpec):
         ocg = spec.c_out // spec.groups
         out_w = spec.out_size[-1]
@@ -72,7 +87,7 @@ def plan_for(spec: Spec, vector_lanes: int) -> Plan:
             return Plan("wvec", owi=owi, rows=wvec_rows(spec, owi))
         return Plan("plain")
     if isinstance(spec, SpatialSeparableSpec):
-        return Plan("staged", stages=tuple((prefix, plan_for(st, V)) for prefix, st in
+        return Plan("staged", stages=tuple((prefix, _blocking(st, V)) for prefix, st in
                                            zip(("kx1_", "c1xk_"), spec.stages())))
     if isinstance(spec, DepthwiseSeparableSpec):
         vb = 2 * V if spec.c_out >= 2 * V else V
@@ -87,8 +102,10 @@ def plan_candidates(spec: Spec, vector_lanes: int, limit: int = 8) -> list[Plan]
     ``limit``, excluding ``plan_for``'s choice. Tuning measures them before the search."""
     V = max(1, vector_lanes)
     base = plan_for(spec, V)
+    # Small kernels: also the other side of the one-thread threshold, measured first
+    flip = [dataclasses.replace(base, serial=not base.serial)] if serial_estimate(spec) < 6 * SERIAL_BELOW_S else []
     if base.kind == "staged" or base.kind == "plain":
-        return []
+        return flip[:limit]
     out_w = spec.out_size[-1]
     regs = 28 if V >= 16 else 13
     cands = []
@@ -110,8 +127,9 @@ def plan_candidates(spec: Spec, vector_lanes: int, limit: int = 8) -> list[Plan]
         return ((-(-out_w // p.owi) * p.owi) * (1 + 2 / p.owi) * (1 + 0.15 * abs(p.vb // V - base.vb // V))
                 * (1 + 0.1 * abs(math.log2(p.rows / base.rows))))
 
+    cands = [dataclasses.replace(p, serial=base.serial) for p in cands]
     ranked = sorted((p for p in dict.fromkeys(cands) if p != base), key=cost)
-    return ranked[:limit]
+    return (flip + ranked)[:limit]
 
 
 def wvec_rows(spec: ConvSpec, owi: int, budget_bytes: int = 16384) -> int:

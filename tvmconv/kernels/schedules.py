@@ -21,6 +21,7 @@ schedule that does not compile is replaced by the unscheduled function by the bu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 
@@ -68,6 +69,8 @@ def default_schedule(spec: Spec, plan: Plan, vector_lanes: int, cores: int):
         specific = _schedule_stages
     func = prim_func(spec, plan)
     sch = Schedule(func)
+    if plan.serial:
+        cores = 1
     done: set[str] = set()  # blocks a specific schedule has placed; the generic one skips them
     if specific is not None:
         try:
@@ -75,7 +78,7 @@ def default_schedule(spec: Spec, plan: Plan, vector_lanes: int, cores: int):
         except (ScheduleError, ValueError, RuntimeError) as exc:
             log.warning("tvmconv: %s schedule does not apply to %s (%s); using the generic schedule",
                         plan.kind, spec.name, str(exc).splitlines()[0])
-            plan = Plan()
+            plan = Plan(serial=plan.serial)
             sch, done = Schedule(prim_func(spec, plan)), set()
     _schedule_generic(sch, vector_lanes, cores, done)
     return sch, plan
@@ -111,7 +114,7 @@ def _extent(sch: Schedule, loop) -> int | None:
 
 
 def _register_tile(sch: Schedule, block, parallel_loops, serial_loops, tile_loops, vec_loop, reduce_loops,
-                   V: int):
+                   V: int, parallel: bool = True):
     """Accumulate ``block`` in a local register tile.
 
     ``parallel_loops`` are fused and run in parallel, then ``serial_loops`` in order; under them,
@@ -131,7 +134,8 @@ def _register_tile(sch: Schedule, block, parallel_loops, serial_loops, tile_loop
         inner = [vec_loop]
     sch.reorder(fused, *serial_loops, *[t[0] for t in outer_tile], *reduce_loops, *[t[1] for t in outer_tile],
                 *inner)
-    sch.parallel(fused)
+    if parallel:
+        sch.parallel(fused)
     for t in outer_tile:
         sch.unroll(t[1])
     if len(inner) == 2:
@@ -167,13 +171,15 @@ def _schedule_ocvec(sch: Schedule, plan: Plan, V: int, done: set[str], shuffled:
     n, cb, od, oh, ow, v = loops[:6]
     red = loops[6:]
     owo, owi = sch.split(ow, [None, plan.owi])
-    anchor, local = _register_tile(sch, conv, [n, cb, od, oh], [], [(owo, owi)], v, red, V)
+    anchor, local = _register_tile(sch, conv, [n, cb, od, oh], [], [(owo, owi)], v, red, V, not plan.serial)
     done.add(prefix + "conv")
     if not shuffled:  # a shuffled tile's channels are scattered: write it back in its own pass
         _epilogue_at(sch, local, anchor, done, prefix + "out")
     wpack = sch.get_sblock(prefix + "wpack")
     wl = sch.get_loops(wpack)
-    sch.parallel(sch.fuse(wl[0], wl[1]))
+    fused = sch.fuse(wl[0], wl[1])
+    if not plan.serial:
+        sch.parallel(fused)
     _try(sch.vectorize, wl[-1])
     done.add(prefix + "wpack")
 
@@ -185,7 +191,7 @@ def _schedule_wvec(sch: Schedule, plan: Plan, V: int, done: set[str], prefix: st
     red = loops[5:]
     oho, ohi = sch.split(oh, [None, max(1, plan.rows)])
     owo, owi = sch.split(ow, [None, plan.owi])
-    anchor, local = _register_tile(sch, conv, [n, c, od, oho], [ohi, owo], [], owi, red, V)
+    anchor, local = _register_tile(sch, conv, [n, c, od, oho], [ohi, owo], [], owi, red, V, not plan.serial)
     for r in red[1:]:  # the kernel taps (the channel loop, first, may be long)
         if (_extent(sch, r) or 99) <= 7:
             _try(sch.unroll, r)
@@ -209,7 +215,7 @@ def _schedule_stages(sch: Schedule, plan: Plan, V: int, done: set[str]):
     for prefix, stage in plan.stages:
         fn = _STAGE_SCHEDULES.get(stage.kind)
         if fn is not None:
-            fn(sch, stage, V, done, prefix=prefix)
+            fn(sch, dataclasses.replace(stage, serial=plan.serial), V, done, prefix=prefix)
 
 
 def _schedule_dwsep(sch: Schedule, plan: Plan, V: int, done: set[str]):
@@ -219,7 +225,7 @@ def _schedule_dwsep(sch: Schedule, plan: Plan, V: int, done: set[str]):
     conv = sch.get_sblock("conv")
     n, o, y, x, v, rc = sch.get_loops(conv)
     xo, xi = sch.split(x, [None, plan.owi])
-    anchor, local = _register_tile(sch, conv, [n, y], [o], [(xo, xi)], v, [rc], V)
+    anchor, local = _register_tile(sch, conv, [n, y], [o], [(xo, xi)], v, [rc], V, not plan.serial)
     done.add("conv")
     _epilogue_at(sch, local, anchor, done, "out")
     row = sch.get_loops(conv)[0]
@@ -239,7 +245,8 @@ def _schedule_dwsep(sch: Schedule, plan: Plan, V: int, done: set[str]):
         _try(sch.vectorize, spatial[-1])
     _try(lambda: sch.vectorize(sch.get_loops(sch.get_sblock("mid"))[-1]))
     wpack = sch.get_sblock("wpack")
-    sch.parallel(sch.get_loops(wpack)[0])
+    if not plan.serial:
+        sch.parallel(sch.get_loops(wpack)[0])
     done.update(("wpack",))
 
 
@@ -292,4 +299,5 @@ def _generic_block(sch: Schedule, blk, V: int, cores: int):
             _, li = sch.split(last, [None, V])
             sch.vectorize(li)
     fused = sch.fuse(*lead) if len(lead) > 1 else lead[0]
-    sch.parallel(fused)
+    if cores > 1:
+        sch.parallel(fused)

@@ -550,16 +550,16 @@ def distill(w: Workload, db: TuningLog, target: TargetInfo) -> dict | None:
 
     shash = w.shash or db.shash(w.mod)
     plans = {shash: w.plan}  # workload -> a plan whose compute it is (plans may share one)
-    variant_traces = []
+    variant_plans = {}  # the trace of each plan candidate -> its plan (the record names it exactly)
     for plan, mod, sch in plan_variants(w, target):
         plans.setdefault(db.shash(mod), plan)
-        variant_traces.append(_trace_json(sch))
+        variant_plans[_dumps(_trace_json(sch))] = plan
     pool = []
     for h, plan in plans.items():
         for s, t in db.records.get(h, []):
-            source = ("default" if t == w.default_trace else "plan-search" if t in variant_traces
-                      else "metaschedule")
-            pool.append((s, t, plan, source))
+            found = variant_plans.get(_dumps(t))
+            source = "default" if t == w.default_trace else "plan-search" if found else "metaschedule"
+            pool.append((s, t, found or plan, source))
     ok = [e for e in pool if e[0] is not None]
     if not ok:
         return None
