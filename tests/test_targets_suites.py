@@ -158,3 +158,21 @@ def test_kernels_run_on_the_threads_the_knob_gives(env, want):
                          timeout=300)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.split()[-1]) == (want or len(os.sched_getaffinity(0)))
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_shipped_schedules_cover_the_suites_on_x86(name):
+    """Every layer of every suite has a shipped x86-avx2 record (in the repository, not the test's
+    user cache) whose trace still applies to the current compute, and which records its dispatch
+    choice."""
+    from tvmconv import cache
+    from tvmconv.kernels.tuning import apply_record
+
+    tgt = T.resolve("x86-avx2")
+    for spec, _count in suite(name):
+        path = cache.schedule_path(cache.shipped_root(), spec, tgt)
+        assert path.exists(), f"no shipped schedule for {spec.name}"
+        record = json.loads(path.read_text())
+        assert spec_from_dict(record["spec"]) == spec and record["run_secs"] > 0
+        assert record["dispatch"]["choice"] in ("tvmconv", "vendor")
+        apply_record(spec, record)  # raises if the trace no longer applies

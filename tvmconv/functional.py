@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import weakref
 
 import torch
 
@@ -95,10 +96,33 @@ def _run(spec: Spec, a: Args, tensors: list[torch.Tensor | None], target=None, u
             out = out.squeeze(0) if unbatched else out
             return out.numpy() if a.numpy else out
     out = torch.empty(kern.out_shape, dtype=a.dtype)
-    kern(*[t.contiguous() for t in tensors if t is not None], out)
+    args = [t.contiguous() for t in tensors if t is not None]
+    if kern.pack is not None:
+        args[kern.packed_index] = _packed(kern, args[kern.packed_index])
+    kern(*args, out)
     if unbatched:
         out = out.squeeze(0)
     return out.numpy() if a.numpy else out
+
+
+def _packed(kern, weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` in the layout ``kern`` takes, packed once per weight tensor and version (a module
+    packs its weights on its first call, and again only after they change)."""
+    try:
+        version = weight._version
+    except RuntimeError:  # an inference-mode tensor tracks no version: pack it every time
+        version = None
+    key = id(weight)
+    hit = kern.packs.get(key)
+    if hit is not None and version is not None and hit[0]() is weight and hit[1] == version:
+        return hit[2]
+    packed = torch.empty(kern.packed_shape, dtype=weight.dtype)
+    kern.pack(weight, packed)
+    if version is not None:
+        if len(kern.packs) >= 64:
+            kern.packs.clear()
+        kern.packs[key] = (weakref.ref(weight, lambda _, packs=kern.packs: packs.pop(key, None)), version, packed)
+    return packed
 
 
 def _batched(x: torch.Tensor, nd: int) -> tuple[torch.Tensor, bool]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import tvm
+from tvm.s_tir import Schedule
 
 from .. import cache
 from ..spec import Spec
@@ -49,8 +50,12 @@ class Kernel:
     schedule_source: str  # "default", "unscheduled" (fallback) or "tuned:<record file>"
     loaded_from: str = ""  # the cached library it was loaded from, if any
     dispatch: str = "tvmconv"  # "vendor" when tuning measured the vendor path faster (see vendor())
+    pack: object = None  # pack(weight, packed) where ``func`` takes a packed weight (split_weight_pack)
+    packed_index: int = -1  # which of the op's tensors ``func`` takes packed
+    packed_shape: tuple = ()
 
     def __post_init__(self):
+        self.packs: dict = {}  # id(weight) -> (weakref, version, packed): see functional._packed
         # The shapes ``func`` takes, computed once: the ops' own (see natural_signature), so a call
         # passes the caller's tensors without a view (a torch view costs about 3 us)
         self.arg_views = [shape for _, shape in self.spec.arg_shapes]
@@ -148,25 +153,92 @@ def natural_signature(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule:
     """``mod`` with ``main`` taking its tensors in the op's own shapes (``spec.arg_shapes``,
     ``spec.out_shape``) rather than the kernel's 3-D-spatial views of them (``kernel_arg_shapes``):
     the body reads the same memory through buffers declared on the parameters' data."""
+    shapes = [shape for _, shape in spec.arg_shapes] + [spec.out_shape]
+    return tvm.IRModule({"main": _with_shapes(mod["main"], shapes, spec)})
+
+
+def _with_shapes(func, shapes: list, spec: Spec):
+    """``func`` whose parameters take ``shapes`` (None: as they are), aliasing the old buffers."""
     from tvm import tirx
 
-    func = mod["main"]
-    shapes = [shape for _, shape in spec.arg_shapes] + [spec.out_shape]
+    if len(shapes) != len(func.params):
+        raise ValueError(f"{spec.name}: the kernel takes {len(func.params)} tensors, the op {len(shapes)}")
     params, body = [], func.body
     for param, shape in zip(func.params, shapes):
-        if tuple(int(d) for d in param.shape) == tuple(shape):
+        if shape is None or tuple(int(d) for d in param.shape) == tuple(shape):
             params.append(param)
             continue
         natural = tirx.decl_buffer(shape, param.dtype, param.name)
         body = tirx.DeclBuffer(param, body, data=tirx.buffer_data(natural))
         params.append(natural)
-    if len(params) != len(func.params):
-        raise ValueError(f"{spec.name}: the kernel takes {len(func.params)} tensors, the op {len(shapes)}")
-    return tvm.IRModule({"main": tirx.PrimFunc(params, body, func.ret_type, func.attrs)})
+    return tirx.PrimFunc(params, body, func.ret_type, func.attrs)
+
+
+def split_weight_pack(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule | None:
+    """Where the schedule packs a weight inside the kernel (the ``wpack`` stage, a loop nest of its
+    own), the library the ops call: ``pack(weight, packed)`` holds that loop nest, and ``main``
+    takes ``packed`` where it took the weight, so a weight used again (a module's parameter) is
+    packed once, not on every call. Both take the op's own shapes. None where the schedule does not
+    allow the split (the packing inside another loop nest, or the weight read elsewhere)."""
+    from tvm import s_tir, tirx
+
+    sch = Schedule(mod)
+    try:
+        blk = sch.get_sblock("wpack")
+    except Exception:  # noqa: BLE001 - no such stage
+        return None
+    func, node = mod["main"], sch.get(blk)
+    realize = func.body
+    root = realize.block
+    seq = list(root.body.seq) if isinstance(root.body, tirx.SeqStmt) else [root.body]
+    top = sch.get(sch.get_loops(blk)[0]) if sch.get_loops(blk) else None
+    at = [i for i, st in enumerate(seq) if top is not None and st.same_as(top)]
+    if len(at) != 1 or len(node.reads) != 1 or len(node.writes) != 1:
+        return None
+    weight, packed = node.reads[0].source, node.writes[0].source
+
+    def blocks(parent):
+        for b in sch.get_child_blocks(parent):
+            yield b
+            yield from blocks(b)
+
+    for b in blocks(sch.get_sblock("root")):
+        other = sch.get(b)
+        if not other.same_as(node) and any(r.source.same_as(weight) for r in other.reads):
+            return None
+        if not other.same_as(node) and any(sch.get(loop).same_as(top) for loop in sch.get_loops(b)):
+            return None  # something else lives in the packing loop nest
+
+    def with_root(body, allocs):
+        block = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, body, root.init, allocs,
+                             root.match_buffers, root.annotations)
+        return s_tir.SBlockRealize(realize.iter_values, realize.predicate, block)
+
+    rest = seq[:at[0]] + seq[at[0] + 1:]
+    allocs = [b for b in root.alloc_buffers if not b.same_as(packed)]
+    main = tirx.PrimFunc([packed if p.same_as(weight) else p for p in func.params],
+                         with_root(tirx.SeqStmt(rest) if len(rest) > 1 else rest[0], allocs), func.ret_type, func.attrs)
+    pack = tirx.PrimFunc([weight, packed], with_root(seq[at[0]], []), func.ret_type, func.attrs)
+    natural = dict(spec.arg_shapes)
+    if weight.name not in natural:
+        return None
+    shapes = [None if name == weight.name else shape for name, shape in spec.arg_shapes] + [spec.out_shape]
+    return tvm.IRModule({"main": _with_shapes(main, shapes, spec),
+                         "pack": _with_shapes(pack, [natural[weight.name], None], spec).with_attr(
+                             "global_symbol", "pack")})
+
+
+def packed_layout(spec: Spec, plan: Plan) -> tuple[int, tuple[int, ...]]:
+    """``(index of the packed weight among the op's tensors, packed shape)`` for a library with a
+    ``pack`` function (see split_weight_pack): read off the compute the plan writes."""
+    node = Schedule(prim_func(spec, plan))
+    node = node.get(node.get_sblock("wpack"))
+    names = [name for name, _ in spec.arg_shapes]
+    return names.index(node.reads[0].source.name), tuple(int(d) for d in node.writes[0].source.shape)
 
 
 def _lib_key(spec: Spec, target: TargetInfo, record: dict | None) -> str:
-    return cache.digest({"code": _CODE_VERSION, "abi": "natural", "target": target.dict, "spec": spec.to_dict(),
+    return cache.digest({"code": _CODE_VERSION, "abi": "natural+pack", "target": target.dict, "spec": spec.to_dict(),
                          "schedule": [record["plan"], record["trace"]] if record else "default"})[:32]
 
 
@@ -187,15 +259,16 @@ def compile_spec(spec: Spec, target: TargetInfo, record: dict | None = None) -> 
             plan = plan_for(spec, target.lanes(spec.dtype))
             if record is not None:
                 plan = plan_from_dict(record["plan"])
-            return Kernel(spec, target, plan, lib["main"], lib, time.perf_counter() - t0, source, str(path),
+            kern = Kernel(spec, target, plan, lib["main"], lib, time.perf_counter() - t0, source, str(path),
                           dispatch=_dispatch(record))
+            return _with_pack(kern, lib)
     mod, plan, source = schedule(spec, build_target, record, source)
     if source == "default" and record is not None:
         path = None  # the record did not apply: do not cache the default under the record's key
     if target.kind == "cuda":
         use_nvcc()
     if target.is_host_runnable:
-        mod = natural_signature(mod, spec)
+        mod = split_weight_pack(mod, spec) or natural_signature(mod, spec)
     try:
         ex = tvm.compile(mod, target=build_target.tvm())
     except Exception as exc:  # a schedule bug must not make the op unusable
@@ -207,8 +280,20 @@ def compile_spec(spec: Spec, target: TargetInfo, record: dict | None = None) -> 
     if path is not None:
         _save_library(ex, path)
     func = ex["main"] if target.is_host_runnable else None
-    return Kernel(spec, target, plan, func, ex, time.perf_counter() - t0, source,
+    kern = Kernel(spec, target, plan, func, ex, time.perf_counter() - t0, source,
                   dispatch=_dispatch(record) if source.startswith("tuned") else "tvmconv")
+    return _with_pack(kern, ex) if target.is_host_runnable else kern
+
+
+def _with_pack(kern: Kernel, lib) -> Kernel:
+    """Fill in the kernel's ``pack`` function and packed layout when ``lib`` has one."""
+    try:
+        pack = lib["pack"]
+    except (AttributeError, KeyError, RuntimeError):
+        return kern
+    kern.pack = pack
+    kern.packed_index, kern.packed_shape = packed_layout(kern.spec, kern.plan)
+    return kern
 
 
 def _dispatch(record: dict | None) -> str:
