@@ -38,10 +38,12 @@ def assert_close(actual, expected, atol=1e-4, rtol=1e-4):
 
 
 @contextlib.contextmanager
-def rpc_device(server_cmd: list[str], key: str, timeout_s: float = 300):
+def rpc_device(server_cmd: list[str], key: str, timeout_s: float = 300, server_log=None):
     """A TVM RPC tracker on 127.0.0.1 and one RPC server (``server_cmd`` + tracker arguments)
     registered under ``key``; yields the tracker's port. The server runs in its own session and
-    its whole process group (the workers it spawns) is stopped at the end."""
+    its whole process group (the workers it spawns) is stopped at the end. ``server_log``: a path
+    that gets the server's log (one "connected from" / "finish serving" line pair per session), and
+    then the context yields ``(port, server_process)``."""
     from tvm import rpc
 
     with socket.socket() as s:
@@ -65,16 +67,20 @@ def rpc_device(server_cmd: list[str], key: str, timeout_s: float = 300):
                 if time.time() > deadline:
                     raise
                 time.sleep(0.5)
+        err = open(server_log, "w") if server_log else subprocess.DEVNULL  # noqa: SIM115 - closed with the server
         server = subprocess.Popen([*server_cmd, "--host", "127.0.0.1", "--tracker", f"127.0.0.1:{port}", "--key", key],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                  stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         while not queue().get(key, {}).get("free"):
             if time.time() > deadline:
                 raise TimeoutError(f"the RPC server under key {key!r} did not register with the tracker")
             time.sleep(0.5)
-        yield port
+        yield (port, server) if server_log else port
     finally:
         if server is not None:
-            os.killpg(server.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # a test may have stopped it already
+                os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=30)
+            if server_log:
+                err.close()
         tracker.terminate()
         tracker.wait(timeout=30)

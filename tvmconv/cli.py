@@ -130,6 +130,9 @@ def tune(
     input_shape: Optional[str] = _INPUT_SHAPE,
     trials: int = typer.Option(64, "--trials", min=1, help="Measurements per workload."),
     rpc: Optional[str] = typer.Option(None, "--rpc", help="Measure through an RPC tracker: HOST:PORT:KEY."),
+    rpc_timeout: int = typer.Option(120, "--rpc-timeout", min=1, help="Seconds one trial may take on a remote "
+                                    "device, waiting for a free one included; a dropped device's trials fail "
+                                    "after that and tuning goes on."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Write here instead of the user cache."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     per_iter: int = typer.Option(64, "--per-iter", min=1, help="Trials measured per search round."),
@@ -160,7 +163,7 @@ def tune(
             what = _op_spec(op, shape, weight, stride, padding, dilation, groups, bias)
         results = run_tune(what, target=target, trials=trials, rpc=rpc, cache_dir=cache_dir, seed=seed,
                            input_shape=_ints(input_shape, "--input-shape"), num_trials_per_iter=per_iter,
-                           population=population, dispatch=not no_dispatch)
+                           population=population, dispatch=not no_dispatch, rpc_timeout=rpc_timeout)
     except (ValueError, ConnectionError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

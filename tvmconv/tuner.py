@@ -40,7 +40,7 @@ class Tracker:
         return cls(parts[0], int(parts[1]), parts[2])
 
 
-def _measure(target: TargetInfo, prof, rpc):
+def _measure(target: TargetInfo, prof, rpc, rpc_timeout: int = 120):
     from .kernels.tuning import Measure
 
     if rpc is None and prof is not None and prof.measure.get("kind") == "rpc":
@@ -51,16 +51,20 @@ def _measure(target: TargetInfo, prof, rpc):
                              f"naming an RPC tracker and the key its devices registered under")
         return Measure()
     t = rpc if isinstance(rpc, Tracker) else Tracker.parse(rpc)
-    return Measure(kind="rpc", tracker_host=t.host, tracker_port=t.port, key=t.key)
+    if not isinstance(rpc_timeout, int) or isinstance(rpc_timeout, bool) or rpc_timeout < 1:
+        raise ValueError(f"rpc_timeout must be a positive number of seconds, got {rpc_timeout!r}")
+    return Measure(kind="rpc", tracker_host=t.host, tracker_port=t.port, key=t.key, session_timeout_s=rpc_timeout)
 
 
 def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shape=None, rpc=None,
          cache_dir=None, progress: bool = True, seed: int | None = None, num_trials_per_iter: int = 64,
-         population: int | None = None, dispatch: bool = True):
+         population: int | None = None, dispatch: bool = True, rpc_timeout: int = 120):
     """Tune ``what`` (a spec, specs, a suite name, an nn.Module with ``example_inputs`` or a .pt2
     file) for ``target`` with ``trials`` measurements per workload. Returns one ``TuneResult`` per
     workload (trials, best time, GFLOP/s, the default schedule's time, the record written).
-    ``dispatch``: then time each tuned op against its vendor path and record the faster one."""
+    ``dispatch``: then time each tuned op against its vendor path and record the faster one.
+    ``rpc_timeout``: seconds one trial may take on a remote device, waiting for a free one included;
+    a device that drops fails its trials after that long and tuning goes on."""
     from .kernels import build
     from .kernels import tune_child
     from .kernels.tuning import TuningLog, distill, prepare
@@ -72,7 +76,7 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
         raise ValueError(f"no convolution workloads found in {what!r}")
     tgt = resolve(target)
     prof = profiles().get(tgt.profile)
-    measure = _measure(tgt, prof, rpc)
+    measure = _measure(tgt, prof, rpc, rpc_timeout)
     root = Path(cache_dir) if cache_dir is not None else cache.user_root()
     log_dir = cache.log_dir(root, tgt)
     log_dir.mkdir(parents=True, exist_ok=True)

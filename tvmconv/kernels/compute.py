@@ -96,7 +96,7 @@ def _blocking(spec: Spec, V: int) -> Plan:
     return Plan("plain")
 
 
-def plan_candidates(spec: Spec, vector_lanes: int, limit: int = 8) -> list[Plan]:
+def plan_candidates(spec: Spec, vector_lanes: int, limit: int = 16) -> list[Plan]:
     """Other blockings of the default schedule worth measuring (the hand-written sketch's knobs:
     output channels per block and the output-width register tile), best-guess first, at most
     ``limit``, excluding ``plan_for``'s choice. Tuning measures them before the search."""

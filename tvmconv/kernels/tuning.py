@@ -19,11 +19,13 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import importlib.util
 import json
 import logging
 import os
+import struct
 import sys
 import tempfile
 import time
@@ -133,16 +135,30 @@ def _trace_json(sch: Schedule):
 
 
 # -- the on-disk log -----------------------------------------------------------------------------
-def mean_secs(secs) -> float | None:
-    """The mean of a record's run times, or None for a failed trial (MetaSchedule records those
-    as 1e10 s)."""
+def best_secs(secs) -> float | None:
+    """The best of a record's repeated run times (each the mean of enough runs to fill 100 ms), or
+    None for a failed trial (MetaSchedule records those as 1e10 s). The best, not the mean: on a
+    shared machine a repeat slowed by a neighbour says nothing about the schedule."""
     if not secs or max(secs) >= 1e9:
         return None
-    return sum(secs) / len(secs)
+    return min(secs)
 
 
 def _dumps(obj) -> str:
     return json.dumps(obj, separators=(",", ":"))
+
+
+def _compact(workload_json: list) -> list:
+    """A workload's JSON ``[structural hash, base64 of (8-byte length, IR graph JSON)]`` with the
+    graph JSON minified: TVM writes it indented, which doubles the log. TVM reads both (the graph is
+    parsed as JSON), and equal modules always compact to the same line, so it is also the key that
+    finds a workload's line in the file."""
+    shash, b64 = workload_json
+    raw = base64.b64decode(b64)
+    if len(raw) < 8 or struct.unpack("<Q", raw[:8])[0] != len(raw) - 8:
+        return workload_json  # not the framing this expects: keep it as TVM wrote it
+    body = _dumps(json.loads(raw[8:])).encode()
+    return [shash, base64.b64encode(struct.pack("<Q", len(body)) + body).decode()]
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -203,7 +219,7 @@ class TuningLog(ms.database.PyDatabase):
         if bad_w or bad_r:
             self._repair(workloads, good_r, bad_w, bad_r)
         for i, entry in enumerate(e for e in workloads if e is not None):
-            self._file_index[_dumps(entry[2])] = i
+            self._file_index[_dumps(_compact(entry[2]))] = i
         self._file_stamp = self._stamp()
 
     def _repair(self, workloads, good_r, bad_w, bad_r) -> None:
@@ -214,7 +230,7 @@ class TuningLog(ms.database.PyDatabase):
         for old, entry in enumerate(workloads):
             if entry is not None:
                 new_index[old] = len(kept)
-                kept.append(_dumps(entry[2]))
+                kept.append(_dumps(_compact(entry[2])))
         self._replace(self.path_workload, kept)
         self._replace(self.path_record, [_dumps([new_index[i], r]) for i, r in good_r])
         self.set_aside.append(aside)
@@ -238,7 +254,7 @@ class TuningLog(ms.database.PyDatabase):
             return None
 
     def _note(self, shash: str, rec_obj) -> None:
-        self.records[shash].append((mean_secs(rec_obj[1]), rec_obj[0]))
+        self.records[shash].append((best_secs(rec_obj[1]), rec_obj[0]))
 
     # writing: every line appended under the lock and fsynced
     def _append(self, path: Path, line: str) -> None:
@@ -253,10 +269,10 @@ class TuningLog(ms.database.PyDatabase):
             self._file_index = {}
             for i, line in enumerate(_read_lines(self.path_workload)):
                 try:
-                    self._file_index[_dumps(json.loads(line))] = i
-                except json.JSONDecodeError:
+                    self._file_index[_dumps(_compact(json.loads(line)))] = i
+                except (ValueError, TypeError):  # a torn line: keep its index taken
                     self._file_index[f"<bad {i}>"] = i
-        key = _dumps(to_json(wl.as_json()))
+        key = _dumps(_compact(to_json(wl.as_json())))
         idx = self._file_index.get(key)
         if idx is None:
             idx = len(self._file_index)
@@ -351,9 +367,9 @@ class Measure:
     tracker_host: str = ""
     tracker_port: int = 0
     key: str = ""
-    session_timeout_s: int = 120
+    session_timeout_s: int = 120  # one trial on a device, waiting for a free one included
     number: int = 3
-    repeat: int = 1
+    repeat: int = 3
     min_repeat_ms: int = 100
 
 
@@ -376,8 +392,44 @@ def make_runner(measure: Measure):
     if measure.kind == "rpc":
         rpc = ms.runner.RPCConfig(tracker_host=measure.tracker_host, tracker_port=measure.tracker_port,
                                   tracker_key=measure.key, session_timeout_sec=measure.session_timeout_s)
-        return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=cfg, max_workers=1)
+        return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=cfg, max_workers=1,
+                                   f_create_session=_rpc_session, f_cleanup=_rpc_cleanup)
     return ms.runner.LocalRunner(evaluator_config=cfg)
+
+
+class DeviceTimeout(Exception):  # noqa: N818 - named for what happened
+    """A trial on a remote device did not finish within the session timeout. Neither an OSError
+    nor a RuntimeError: TVM's tracker client retries on those, and would block again."""
+
+
+def _rpc_session(rpc_config):
+    """Open a session on a device of the tracker's key, in the RPC runner's worker process (its main
+    thread). An alarm bounds the whole trial, waiting for a free device included: MetaSchedule's
+    default waits forever when the device has dropped, and then tuning hangs. With it the trial
+    fails after ``session_timeout_sec``, is recorded as failed, and the search goes on."""
+    import signal
+
+    secs = int(rpc_config.session_timeout_sec)
+
+    def expired(_sig, _frame):
+        raise DeviceTimeout(f"no result from a device under key {rpc_config.tracker_key!r} within {secs} s "
+                           f"(the device dropped, hung, or every device stayed busy)")
+
+    signal.signal(signal.SIGALRM, expired)
+    signal.alarm(secs)
+    return rpc_config.connect_server()
+
+
+def _rpc_cleanup(session, remote_path):
+    import signal
+
+    signal.alarm(0)
+    from tvm.s_tir.meta_schedule.runner.rpc_runner import default_cleanup
+
+    try:
+        default_cleanup(session, remote_path)
+    except Exception:  # noqa: BLE001 - a dropped device cannot delete its file; the trial is over anyway
+        pass
 
 
 def check_tracker(measure: Measure) -> None:
@@ -475,12 +527,12 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
         w = self.workloads[task_id]
         for br, rr in zip(builder_results, runner_results):
             w.trials += 1
-            mean = None if br.error_msg or rr.error_msg or rr.run_secs is None else mean_secs(
+            secs = None if br.error_msg or rr.error_msg or rr.run_secs is None else best_secs(
                 [float(x) for x in rr.run_secs])
-            if mean is None:
+            if secs is None:
                 w.failed += 1
-            elif w.best_s is None or mean < w.best_s:
-                w.best_s = mean
+            elif w.best_s is None or secs < w.best_s:
+                w.best_s = secs
         if self.on_update is not None:
             self.on_update(task_id, w)
 
