@@ -51,7 +51,7 @@ def rpc_device(server_cmd: list[str], key: str, timeout_s: float = 300, server_l
         port = s.getsockname()[1]
     tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port",
                                 str(port), "--port-end", str(port + 1)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                               stderr=subprocess.DEVNULL, start_new_session=True)
     server = None
     deadline = time.time() + timeout_s
 
@@ -82,5 +82,9 @@ def rpc_device(server_cmd: list[str], key: str, timeout_s: float = 300, server_l
             server.wait(timeout=30)
             if server_log:
                 err.close()
-        tracker.terminate()
+        # the tracker serves from a TVM popen worker of its own: stop the whole group, or that
+        # worker outlives the test (orphaned, polling its event loop)
+        os.killpg(tracker.pid, signal.SIGTERM)
         tracker.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(tracker.pid, signal.SIGKILL)
