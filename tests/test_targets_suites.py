@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tvmconv import target as T
+from tvmconv.registry import VARIANTS
 from tvmconv.spec import ConvSpec, spec_from_dict
 from tvmconv.suites import SUITES, suite
 from tvmconv.workloads import workloads
@@ -176,3 +177,19 @@ def test_shipped_schedules_cover_the_suites_on_x86(name):
         assert spec_from_dict(record["spec"]) == spec and record["run_secs"] > 0
         assert record["dispatch"]["choice"] in ("tvmconv", "vendor")
         apply_record(spec, record)  # raises if the trace no longer applies
+
+
+def test_spec_of_names_the_kernel_a_call_runs_without_building_it():
+    from tvmconv import functional as TF
+    from tvmconv.kernels import build
+
+    x, w = torch.randn(1, 8, 10, 10), torch.randn(16, 8, 3, 3)
+    build.clear_memory_cache()
+    spec = TF.spec_of(TF.conv2d, x, w, padding=1, stride=2)
+    assert not build._cache and spec.stride == (2, 2) and spec.out_shape == (1, 16, 5, 5)
+    with TF.capture_kernels() as kernels:
+        y = TF.conv2d(x, w, padding=1, stride=2)
+    assert kernels[-1].spec == spec and tuple(y.shape) == spec.out_shape
+    with pytest.raises(ValueError, match="conv2d"):
+        TF.spec_of(TF.conv2d, x, torch.randn(16, 3, 3, 3))
+    assert [s.variant for s, _ in suite("variants")] == [v for v in VARIANTS if v != "deform_conv2d"]

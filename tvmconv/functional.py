@@ -79,8 +79,35 @@ def capture_kernels():
         _capture = outer
 
 
+class SpecOnly(Exception):  # noqa: N818 - not an error: how specs_of ends a call early
+    """Raised by an op called under ``specs_of`` once its spec is known."""
+
+    def __init__(self, spec: Spec):
+        super().__init__(spec.name)
+        self.spec = spec
+
+
+_spec_only = 0
+
+
+def spec_of(fn, *args, **kwargs) -> Spec:
+    """The normalised spec that ``fn(*args, **kwargs)`` (a tvmconv op) would run, without building
+    or running its kernel: the arguments are checked as in a real call."""
+    global _spec_only
+    _spec_only += 1
+    try:
+        fn(*args, **kwargs)
+    except SpecOnly as found:
+        return found.spec
+    finally:
+        _spec_only -= 1
+    raise ValueError(f"{getattr(fn, '__name__', fn)!r} ran no tvmconv kernel")
+
+
 def _run(spec: Spec, a: Args, tensors: list[torch.Tensor | None], target=None, unbatched: bool = False):
     """Run ``spec``'s kernel on ``tensors`` (None entries are absent optional arguments)."""
+    if _spec_only:
+        raise SpecOnly(spec)
     tgt = _target.resolve(target)
     if not tgt.runs_here:
         raise ValueError(f"{a.op}: target {tgt.profile!r} ({tgt.kind}, {tgt.dict.get('mtriple', tgt.dict.get('arch', ''))})"

@@ -120,6 +120,22 @@ def ansor() -> list[tuple[Spec, int]]:
     return list(t.items())
 
 
+def variants() -> list[tuple[Spec, int]]:
+    """Every registered variant on the main job's default shape (``tvmconv bench`` with no suite).
+    deform_conv2d is left out: its vendor path, torchvision, is not a dependency."""
+    import torch
+
+    from . import functional as TF
+    from .registry import DEFAULT_ROW, VARIANTS
+
+    table: OrderedDict = OrderedDict()
+    for name, v in VARIANTS.items():
+        if name != "deform_conv2d":
+            case = v.make_case(DEFAULT_ROW, torch.Generator().manual_seed(0))
+            _add(table, TF.spec_of(v.op, *case.args, **case.kwargs))
+    return list(table.items())
+
+
 SUITES = {
     "mobilenet_v1": mobilenet_v1,
     "shufflenet_v1_g3": lambda: shufflenet_v1(3),
@@ -127,14 +143,17 @@ SUITES = {
     "effnet": effnet,
     "resnet18": resnet18,
     "ansor": ansor,
+    "variants": variants,
 }
 
 
 def suite(name: str) -> list[tuple[Spec, int]]:
-    """The workloads of suite ``name`` (``'all'``: every suite, counts summed)."""
+    """The workloads of suite ``name`` (``'all'``: every network suite, counts summed)."""
     if name == "all":
         t: OrderedDict = OrderedDict()
-        for fn in SUITES.values():
+        for key, fn in SUITES.items():
+            if key == "variants":  # the main job's shapes, not a network's layers
+                continue
             for spec, count in fn():
                 _add(t, spec, count)
         return list(t.items())
