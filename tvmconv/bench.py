@@ -21,7 +21,7 @@ import torch
 from . import functional as TF
 from . import reference as R
 from . import timing
-from .registry import DEFAULT_ROW, VARIANTS
+from .registry import VARIANTS, default_cases
 from .spec import ConvSpec, Spec
 from .target import TargetInfo
 
@@ -121,18 +121,9 @@ def case_for(spec: Spec, count: int = 1, seed: int = 0) -> Case:
 
 def variant_cases() -> list[Case]:
     """Every registered variant on the main job's default shape (the embedded default)."""
-    out = []
-    for name, v in VARIANTS.items():
-        if name == "deform_conv2d":  # its vendor path (torchvision) is not installed; NumPy is no vendor
-            continue
-        c = v.make_case(DEFAULT_ROW, torch.Generator().manual_seed(0))
-        kind = v.kind
-        fam = name
-        if name == "conv2d":
-            fam = "standard"
-        out.append(Case(name, fam, kind, f"PyTorch {v.reference.__module__.split('.')[0]} path",
-                        v.op, v.reference, c.args, c.kwargs))
-    return out
+    return [Case(v.name, "standard" if v.name == "conv2d" else v.name, v.kind,
+                 f"PyTorch {v.reference.__module__.split('.')[0]} path", v.op, v.reference, c.args, c.kwargs)
+            for v, c in default_cases()]
 
 
 def time_case(case: Case, target: TargetInfo, threads: int, *, rounds: int = 7) -> tuple[list, list]:

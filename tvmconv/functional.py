@@ -79,8 +79,8 @@ def capture_kernels():
         _capture = outer
 
 
-class SpecOnly(Exception):  # noqa: N818 - not an error: how specs_of ends a call early
-    """Raised by an op called under ``specs_of`` once its spec is known."""
+class SpecOnly(Exception):  # noqa: N818 - not an error: how spec_of ends a call early
+    """Raised by an op called under ``spec_of`` once its spec is known."""
 
     def __init__(self, spec: Spec):
         super().__init__(spec.name)

@@ -205,3 +205,11 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("squeeze_excitation", TF.squeeze_excitation, R.squeeze_excitation, _se_case, "memory"),
     Variant("effnet_block", TF.effnet_block, R.effnet_block, _effnet_case, "fused"),
 )}
+
+
+def default_cases() -> list[tuple[Variant, Case]]:
+    """Every variant on the main job's default shape (``DEFAULT_ROW``), with the inputs ``tvmconv
+    bench`` times. deform_conv2d is left out: its vendor path, torchvision, is not a dependency (its
+    reference is a NumPy transcription, no vendor)."""
+    return [(v, v.make_case(DEFAULT_ROW, torch.Generator().manual_seed(0)))
+            for name, v in VARIANTS.items() if name != "deform_conv2d"]

@@ -121,39 +121,34 @@ def ansor() -> list[tuple[Spec, int]]:
 
 
 def variants() -> list[tuple[Spec, int]]:
-    """Every registered variant on the main job's default shape (``tvmconv bench`` with no suite).
-    deform_conv2d is left out: its vendor path, torchvision, is not a dependency."""
-    import torch
-
+    """Every variant on the main job's default shape (``tvmconv bench`` with no suite), as
+    ``registry.default_cases`` makes them."""
     from . import functional as TF
-    from .registry import DEFAULT_ROW, VARIANTS
+    from .registry import default_cases
 
     table: OrderedDict = OrderedDict()
-    for name, v in VARIANTS.items():
-        if name != "deform_conv2d":
-            case = v.make_case(DEFAULT_ROW, torch.Generator().manual_seed(0))
-            _add(table, TF.spec_of(v.op, *case.args, **case.kwargs))
+    for v, case in default_cases():
+        _add(table, TF.spec_of(v.op, *case.args, **case.kwargs))
     return list(table.items())
 
 
-SUITES = {
+# the networks' layers; ``suite("all")`` is all of them
+NETWORK_SUITES = {
     "mobilenet_v1": mobilenet_v1,
     "shufflenet_v1_g3": lambda: shufflenet_v1(3),
     "shufflenet_v1_g8": lambda: shufflenet_v1(8),
     "effnet": effnet,
     "resnet18": resnet18,
     "ansor": ansor,
-    "variants": variants,
 }
+SUITES = {**NETWORK_SUITES, "variants": variants}
 
 
 def suite(name: str) -> list[tuple[Spec, int]]:
     """The workloads of suite ``name`` (``'all'``: every network suite, counts summed)."""
     if name == "all":
         t: OrderedDict = OrderedDict()
-        for key, fn in SUITES.items():
-            if key == "variants":  # the main job's shapes, not a network's layers
-                continue
+        for fn in NETWORK_SUITES.values():
             for spec, count in fn():
                 _add(t, spec, count)
         return list(t.items())

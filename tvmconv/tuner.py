@@ -40,7 +40,7 @@ class Tracker:
         return cls(parts[0], int(parts[1]), parts[2])
 
 
-def _measure(target: TargetInfo, prof, rpc, rpc_timeout: int = 120):
+def _measure(target: TargetInfo, prof, rpc, rpc_timeout: int):
     from .kernels.tuning import Measure
 
     if rpc is None and prof is not None and prof.measure.get("kind") == "rpc":
@@ -51,8 +51,6 @@ def _measure(target: TargetInfo, prof, rpc, rpc_timeout: int = 120):
                              f"naming an RPC tracker and the key its devices registered under")
         return Measure()
     t = rpc if isinstance(rpc, Tracker) else Tracker.parse(rpc)
-    if not isinstance(rpc_timeout, int) or isinstance(rpc_timeout, bool) or rpc_timeout < 1:
-        raise ValueError(f"rpc_timeout must be a positive number of seconds, got {rpc_timeout!r}")
     return Measure(kind="rpc", tracker_host=t.host, tracker_port=t.port, key=t.key, session_timeout_s=rpc_timeout)
 
 
@@ -71,6 +69,8 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
 
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
         raise ValueError(f"trials must be a positive integer, got {trials!r}")
+    if not isinstance(rpc_timeout, int) or isinstance(rpc_timeout, bool) or rpc_timeout < 1:
+        raise ValueError(f"rpc_timeout must be a positive number of seconds, got {rpc_timeout!r}")
     items = workloads(what, example_inputs, input_shape)
     if not items:
         raise ValueError(f"no convolution workloads found in {what!r}")

@@ -25,6 +25,7 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import struct
 import sys
 import tempfile
@@ -407,8 +408,6 @@ def _rpc_session(rpc_config):
     thread). An alarm bounds the whole trial, waiting for a free device included: MetaSchedule's
     default waits forever when the device has dropped, and then tuning hangs. With it the trial
     fails after ``session_timeout_sec``, is recorded as failed, and the search goes on."""
-    import signal
-
     secs = int(rpc_config.session_timeout_sec)
 
     def expired(_sig, _frame):
@@ -421,11 +420,9 @@ def _rpc_session(rpc_config):
 
 
 def _rpc_cleanup(session, remote_path):
-    import signal
-
-    signal.alarm(0)
     from tvm.s_tir.meta_schedule.runner.rpc_runner import default_cleanup
 
+    signal.alarm(0)
     try:
         default_cleanup(session, remote_path)
     except Exception:  # noqa: BLE001 - a dropped device cannot delete its file; the trial is over anyway
