@@ -21,6 +21,7 @@ import torch
 
 from tvmconv import cache
 from tvmconv.kernels import build
+from tvmconv.registry import SHAPE_TABLE, VARIANTS
 from tvmconv.spec import spec_from_dict
 from tvmconv.suites import conv
 from tvmconv.target import resolve
@@ -150,17 +151,21 @@ def test_interrupted_tuning_loses_nothing_and_resumes(tmp_path):
     """
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=_env(tmp_path),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    from tvmconv.kernels.tuning import plan_variants, prepare, search_start
+
     tgt = resolve(TARGET)
+    (w,) = prepare([(SPEC, 1)], tgt)
+    start = 1 + len(plan_variants(w, tgt))  # the default schedule under every blocking, measured first
     rec_file = cache.log_dir(tmp_path, tgt) / "database_tuning_record.json"
     deadline = time.time() + 300
-    while time.time() < deadline:
-        if rec_file.exists() and len(rec_file.read_text().splitlines()) >= 3:
+    while time.time() < deadline:  # until the search has measured the sketch seed and a trial of its own
+        if rec_file.exists() and len(rec_file.read_text().splitlines()) >= start + 2:
             break
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     lines = rec_file.read_text().splitlines()
-    assert len(lines) >= 3
+    assert len(lines) >= start + 2
     with open(rec_file, "a") as f:  # what a kill in the middle of a write leaves behind
         f.write('[0,[[["GetSBlock",[],["pa')
     from tvmconv.kernels.tuning import TuningLog
@@ -168,14 +173,12 @@ def test_interrupted_tuning_loses_nothing_and_resumes(tmp_path):
     log = TuningLog(cache.log_dir(tmp_path, tgt))
     assert log.set_aside and "GetSBlock" in log.set_aside[0].read_text()
     assert sum(len(v) for v in log.records.values()) == len(lines)  # every whole line kept
-    from tvmconv.kernels.tuning import prepare
-
-    (w,) = prepare([(SPEC, 1)], resolve(TARGET))
-    searched = len(log.records.get(log.shash(w.mod), ()))  # the budget counts the searched workload's records
-    (r,) = tune([SPEC], target=TARGET, cache_dir=tmp_path, trials=searched + 2, num_trials_per_iter=2,
+    _, _, searched = search_start(w, tgt, log)  # the search's trials so far (the sketch seed included)
+    assert searched >= 1
+    (r,) = tune([SPEC], target=TARGET, cache_dir=tmp_path, trials=1 + searched + 2, num_trials_per_iter=2,
                 population=16, progress=False)
     assert 1 <= r.trials_run <= 2 + 2  # only the remaining budget (one batch of slack)
-    assert r.record_path and r.trials_total >= searched + r.trials_run
+    assert r.record_path and r.trials_total >= len(lines) + r.trials_run
 
 
 def test_ctrl_c_stops_cleanly_and_distills(tmp_path):
@@ -261,11 +264,12 @@ def test_two_concurrent_tuners_share_one_cache(tmp_path, monkeypatch):
     for spec in (SPEC, SPEC_B, shared):
         found = cache.find_record(spec, tgt)
         assert found is not None and spec_from_dict(found[0]["spec"]) == spec
-    from tvmconv.kernels.tuning import _trace_json, plan_variants, prepare
+    from tvmconv.kernels.tuning import _trace_json, plan_variants, prepare, search_start
 
     wls = prepare([(s, 1) for s in (SPEC, SPEC_B, shared)], tgt)
-    counts = [len(log.records.get(log.shash(w.mod), ())) for w in wls]
-    assert min(counts) >= 3  # every workload's records survived (the default plan's, searched)
+    for w in wls:  # every workload's records survived: the default schedule, the search's (its seed at least)
+        assert w.default_trace in [t for _, t in log.records.get(log.shash(w.mod), ())]
+        assert search_start(w, tgt, log)[2] >= 1
     for w in wls:  # and every other blocking of the default schedule was measured
         for _, mod, sch in plan_variants(w, tgt):
             assert _trace_json(sch) in [t for _, t in log.records.get(log.shash(mod), ())]
@@ -417,3 +421,50 @@ def test_bad_tune_arguments():
         tune([SPEC], target={"kind": "llvm", "mtriple": "aarch64-linux-gnu"})
     with pytest.raises(ConnectionError, match="cannot reach the RPC tracker"):
         tune([SPEC], target="android-arm64" if os.environ.get("TVM_NDK_CC") else "arm64-linux")
+
+
+SKETCH_ROWS = ("base", "stride2", "k1x1", "depthwise_m2_s2")
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_sketch_samples_compute_the_reference(variant):
+    """MetaSchedule's design space (the default schedule as a sketch): schedules with random
+    decisions, replayed as a tuned record through the op's own loading path, match the reference;
+    the sketch's tile splits are sampled decisions the search can mutate."""
+    import tvm
+
+    from tvmconv.functional import spec_of
+    from tvmconv.kernels.compute import plan_to_dict
+    from tvmconv.kernels.tuning import _trace_json, prepare, sketch_space
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.schedule import Trace
+
+    v = VARIANTS[variant]
+    tgt = resolve(TARGET)
+    rows = [r for r in SHAPE_TABLE if r.label in SKETCH_ROWS]
+    for k, row in enumerate(rows):
+        case = v.make_case(row, torch.Generator().manual_seed(k))
+        spec = spec_of(v.op, *case.args, **case.kwargs)
+        (w,) = prepare([(spec, 1)], tgt)
+        ctx = ms.TuneContext(mod=w.mod, target=tgt.tvm(), space_generator=sketch_space(spec, w.plan, tgt),
+                             task_name=spec.name)
+        spaces = ctx.generate_design_space()
+        assert spaces
+        for j, space in enumerate(spaces):
+            kinds = [inst.kind.name for inst in space.trace.insts]
+            assert "SampleCategorical" in kinds  # the unroll depth, in every sketch
+            if w.plan.kind in ("ocvec", "wvec"):
+                assert "SamplePerfectTile" in kinds
+            sch = tvm.s_tir.Schedule(w.mod, seed=1 + 7 * k + j)
+            Trace(space.trace.insts, {}).apply_to_schedule(sch, remove_postproc=True)  # fresh random decisions
+            sch.enter_postproc()
+            for p in ctx.space_generator.postprocs:
+                assert p.apply(sch)
+            record = {"name": spec.name, "plan": plan_to_dict(w.plan), "trace": _trace_json(sch)}
+            kern = build.compile_spec(spec, tgt, record)
+            assert kern.schedule_source.startswith("tuned:"), kern.schedule_source
+            build._cache[(spec, tgt)] = kern
+            try:
+                assert_close(v.run(case), v.run_reference(case), atol=2e-4, rtol=2e-4)
+            finally:
+                build.clear_memory_cache()

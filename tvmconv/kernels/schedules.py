@@ -58,30 +58,65 @@ def cuda_default(spec: Spec, target) -> tvm.IRModule:
 def default_schedule(spec: Spec, plan: Plan, vector_lanes: int, cores: int):
     """Return ``(sch, plan)``: the default schedule of ``spec`` (``sch.mod`` is the IRModule,
     ``sch.trace`` replays it on ``prim_func(spec, plan)``)."""
+    sch = Schedule(prim_func(spec, plan))
+    try:
+        schedule_into(sch, spec, plan, vector_lanes, cores)
+    except (ScheduleError, ValueError, RuntimeError) as exc:
+        log.warning("tvmconv: %s schedule does not apply to %s (%s); using the generic schedule",
+                    plan.kind, spec.name, str(exc).splitlines()[0])
+        plan = Plan(serial=plan.serial)
+        sch = Schedule(prim_func(spec, plan))
+        schedule_into(sch, spec, plan, vector_lanes, cores)
+    return sch, plan
+
+
+def schedule_into(sch: Schedule, spec: Spec, plan: Plan, vector_lanes: int, cores: int, sample: bool = False,
+                  reduce_first: bool = True) -> None:
+    """Schedule ``sch`` (on ``prim_func(spec, plan)``) in place with the default schedule; raises
+    ScheduleError (or ValueError) where the plan's specific schedule does not apply.
+
+    ``sample``: the tunable sketch. The register-tile and row splits become
+    ``sample_perfect_tile`` decisions (the plan's values where they divide the loop) and an
+    explicit-unroll depth is sampled, so MetaSchedule's mutators and cost model search around the
+    default. ``reduce_first``: the reduction runs channels outermost (else kernel taps outermost)."""
     specific = None
     if isinstance(spec, DepthwiseSeparableSpec):
         specific = _schedule_dwsep
     elif plan.kind == "ocvec":
-        specific = functools.partial(_schedule_ocvec, shuffled=bool(getattr(spec, "shuffle", 0)))
+        specific = functools.partial(_schedule_ocvec, shuffled=bool(getattr(spec, "shuffle", 0)),
+                                     reduce_first=reduce_first)
     elif plan.kind == "wvec":
         specific = _schedule_wvec
     elif plan.kind == "staged":
         specific = _schedule_stages
-    func = prim_func(spec, plan)
-    sch = Schedule(func)
     if plan.serial:
         cores = 1
     done: set[str] = set()  # blocks a specific schedule has placed; the generic one skips them
+    tiles = _Tiles(sch, sample)
     if specific is not None:
-        try:
-            specific(sch, plan, vector_lanes, done)
-        except (ScheduleError, ValueError, RuntimeError) as exc:
-            log.warning("tvmconv: %s schedule does not apply to %s (%s); using the generic schedule",
-                        plan.kind, spec.name, str(exc).splitlines()[0])
-            plan = Plan(serial=plan.serial)
-            sch, done = Schedule(prim_func(spec, plan)), set()
+        specific(sch, plan, vector_lanes, done, tiles=tiles)
     _schedule_generic(sch, vector_lanes, cores, done)
-    return sch, plan
+    if sample and _block(sch, "root") is not None:
+        depth = sch.sample_categorical([0, 16, 64, 512], [0.25, 0.25, 0.25, 0.25], decision=0)
+        sch.annotate(sch.get_sblock("root"), "meta_schedule.unroll_explicit", depth)
+
+
+class _Tiles:
+    """Splits of a loop into (outer, inner): a fixed factor, or in the tunable sketch a sampled
+    perfect tile whose first decision is that factor (when it divides the loop)."""
+
+    def __init__(self, sch: Schedule, sample: bool):
+        self.sch, self.sample = sch, sample
+
+    def split(self, loop, factor: int, max_inner: int = 16):
+        sch = self.sch
+        factor = max(1, int(factor))
+        ext = _extent(sch, loop)
+        if self.sample and ext and ext > 1:
+            decision = [ext // factor, factor] if ext % factor == 0 and factor <= max_inner else None
+            f = sch.sample_perfect_tile(loop, n=2, max_innermost_factor=max_inner, decision=decision)
+            return sch.split(loop, f)
+        return sch.split(loop, [None, factor])
 
 
 def _try(fn, *args):
@@ -114,13 +149,15 @@ def _extent(sch: Schedule, loop) -> int | None:
 
 
 def _register_tile(sch: Schedule, block, parallel_loops, serial_loops, tile_loops, vec_loop, reduce_loops,
-                   V: int, parallel: bool = True):
+                   V: int, parallel: bool = True, keep_units: bool = False):
     """Accumulate ``block`` in a local register tile.
 
     ``parallel_loops`` are fused and run in parallel, then ``serial_loops`` in order; under them,
     the reduction loops run around the unrolled ``tile_loops`` (pairs of outer, inner) and the
-    vectorised ``vec_loop`` (split into vectors of V lanes). Returns the loop under which the tile
-    is written back, and the write-back block.
+    vectorised ``vec_loop`` (split into vectors of V lanes). A pair's outer loop is None where it
+    is already among the parallel loops. Returns the loop under which the tile is written back, and
+    the write-back block. ``keep_units``: the sketch keeps unit loops, so that every sampled tile
+    gives the trace's loop queries the same number of loops.
     """
     if serial_loops:
         sch.reorder(*parallel_loops, *serial_loops)
@@ -132,8 +169,8 @@ def _register_tile(sch: Schedule, block, parallel_loops, serial_loops, tile_loop
         inner = [vo, vi]
     else:
         inner = [vec_loop]
-    sch.reorder(fused, *serial_loops, *[t[0] for t in outer_tile], *reduce_loops, *[t[1] for t in outer_tile],
-                *inner)
+    outers = [t[0] for t in outer_tile if t[0] is not None]
+    sch.reorder(fused, *serial_loops, *outers, *reduce_loops, *[t[1] for t in outer_tile], *inner)
     if parallel:
         sch.parallel(fused)
     for t in outer_tile:
@@ -141,11 +178,11 @@ def _register_tile(sch: Schedule, block, parallel_loops, serial_loops, tile_loop
     if len(inner) == 2:
         sch.unroll(inner[0])
     sch.vectorize(inner[-1])
-    anchor = outer_tile[-1][0] if outer_tile else (serial_loops[-1] if serial_loops else fused)
+    anchor = outers[-1] if outers else (serial_loops[-1] if serial_loops else fused)
     if reduce_loops and _extent(sch, reduce_loops[-1]) and _extent(sch, reduce_loops[-1]) <= 7:
         sch.unroll(reduce_loops[-1])
     local = sch.cache_write(block, 0, "local")
-    sch.reverse_compute_at(local, anchor)
+    sch.reverse_compute_at(local, anchor, preserve_unit_loops=keep_units)
     _try(lambda: sch.vectorize(sch.get_loops(local)[-1]))
     sch.decompose_reduction(block, reduce_loops[0])
     return anchor, local
@@ -165,13 +202,21 @@ def _epilogue_at(sch: Schedule, copy_block, anchor, done: set[str], out_name: st
     done.add(out_name)
 
 
-def _schedule_ocvec(sch: Schedule, plan: Plan, V: int, done: set[str], shuffled: bool = False, prefix: str = ""):
+def _schedule_ocvec(sch: Schedule, plan: Plan, V: int, done: set[str], shuffled: bool = False, prefix: str = "",
+                    tiles: "_Tiles | None" = None, reduce_first: bool = True):
+    tiles = tiles or _Tiles(sch, False)
     conv = sch.get_sblock(prefix + "conv")
     loops = sch.get_loops(conv)
     n, cb, od, oh, ow, v = loops[:6]
     red = loops[6:]
-    owo, owi = sch.split(ow, [None, plan.owi])
-    anchor, local = _register_tile(sch, conv, [n, cb, od, oh], [], [(owo, owi)], v, red, V, not plan.serial)
+    if not reduce_first:  # kernel taps outermost, channels innermost
+        red = red[1:] + red[:1]
+    owo, owi = tiles.split(ow, plan.owi)
+    tile = [(owo, owi)]
+    if tiles.sample:  # the sketch may also stack output rows in the register tile
+        oh, ohi = tiles.split(oh, 1, max_inner=4)
+        tile.insert(0, (None, ohi))
+    anchor, local = _register_tile(sch, conv, [n, cb, od, oh], [], tile, v, red, V, not plan.serial, tiles.sample)
     done.add(prefix + "conv")
     if not shuffled:  # a shuffled tile's channels are scattered: write it back in its own pass
         _epilogue_at(sch, local, anchor, done, prefix + "out")
@@ -184,21 +229,24 @@ def _schedule_ocvec(sch: Schedule, plan: Plan, V: int, done: set[str], shuffled:
     done.add(prefix + "wpack")
 
 
-def _schedule_wvec(sch: Schedule, plan: Plan, V: int, done: set[str], prefix: str = ""):
+def _schedule_wvec(sch: Schedule, plan: Plan, V: int, done: set[str], prefix: str = "",
+                   tiles: "_Tiles | None" = None):
+    tiles = tiles or _Tiles(sch, False)
     conv = sch.get_sblock(prefix + "conv")
     loops = sch.get_loops(conv)
     n, c, od, oh, ow = loops[:5]
     red = loops[5:]
-    oho, ohi = sch.split(oh, [None, max(1, plan.rows)])
-    owo, owi = sch.split(ow, [None, plan.owi])
-    anchor, local = _register_tile(sch, conv, [n, c, od, oho], [ohi, owo], [], owi, red, V, not plan.serial)
+    oho, ohi = tiles.split(oh, max(1, plan.rows), max_inner=max(plan.rows, 16))
+    owo, owi = tiles.split(ow, plan.owi, max_inner=max(plan.owi, 4 * V))
+    anchor, local = _register_tile(sch, conv, [n, c, od, oho], [ohi, owo], [], owi, red, V, not plan.serial,
+                                   tiles.sample)
     for r in red[1:]:  # the kernel taps (the channel loop, first, may be long)
         if (_extent(sch, r) or 99) <= 7:
             _try(sch.unroll, r)
     done.add(prefix + "conv")
     task = sch.get_loops(conv)[0]
     pad = _block(sch, prefix + "pad")
-    if pad is not None and _placed(sch.compute_at, pad, task):
+    if pad is not None and _placed(sch.compute_at, pad, task, tiles.sample):
         pl = sch.get_loops(pad)
         ext = _extent(sch, pl[-1]) if pl else None
         if ext and ext % V == 0:  # an odd-length vector (predicated, strided) is slower than LLVM's own loop
@@ -210,22 +258,23 @@ def _schedule_wvec(sch: Schedule, plan: Plan, V: int, done: set[str], prefix: st
 _STAGE_SCHEDULES = {"ocvec": _schedule_ocvec, "wvec": _schedule_wvec}
 
 
-def _schedule_stages(sch: Schedule, plan: Plan, V: int, done: set[str]):
+def _schedule_stages(sch: Schedule, plan: Plan, V: int, done: set[str], tiles: "_Tiles | None" = None):
     """A chain of convolutions in one kernel (``Plan.stages`` with their stage-name prefixes)."""
     for prefix, stage in plan.stages:
         fn = _STAGE_SCHEDULES.get(stage.kind)
         if fn is not None:
-            fn(sch, dataclasses.replace(stage, serial=plan.serial), V, done, prefix=prefix)
+            fn(sch, dataclasses.replace(stage, serial=plan.serial), V, done, prefix=prefix, tiles=tiles)
 
 
-def _schedule_dwsep(sch: Schedule, plan: Plan, V: int, done: set[str]):
+def _schedule_dwsep(sch: Schedule, plan: Plan, V: int, done: set[str], tiles: "_Tiles | None" = None):
     """Depthwise-separable in one kernel: each thread owns output rows; the depthwise row that
     feeds them is computed first into a per-thread row buffer (never a full tensor), then the
     pointwise register tiles read it for every block of output channels."""
     conv = sch.get_sblock("conv")
     n, o, y, x, v, rc = sch.get_loops(conv)
-    xo, xi = sch.split(x, [None, plan.owi])
-    anchor, local = _register_tile(sch, conv, [n, y], [o], [(xo, xi)], v, [rc], V, not plan.serial)
+    tiles = tiles or _Tiles(sch, False)
+    xo, xi = tiles.split(x, plan.owi)
+    anchor, local = _register_tile(sch, conv, [n, y], [o], [(xo, xi)], v, [rc], V, not plan.serial, tiles.sample)
     done.add("conv")
     _epilogue_at(sch, local, anchor, done, "out")
     row = sch.get_loops(conv)[0]
