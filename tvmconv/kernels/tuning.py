@@ -607,6 +607,33 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
             self.on_update(task_id, w)
 
 
+@derived_object
+class WeightedScheduler(ms.task_scheduler.PyTaskScheduler):
+    """MetaSchedule's task scheduler for tvmconv: gives the next batch to the live task with the
+    fewest trials per unit of weight (a layer that occurs 4 times in the network gets 4 times the
+    trials), and first waits for every batch in flight and commits it to the log.
+
+    MetaSchedule's own schedulers commit a batch only when they next pick its task (the gradient
+    scheduler: not before every task has had a first batch), so a kill lost every trial measured
+    since; and the runner timed a batch while the builder compiled the next one on the same
+    cores, so trials were measured under load. Here a batch is timed alone and is in the log as
+    soon as it has been timed."""
+
+    def __init__(self):
+        super().__init__()
+        self.trials: dict[int, int] = defaultdict(int)
+
+    def next_task_id(self) -> int:
+        tasks = self._outer().tasks_
+        for i, task in enumerate(tasks):
+            if task.runner_futures is not None:  # (join_running_task is MetaSchedule's own: not overridden)
+                self.trials[i] += len(self.join_running_task(i))
+        alive = [i for i, task in enumerate(tasks) if not task.is_terminated]
+        if not alive:
+            return -1
+        return min(alive, key=lambda i: (self.trials[i] / max(float(tasks[i].task_weight), 1e-9), i))
+
+
 def _strategy(population: int | None):
     """MetaSchedule's evolutionary search; a smaller population makes tiny test budgets fast."""
     if population is None:
@@ -676,7 +703,7 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
     ms.tune_tasks(tasks=tasks, task_weights=[w.weight for w in todo], work_dir=str(db.dir),
                   max_trials_global=budget, max_trials_per_task=cap, num_trials_per_iter=per_iter,
                   builder=builder, runner=runner, database=db, cost_model="xgb",
-                  measure_callbacks=callbacks, task_scheduler="gradient")
+                  measure_callbacks=callbacks, task_scheduler=WeightedScheduler())
 
 
 def distill(w: Workload, db: TuningLog, target: TargetInfo) -> dict | None:
