@@ -66,21 +66,24 @@ def default_schedule(spec: Spec, plan: Plan, vector_lanes: int, cores: int):
                     plan.kind, spec.name, str(exc).splitlines()[0])
         plan = Plan(serial=plan.serial)
         sch = Schedule(prim_func(spec, plan))
-        schedule_into(sch, spec, plan, vector_lanes, cores)
+        schedule_into(sch, spec, plan, vector_lanes, cores, generic_only=True)
     return sch, plan
 
 
 def schedule_into(sch: Schedule, spec: Spec, plan: Plan, vector_lanes: int, cores: int, sample: bool = False,
-                  reduce_first: bool = True) -> None:
+                  reduce_first: bool = True, generic_only: bool = False) -> None:
     """Schedule ``sch`` (on ``prim_func(spec, plan)``) in place with the default schedule; raises
     ScheduleError (or ValueError) where the plan's specific schedule does not apply.
 
     ``sample``: the tunable sketch. The register-tile and row splits become
     ``sample_perfect_tile`` decisions (the plan's values where they divide the loop) and an
     explicit-unroll depth is sampled, so MetaSchedule's mutators and cost model search around the
-    default. ``reduce_first``: the reduction runs channels outermost (else kernel taps outermost)."""
+    default. ``reduce_first``: the reduction runs channels outermost (else kernel taps outermost).
+    ``generic_only``: only the generic schedule (the fallback where the specific one failed)."""
     specific = None
-    if isinstance(spec, DepthwiseSeparableSpec):
+    if generic_only:
+        pass
+    elif isinstance(spec, DepthwiseSeparableSpec):
         specific = _schedule_dwsep
     elif plan.kind == "ocvec":
         specific = functools.partial(_schedule_ocvec, shuffled=bool(getattr(spec, "shuffle", 0)),
