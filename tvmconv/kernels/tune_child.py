@@ -70,19 +70,26 @@ def run(job: Job, on_update=None, stop_grace_s: float = 10.0) -> None:
 
 
 def _stop(proc: subprocess.Popen, grace_s: float) -> None:
-    """Stop the child's process group: SIGTERM, then SIGKILL after ``grace_s``."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 30.0)):
-        if sig == signal.SIGTERM and grace_s <= 0:
-            continue
+    """Stop the child's process group: SIGTERM, then SIGKILL after ``grace_s``. The SIGKILL goes to
+    the group even when the child has exited, so no builder or runner worker outlives it (one
+    would keep the pipes it inherited open, and whoever reads the parent's output would wait)."""
+    if grace_s > 0:
         try:
-            os.killpg(proc.pid, sig)
+            os.killpg(proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
         try:
-            proc.wait(wait_s)
-            return
+            proc.wait(grace_s)
         except subprocess.TimeoutExpired:
-            continue
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(30.0)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _watch_parent() -> None:
