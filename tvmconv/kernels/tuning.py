@@ -656,7 +656,7 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
          on_update=None, num_trials_per_iter: int = 64, builder_workers: int | None = None,
          population: int | None = None) -> None:
     """Spend ``trials`` measurements per workload (``trials * len(workloads)`` in all, spread by the
-    gradient task scheduler by weight), minus what ``db`` already holds for them."""
+    task scheduler by weight, ``WeightedScheduler``), minus what ``db`` already holds for them."""
     if target.kind != "llvm":
         raise ValueError(f"target: tuning is implemented for CPU (llvm) targets; {target.profile!r} is "
                          f"{target.kind!r}")
