@@ -340,7 +340,8 @@ class Workload:
     mod: tvm.IRModule
     default_trace: object
     shash: str = ""
-    search_mod: tvm.IRModule | None = None  # the compute the search tunes (the fastest measured blocking)
+    search_plan: Plan | None = None  # the blocking the search tunes (the fastest measured one)...
+    search_mod: tvm.IRModule | None = None  # ... and its compute
     done_before: int = 0
     trials: int = 0
     failed: int = 0
@@ -569,17 +570,18 @@ def search_start(w: "Workload", target: TargetInfo, db: "TuningLog", variants=No
     return plan, mod, searched
 
 
-def _unmeasured(w: "Workload", target: TargetInfo, db: "TuningLog") -> list[tuple[str, tvm.IRModule, Schedule, int]]:
+def _unmeasured(w: "Workload", variants, db: "TuningLog") -> list[tuple[str, tvm.IRModule, Schedule, int]]:
     """What the log lacks of ``w``'s start: its default schedule (on a first run) and the default
     schedule under the other plan candidates (each once per log: a candidate whose trace the log
-    holds is skipped). Plans that change only the schedule share the workload of ``w``; the others
-    are workloads of their own. ``distill`` considers them all."""
+    holds is skipped; ``variants`` is ``plan_variants(w, target)``). Plans that change only the
+    schedule share the workload of ``w``; the others are workloads of their own. ``distill``
+    considers them all."""
     todo = []
     if not db.records.get(w.shash):
         sch = Schedule(w.mod["main"])
         Trace.apply_json_to_schedule(w.default_trace, sch)
         todo.append((f"the default schedule of {w.spec.name}", w.mod, sch, logging.WARNING))
-    for p, mod, sch in plan_variants(w, target):
+    for p, mod, sch in variants:
         trace = _trace_json(sch)
         if not any(t == trace for _, t in db.records.get(db.shash(mod), ())):
             todo.append((f"the default schedule of {w.spec.name} with {p}", mod, sch, logging.INFO))
@@ -667,18 +669,16 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
     cores = target.num_cores
     builder = make_builder(profile, builder_workers or max(1, min(cores, os.cpu_count() or 1)))
     runner = make_runner(measure)
-    plans = {}
     for w in workloads:
         w.shash = db.shash(w.mod)
-        todo = _unmeasured(w, target, db)  # the default schedule is the first record of a first run
+        variants = plan_variants(w, target)
+        todo = _unmeasured(w, variants, db)  # the default schedule is the first record of a first run
         if todo:
             _measure(todo, target, db, builder, runner)
-        variants = plan_variants(w, target)
-        plan, w.search_mod, searched = search_start(w, target, db, variants)
-        plans[id(w)] = plan
+        w.search_plan, w.search_mod, searched = search_start(w, target, db, variants)
         if not searched:  # seed the search with the sketch at the fastest blocking's own tiles
             try:
-                seed_sch = sketch_seed(w.spec, plan, w.search_mod, target)
+                seed_sch = sketch_seed(w.spec, w.search_plan, w.search_mod, target)
             except Exception as exc:  # noqa: BLE001 - the search then starts from random samples
                 log.info("tvmconv: no sketch seed for %s: %s", w.spec.name, str(exc).splitlines()[-1])
             else:
@@ -696,7 +696,7 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
     per_iter = max(1, min(num_trials_per_iter, trials))
     rand = ms.utils.fork_seed(seed, n=len(todo))
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-    tasks = [ms.TuneContext(mod=w.search_mod, target=target.tvm(), space_generator=sketch_space(w.spec, plans[id(w)], target),
+    tasks = [ms.TuneContext(mod=w.search_mod, target=target.tvm(), space_generator=sketch_space(w.spec, w.search_plan, target),
                             search_strategy=_strategy(population), task_name=w.spec.name, rand_state=r,
                             num_threads=cores).clone() for w, r in zip(todo, rand)]
     callbacks = ms.measure_callback.MeasureCallback.create("default") + [_Progress(todo, on_update)]
