@@ -142,6 +142,17 @@ def test_resume_spends_only_the_remaining_budget(tuned):
     assert [r.trials_total for r in again] == [r.trials_total for r in results]
 
 
+def test_search_ends_when_its_space_is_exhausted(tmp_path):
+    """A workload whose sketch has a few points (a 1x1 output: only the unroll depth is sampled)
+    stops being searched once the search finds nothing new, instead of searching in vain until the
+    budget is spent, and the result says so."""
+    spec = conv(16, 1, 16, 1)
+    (r,) = tune([spec], target=TARGET, cache_dir=tmp_path, **{**TINY, "trials": 40, "num_trials_per_iter": 4})
+    assert r.exhausted
+    assert 1 <= r.trials_run < 40
+    assert r.best_s is not None
+
+
 def test_interrupted_tuning_loses_nothing_and_resumes(tmp_path):
     code = """
         from tvmconv.suites import conv

@@ -174,7 +174,7 @@ def tune(
     table = Table("workload", "trials", "best ms", "GFLOP/s", "default ms", "speed-up", "schedule", "dispatch")
     for r in results:
         fmt = (lambda s: "-" if s is None else f"{s * 1e3:.4f}")
-        table.add_row(r.spec.name, f"{r.trials_total}", fmt(r.best_s),
+        table.add_row(r.spec.name, f"{r.trials_total}" + (" (all)" if r.exhausted else ""), fmt(r.best_s),
                       "-" if r.gflops is None else f"{r.gflops:.1f}", fmt(r.default_s),
                       "-" if not (r.best_s and r.default_s) else f"{r.default_s / r.best_s:.2f}x", r.source,
                       r.dispatch or "-")

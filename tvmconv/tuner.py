@@ -87,9 +87,9 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
     wls = prepare(items, tgt)
     bar = _Bar(wls, trials) if progress else None
 
-    def update(i, done, failed, best_s):
+    def update(i, done, failed, best_s, exhausted=False):
         w = wls[i]
-        w.trials, w.failed, w.best_s = done, failed, best_s
+        w.trials, w.failed, w.best_s, w.exhausted = done, failed, best_s, exhausted
         if bar:
             bar.update(w)
 
@@ -158,7 +158,8 @@ def _result(w, db, tgt, root, distill):
     return TuneResult(spec=w.spec, trials_total=total, trials_run=w.trials,
                       failed_run=w.failed, best_s=rec["run_secs"] if rec else None,
                       default_s=rec["default_secs"] if rec else None,
-                      source=rec["source"] if rec else "none", record_path=str(path) if path else None)
+                      source=rec["source"] if rec else "none", record_path=str(path) if path else None,
+                      exhausted=w.exhausted)
 
 
 @contextlib.contextmanager
@@ -197,6 +198,8 @@ class _Bar:
     def update(self, w):
         i = self.wls.index(w)
         best = f"best {w.spec.flops / w.best_s / 1e9:7.1f} GFLOP/s" if w.best_s else ""
+        if w.exhausted:
+            best += " (search space exhausted)"
         self.progress.update(self.ids[i], completed=min(self.trials, w.trials), best=best)
 
     def stop(self):
@@ -206,5 +209,5 @@ class _Bar:
 def results_json(results) -> str:
     return "\n".join(json.dumps({"workload": r.spec.name, "trials_total": r.trials_total,
                                  "trials_run": r.trials_run, "failed_run": r.failed_run, "best_s": r.best_s,
-                                 "gflops": r.gflops, "default_s": r.default_s, "source": r.source, "dispatch": r.dispatch,
+                                 "gflops": r.gflops, "default_s": r.default_s, "source": r.source, "dispatch": r.dispatch, "exhausted": r.exhausted,
                                  "record": r.record_path}) for r in results)

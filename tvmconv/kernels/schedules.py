@@ -216,9 +216,11 @@ def _schedule_ocvec(sch: Schedule, plan: Plan, V: int, done: set[str], shuffled:
         red = red[1:] + red[:1]
     owo, owi = tiles.split(ow, plan.owi)
     tile = [(owo, owi)]
-    if tiles.sample:  # the sketch may also stack output rows in the register tile
+    if tiles.sample:  # the sketch may also stack output rows and channel blocks in the register tile
         oh, ohi = tiles.split(oh, 1, max_inner=4)
-        tile.insert(0, (None, ohi))
+        cb, cbi = tiles.split(cb, 1, max_inner=4)
+        sch.reorder(n, cb, od, oh, cbi, ohi)  # the parallel loops adjacent, for the fuse
+        tile[:0] = [(None, cbi), (None, ohi)]
     anchor, local = _register_tile(sch, conv, [n, cb, od, oh], [], tile, v, red, V, not plan.serial, tiles.sample)
     done.add(prefix + "conv")
     if not shuffled:  # a shuffled tile's channels are scattered: write it back in its own pass
@@ -277,14 +279,19 @@ def _schedule_dwsep(sch: Schedule, plan: Plan, V: int, done: set[str], tiles: "_
     n, o, y, x, v, rc = sch.get_loops(conv)
     tiles = tiles or _Tiles(sch, False)
     xo, xi = tiles.split(x, plan.owi)
-    anchor, local = _register_tile(sch, conv, [n, y], [o], [(xo, xi)], v, [rc], V, not plan.serial, tiles.sample)
+    tile = [(xo, xi)]
+    if tiles.sample:  # the sketch may stack output rows and channel blocks in the register tile
+        y, yi = tiles.split(y, 1, max_inner=4)
+        o, oi = tiles.split(o, 1, max_inner=4)
+        tile[:0] = [(None, oi), (None, yi)]
+    anchor, local = _register_tile(sch, conv, [n, y], [o], tile, v, [rc], V, not plan.serial, tiles.sample)
     done.add("conv")
     _epilogue_at(sch, local, anchor, done, "out")
     row = sch.get_loops(conv)[0]
     for name in ("mid", "dw", "pad"):
         blk = _block(sch, name)
         if blk is not None:
-            sch.compute_at(blk, row)
+            sch.compute_at(blk, row, tiles.sample)  # (the sketch keeps unit loops: see _register_tile)
             done.update((name,))
     dw = sch.get_sblock("dw")
     dl = sch.get_loops(dw)[1:]  # c, x, then the kernel taps (unit loops are gone)

@@ -40,7 +40,7 @@ class Job:
 
 
 def run(job: Job, on_update=None, stop_grace_s: float = 10.0) -> None:
-    """Run ``job`` in a child process; ``on_update(index, trials, failed, best_s)`` per batch.
+    """Run ``job`` in a child process; ``on_update(index, trials, failed, best_s, exhausted)`` per batch.
     Re-raises the child's exception; on KeyboardInterrupt stops the child and re-raises."""
     proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             start_new_session=True)
@@ -53,7 +53,7 @@ def run(job: Job, on_update=None, stop_grace_s: float = 10.0) -> None:
             if "error" in msg:
                 error = pickle.loads(base64.b64decode(msg["error"]))
             elif "i" in msg and on_update is not None:
-                on_update(msg["i"], msg["trials"], msg["failed"], msg["best_s"])
+                on_update(msg["i"], msg["trials"], msg["failed"], msg["best_s"], msg.get("exhausted", False))
         code = proc.wait()
         _stop(proc, 0)  # workers the child left behind
     except BaseException:
@@ -119,7 +119,8 @@ def _main() -> None:
         index = {id(w): i for i, w in enumerate(wls)}
 
         def update(_i, w):
-            send({"i": index[id(w)], "trials": w.trials, "failed": w.failed, "best_s": w.best_s})
+            send({"i": index[id(w)], "trials": w.trials, "failed": w.failed, "best_s": w.best_s,
+                  "exhausted": w.exhausted})
 
         tuning.tune(wls, job.target, tuning.TuningLog(Path(job.log_dir)), trials=job.trials, profile=job.profile,
                     measure=job.measure, seed=job.seed, on_update=update,

@@ -346,6 +346,7 @@ class Workload:
     trials: int = 0
     failed: int = 0
     best_s: float | None = None
+    exhausted: bool = False  # the search found nothing left to measure before the budget was spent
 
 
 @dataclass
@@ -361,6 +362,7 @@ class TuneResult:
     source: str  # "metaschedule" | "default" (the default schedule stayed the fastest) | "none"
     record_path: str | None = None
     dispatch: str | None = None  # "tvmconv" | "vendor" (measured faster after tuning) | None (no vendor path)
+    exhausted: bool = False  # the search measured all it could find of its space before the budget ran out
 
     @property
     def gflops(self) -> float | None:
@@ -619,18 +621,30 @@ class WeightedScheduler(ms.task_scheduler.PyTaskScheduler):
     scheduler: not before every task has had a first batch), so a kill lost every trial measured
     since; and the runner timed a batch while the builder compiled the next one on the same
     cores, so trials were measured under load. Here a batch is timed alone and is in the log as
-    soon as it has been timed."""
+    soon as it has been timed.
 
-    def __init__(self):
+    A task whose search returns an empty batch has exhausted its space (the evolutionary search
+    found no schedule it has not measured) and is picked no more: MetaSchedule ends a task only
+    when its budget is spent, so it would search again and again in vain (10 minutes and more on
+    a 7x7 layer, whose sketch has a few dozen points). ``on_exhausted(task index)`` is told."""
+
+    def __init__(self, on_exhausted=None):
         super().__init__()
         self.trials: dict[int, int] = defaultdict(int)
+        self.exhausted: set[int] = set()
+        self.on_exhausted = on_exhausted
 
     def next_task_id(self) -> int:
         tasks = self._outer().tasks_
         for i, task in enumerate(tasks):
             if task.runner_futures is not None:  # (join_running_task is MetaSchedule's own: not overridden)
-                self.trials[i] += len(self.join_running_task(i))
-        alive = [i for i, task in enumerate(tasks) if not task.is_terminated]
+                n = len(self.join_running_task(i))
+                self.trials[i] += n
+                if n == 0 and i not in self.exhausted:
+                    self.exhausted.add(i)
+                    if self.on_exhausted is not None:
+                        self.on_exhausted(i)
+        alive = [i for i, task in enumerate(tasks) if not task.is_terminated and i not in self.exhausted]
         if not alive:
             return -1
         return min(alive, key=lambda i: (self.trials[i] / max(float(tasks[i].task_weight), 1e-9), i))
@@ -700,10 +714,18 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
                             search_strategy=_strategy(population), task_name=w.spec.name, rand_state=r,
                             num_threads=cores).clone() for w, r in zip(todo, rand)]
     callbacks = ms.measure_callback.MeasureCallback.create("default") + [_Progress(todo, on_update)]
+
+    def exhausted(i: int) -> None:
+        w = todo[i]
+        w.exhausted = True
+        log.info("tvmconv: the search space of %s is exhausted (%d trials this run)", w.spec.name, w.trials)
+        if on_update is not None:
+            on_update(i, w)
+
     ms.tune_tasks(tasks=tasks, task_weights=[w.weight for w in todo], work_dir=str(db.dir),
                   max_trials_global=budget, max_trials_per_task=cap, num_trials_per_iter=per_iter,
                   builder=builder, runner=runner, database=db, cost_model="xgb",
-                  measure_callbacks=callbacks, task_scheduler=WeightedScheduler())
+                  measure_callbacks=callbacks, task_scheduler=WeightedScheduler(exhausted))
 
 
 def distill(w: Workload, db: TuningLog, target: TargetInfo) -> dict | None:
