@@ -76,6 +76,13 @@ def test_tune_records_and_distills(tuned):
         rec = json.loads(Path(r.record_path).read_text())
         assert rec["key"] == cache.schedule_key(r.spec, tgt) and spec_from_dict(rec["spec"]) == r.spec
         assert rec["target"] == tgt.key_dict and rec["source"] in ("default", "metaschedule", "plan-search")
+        # chosen by timing the fastest logged schedules and the default again through the op
+        cands = rec["validated"]["candidates"]
+        assert len(cands) >= 2 and [c["source"] for c in cands].count("default") == 1
+        assert cands[0]["tuning_secs"] == min(c["tuning_secs"] for c in cands)
+        assert rec["run_secs"] == r.best_s == min(c["op_secs"] for c in cands)
+        assert cache.schedule_id(rec) == min(cands, key=lambda c: c["op_secs"])["id"]
+        assert r.default_s == next(c["op_secs"] for c in cands if c["source"] == "default")
     log_dir = cache.log_dir(root, tgt)
     # TVM's own JSON database reads the log
     from tvm.s_tir import meta_schedule as ms
@@ -327,6 +334,23 @@ def test_records_of_two_targets_are_kept_apart(tuned, monkeypatch):
     # a profile listing x86-avx2 as compatible still finds the record, built for x86-avx2
     rec, _, built_for = build.tuned_record(SPEC, avx512)
     assert built_for.profile == "x86-avx2" and rec["target"] == avx2.key_dict
+
+
+def test_a_record_replaces_a_faster_one_only_after_beating_it_in_the_same_run(tmp_path):
+    """save_record keeps the faster of two records; a validated record (candidates timed against
+    each other in one run) replaces the record there when that record's schedule was among them."""
+    tgt = resolve(TARGET)
+    base = {"format": cache.CACHE_FORMAT_VERSION, "key": cache.schedule_key(SPEC, tgt), "spec": SPEC.to_dict(),
+            "target": tgt.key_dict, "plan": {"kind": "ocvec"}}
+    old = {**base, "trace": ["old"], "run_secs": 1.0}
+    path = cache.save_record(old, SPEC, tgt, tmp_path)
+    slower = {**base, "trace": ["new"], "run_secs": 2.0}
+    cache.save_record(slower, SPEC, tgt, tmp_path)
+    assert json.loads(path.read_text())["trace"] == ["old"]  # times of two runs: the faster stays
+    cache.save_record({**slower, "validated": {"candidates": [{"id": "elsewhere"}]}}, SPEC, tgt, tmp_path)
+    assert json.loads(path.read_text())["trace"] == ["old"]
+    cache.save_record({**slower, "validated": {"candidates": [{"id": cache.schedule_id(old)}]}}, SPEC, tgt, tmp_path)
+    assert json.loads(path.read_text())["trace"] == ["new"]  # it beat the old schedule in one run
 
 
 def test_cache_key_changes_when_any_field_changes(monkeypatch):

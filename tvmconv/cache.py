@@ -186,14 +186,23 @@ def find_record(spec: Spec, target: TargetInfo) -> tuple[dict, Path] | None:
     return best
 
 
+def schedule_id(record: dict) -> str:
+    """What identifies a record's schedule: its plan and trace."""
+    return digest([record["plan"], record["trace"]])[:16]
+
+
 def save_record(record: dict, spec: Spec, target: TargetInfo, root: Path | None = None) -> Path:
     """Write ``record`` unless a record at least as fast is already there (under the lock, so two
-    tuners distilling the same workload keep the faster result)."""
+    tuners distilling the same workload keep the faster result). A record chosen by timing
+    candidates against each other (``validated``) replaces one whose schedule was among them:
+    that comparison was made in one run, times from two runs of a noisy machine were not."""
     path = schedule_path(root or user_root(), spec, target)
     with lock(path):
         old = read_json(path, RECORD_FIELDS)
-        if old is not None and old.get("key") == record["key"] and old["run_secs"] <= record["run_secs"]:
-            return path
+        if old is not None and old.get("key") == record["key"]:
+            beaten = {c["id"] for c in record.get("validated", {}).get("candidates", [])}
+            if schedule_id(old) not in beaten and old["run_secs"] <= record["run_secs"]:
+                return path
         write_json(path, record)
     return path
 

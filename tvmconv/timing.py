@@ -11,28 +11,34 @@ def interleaved(a: Callable[[], object], b: Callable[[], object], *, rounds: int
                 warmup: int = 2, settle_s: float = 0.05) -> tuple[list[float], list[float]]:
     """Seconds per call of ``a`` and ``b``: one list entry per round, each the mean of enough
     back-to-back calls to fill ``min_round_s``. Rounds alternate a, b, a, b..."""
+    out_a, out_b = interleaved_many([a, b], rounds=rounds, min_round_s=min_round_s, warmup=warmup, settle_s=settle_s)
+    return out_a, out_b
+
+
+def interleaved_many(fns: list[Callable[[], object]], *, rounds: int = 7, min_round_s: float = 0.02, warmup: int = 2,
+                     settle_s: float = 0.05) -> list[list[float]]:
+    """``interleaved`` for any number of callables: per callable, seconds per call in each round."""
     for _ in range(warmup):
-        a()
-        b()
-    reps = {}
-    for name, fn in (("a", a), ("b", b)):
+        for fn in fns:
+            fn()
+    reps = []
+    for fn in fns:
         t0 = time.perf_counter()
         fn()
         one = max(time.perf_counter() - t0, 1e-7)
-        reps[name] = max(1, int(min_round_s / one))
-    out_a, out_b = [], []
+        reps.append(max(1, int(min_round_s / one)))
+    out: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
-        for name, fn, out in (("a", a, out_a), ("b", b, out_b)):
+        for fn, n, times in zip(fns, reps, out):
             # Let the other runtime's worker threads (TVM's pool, torch's OpenMP) stop spinning
             # before this one starts: on a 2-core machine their spinning halves either's speed.
             time.sleep(settle_s)
             fn()
-            n = reps[name]
             t0 = time.perf_counter()
             for _ in range(n):
                 fn()
-            out.append((time.perf_counter() - t0) / n)
-    return out_a, out_b
+            times.append((time.perf_counter() - t0) / n)
+    return out
 
 
 def median(xs: list[float]) -> float:
