@@ -154,10 +154,13 @@ def test_search_ends_when_its_space_is_exhausted(tmp_path):
     stops being searched once the search finds nothing new, instead of searching in vain until the
     budget is spent, and the result says so."""
     spec = conv(16, 1, 16, 1)
-    (r,) = tune([spec], target=TARGET, cache_dir=tmp_path, **{**TINY, "trials": 40, "num_trials_per_iter": 4})
+    budget = {**TINY, "trials": 40, "num_trials_per_iter": 4}
+    (r,) = tune([spec], target=TARGET, cache_dir=tmp_path, **budget)
     assert r.exhausted
     assert 1 <= r.trials_run < 40
     assert r.best_s is not None
+    again = tune([spec], target=TARGET, cache_dir=tmp_path, **budget)[0]  # the log remembers: no search at all
+    assert again.exhausted and again.trials_run == 0 and again.trials_total == r.trials_total
 
 
 def test_interrupted_tuning_loses_nothing_and_resumes(tmp_path):

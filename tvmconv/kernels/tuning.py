@@ -76,6 +76,7 @@ log = logging.getLogger("tvmconv")
 LOCK_TIMEOUT_S = 120
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
+EXHAUSTED_FILE = "exhausted.json"  # design space id -> trials of the workload when its search found nothing new
 
 
 # -- builder functions (run in MetaSchedule's worker processes; module-level so they pickle) ----
@@ -323,6 +324,18 @@ class TuningLog(ms.database.PyDatabase):
     def __len__(self) -> int:
         return len(self._mem)
 
+    # the search spaces found exhausted (a file of tvmconv's own beside TVM's two)
+    def exhausted(self) -> dict:
+        from .. import cache
+
+        return cache.read_json(self.dir / EXHAUSTED_FILE) or {}
+
+    def note_exhausted(self, space: str, trials: int) -> None:
+        from .. import cache
+
+        with self._lock:
+            cache.write_json(self.dir / EXHAUSTED_FILE, {**self.exhausted(), space: trials})
+
     # tvmconv's own queries
     def shash(self, mod) -> str:
         return self._mem.commit_workload(mod).as_json()[0]
@@ -347,6 +360,7 @@ class Workload:
     failed: int = 0
     best_s: float | None = None
     exhausted: bool = False  # the search found nothing left to measure before the budget was spent
+    space: str = ""  # its design space (space_id)
 
 
 @dataclass
@@ -540,6 +554,18 @@ def sketch_space(spec: Spec, plan: Plan, target: TargetInfo):
         mutator_probs={ms.mutator.MutateTileSize(): 0.9, ms.mutator.MutateUnroll(): 0.1})
 
 
+def space_id(w: "Workload", target: TargetInfo, db: "TuningLog") -> str:
+    """Identifies the search of ``w``: its workload and the sketch traces of its design space (a
+    change to the sketch makes a new space, which is searched even where the old one was
+    exhausted)."""
+    from .. import cache
+
+    ctx = ms.TuneContext(mod=w.search_mod, target=target.tvm(),
+                         space_generator=sketch_space(w.spec, w.search_plan, target), task_name=w.spec.name)
+    spaces = [to_json(sch.trace.as_json(remove_postproc=True)) for sch in ctx.generate_design_space()]
+    return cache.digest([db.shash(w.search_mod), spaces])[:24]
+
+
 def sketch_seed(spec: Spec, plan: Plan, mod: tvm.IRModule, target: TargetInfo) -> Schedule:
     """The sketch with its first decisions (the plan's tiles, one row, no extra unrolling) and
     MetaSchedule's postprocessing: the default schedule as a record the search can mutate (the
@@ -703,7 +729,13 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
                     on_update(None, w)
         w.done_before = 1 + searched  # the budget counts the default and the search's trials (the seed's too)
     cap = 2 * trials
-    todo = [w for w in workloads if w.done_before < cap]
+    done = db.exhausted()
+    for w in workloads:
+        w.space = space_id(w, target, db)
+        w.exhausted = w.space in done
+        if w.exhausted and on_update is not None:
+            on_update(None, w)
+    todo = [w for w in workloads if w.done_before < cap and not w.exhausted]
     budget = trials * len(workloads) - sum(min(w.done_before, cap) for w in workloads)
     if not todo or budget <= 0:
         return
@@ -718,6 +750,7 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
     def exhausted(i: int) -> None:
         w = todo[i]
         w.exhausted = True
+        db.note_exhausted(w.space, db.trials(w.search_mod))
         log.info("tvmconv: the search space of %s is exhausted (%d trials this run)", w.spec.name, w.trials)
         if on_update is not None:
             on_update(i, w)
