@@ -128,7 +128,8 @@ def tune(
     spec: Optional[str] = _SPEC,
     model: Optional[Path] = typer.Option(None, "--model", help="A torch.export'ed model (.pt2): every conv layer."),
     input_shape: Optional[str] = _INPUT_SHAPE,
-    trials: int = typer.Option(64, "--trials", min=1, help="Measurements per workload."),
+    trials: int = typer.Option(64, "--trials", min=0, help="Measurements per workload (0: only distill what "
+                               "the log holds, timing the best candidates through the op)."),
     rpc: Optional[str] = typer.Option(None, "--rpc", help="Measure through an RPC tracker: HOST:PORT:KEY."),
     rpc_timeout: int = typer.Option(120, "--rpc-timeout", min=1, help="Seconds one trial may take on a remote "
                                     "device, waiting for a free one included; a dropped device's trials fail "

@@ -60,6 +60,8 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
     """Tune ``what`` (a spec, specs, a suite name, an nn.Module with ``example_inputs`` or a .pt2
     file) for ``target`` with ``trials`` measurements per workload. Returns one ``TuneResult`` per
     workload (trials, best time, GFLOP/s, the default schedule's time, the record written).
+    ``trials=0`` measures nothing: it distills what the log holds (after an interrupted run, which
+    skips timing the candidates through the op, or with a log copied from another machine).
     ``dispatch``: then time each tuned op against its vendor path and record the faster one.
     ``rpc_timeout``: seconds one trial may take on a remote device, waiting for a free one included;
     a device that drops fails its trials after that long and tuning goes on."""
@@ -67,8 +69,8 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
     from .kernels import tune_child
     from .kernels.tuning import TuningLog, prepare
 
-    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
-        raise ValueError(f"trials must be a positive integer, got {trials!r}")
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 0:
+        raise ValueError(f"trials must be a non-negative integer (0: only distill what the log holds), got {trials!r}")
     if not isinstance(rpc_timeout, int) or isinstance(rpc_timeout, bool) or rpc_timeout < 1:
         raise ValueError(f"rpc_timeout must be a positive number of seconds, got {rpc_timeout!r}")
     items = workloads(what, example_inputs, input_shape)
@@ -100,7 +102,8 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
         if bar:
             bar.start()
         with _sigterm_as_interrupt():
-            tune_child.run(job, update)
+            if trials:
+                tune_child.run(job, update)
     except KeyboardInterrupt as exc:
         interrupted = exc
     finally:
