@@ -602,7 +602,7 @@ def _unmeasured(w: "Workload", variants, db: "TuningLog") -> list[tuple[str, tvm
     """What the log lacks of ``w``'s start: its default schedule (on a first run) and the default
     schedule under the other plan candidates (each once per log: a candidate whose trace the log
     holds is skipped; ``variants`` is ``plan_variants(w, target)``). Plans that change only the
-    schedule share the workload of ``w``; the others are workloads of their own. ``distill``
+    schedule share the workload of ``w``; the others are workloads of their own. ``candidates``
     considers them all."""
     todo = []
     if not db.records.get(w.shash):
@@ -759,13 +759,6 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
                   max_trials_global=budget, max_trials_per_task=cap, num_trials_per_iter=per_iter,
                   builder=builder, runner=runner, database=db, cost_model="xgb",
                   measure_callbacks=callbacks, task_scheduler=WeightedScheduler(exhausted))
-
-
-def distill(w: Workload, db: TuningLog, target: TargetInfo) -> dict | None:
-    """The best record of ``w`` in ``db`` (the search's, or the default schedule under any of the
-    measured plan candidates) as a small, diffable schedule record."""
-    found = candidates(w, db, target, top=1)
-    return found[0] if found else None
 
 
 def candidates(w: Workload, db: TuningLog, target: TargetInfo, top: int) -> list[dict]:
