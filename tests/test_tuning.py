@@ -523,3 +523,50 @@ def test_sketch_samples_compute_the_reference(variant):
                 assert_close(v.run(case), v.run_reference(case), atol=2e-4, rtol=2e-4)
             finally:
                 build.clear_memory_cache()
+
+
+def test_trials_are_measured_without_the_weight_packing_the_op_does_once():
+    """Tuning times a kernel as the op runs it: where the op packs a weight once (the library's
+    ``pack``), the measured build leaves the packing out and reads the packed weight through the
+    weight's memory (``drop_weight_pack``). Given the op's packed weight that way, it computes the
+    reference; kernels that do not pack are measured unchanged."""
+    import math
+
+    import tvm
+
+    from tvmconv.functional import spec_of
+    from tvmconv.kernels.build import drop_weight_pack, measure_slack
+    from tvmconv.kernels.schedules import default_for
+
+    tgt = resolve(TARGET)
+    (row,) = [r for r in SHAPE_TABLE if r.label == "base"]
+    packing = []
+    for name in sorted(VARIANTS):
+        v = VARIANTS[name]
+        case = v.make_case(row, torch.Generator().manual_seed(0))
+        spec = spec_of(v.op, *case.args, **case.kwargs)
+        kern = build.compile_spec(spec, tgt)
+        mod = default_for(spec, tgt)[0].mod
+        dropped = drop_weight_pack(mod)
+        if kern.pack is None:
+            assert dropped is mod, name
+            continue
+        assert dropped is not mod, name
+        packing.append(name)
+        main = tvm.compile(dropped, target=tgt.tvm())["main"]
+        shapes = [shape for _, shape in spec.kernel_arg_shapes]
+        n = math.prod(shapes[kern.packed_index])
+
+        def measured(*args, main=main, shapes=shapes, n=n, i=kern.packed_index):
+            flat = torch.randn(n + measure_slack(n))
+            flat[:args[i].numel()] = args[i].reshape(-1)
+            views = [flat[:n].view(s) if j == i else a.view(s) for j, (a, s) in enumerate(zip(args, shapes))]
+            main(*views, args[-1].view(spec.kernel_out_shape))
+
+        kern.func = measured
+        build._cache[(spec, tgt)] = kern
+        try:
+            assert_close(v.run(case), v.run_reference(case), atol=2e-4, rtol=2e-4)
+        finally:
+            build.clear_memory_cache()
+    assert {"conv2d", "conv_transpose2d", "depthwise_separable_conv2d", "shuffled_group_conv2d"} <= set(packing), packing

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import threading
 import time
@@ -174,13 +175,11 @@ def _with_shapes(func, shapes: list, spec: Spec):
     return tirx.PrimFunc(params, body, func.ret_type, func.attrs)
 
 
-def split_weight_pack(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule | None:
-    """Where the schedule packs a weight inside the kernel (the ``wpack`` stage, a loop nest of its
-    own), the library the ops call: ``pack(weight, packed)`` holds that loop nest, and ``main``
-    takes ``packed`` where it took the weight, so a weight used again (a module's parameter) is
-    packed once, not on every call. Both take the op's own shapes. None where the schedule does not
-    allow the split (the packing inside another loop nest, or the weight read elsewhere)."""
-    from tvm import s_tir, tirx
+def _pack_stage(mod: tvm.IRModule):
+    """The ``wpack`` stage of ``mod``'s ``main`` where it is a loop nest of its own at the top level
+    and the only reader of the weight: ``(func, root realize, top-level statements, index of the
+    pack's, weight buffer, packed buffer)``; else None."""
+    from tvm import tirx
 
     sch = Schedule(mod)
     try:
@@ -196,6 +195,8 @@ def split_weight_pack(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule | None:
     if len(at) != 1 or len(node.reads) != 1 or len(node.writes) != 1:
         return None
     weight, packed = node.reads[0].source, node.writes[0].source
+    if not any(p.same_as(weight) for p in func.params):
+        return None
 
     def blocks(parent):
         for b in sch.get_child_blocks(parent):
@@ -208,17 +209,41 @@ def split_weight_pack(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule | None:
             return None
         if not other.same_as(node) and any(sch.get(loop).same_as(top) for loop in sch.get_loops(b)):
             return None  # something else lives in the packing loop nest
+    return func, realize, seq, at[0], weight, packed
 
-    def with_root(body, allocs):
-        block = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, body, root.init, allocs,
-                             root.match_buffers, root.annotations)
-        return s_tir.SBlockRealize(realize.iter_values, realize.predicate, block)
 
-    rest = seq[:at[0]] + seq[at[0] + 1:]
-    allocs = [b for b in root.alloc_buffers if not b.same_as(packed)]
+def _with_root(realize, body, allocs):
+    from tvm import s_tir
+
+    root = realize.block
+    block = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, body, root.init, allocs,
+                         root.match_buffers, root.annotations)
+    return s_tir.SBlockRealize(realize.iter_values, realize.predicate, block)
+
+
+def _without(seq: list, i: int):
+    from tvm import tirx
+
+    rest = seq[:i] + seq[i + 1:]
+    return tirx.SeqStmt(rest) if len(rest) > 1 else rest[0]
+
+
+def split_weight_pack(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule | None:
+    """Where the schedule packs a weight inside the kernel (the ``wpack`` stage, a loop nest of its
+    own), the library the ops call: ``pack(weight, packed)`` holds that loop nest, and ``main``
+    takes ``packed`` where it took the weight, so a weight used again (a module's parameter) is
+    packed once, not on every call. Both take the op's own shapes. None where the schedule does not
+    allow the split (the packing inside another loop nest, or the weight read elsewhere)."""
+    from tvm import tirx
+
+    found = _pack_stage(mod)
+    if found is None:
+        return None
+    func, realize, seq, at, weight, packed = found
+    allocs = [b for b in realize.block.alloc_buffers if not b.same_as(packed)]
     main = tirx.PrimFunc([packed if p.same_as(weight) else p for p in func.params],
-                         with_root(tirx.SeqStmt(rest) if len(rest) > 1 else rest[0], allocs), func.ret_type, func.attrs)
-    pack = tirx.PrimFunc([weight, packed], with_root(seq[at[0]], []), func.ret_type, func.attrs)
+                         _with_root(realize, _without(seq, at), allocs), func.ret_type, func.attrs)
+    pack = tirx.PrimFunc([weight, packed], _with_root(realize, seq[at], []), func.ret_type, func.attrs)
     natural = dict(spec.arg_shapes)
     if weight.name not in natural:
         return None
@@ -226,6 +251,35 @@ def split_weight_pack(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule | None:
     return tvm.IRModule({"main": _with_shapes(main, shapes, spec),
                          "pack": _with_shapes(pack, [natural[weight.name], None], spec).with_attr(
                              "global_symbol", "pack")})
+
+
+# How many elements a tensor allocated for measuring has beyond its own (tuning.alloc_with_slack):
+# a kernel measured without its weight packing (drop_weight_pack) reads the packed weight, padded
+# to whole vector blocks, through the weight's memory.
+def measure_slack(numel: int) -> int:
+    return numel + 4096
+
+
+def drop_weight_pack(mod: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` for measuring what the op runs: where ``split_weight_pack`` would take the packing
+    out of the kernel (the op packs a weight once), ``main`` without its ``wpack`` loop nest, reading
+    the packed weight through the weight's own memory. The signature is unchanged, so MetaSchedule
+    allocates the arguments as before; the values read are the random ones it filled in, and the
+    padding of a packed weight larger than the weight falls in ``measure_slack``. Unchanged where
+    there is no such stage or its packed weight would not fit."""
+    from tvm import tirx
+
+    found = _pack_stage(mod)
+    if found is None:
+        return mod
+    func, realize, seq, at, weight, packed = found
+    size = lambda buf: math.prod(int(d) for d in buf.shape)  # noqa: E731
+    if size(packed) > size(weight) + measure_slack(size(weight)) or packed.dtype != weight.dtype:
+        return mod
+    allocs = [b for b in realize.block.alloc_buffers if not b.same_as(packed)]
+    body = tirx.DeclBuffer(packed, _with_root(realize, _without(seq, at), allocs), data=tirx.buffer_data(weight))
+    main = tirx.PrimFunc(func.params, body, func.ret_type, func.attrs)
+    return tvm.IRModule({**{gv.name_hint: f for gv, f in mod.functions.items()}, "main": main})
 
 
 def packed_layout(spec: Spec, plan: Plan) -> tuple[int, tuple[int, ...]]:

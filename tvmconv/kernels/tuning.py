@@ -89,13 +89,40 @@ def target_intrinsics(target: TargetInfo) -> None:
     importlib.import_module(f"tvm.s_tir.tensor_intrin.{name}")
 
 
-def build_module(mod, target, _params):
+def build_module(mod, target, _params, without_pack: bool = False):
+    """The tuning builder's build. ``without_pack``: measure the kernel without its weight packing,
+    as the op runs it (``drop_weight_pack``; the runner must allocate with ``alloc_with_slack``)."""
     light_intrinsics()
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
+    from .build import drop_weight_pack
+
+    if without_pack:
+        mod = drop_weight_pack(mod)
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
     return tvm_build(mod, target=target)
+
+
+def alloc_with_slack(device, args_info, alloc_repeat: int) -> list:
+    """MetaSchedule's local argument allocation (random values), each tensor a view of a larger
+    one (``measure_slack`` more elements, random too): a kernel built ``without_pack`` may read a
+    packed weight, padded to whole vector blocks, past the end of the weight."""
+    import tvm
+    from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common
+
+    from .build import measure_slack
+
+    fill = tvm.get_global_func("tvm.contrib.random.random_fill_for_measure")
+
+    def alloc(_, dtype, shape):
+        n = math.prod(int(d) for d in shape)
+        flat = tvm.runtime.empty((n + measure_slack(n),), dtype=dtype, device=device)
+        fill(flat)
+        return flat._create_view(tuple(int(d) for d in shape))
+
+    return [[alloc(*info) for info in args_info] for _ in range(alloc_repeat)] if all(
+        info[0] == "TENSOR" for info in args_info) else alloc_argument_common(fill, device, args_info, alloc_repeat)
 
 
 def export_cross(rt_mod, cc: str) -> str:
@@ -397,7 +424,9 @@ class Measure:
     min_repeat_ms: int = 100
 
 
-def make_builder(profile: Profile | None, workers: int):
+def make_builder(profile: Profile | None, workers: int, without_pack: bool = False):
+    """MetaSchedule's local builder for ``profile`` (native, cross compiler or NDK). ``without_pack``:
+    measure kernels without their weight packing (``build_module``)."""
     kind = (profile.build if profile else {"kind": "native"}).get("kind", "native")
     f_export = None
     if kind == "cross":
@@ -407,7 +436,7 @@ def make_builder(profile: Profile | None, workers: int):
             raise ValueError(f"target profile {profile.name!r} builds with the Android NDK: set TVM_NDK_CC to "
                              f"the NDK's clang++ (see README.md, 'Android')")
         f_export = export_ndk
-    return ms.builder.LocalBuilder(f_build=build_module, f_export=f_export, max_workers=workers, timeout_sec=120)
+    return ms.builder.LocalBuilder(f_build=functools.partial(build_module, without_pack=without_pack), f_export=f_export, max_workers=workers, timeout_sec=120)
 
 
 def make_runner(measure: Measure):
@@ -418,7 +447,7 @@ def make_runner(measure: Measure):
                                   tracker_key=measure.key, session_timeout_sec=measure.session_timeout_s)
         return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=cfg, max_workers=1,
                                    f_create_session=_rpc_session, f_cleanup=_rpc_cleanup)
-    return ms.runner.LocalRunner(evaluator_config=cfg)
+    return ms.runner.LocalRunner(evaluator_config=cfg, f_alloc_argument=alloc_with_slack)
 
 
 class DeviceTimeout(Exception):  # noqa: N818 - named for what happened
@@ -707,7 +736,10 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
         check_tracker(measure)
     target_intrinsics(target)
     cores = target.num_cores
-    builder = make_builder(profile, builder_workers or max(1, min(cores, os.cpu_count() or 1)))
+    # Locally, a trial is timed as the op runs it: without packing a weight the op packs once.
+    # (An RPC device allocates its own arguments, without the slack that needs.)
+    builder = make_builder(profile, builder_workers or max(1, min(cores, os.cpu_count() or 1)),
+                           without_pack=measure.kind != "rpc")
     runner = make_runner(measure)
     for w in workloads:
         w.shash = db.shash(w.mod)
