@@ -12,17 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
-from tvmconv import bench, cache, suites, timing
-from tvmconv import functional as TF
-from tvmconv.kernels import build
+from tvmconv import cache, suites, timing
 from tvmconv.target import resolve
+from tvmconv.tuner import op_times
 
 
 def main(suite: str, rev: str, only: str = "") -> None:
     tgt = resolve("x86-avx2")
-    torch.set_num_threads(tgt.num_cores)
     for spec, _ in suites.suite(suite):
         if only and not any(k in spec.name for k in only.split(",")):
             continue
@@ -31,18 +27,11 @@ def main(suite: str, rev: str, only: str = "") -> None:
         if (old["trace"], old["plan"]) == (new["trace"], new["plan"]):
             print(json.dumps({"workload": spec.name, "same": True}), flush=True)
             continue
-        kernels = [build.compile_spec(spec, tgt, rec) for rec in (old, new)]
-        case = bench.case_for(spec)
-
-        def call(kern):
-            def run():
-                build._cache[(spec, tgt)] = kern
-                case.op(*case.args, **case.kwargs, target=tgt)
-            return run
-
-        with torch.no_grad(), TF.no_dispatch():
-            a, b = timing.interleaved(call(kernels[0]), call(kernels[1]), rounds=9)
-        build.clear_memory_cache()
+        a, b = op_times(spec, tgt, [old, new], rounds=9)
+        if a is None or b is None:  # the op fell back to its default schedule
+            print(json.dumps({"workload": spec.name, "error": f"the {'old' if a is None else 'new'} record does not "
+                                                             f"apply to the current compute"}), flush=True)
+            continue
         print(json.dumps({"workload": spec.name, "same": False, "old_source": old["source"], "new_source": new["source"],
                           "old_s": timing.median(a), "new_s": timing.median(b), "old_spread": timing.spread(a),
                           "new_spread": timing.spread(b), "speedup": timing.median(a) / timing.median(b)}), flush=True)

@@ -195,35 +195,17 @@ def validate(spec, tgt: TargetInfo, cands: list[dict], rounds: int = 5) -> dict:
     ``default_secs`` become its and the default schedule's op times; ``validated`` lists every
     candidate. Where the op cannot be called (no PyTorch path for the spec) the fastest logged
     record is returned as it is."""
-    import torch
-
-    from . import bench, timing
-    from . import functional as TF
-    from .kernels import build
+    from . import timing
 
     try:
-        case = bench.case_for(spec)
-    except ValueError:
+        times = op_times(spec, tgt, cands, rounds)
+    except ValueError:  # no PyTorch path to call
         return cands[0]
-    kernels = [build.compile_spec(spec, tgt, rec) for rec in cands]
-    ok = [i for i, k in enumerate(kernels) if k.schedule_source.startswith("tuned")]  # else it fell back
-    if not ok:
+    op_s = {i: timing.median(t) for i, t in enumerate(times) if t is not None}
+    if not op_s:  # every record fell back
         return cands[0]
-
-    def call(kern):
-        def run():
-            build._cache[(spec, tgt)] = kern
-            case.op(*case.args, **case.kwargs, target=tgt)
-        return run
-
-    try:
-        with torch.no_grad(), TF.no_dispatch(), bench._threads(tgt.num_cores):
-            times = timing.interleaved_many([call(kernels[i]) for i in ok], rounds=rounds)
-    finally:
-        build.clear_memory_cache()
-    op_s = {i: timing.median(t) for i, t in zip(ok, times)}
     best = min(op_s, key=op_s.get)
-    default = [op_s[i] for i in ok if cands[i]["source"] == "default"]
+    default = [t for i, t in op_s.items() if cands[i]["source"] == "default"]
     return {**cands[best], "run_secs": op_s[best], "gflops": spec.flops / op_s[best] / 1e9,
             "trials": cands[0]["trials"], "default_secs": default[0] if default else None,
             "validated": {"how": f"through the op, interleaved, median of {rounds} rounds", "threads": tgt.num_cores,
@@ -231,6 +213,40 @@ def validate(spec, tgt: TargetInfo, cands: list[dict], rounds: int = 5) -> dict:
                                           "tuning_secs": c["run_secs"], "op_secs": op_s.get(i)}
                                          for i, c in enumerate(cands)],
                           "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
+
+
+def op_times(spec, tgt: TargetInfo, records: list[dict], rounds: int = 5) -> list[list[float] | None]:
+    """Each schedule record compiled and called through the op (``tvmconv.functional``, dispatch
+    off, ``tgt.num_cores`` threads), interleaved: ``rounds`` times per record, None for a record
+    that no longer applies (the op fell back to the default). Raises ValueError where the spec has
+    no PyTorch path to call (``bench.case_for``)."""
+    import torch
+
+    from . import bench, timing
+    from . import functional as TF
+    from .kernels import build
+
+    case = bench.case_for(spec)
+    kernels = [build.compile_spec(spec, tgt, rec) for rec in records]
+    ok = [i for i, k in enumerate(kernels) if k.schedule_source.startswith("tuned")]
+
+    def call(kern):
+        def run():
+            build._cache[(spec, tgt)] = kern
+            case.op(*case.args, **case.kwargs, target=tgt)
+        return run
+
+    times = []
+    if ok:
+        try:
+            with torch.no_grad(), TF.no_dispatch(), bench._threads(tgt.num_cores):
+                times = timing.interleaved_many([call(kernels[i]) for i in ok], rounds=rounds)
+        finally:
+            build.clear_memory_cache()
+    out = [None] * len(records)
+    for i, t in zip(ok, times):
+        out[i] = t
+    return out
 
 
 @contextlib.contextmanager
