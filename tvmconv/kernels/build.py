@@ -177,9 +177,10 @@ def _with_shapes(func, shapes: list, spec: Spec):
 
 def _pack_stage(mod: tvm.IRModule):
     """The ``wpack`` stage of ``mod``'s ``main`` where it is a loop nest of its own at the top level
-    and the only reader of the weight: ``(func, root realize, top-level statements, index of the
-    pack's, weight buffer, packed buffer)``; else None."""
-    from tvm import tirx
+    and the only reader of the weight: ``(func, weight buffer, packed buffer, kernel body, pack
+    body)``, the two bodies ``main``'s root block with the other top-level loop nests (the packed
+    buffer no longer allocated there) and with only the packing's; else None."""
+    from tvm import s_tir, tirx
 
     sch = Schedule(mod)
     try:
@@ -209,23 +210,16 @@ def _pack_stage(mod: tvm.IRModule):
             return None
         if not other.same_as(node) and any(sch.get(loop).same_as(top) for loop in sch.get_loops(b)):
             return None  # something else lives in the packing loop nest
-    return func, realize, seq, at[0], weight, packed
 
+    def with_root(body, allocs):
+        block = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, body, root.init, allocs,
+                             root.match_buffers, root.annotations)
+        return s_tir.SBlockRealize(realize.iter_values, realize.predicate, block)
 
-def _with_root(realize, body, allocs):
-    from tvm import s_tir
-
-    root = realize.block
-    block = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, body, root.init, allocs,
-                         root.match_buffers, root.annotations)
-    return s_tir.SBlockRealize(realize.iter_values, realize.predicate, block)
-
-
-def _without(seq: list, i: int):
-    from tvm import tirx
-
-    rest = seq[:i] + seq[i + 1:]
-    return tirx.SeqStmt(rest) if len(rest) > 1 else rest[0]
+    rest = seq[:at[0]] + seq[at[0] + 1:]
+    allocs = [b for b in root.alloc_buffers if not b.same_as(packed)]
+    kernel = with_root(tirx.SeqStmt(rest) if len(rest) > 1 else rest[0], allocs)
+    return func, weight, packed, kernel, with_root(seq[at[0]], [])
 
 
 def split_weight_pack(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule | None:
@@ -239,11 +233,10 @@ def split_weight_pack(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule | None:
     found = _pack_stage(mod)
     if found is None:
         return None
-    func, realize, seq, at, weight, packed = found
-    allocs = [b for b in realize.block.alloc_buffers if not b.same_as(packed)]
-    main = tirx.PrimFunc([packed if p.same_as(weight) else p for p in func.params],
-                         _with_root(realize, _without(seq, at), allocs), func.ret_type, func.attrs)
-    pack = tirx.PrimFunc([weight, packed], _with_root(realize, seq[at], []), func.ret_type, func.attrs)
+    func, weight, packed, kernel, packing = found
+    main = tirx.PrimFunc([packed if p.same_as(weight) else p for p in func.params], kernel, func.ret_type,
+                         func.attrs)
+    pack = tirx.PrimFunc([weight, packed], packing, func.ret_type, func.attrs)
     natural = dict(spec.arg_shapes)
     if weight.name not in natural:
         return None
@@ -272,12 +265,11 @@ def drop_weight_pack(mod: tvm.IRModule) -> tvm.IRModule:
     found = _pack_stage(mod)
     if found is None:
         return mod
-    func, realize, seq, at, weight, packed = found
+    func, weight, packed, kernel, _ = found
     size = lambda buf: math.prod(int(d) for d in buf.shape)  # noqa: E731
     if size(packed) > size(weight) + measure_slack(size(weight)) or packed.dtype != weight.dtype:
         return mod
-    allocs = [b for b in realize.block.alloc_buffers if not b.same_as(packed)]
-    body = tirx.DeclBuffer(packed, _with_root(realize, _without(seq, at), allocs), data=tirx.buffer_data(weight))
+    body = tirx.DeclBuffer(packed, kernel, data=tirx.buffer_data(weight))
     main = tirx.PrimFunc(func.params, body, func.ret_type, func.attrs)
     return tvm.IRModule({**{gv.name_hint: f for gv, f in mod.functions.items()}, "main": main})
 
