@@ -299,6 +299,14 @@ case("conv2d-input-bfloat16", "conv2d", TypeError, ARG.format("input"), input=X2
      weight=_r(6, 4, 3, 3).bfloat16(), bias=B6.bfloat16())
 case("conv2d-input-complex", "conv2d", TypeError, ARG.format("input"), input=X2.to(torch.complex64))
 
+# not a dense tensor (also after a dense call of the same shapes has been cached)
+case("conv2d-input-sparse", "conv2d", TypeError, ARG.format("input") + " must be a dense .strided. tensor, got layout torch.sparse_coo",
+     input=X2.to_sparse())
+case("conv2d-weight-sparse", "conv2d", TypeError, ARG.format("weight") + " must be a dense",
+     weight=_r(6, 4, 3, 3).to_sparse())
+case("dwsep-input-sparse-csr", "depthwise_separable_conv2d", TypeError, ARG.format("input") + " must be a dense",
+     input=X2.to_sparse())
+
 # not a tensor
 case("conv2d-input-list", "conv2d", TypeError, ARG.format("input") + " must be a torch.Tensor or numpy.ndarray, got list",
      input=X2.tolist())

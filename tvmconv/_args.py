@@ -49,6 +49,9 @@ class Args:
         elif value.dtype != self.dtype:
             raise TypeError(f"{self.op}: argument '{name}' has dtype {value.dtype} but input has dtype "
                             f"{self.dtype}; all tensors must share one dtype")
+        if value.layout is not torch.strided:
+            raise TypeError(f"{self.op}: argument '{name}' must be a dense (strided) tensor, got layout "
+                            f"{value.layout}; convert it with .to_dense()")
         if value.device.type != "cpu":
             raise ValueError(f"{self.op}: argument '{name}' is on device '{value.device}', but the target "
                              f"runs on the CPU; move it with .cpu() (CUDA code comes from `tvmconv export --target "
