@@ -27,7 +27,7 @@ def main(suite: str, rev: str, only: str = "") -> None:
         if (old["trace"], old["plan"]) == (new["trace"], new["plan"]):
             print(json.dumps({"workload": spec.name, "same": True}), flush=True)
             continue
-        a, b = op_times(spec, tgt, [old, new], rounds=9)
+        (a, b), _ = op_times(spec, tgt, [old, new], rounds=9)
         if a is None or b is None:  # the op fell back to its default schedule
             print(json.dumps({"workload": spec.name, "error": f"the {'old' if a is None else 'new'} record does not "
                                                              f"apply to the current compute"}), flush=True)

@@ -248,6 +248,9 @@ def test_dispatch_is_measured_recorded_and_followed(tuned, monkeypatch):
         rec = json.loads(Path(r.record_path).read_text())
         d = rec["dispatch"]  # (a later test's resumed run measures and records it again: it may flip)
         assert (d["vendor_s"] < d["tvmconv_s"]) == (d["choice"] == "vendor") and d["vendor"]
+        # timed in the validation's own interleaved rounds, against the schedule it chose
+        assert d["tvmconv_s"] == rec["run_secs"] and d["measured_at"] == rec["validated"]["measured_at"]
+        assert r.dispatch == d["choice"]
     path = Path(results[0].record_path)
     rec = json.loads(path.read_text())
     rec["dispatch"]["choice"] = "vendor"

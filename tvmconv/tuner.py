@@ -113,66 +113,34 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
     for w in wls:
         w.shash = db.shash(w.mod)
     check = interrupted is None and tgt.is_host_runnable and measure.kind == "local"
-    results = [_result(w, db, tgt, root, VALIDATE_TOP if check else 0) for w in wls]
+    results = [_result(w, db, tgt, root, VALIDATE_TOP if check else 0, dispatch) for w in wls]
     build.clear_memory_cache()
     if interrupted is not None:
         raise interrupted
-    if dispatch and tgt.is_host_runnable and measure.kind == "local":
-        for r in results:
-            if r.record_path:
-                r.dispatch = measure_dispatch(r.spec, tgt, Path(r.record_path))
-        build.clear_memory_cache()
     return results
-
-
-def measure_dispatch(spec, tgt: TargetInfo, record_path: Path) -> str | None:
-    """Time the op with the tuned schedule against the vendor path (interleaved, same process) and
-    record in the schedule record which is faster: the PyTorch-facing layer then calls that one.
-    Returns the choice, or None where there is no vendor path to compare with."""
-    from . import bench, timing
-    from .kernels import build
-
-    try:
-        case = bench.case_for(spec)
-    except ValueError:
-        return None
-    with cache.lock(record_path):
-        rec = cache.read_json(record_path, cache.RECORD_FIELDS)
-    if rec is None:
-        return None
-    build._cache[(spec, tgt)] = build.compile_spec(spec, tgt, rec)
-    a, b = bench.time_case(case, tgt, tgt.num_cores, rounds=5)
-    t, v = timing.median(a), timing.median(b)
-    choice = "vendor" if v < t else "tvmconv"
-    with cache.lock(record_path):
-        rec = cache.read_json(record_path, cache.RECORD_FIELDS)
-        if rec is not None:
-            rec["dispatch"] = {"choice": choice, "tvmconv_s": t, "vendor_s": v, "vendor": case.vendor,
-                               "threads": tgt.num_cores, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            cache.write_json(record_path, rec)
-    return choice
 
 
 VALIDATE_TOP = 3  # the fastest schedules in the log timed again through the op (with the default)
 
 
-def _result(w, db, tgt, root, top: int):
+def _result(w, db, tgt, root, top: int, dispatch: bool = False):
     """Distill ``w``'s best schedule into the cache under ``root``: with ``top``, the ``top``
     fastest in the log, the default schedule and the record already there are timed through the
-    op and the fastest kept (``validate``); with 0, the fastest in the log."""
+    op and the fastest kept (``validate``, which with ``dispatch`` also times the vendor path and
+    records which is faster); with 0, the fastest in the log."""
     from .kernels.tuning import TuneResult, candidates
 
     cands = candidates(w, db, tgt, top=max(1, top))
     rec = cands[0] if cands else None
     if rec is not None and top:
-        rec = validate(w.spec, tgt, cands + _saved(w.spec, tgt, root, cands))
+        rec = validate(w.spec, tgt, cands + _saved(w.spec, tgt, root, cands), dispatch=dispatch)
     path = cache.save_record(rec, w.spec, tgt, root) if rec else None
     total = rec["trials"] if rec else len(db.records.get(w.shash, ()))  # plan candidates included
     return TuneResult(spec=w.spec, trials_total=total, trials_run=w.trials,
                       failed_run=w.failed, best_s=rec["run_secs"] if rec else None,
                       default_s=rec["default_secs"] if rec else None,
                       source=rec["source"] if rec else "none", record_path=str(path) if path else None,
-                      exhausted=w.exhausted)
+                      exhausted=w.exhausted, dispatch=(rec.get("dispatch") or {}).get("choice") if rec else None)
 
 
 def _saved(spec, tgt: TargetInfo, root: Path, cands: list[dict]) -> list[dict]:
@@ -186,19 +154,21 @@ def _saved(spec, tgt: TargetInfo, root: Path, cands: list[dict]) -> list[dict]:
     return [{**old, "source": old.get("source", "saved")}]
 
 
-def validate(spec, tgt: TargetInfo, cands: list[dict], rounds: int = 5) -> dict:
+def validate(spec, tgt: TargetInfo, cands: list[dict], rounds: int = 5, dispatch: bool = False) -> dict:
     """The fastest of the candidate records (``kernels.tuning.candidates``) when each is compiled
     and called through the op, interleaved, median of ``rounds``: what the op will run, measured
     in one run. The tuning-time times are each a best of a few repeats, in hundreds of trials, on
     a noisy machine: their minimum favours lucky trials (resnet18's searched stem measured 1.22x
     faster at tuning time and 0.84x as fast through the op). The chosen record's ``run_secs`` and
     ``default_secs`` become its and the default schedule's op times; ``validated`` lists every
-    candidate. Where the op cannot be called (no PyTorch path for the spec) the fastest logged
-    record is returned as it is."""
+    candidate. ``dispatch``: the vendor path runs in the same interleaved rounds, and the record's
+    ``dispatch`` says which of it and the chosen schedule is faster (the PyTorch-facing layer then
+    calls that one); without, the record carries no dispatch choice. Where the op cannot be called
+    (no PyTorch path for the spec) the fastest logged record is returned as it is."""
     from . import timing
 
     try:
-        times = op_times(spec, tgt, cands, rounds)
+        times, vendor = op_times(spec, tgt, cands, rounds, vendor=dispatch)
     except ValueError:  # no PyTorch path to call
         return cands[0]
     op_s = {i: timing.median(t) for i, t in enumerate(times) if t is not None}
@@ -206,20 +176,29 @@ def validate(spec, tgt: TargetInfo, cands: list[dict], rounds: int = 5) -> dict:
         return cands[0]
     best = min(op_s, key=op_s.get)
     default = [t for i, t in op_s.items() if cands[i]["source"] == "default"]
-    return {**cands[best], "run_secs": op_s[best], "gflops": spec.flops / op_s[best] / 1e9,
-            "trials": cands[0]["trials"], "default_secs": default[0] if default else None,
-            "validated": {"how": f"through the op, interleaved, median of {rounds} rounds", "threads": tgt.num_cores,
-                          "candidates": [{"id": cache.schedule_id(c), "source": c["source"], "plan": c["plan"],
-                                          "tuning_secs": c["run_secs"], "op_secs": op_s.get(i)}
-                                         for i, c in enumerate(cands)],
-                          "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    rec = {**cands[best], "run_secs": op_s[best], "gflops": spec.flops / op_s[best] / 1e9,
+           "trials": cands[0]["trials"], "default_secs": default[0] if default else None,
+           "validated": {"how": f"through the op, interleaved, median of {rounds} rounds", "threads": tgt.num_cores,
+                         "candidates": [{"id": cache.schedule_id(c), "source": c["source"], "plan": c["plan"],
+                                         "tuning_secs": c["run_secs"], "op_secs": op_s.get(i)}
+                                        for i, c in enumerate(cands)],
+                         "measured_at": now}}
+    rec.pop("dispatch", None)  # a choice measured against another schedule (a saved record's) is stale
+    if vendor is not None:
+        v = timing.median(vendor[1])
+        rec["dispatch"] = {"choice": "vendor" if v < op_s[best] else "tvmconv", "tvmconv_s": op_s[best],
+                           "vendor_s": v, "vendor": vendor[0], "threads": tgt.num_cores, "measured_at": now}
+    return rec
 
 
-def op_times(spec, tgt: TargetInfo, records: list[dict], rounds: int = 5) -> list[list[float] | None]:
-    """Each schedule record compiled and called through the op (``tvmconv.functional``, dispatch
-    off, ``tgt.num_cores`` threads), interleaved: ``rounds`` times per record, None for a record
-    that no longer applies (the op fell back to the default). Raises ValueError where the spec has
-    no PyTorch path to call (``bench.case_for``)."""
+def op_times(spec, tgt: TargetInfo, records: list[dict], rounds: int = 5, vendor: bool = False):
+    """``(times, vendor_times)``: each schedule record compiled and called through the op
+    (``tvmconv.functional``, dispatch off, ``tgt.num_cores`` threads), interleaved: ``rounds``
+    times per record, None for a record that no longer applies (the op fell back to the default).
+    ``vendor``: the vendor path runs in the same rounds, and ``vendor_times`` is ``(what it is,
+    its times)``; else None. Raises ValueError where the spec has no PyTorch path to call
+    (``bench.case_for``)."""
     import torch
 
     from . import bench, timing
@@ -236,17 +215,20 @@ def op_times(spec, tgt: TargetInfo, records: list[dict], rounds: int = 5) -> lis
             case.op(*case.args, **case.kwargs, target=tgt)
         return run
 
+    fns = [call(kernels[i]) for i in ok]
+    if ok and vendor:
+        fns.append(lambda: case.reference(*case.args, **case.kwargs))
     times = []
-    if ok:
+    if fns:
         try:
             with torch.no_grad(), TF.no_dispatch(), bench._threads(tgt.num_cores):
-                times = timing.interleaved_many([call(kernels[i]) for i in ok], rounds=rounds)
+                times = timing.interleaved_many(fns, rounds=rounds)
         finally:
             build.clear_memory_cache()
     out = [None] * len(records)
     for i, t in zip(ok, times):
         out[i] = t
-    return out
+    return out, ((case.vendor, times[-1]) if ok and vendor else None)
 
 
 @contextlib.contextmanager
