@@ -31,7 +31,8 @@ class ShapeRow:
     groups: int = 1
 
 
-# stride 2, dilation 2, 1x1 and 5x5 kernels, one input channel, odd sizes, batch 2, groups 1/2/4/C
+# stride 2, dilation 2, 1x1, 4x4 and 5x5 kernels, one input channel, 3 output channels, odd sizes, batch 2,
+# groups 1/2/4/C
 SHAPE_TABLE: tuple[ShapeRow, ...] = (
     ShapeRow("base"),
     ShapeRow("stride2", c=8, size=(10, 13), oc=16, stride=2),
@@ -46,6 +47,7 @@ SHAPE_TABLE: tuple[ShapeRow, ...] = (
     ShapeRow("depthwise_m2_s2", c=4, size=(12, 12), oc=8, groups=4, stride=2, padding=0),
     ShapeRow("wide", c=32, size=(20, 17), oc=40),
     ShapeRow("blocked_g2", c=32, size=(8, 9), oc=64, groups=2),
+    ShapeRow("rgb_out_k4s2", c=16, size=(7, 9), oc=3, k=4, stride=2, padding=1),  # a generator's last layer
 )
 
 # The main job's default shape: a MobileNet/ResNet-sized layer.
