@@ -304,7 +304,7 @@ case("conv2d-input-sparse", "conv2d", TypeError, ARG.format("input") + " must be
      input=X2.to_sparse())
 case("conv2d-weight-sparse", "conv2d", TypeError, ARG.format("weight") + " must be a dense",
      weight=_r(6, 4, 3, 3).to_sparse())
-case("dwsep-input-sparse-csr", "depthwise_separable_conv2d", TypeError, ARG.format("input") + " must be a dense",
+case("dwsep-input-sparse", "depthwise_separable_conv2d", TypeError, ARG.format("input") + " must be a dense",
      input=X2.to_sparse())
 
 # not a tensor

@@ -30,21 +30,30 @@ def cache_dir() -> Path:
     return Path(base) / "tvmconv"
 
 
-def dispatch() -> bool:
-    return os.environ.get("TVMCONV_DISPATCH", "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-# os.environ.get costs about 1 us (key encoding through the Mapping ABC), and every op call reads
-# TVMCONV_TARGET; the mapping's own dict, looked up with the key encoded once, costs 0.1 us
+# os.environ.get costs about 1 us here (key encoding through the Mapping ABC), and the ops read
+# TVMCONV_TARGET (and TVMCONV_DISPATCH where tuning chose the vendor) on every call; the mapping's
+# own dict, looked up with the key encoded once, costs 0.1 us
 _ENVIRON = getattr(os.environ, "_data", None)
-_TARGET_KEY = os.environ.encodekey("TVMCONV_TARGET") if _ENVIRON is not None else None
+_KEYS: dict[str, object] = {}
+
+
+def _env(name: str) -> str | None:
+    """``os.environ.get(name)``, cheaply."""
+    if _ENVIRON is None:
+        return os.environ.get(name)
+    key = _KEYS.get(name)
+    if key is None:
+        key = _KEYS[name] = os.environ.encodekey(name)
+    raw = _ENVIRON.get(key)
+    return None if raw is None else os.environ.decodevalue(raw)
+
+
+def dispatch() -> bool:
+    return (_env("TVMCONV_DISPATCH") or "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def default_target() -> str | None:
-    if _ENVIRON is None:
-        return os.environ.get("TVMCONV_TARGET") or None
-    raw = _ENVIRON.get(_TARGET_KEY)
-    return os.environ.decodevalue(raw) or None if raw is not None else None
+    return _env("TVMCONV_TARGET") or None
 
 
 def log_level() -> str:

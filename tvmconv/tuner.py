@@ -219,7 +219,7 @@ def op_times(spec, tgt: TargetInfo, records: list[dict], rounds: int = 5, vendor
     if ok and vendor:
         fns.append(lambda: case.reference(*case.args, **case.kwargs))
     times = []
-    if fns:
+    if ok:
         try:
             with torch.no_grad(), TF.no_dispatch(), bench._threads(tgt.num_cores):
                 times = timing.interleaved_many(fns, rounds=rounds)
