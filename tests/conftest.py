@@ -19,6 +19,23 @@ import torch
 torch.set_num_threads(2)
 
 
+# Where the shape-table tests run the ops: "cpu" (CI), or "cuda" on a GPU machine
+# (TVMCONV_TEST_DEVICE=cuda: the same tests, inputs on the GPU, references on the CPU).
+DEVICE = os.environ.get("TVMCONV_TEST_DEVICE", "cpu")
+if DEVICE not in ("cpu", "cuda"):
+    raise ValueError(f"TVMCONV_TEST_DEVICE must be 'cpu' or 'cuda', got {DEVICE!r}")
+if DEVICE == "cuda" and not torch.cuda.is_available():
+    raise RuntimeError("TVMCONV_TEST_DEVICE=cuda, but torch sees no CUDA GPU")
+
+
+def on_device(case, device: str = DEVICE):
+    """A registry ``Case`` with its tensors on ``device``."""
+    from tvmconv.registry import Case
+
+    move = lambda v: v.to(device) if isinstance(v, torch.Tensor) else v  # noqa: E731
+    return Case(tuple(move(a) for a in case.args), {k: move(v) for k, v in case.kwargs.items()})
+
+
 def tolerance(dtype: torch.dtype, reduction: int = 1) -> float:
     """Absolute tolerance for values of order 1 summed over ``reduction`` terms."""
     eps = {torch.float32: 1e-6, torch.float64: 1e-13, torch.float16: 1e-3}[dtype]

@@ -327,7 +327,7 @@ case("flattened-lateral-list", "flattened_conv2d", TypeError, ARG.format("latera
 case("shuffled-weight-list", "shuffled_group_conv2d", TypeError, ARG.format("weight"), weight=[1.0])
 
 # a tensor on another device than the CPU target ('meta' stands in for any non-CPU device)
-_META = r" is on device 'meta', but the target runs on the CPU"
+_META = r" is on device 'meta'; tvmconv runs on the CPU and on CUDA GPUs"
 case("conv2d-input-meta", "conv2d", ValueError, ARG.format("input") + _META, input=_meta(2, 4, 7, 8))
 case("conv2d-weight-meta", "conv2d", ValueError, ARG.format("weight") + _META, weight=_meta(6, 4, 3, 3))
 case("conv2d-bias-meta", "conv2d", ValueError, ARG.format("bias") + _META, bias=_meta(6))
@@ -413,8 +413,11 @@ case("conv2d-target-no-kind", "conv2d", ValueError, r"target must be a TVM targe
      target={"mcpu": "x"})
 case("conv2d-target-arm64", "conv2d", ValueError, r"target 'arm64-linux' .* does not run on this machine's CPU.*"
      r"tvmconv export --target arm64-linux", target="arm64-linux")
-case("dwsep-target-cuda", "depthwise_separable_conv2d", ValueError, r"target 'cuda-sm90' \(cuda.*does not run",
-     target="cuda-sm90")
+case("dwsep-target-cuda", "depthwise_separable_conv2d", ValueError, r"target 'cuda-sm90' runs on a CUDA GPU, but "
+     r"the tensors are on the CPU; move them with .cuda\(\)", target="cuda-sm90")
+case("conv2d-target-cuda-sm80", "conv2d", ValueError, r"target 'cuda-sm80' runs on a CUDA GPU", target="cuda-sm80")
+case("conv2d-target-cuda-dict", "conv2d", ValueError, r"target 'custom' runs on a CUDA GPU",
+     target={"kind": "cuda", "arch": "sm_90"})
 
 
 @pytest.mark.parametrize("op,changes,exc,match", CASES)

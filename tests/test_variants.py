@@ -7,7 +7,7 @@ import torch
 import tvmconv
 from tvmconv.registry import SHAPE_TABLE, VARIANTS
 
-from .conftest import assert_close
+from .conftest import DEVICE, assert_close, on_device
 
 CASES = [(v, row) for v in VARIANTS for row in SHAPE_TABLE]
 
@@ -16,11 +16,12 @@ CASES = [(v, row) for v in VARIANTS for row in SHAPE_TABLE]
 def test_matches_reference(variant, row):
     v = VARIANTS[variant]
     case = v.make_case(row, torch.Generator().manual_seed(hash(row.label) % 2**31))
-    got = v.run(case)
+    got = v.run(on_device(case))  # on the GPU with TVMCONV_TEST_DEVICE=cuda; the reference on the CPU
     want = v.run_reference(case)
     assert isinstance(got, torch.Tensor)
+    assert got.device.type == DEVICE
     assert got.dtype == want.dtype
-    assert_close(got, want, atol=2e-4, rtol=2e-4)
+    assert_close(got.cpu(), want, atol=2e-4, rtol=2e-4)
 
 
 def test_registry_covers_the_catalogue():

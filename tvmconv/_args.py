@@ -17,13 +17,14 @@ _NP_DTYPES = {np.dtype("float32"), np.dtype("float64"), np.dtype("float16")}
 
 
 class Args:
-    """The tensors of one call, converted to torch CPU tensors, remembering whether the caller
-    gave NumPy arrays (then the result is returned as NumPy)."""
+    """The tensors of one call, converted to torch tensors (CPU, or all on one CUDA device),
+    remembering whether the caller gave NumPy arrays (then the result is returned as NumPy)."""
 
     def __init__(self, op: str):
         self.op = op
         self.numpy = False
         self.dtype: torch.dtype | None = None
+        self.device: torch.device | None = None  # the first tensor's; the others must match
 
     def tensor(self, value: Any, name: str, *, ndim: Sequence[int] | int | None = None,
                optional: bool = False) -> torch.Tensor | None:
@@ -52,10 +53,15 @@ class Args:
         if value.layout is not torch.strided:
             raise TypeError(f"{self.op}: argument '{name}' must be a dense (strided) tensor, got layout "
                             f"{value.layout}; convert it with .to_dense()")
-        if value.device.type != "cpu":
-            raise ValueError(f"{self.op}: argument '{name}' is on device '{value.device}', but the target "
-                             f"runs on the CPU; move it with .cpu() (CUDA code comes from `tvmconv export --target "
-                             f"cuda-sm90`; running it from PyTorch is not supported yet)")
+        device = value.device
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"{self.op}: argument '{name}' is on device '{device}'; tvmconv runs on the CPU "
+                             f"and on CUDA GPUs")
+        if self.device is None:
+            self.device = device
+        elif device != self.device:
+            raise ValueError(f"{self.op}: argument '{name}' is on device '{device}' but input is on "
+                             f"'{self.device}'; all tensors must be on one device")
         if ndim is not None:
             allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
             if value.dim() not in allowed:

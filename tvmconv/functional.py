@@ -108,11 +108,7 @@ def _run(spec: Spec, a: Args, tensors: list[torch.Tensor | None], target=None, u
     """Run ``spec``'s kernel on ``tensors`` (None entries are absent optional arguments)."""
     if _spec_only:
         raise SpecOnly(spec)
-    tgt = _target.resolve(target)
-    if not tgt.runs_here:
-        raise ValueError(f"{a.op}: target {tgt.profile!r} ({tgt.kind}, {tgt.dict.get('mtriple', tgt.dict.get('arch', ''))})"
-                         f" does not run on this machine's CPU; ops run on CPU targets of this host. Use "
-                         f"`tvmconv export --target {tgt.profile}` to compile for it")
+    tgt = _resolve(a, target)
     kern = build.load(spec, tgt)
     if _capture is not None:
         _capture.append(kern)
@@ -122,7 +118,8 @@ def _run(spec: Spec, a: Args, tensors: list[torch.Tensor | None], target=None, u
             out = vendor(*tensors)
             out = out.squeeze(0) if unbatched else out
             return out.numpy() if a.numpy else out
-    out = torch.empty(kern.out_shape, dtype=a.dtype)
+    # On CUDA, the kernel launches on torch's current stream (tvm_ffi passes it with the tensors)
+    out = torch.empty(kern.out_shape, dtype=a.dtype, device=a.device)
     args = [t.contiguous() for t in tensors if t is not None]
     if kern.pack is not None:
         args[kern.packed_index] = _packed(kern, args[kern.packed_index])
@@ -130,6 +127,28 @@ def _run(spec: Spec, a: Args, tensors: list[torch.Tensor | None], target=None, u
     if unbatched:
         out = out.squeeze(0)
     return out.numpy() if a.numpy else out
+
+
+def _resolve(a: Args, target):
+    """The target a call runs on: ``target`` (or the default) for CPU tensors; for CUDA tensors,
+    ``target`` if it is a CUDA target, else the profile of the tensors' GPU."""
+    cuda = a.device is not None and a.device.type == "cuda"
+    if cuda and (target is None or (isinstance(target, str) and target in ("host", "native", "cuda"))):
+        return _target.for_cuda_device(a.device.index if a.device.index is not None else torch.cuda.current_device())
+    tgt = _target.resolve(target)
+    if cuda and not tgt.is_cuda:
+        raise ValueError(f"{a.op}: the tensors are on '{a.device}' but target {tgt.profile!r} is a CPU target "
+                         f"({tgt.kind}); pass target=None or a CUDA profile such as 'cuda-sm90', or move the tensors "
+                         f"with .cpu()")
+    if tgt.is_cuda and not cuda:
+        raise ValueError(f"{a.op}: target {tgt.profile!r} runs on a CUDA GPU, but the tensors are on the CPU; "
+                         f"move them with .cuda() (or export the kernels with `tvmconv export --target "
+                         f"{tgt.profile}`)")
+    if not (tgt.is_cuda or tgt.runs_here):
+        raise ValueError(f"{a.op}: target {tgt.profile!r} ({tgt.kind}, {tgt.dict.get('mtriple', tgt.dict.get('arch', ''))})"
+                         f" does not run on this machine's CPU; ops run on CPU targets of this host and on CUDA "
+                         f"GPUs. Use `tvmconv export --target {tgt.profile}` to compile for it")
+    return tgt
 
 
 def _packed(kern, weight: torch.Tensor) -> torch.Tensor:
@@ -165,16 +184,24 @@ _SPECS: dict = {}  # a call's shapes, dtypes and hyper-parameters -> (spec, args
 
 
 def _spec_key(op, nd, x, w, b, *params):
-    """A key for ``_SPECS`` when every tensor is a CPU torch tensor: a call with the same key passed
-    the same checks and has the same spec. None otherwise."""
+    """A key for ``_SPECS`` when every tensor is a dense torch tensor on the CPU or on one CUDA
+    device: a call with the same key passed the same checks and has the same spec. None otherwise."""
     if not (isinstance(x, torch.Tensor) and isinstance(w, torch.Tensor) and (b is None or isinstance(b, torch.Tensor))):
         return None
-    # is_cpu and layout, not device.type (0.6 us each): the key stands for strided CPU tensors only
-    if not (x.is_cpu and w.is_cpu and x.layout is _STRIDED and w.layout is _STRIDED
-            and (b is None or (b.is_cpu and b.layout is _STRIDED))):
+    if not (x.layout is _STRIDED and w.layout is _STRIDED and (b is None or b.layout is _STRIDED)):
+        return None
+    # is_cpu, not device.type (0.6 us each): CPU tensors need no device in the key
+    if x.is_cpu and w.is_cpu and (b is None or b.is_cpu):
+        where = None
+    elif x.is_cuda:
+        where = x.device
+        if w.device != where or (b is not None and b.device != where):
+            return None
+    else:
         return None
     # repr, not the values: True == 1 and (1, 1) == [1, 1] in Python, but not to the checks
-    return (op, nd, x.shape, x.dtype, w.shape, w.dtype, None if b is None else (b.shape, b.dtype), repr(params))
+    return (op, nd, x.shape, x.dtype, w.shape, w.dtype, None if b is None else (b.shape, b.dtype), repr(params),
+            where)
 
 
 def _conv(op: str, nd: int, input, weight, bias, stride, padding, dilation, groups, target,

@@ -64,6 +64,11 @@ class TargetInfo:
         """``is_host_runnable``, computed once per target object (the ops ask on every call)."""
         return self.is_host_runnable
 
+    @functools.cached_property
+    def is_cuda(self) -> bool:
+        """A CUDA target (computed once per target object: the ops ask on every call)."""
+        return self.dict["kind"] == "cuda"
+
     @property
     def is_host_runnable(self) -> bool:
         d = self.dict
@@ -291,4 +296,21 @@ def resolve(target=None) -> TargetInfo:
                       env.get("TVMCONV_SHIPPED_DIR"))
     raise ValueError(f"target must be None, 'host', a profile name, a TVM target dict such as "
                      f"{{'kind': 'llvm', 'mcpu': 'znver3'}}, or its JSON text; got {target!r}")
+
+
+@functools.lru_cache(maxsize=16)
+def for_cuda_device(index: int) -> TargetInfo:
+    """The target of CUDA device ``index`` (ops given CUDA tensors and no ``target``): the profile
+    named for its compute capability (``cuda-sm90`` on an H100), else a CUDA target dict for it.
+    Read once per device."""
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(index)
+    name = f"cuda-sm{major}{minor}"
+    found = profiles()
+    if name in found:
+        return found[name].target_info()
+    return make({"kind": "cuda", "arch": f"sm_{major}{minor}", "max_threads_per_block": 1024,
+                 "max_shared_memory_per_block": 49152, "thread_warp_size": 32,
+                 "host": {"kind": "llvm"}}, profile="custom")
 

@@ -51,3 +51,31 @@ def spread(xs: list[float]) -> float:
         return (max(xs) - min(xs)) / statistics.median(xs)
     q = statistics.quantiles(xs, n=4)
     return (q[2] - q[0]) / statistics.median(xs)
+
+
+def interleaved_cuda(fns: list[Callable[[], object]], *, rounds: int = 7, min_round_s: float = 0.02,
+                     warmup: int = 3) -> list[list[float]]:
+    """``interleaved_many`` for callables that launch work on torch's current CUDA stream: each
+    round is timed with CUDA events around enough back-to-back calls to fill ``min_round_s`` of GPU
+    time, so it measures the kernels, not the launches (calls are queued asynchronously)."""
+    import torch
+
+    def gpu_seconds(fn, n: int) -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(n):
+            fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3 / n
+
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    torch.cuda.synchronize()
+    reps = [max(1, min(10000, int(min_round_s / max(gpu_seconds(fn, 3), 1e-7)))) for fn in fns]
+    out: list[list[float]] = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, n, times in zip(fns, reps, out):
+            times.append(gpu_seconds(fn, n))
+    return out

@@ -46,12 +46,28 @@ def _measure(target: TargetInfo, prof, rpc, rpc_timeout: int):
     if rpc is None and prof is not None and prof.measure.get("kind") == "rpc":
         rpc = f"{prof.measure['tracker']}:{prof.measure['key']}"
     if rpc is None:
+        if target.is_cuda:
+            if not cuda_available():
+                raise ValueError(f"target {target.profile!r} is a CUDA target and this machine has no CUDA GPU that TVM "
+                                 f"can use: tune on a GPU machine, or pass rpc='HOST:PORT:KEY' naming an RPC tracker "
+                                 f"whose devices have one")
+            return Measure()
         if not target.is_host_runnable:
             raise ValueError(f"target {target.profile!r} cannot run on this machine: pass rpc='HOST:PORT:KEY' "
                              f"naming an RPC tracker and the key its devices registered under")
         return Measure()
     t = rpc if isinstance(rpc, Tracker) else Tracker.parse(rpc)
     return Measure(kind="rpc", tracker_host=t.host, tracker_port=t.port, key=t.key, session_timeout_s=rpc_timeout)
+
+
+def cuda_available() -> bool:
+    """Whether TVM can run kernels on CUDA device 0 here."""
+    import tvm
+
+    try:
+        return bool(tvm.cuda(0).exist)
+    except Exception:  # noqa: BLE001 - a TVM built without CUDA, or no driver
+        return False
 
 
 def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shape=None, rpc=None,

@@ -31,7 +31,7 @@ from .. import cache
 from ..spec import Spec
 from ..target import TargetInfo, profiles
 from .compute import Plan, plan_for, plan_from_dict, prim_func
-from .schedules import cuda_default, default_for
+from .schedules import cuda_default, cuda_direct_schedule, default_for
 
 log = logging.getLogger("tvmconv")
 
@@ -120,9 +120,7 @@ def _warn_untuned(spec: Spec, target: TargetInfo) -> None:
 
 def choose(spec: Spec, target: TargetInfo) -> tuple[dict | None, str, TargetInfo]:
     """Which schedule ``spec`` gets on ``target``: ``(record or None, source label, build target)``."""
-    if target.kind == "cuda":
-        return None, "default", target  # dlight's rules; CUDA tuning records come with the GPU work
-    if target.kind != "llvm":
+    if target.kind not in ("llvm", "cuda"):
         return None, "unscheduled", target
     found = tuned_record(spec, target)
     if found:
@@ -136,8 +134,6 @@ def schedule(spec: Spec, target: TargetInfo, record: dict | None, source: str):
     """Return ``(IRModule, plan, source)`` for the choice ``choose`` made."""
     if source == "unscheduled":
         return tvm.IRModule({"main": prim_func(spec)}), Plan(), source
-    if target.kind == "cuda":
-        return cuda_default(spec, target), Plan(), "default"
     if record is not None:
         from .tuning import apply_record
 
@@ -146,6 +142,8 @@ def schedule(spec: Spec, target: TargetInfo, record: dict | None, source: str):
         except Exception as exc:  # noqa: BLE001 - a stale record must not break the op
             log.warning("tvmconv: tuned record %s no longer applies (%s); using the default schedule",
                         source.removeprefix("tuned:"), _last_line(exc))
+    if target.kind == "cuda":
+        return cuda_default(spec, target), Plan(), "default"
     sch, plan = default_for(spec, target)
     return sch.mod, plan, "default"
 
@@ -298,11 +296,12 @@ def compile_spec(spec: Spec, target: TargetInfo, record: dict | None = None) -> 
     else:
         source, build_target = f"tuned:{record.get('name', spec.name)}", target
     path = None
-    if target.is_host_runnable and source != "unscheduled":
+    torch_callable = target.is_host_runnable or target.is_cuda  # the ops call it (on the CPU, or a GPU)
+    if torch_callable and source != "unscheduled":
         path = cache.kernel_path(target, _lib_key(spec, build_target, record))
         lib = _load_library(path)
         if lib is not None:
-            plan = plan_for(spec, target.lanes(spec.dtype))
+            plan = Plan() if target.is_cuda else plan_for(spec, target.lanes(spec.dtype))
             if record is not None:
                 plan = plan_from_dict(record["plan"])
             kern = Kernel(spec, target, plan, lib["main"], lib, time.perf_counter() - t0, source, str(path),
@@ -315,17 +314,27 @@ def compile_spec(spec: Spec, target: TargetInfo, record: dict | None = None) -> 
         use_nvcc()
     if target.is_host_runnable:
         mod = split_weight_pack(mod, spec) or natural_signature(mod, spec)
+    elif target.is_cuda:
+        mod = natural_signature(mod, spec)
     try:
         ex = tvm.compile(mod, target=build_target.tvm())
     except Exception as exc:  # a schedule bug must not make the op unusable
-        log.warning("tvmconv: %s schedule of %s failed to compile (%s); using the unscheduled kernel", source,
-                    spec.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        plan, source, path = Plan(), "unscheduled", None
-        mod = tvm.IRModule({"main": prim_func(spec, plan)})
-        ex = tvm.compile(natural_signature(mod, spec) if target.is_host_runnable else mod, target=target.tvm())
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        plan, path = Plan(), None
+        if target.is_cuda:  # an unscheduled kernel would run on the host, on device memory: never that
+            log.warning("tvmconv: %s schedule of %s failed to compile (%s); using the one-thread-per-output "
+                        "schedule", source, spec.name, why)
+            source, mod = "default", natural_signature(cuda_direct_schedule(spec).mod, spec)
+        else:
+            log.warning("tvmconv: %s schedule of %s failed to compile (%s); using the unscheduled kernel", source,
+                        spec.name, why)
+            source = "unscheduled"
+            mod = tvm.IRModule({"main": prim_func(spec, plan)})
+            mod = natural_signature(mod, spec) if torch_callable else mod
+        ex = tvm.compile(mod, target=target.tvm())
     if path is not None:
         _save_library(ex, path)
-    func = ex["main"] if target.is_host_runnable else None
+    func = ex["main"] if torch_callable else None
     kern = Kernel(spec, target, plan, func, ex, time.perf_counter() - t0, source,
                   dispatch=_dispatch(record) if source.startswith("tuned") else "tvmconv")
     return _with_pack(kern, ex) if target.is_host_runnable else kern

@@ -69,7 +69,7 @@ from tvm.s_tir.schedule import Trace  # noqa: E402
 from ..spec import DepthwiseSeparableSpec, Spec  # noqa: E402
 from ..target import Profile, TargetInfo  # noqa: E402
 from .compute import Plan, plan_candidates, plan_from_dict, plan_to_dict, prim_func  # noqa: E402
-from .schedules import default_for, default_schedule, schedule_into  # noqa: E402
+from .schedules import cuda_default_schedule, default_for, default_schedule, schedule_into  # noqa: E402
 
 log = logging.getLogger("tvmconv")
 
@@ -439,14 +439,21 @@ def make_builder(profile: Profile | None, workers: int, without_pack: bool = Fal
     return ms.builder.LocalBuilder(f_build=functools.partial(build_module, without_pack=without_pack), f_export=f_export, max_workers=workers, timeout_sec=120)
 
 
-def make_runner(measure: Measure):
+def make_runner(measure: Measure, cuda: bool = False):
+    """MetaSchedule's runner for ``measure``. CPU kernels are allocated with slack
+    (``alloc_with_slack``, for kernels built without their weight packing); GPU kernels, which
+    pack nothing, by MetaSchedule's own allocation, and each repeat fills 20 ms, not 100 (a GPU
+    kernel's time varies little, and tens of candidates are timed per batch)."""
     cfg = ms.runner.EvaluatorConfig(number=measure.number, repeat=measure.repeat,
-                                    min_repeat_ms=measure.min_repeat_ms, enable_cpu_cache_flush=False)
+                                    min_repeat_ms=min(measure.min_repeat_ms, 20) if cuda else measure.min_repeat_ms,
+                                    enable_cpu_cache_flush=False)
     if measure.kind == "rpc":
         rpc = ms.runner.RPCConfig(tracker_host=measure.tracker_host, tracker_port=measure.tracker_port,
                                   tracker_key=measure.key, session_timeout_sec=measure.session_timeout_s)
         return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=cfg, max_workers=1,
                                    f_create_session=_rpc_session, f_cleanup=_rpc_cleanup)
+    if cuda:
+        return ms.runner.LocalRunner(evaluator_config=cfg)
     return ms.runner.LocalRunner(evaluator_config=cfg, f_alloc_argument=alloc_with_slack)
 
 
@@ -532,7 +539,10 @@ def _measure(items: list[tuple[str, tvm.IRModule, Schedule, int]], target: Targe
 
 def plan_variants(w: "Workload", target: TargetInfo) -> list[tuple[Plan, tvm.IRModule, Schedule]]:
     """The default schedule under each of ``plan_candidates`` (skipping those whose specific
-    schedule does not apply): ``(plan, workload module, scheduled)``."""
+    schedule does not apply): ``(plan, workload module, scheduled)``. None on CUDA, where the
+    search starts from the plain compute."""
+    if target.is_cuda:
+        return []
     lanes = target.lanes(w.spec.dtype)
     out = []
     for plan in plan_candidates(w.spec, lanes):
@@ -583,6 +593,16 @@ def sketch_space(spec: Spec, plan: Plan, target: TargetInfo):
         mutator_probs={ms.mutator.MutateTileSize(): 0.9, ms.mutator.MutateUnroll(): 0.1})
 
 
+def design_space(spec: Spec, plan: Plan, target: TargetInfo):
+    """The search's design space: on a CPU the hand-written schedule as a sketch (``sketch_space``);
+    on CUDA MetaSchedule's own space for the target (post-order-apply of its CUDA rules:
+    multi-level tiling with shared-memory staging and thread binding, cross-thread reduction,
+    auto-inlining, unrolling), searched from the plain compute."""
+    if target.is_cuda:
+        return ms.space_generator.PostOrderApply()
+    return sketch_space(spec, plan, target)
+
+
 def space_id(w: "Workload", target: TargetInfo, db: "TuningLog") -> str:
     """Identifies the search of ``w``: its workload and the sketch traces of its design space (a
     change to the sketch makes a new space, which is searched even where the old one was
@@ -590,7 +610,7 @@ def space_id(w: "Workload", target: TargetInfo, db: "TuningLog") -> str:
     from .. import cache
 
     ctx = ms.TuneContext(mod=w.search_mod, target=target.tvm(),
-                         space_generator=sketch_space(w.spec, w.search_plan, target), task_name=w.spec.name)
+                         space_generator=design_space(w.spec, w.search_plan, target), task_name=w.spec.name)
     spaces = [to_json(sch.trace.as_json(remove_postproc=True)) for sch in ctx.generate_design_space()]
     return cache.digest([db.shash(w.search_mod), spaces])[:24]
 
@@ -716,7 +736,10 @@ def _strategy(population: int | None):
 def prepare(specs: list[tuple[Spec, float]], target: TargetInfo) -> list[Workload]:
     out = []
     for spec, weight in specs:
-        sch, plan = default_for(spec, target)
+        if target.is_cuda:  # the compute as written, scheduled by dlight's rules
+            sch, plan = cuda_default_schedule(spec, target), Plan()
+        else:
+            sch, plan = default_for(spec, target)
         out.append(Workload(spec=spec, weight=weight, plan=plan, mod=workload(spec, plan),
                             default_trace=_trace_json(sch)))
     return out
@@ -728,27 +751,31 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
          population: int | None = None) -> None:
     """Spend ``trials`` measurements per workload (``trials * len(workloads)`` in all, spread by the
     task scheduler by weight, ``WeightedScheduler``), minus what ``db`` already holds for them."""
-    if target.kind != "llvm":
-        raise ValueError(f"target: tuning is implemented for CPU (llvm) targets; {target.profile!r} is "
+    if target.kind not in ("llvm", "cuda"):
+        raise ValueError(f"target: tuning is implemented for CPU (llvm) and CUDA targets; {target.profile!r} is "
                          f"{target.kind!r}")
     measure = measure or Measure()
     if measure.kind == "rpc":
         check_tracker(measure)
     target_intrinsics(target)
-    cores = target.num_cores
-    # Locally, a trial is timed as the op runs it: without packing a weight the op packs once.
+    cuda = target.is_cuda
+    # the search's threads: the target's cores on a CPU (the kernels' own), every core for a GPU
+    cores = (os.cpu_count() or 1) if cuda else target.num_cores
+    # Locally, a CPU trial is timed as the op runs it: without packing a weight the op packs once.
     # (An RPC device allocates its own arguments, without the slack that needs.)
     builder = make_builder(profile, builder_workers or max(1, min(cores, os.cpu_count() or 1)),
-                           without_pack=measure.kind != "rpc")
-    runner = make_runner(measure)
+                           without_pack=measure.kind != "rpc" and not cuda)
+    runner = make_runner(measure, cuda=cuda)
+    variants, todo = {}, []
     for w in workloads:
         w.shash = db.shash(w.mod)
-        variants = plan_variants(w, target)
-        todo = _unmeasured(w, variants, db)  # the default schedule is the first record of a first run
-        if todo:
-            _measure(todo, target, db, builder, runner)
-        w.search_plan, w.search_mod, searched = search_start(w, target, db, variants)
-        if not searched:  # seed the search with the sketch at the fastest blocking's own tiles
+        variants[id(w)] = plan_variants(w, target)
+        todo += _unmeasured(w, variants[id(w)], db)  # the default schedule is the first record of a first run
+    if todo:  # one batch for all workloads: the builder compiles them in parallel
+        _measure(todo, target, db, builder, runner)
+    for w in workloads:
+        w.search_plan, w.search_mod, searched = search_start(w, target, db, variants[id(w)])
+        if not searched and not cuda:  # seed the search with the sketch at the fastest blocking's own tiles
             try:
                 seed_sch = sketch_seed(w.spec, w.search_plan, w.search_mod, target)
             except Exception as exc:  # noqa: BLE001 - the search then starts from random samples
@@ -774,7 +801,7 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
     per_iter = max(1, min(num_trials_per_iter, trials))
     rand = ms.utils.fork_seed(seed, n=len(todo))
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-    tasks = [ms.TuneContext(mod=w.search_mod, target=target.tvm(), space_generator=sketch_space(w.spec, w.search_plan, target),
+    tasks = [ms.TuneContext(mod=w.search_mod, target=target.tvm(), space_generator=design_space(w.spec, w.search_plan, target),
                             search_strategy=_strategy(population), task_name=w.spec.name, rand_state=r,
                             num_threads=cores).clone() for w, r in zip(todo, rand)]
     callbacks = ms.measure_callback.MeasureCallback.create("default") + [_Progress(todo, on_update)]
