@@ -11,6 +11,7 @@ FLOPs and compulsory bytes, divided by tvmconv's time.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import time
@@ -179,9 +180,8 @@ def time_case(case: Case, target: TargetInfo, threads: int, *, rounds: int = 7) 
     target (tensors on the GPU): GPU time from CUDA events, TF32 off (``strict_fp32``)."""
     if target.is_cuda:
         with torch.no_grad(), TF.no_dispatch(), strict_fp32():
-            a, b = timing.interleaved_cuda([lambda: case.op(*case.args, **case.kwargs, target=target),
-                                            lambda: case.reference(*case.args, **case.kwargs)], rounds=rounds)
-        return a, b
+            return tuple(timing.interleaved_cuda([lambda: case.op(*case.args, **case.kwargs, target=target),
+                                                  lambda: case.reference(*case.args, **case.kwargs)], rounds=rounds))
     with torch.no_grad(), TF.no_dispatch(), _threads(threads):
         return timing.interleaved(lambda: case.op(*case.args, **case.kwargs, target=target),
                                   lambda: case.reference(*case.args, **case.kwargs), rounds=rounds)
@@ -190,7 +190,7 @@ def time_case(case: Case, target: TargetInfo, threads: int, *, rounds: int = 7) 
 def run_case(case: Case, target: TargetInfo, roof: Roofline, *, rounds: int = 7) -> dict:
     """Check the case's output against the vendor's, then time both interleaved."""
     case = on_device(case, target)
-    with torch.no_grad(), TF.no_dispatch(), _threads(roof.threads), strict_fp32() if target.is_cuda else _nothing():
+    with torch.no_grad(), TF.no_dispatch(), _threads(roof.threads), strict_fp32() if target.is_cuda else contextlib.nullcontext():
         with TF.capture_kernels() as kernels:
             got = case.op(*case.args, **case.kwargs, target=target)
         want = case.reference(*case.args, **case.kwargs)
@@ -210,14 +210,6 @@ def run_case(case: Case, target: TargetInfo, roof: Roofline, *, rounds: int = 7)
         "vendor": case.vendor, "schedule": "tuned" if src.startswith("tuned") else src,
         "dispatch": kern.dispatch, "max_rel_err": err, "target": target.profile, "target_kind": target.kind,
     }
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return None
 
 
 def goal_of(rec: dict) -> tuple[float, float | None]:

@@ -256,7 +256,9 @@ def bench(
                                  param_hint="--suite/--op/--spec/--model")
     try:
         tgt = resolve(target)
-        if tgt.is_cuda and not __import__("torch").cuda.is_available():
+        import torch
+
+        if tgt.is_cuda and not torch.cuda.is_available():
             raise ValueError(f"target {tgt.profile!r} is a CUDA target and PyTorch sees no CUDA GPU here; bench it on "
                              f"a GPU machine")
         names = list(MODELS) if model == "all" else (model or "").split(",")

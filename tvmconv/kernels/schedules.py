@@ -54,25 +54,28 @@ def cuda_default_schedule(spec: Spec, target) -> Schedule:
     workloads and every shape-table test it took after the Reduction rule, so it is used on those
     only (the workloads the Reduction rule takes get the direct schedule)."""
     from tvm.s_tir import dlight as dl
-    from tvm.s_tir.dlight.base.transform import _apply_rules
 
     func = prim_func(spec)
     tgt = tvm.target.Target(target.tvm())
+    found = None
     with tgt:
         try:
             # only where the Reduction rule would not take it: those were the workloads checked
-            found = None if dl.gpu.Reduction().apply(func, tgt, False) is not None else _apply_rules(
-                func, tgt, [dl.gpu.GeneralReduction()], tunable=False)
+            if dl.gpu.Reduction().apply(func, tgt, False) is None:
+                found = dl.gpu.GeneralReduction().apply(func, tgt, False)
         except Exception:  # noqa: BLE001 - a rule's analysis asserting on our compute
             found = None
-    return found[0] if found else cuda_direct_schedule(spec)
+    if isinstance(found, list):
+        found = found[0] if found else None
+    return found if found is not None else cuda_direct_schedule(spec)
 
 
 def cuda_direct_schedule(spec: Spec, threads: int = 256, bind: bool = True) -> Schedule:
     """One GPU thread per output element: producers (padding, gathers) inlined into their
     consumers, each remaining stage's spatial loops fused and split over blocks of ``threads``
-    threads, reductions serial in the thread. Always valid; the fallback where a dlight rule's
-    schedule does not compile (its cross-thread reduction on some strided grouped convs).
+    threads, reductions serial in the thread. Always valid: the CUDA default where dlight's
+    general-reduction rule does not take the workload, and the fallback where a schedule does not
+    compile.
     ``bind=False``: the same loops left serial (a CPU can run it: the tests check it so)."""
     from tvm import tirx
 

@@ -736,7 +736,7 @@ def _strategy(population: int | None):
 def prepare(specs: list[tuple[Spec, float]], target: TargetInfo) -> list[Workload]:
     out = []
     for spec, weight in specs:
-        if target.is_cuda:  # the compute as written, scheduled by dlight's rules
+        if target.is_cuda:  # the compute as written, under the default CUDA schedule
             sch, plan = cuda_default_schedule(spec, target), Plan()
         else:
             sch, plan = default_for(spec, target)
@@ -766,15 +766,15 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
     builder = make_builder(profile, builder_workers or max(1, min(cores, os.cpu_count() or 1)),
                            without_pack=measure.kind != "rpc" and not cuda)
     runner = make_runner(measure, cuda=cuda)
-    variants, todo = {}, []
-    for w in workloads:
+    variants = [plan_variants(w, target) for w in workloads]
+    todo = []
+    for w, var in zip(workloads, variants):
         w.shash = db.shash(w.mod)
-        variants[id(w)] = plan_variants(w, target)
-        todo += _unmeasured(w, variants[id(w)], db)  # the default schedule is the first record of a first run
+        todo += _unmeasured(w, var, db)  # the default schedule is the first record of a first run
     if todo:  # one batch for all workloads: the builder compiles them in parallel
         _measure(todo, target, db, builder, runner)
-    for w in workloads:
-        w.search_plan, w.search_mod, searched = search_start(w, target, db, variants[id(w)])
+    for w, var in zip(workloads, variants):
+        w.search_plan, w.search_mod, searched = search_start(w, target, db, var)
         if not searched and not cuda:  # seed the search with the sketch at the fastest blocking's own tiles
             try:
                 seed_sch = sketch_seed(w.spec, w.search_plan, w.search_mod, target)
