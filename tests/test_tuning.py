@@ -150,6 +150,21 @@ def test_resume_spends_only_the_remaining_budget(tuned):
     assert [r.trials_total for r in again] == [r.trials_total for r in results]
 
 
+def test_scheduler_tops_up_the_least_searched_workload_first():
+    """The next batch goes to the live task with the fewest trials per unit of weight, counting
+    what earlier runs logged: a resumed run spends its budget where the log is thinnest."""
+    from collections import defaultdict
+
+    from tvmconv.kernels.tuning import WeightedScheduler, least_searched
+
+    trials = WeightedScheduler(done_before=[300, 40, 120]).trials
+    assert least_searched([0, 1, 2], trials, [1.0, 1.0, 1.0]) == 1
+    assert least_searched([0, 2], trials, [1.0, 1.0, 1.0]) == 2  # 1 exhausted or done
+    assert least_searched([0, 1, 2], trials, [1.0, 1.0, 4.0]) == 2  # 120 / 4 < 40 / 1: a layer used 4 times
+    assert least_searched([0, 1], defaultdict(int), [1.0, 1.0]) == 0  # a first run: ties go to the first
+    assert least_searched([], trials, [1.0, 1.0, 1.0]) == -1
+
+
 def test_search_ends_when_its_space_is_exhausted(tmp_path):
     """A workload whose sketch has a few points (a 1x1 output: only the unroll depth is sampled)
     stops being searched once the search finds nothing new, instead of searching in vain until the

@@ -690,7 +690,9 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
 class WeightedScheduler(ms.task_scheduler.PyTaskScheduler):
     """MetaSchedule's task scheduler for tvmconv: gives the next batch to the live task with the
     fewest trials per unit of weight (a layer that occurs 4 times in the network gets 4 times the
-    trials), and first waits for every batch in flight and commits it to the log.
+    trials), counting the trials earlier runs logged (``done_before``, one per task), so a resumed
+    run tops up the least-searched workloads first; and first waits for every batch in flight and
+    commits it to the log.
 
     MetaSchedule's own schedulers commit a batch only when they next pick its task (the gradient
     scheduler: not before every task has had a first batch), so a kill lost every trial measured
@@ -703,9 +705,9 @@ class WeightedScheduler(ms.task_scheduler.PyTaskScheduler):
     when its budget is spent, so it would search again and again in vain (10 minutes and more on
     a 7x7 layer, whose sketch has a few dozen points). ``on_exhausted(task index)`` is told."""
 
-    def __init__(self, on_exhausted=None):
+    def __init__(self, on_exhausted=None, done_before: list[int] | None = None):
         super().__init__()
-        self.trials: dict[int, int] = defaultdict(int)
+        self.trials: dict[int, int] = defaultdict(int, enumerate(done_before or []))
         self.exhausted: set[int] = set()
         self.on_exhausted = on_exhausted
 
@@ -720,9 +722,14 @@ class WeightedScheduler(ms.task_scheduler.PyTaskScheduler):
                     if self.on_exhausted is not None:
                         self.on_exhausted(i)
         alive = [i for i, task in enumerate(tasks) if not task.is_terminated and i not in self.exhausted]
-        if not alive:
-            return -1
-        return min(alive, key=lambda i: (self.trials[i] / max(float(tasks[i].task_weight), 1e-9), i))
+        return least_searched(alive, self.trials, [float(task.task_weight) for task in tasks])
+
+
+def least_searched(alive: list[int], trials: dict[int, int], weights: list[float]) -> int:
+    """The task of ``alive`` with the fewest trials per unit of weight (ties: the first), or -1."""
+    if not alive:
+        return -1
+    return min(alive, key=lambda i: (trials[i] / max(weights[i], 1e-9), i))
 
 
 def _strategy(population: int | None):
@@ -817,7 +824,7 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
     ms.tune_tasks(tasks=tasks, task_weights=[w.weight for w in todo], work_dir=str(db.dir),
                   max_trials_global=budget, max_trials_per_task=cap, num_trials_per_iter=per_iter,
                   builder=builder, runner=runner, database=db, cost_model="xgb",
-                  measure_callbacks=callbacks, task_scheduler=WeightedScheduler(exhausted))
+                  measure_callbacks=callbacks, task_scheduler=WeightedScheduler(exhausted, [w.done_before for w in todo]))
 
 
 def candidates(w: Workload, db: TuningLog, target: TargetInfo, top: int) -> list[dict]:
