@@ -83,7 +83,7 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
     a device that drops fails its trials after that long and tuning goes on."""
     from .kernels import build
     from .kernels import tune_child
-    from .kernels.tuning import TuningLog, prepare
+    from .kernels.tuning import TuningLog, known_exhausted, prepare
 
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 0:
         raise ValueError(f"trials must be a non-negative integer (0: only distill what the log holds), got {trials!r}")
@@ -128,6 +128,8 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
     db = TuningLog(log_dir)  # what the child wrote
     for w in wls:
         w.shash = db.shash(w.mod)
+        if not trials:  # (a search says so as it goes)
+            w.exhausted = known_exhausted(w, tgt, db)
     check = interrupted is None and tgt.is_host_runnable and measure.kind == "local"
     results = [_result(w, db, tgt, root, VALIDATE_TOP if check else 0, dispatch) for w in wls]
     build.clear_memory_cache()
