@@ -1,16 +1,40 @@
-"""Markdown tables from `tvmconv bench --json` records: per-family geometric means and every
-workload (with the goal it misses, if any). Usage: python benchmarks/report.py RECORDS.jsonl"""
+"""Markdown tables from `tvmconv bench --json` records (per-family geometric means and every
+workload, with the goal it misses, if any) or from `tvmconv tune --json` records (per workload:
+the log's records, whether its space is exhausted, GFLOP/s and speed-up over the default schedule
+through the op). Usage: python benchmarks/report.py RECORDS.jsonl"""
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 
 from tvmconv.bench import geomeans, goal_of, meets_goal
 
 
+def tune_report(recs: list[dict]) -> None:
+    n = [r["trials_total"] for r in recs]
+    gf = [r["gflops"] for r in recs if r["gflops"]]
+    up = [r["default_s"] / r["best_s"] for r in recs if r["best_s"] and r["default_s"]]
+    print(f"{len(recs)} workloads. Records in the log per workload: {min(n)} to {max(n)}, median "
+          f"{statistics.median(n):g}; {sum(x >= 100 for x in n)} have at least 100, {sum(x >= 200 for x in n)} "
+          f"at least 200; {sum(bool(r['exhausted']) for r in recs)} searched to exhaustion. GFLOP/s through the op: "
+          f"{min(gf):.1f} to {max(gf):.1f}, median {statistics.median(gf):.1f}. Speed-up over the default "
+          f"schedule: {min(up):.2f}x to {max(up):.2f}x, median {statistics.median(up):.2f}x.\n")
+    print("| workload | records | space | GFLOP/s | ms | default ms | speed-up | source | dispatch |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in recs:
+        ms = f"{r['best_s'] * 1e3:.3f}" if r["best_s"] else "-"
+        dms = f"{r['default_s'] * 1e3:.3f}" if r["default_s"] else "-"
+        sp = f"{r['default_s'] / r['best_s']:.2f}x" if r["best_s"] and r["default_s"] else "-"
+        print(f"| {r['workload']} | {r['trials_total']} | {'exhausted' if r['exhausted'] else 'open'} | "
+              f"{r['gflops'] or 0:.1f} | {ms} | {dms} | {sp} | {r['source']} | {r['dispatch'] or '-'} |")
+
+
 def main(path: str) -> None:
     recs = [json.loads(line) for line in open(path) if line.strip()]
+    if recs and "trials_total" in recs[0]:
+        return tune_report(recs)
     r0 = recs[0]
     print(f"Machine: {r0['machine']}; target {r0['target']}; roofline measured in the same run: SGEMM "
           f"{r0['peak_flops'] / 1e9:.0f} GFLOP/s, copy {r0['bandwidth'] / 1e9:.1f} GB/s.\n")

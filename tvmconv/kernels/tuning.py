@@ -77,7 +77,6 @@ LOCK_TIMEOUT_S = 120
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 EXHAUSTED_FILE = "exhausted.json"  # design space id -> trials of the workload when its search found nothing new
-SPACES_FILE = "spaces.json"  # (workload, plan, sketch code) -> design space id, so a run need not generate it again
 
 
 # -- builder functions (run in MetaSchedule's worker processes; module-level so they pickle) ----
@@ -364,18 +363,6 @@ class TuningLog(ms.database.PyDatabase):
         with self._lock:
             cache.write_json(self.dir / EXHAUSTED_FILE, {**self.exhausted(), space: trials})
 
-    # the design spaces' ids, computed once per workload, plan and sketch code (``space_id``)
-    def spaces(self) -> dict:
-        from .. import cache
-
-        return cache.read_json(self.dir / SPACES_FILE) or {}
-
-    def note_spaces(self, ids: dict) -> None:
-        from .. import cache
-
-        with self._lock:
-            cache.write_json(self.dir / SPACES_FILE, {**self.spaces(), **ids})
-
     # tvmconv's own queries
     def shash(self, mod) -> str:
         return self._mem.commit_workload(mod).as_json()[0]
@@ -619,30 +606,13 @@ def design_space(spec: Spec, plan: Plan, target: TargetInfo):
 def space_id(w: "Workload", target: TargetInfo, db: "TuningLog") -> str:
     """Identifies the search of ``w``: its workload and the sketch traces of its design space (a
     change to the sketch makes a new space, which is searched even where the old one was
-    exhausted). Generating the space takes a second or two, so the log remembers each id under
-    the workload, the plan and a digest of the code that writes sketches (``SPACES_FILE``)."""
+    exhausted)."""
     from .. import cache
 
-    key = cache.digest([db.shash(w.search_mod), plan_to_dict(w.search_plan), _sketch_code()])[:24]
-    known = db.spaces().get(key)
-    if known is not None:
-        return known
     ctx = ms.TuneContext(mod=w.search_mod, target=target.tvm(),
                          space_generator=design_space(w.spec, w.search_plan, target), task_name=w.spec.name)
     spaces = [to_json(sch.trace.as_json(remove_postproc=True)) for sch in ctx.generate_design_space()]
-    sid = cache.digest([db.shash(w.search_mod), spaces])[:24]
-    db.note_spaces({key: sid})
-    return sid
-
-
-@functools.cache
-def _sketch_code() -> str:
-    """A digest of the source of the modules that write design spaces (any edit there may change a
-    space, so ids remembered under another digest are generated again)."""
-    from .. import cache
-    from . import compute, schedules
-
-    return cache.digest([Path(m.__file__).read_text() for m in (compute, schedules, sys.modules[__name__])])[:16]
+    return cache.digest([db.shash(w.search_mod), spaces])[:24]
 
 
 def known_exhausted(w: "Workload", target: TargetInfo, db: "TuningLog") -> bool:
