@@ -599,6 +599,90 @@ class ChannelShuffleSpec(Spec):
         return [f"n{self.n}", f"c{self.c}", f"i{_j(self.spatial) or '0'}", f"g{self.groups}"]
 
 
+# -- validation --------------------------------------------------------------------------------
+# TVM indexes a kernel's buffers with 32-bit integers (a larger literal ends in "Literal value ...
+# exceeds range of int32", a larger product wraps): every size, parameter and tensor stays below.
+INDEX_MAX = 2**31 - 1
+DTYPES = ("float16", "float32", "float64")
+_CHOICES = {"dtype": DTYPES, "activation": ACTIVATIONS, "mid_activation": ACTIVATIONS}
+_MAY_BE_ZERO = {"padding", "output_padding", "shuffle"}
+
+
+def _leaves(value):
+    if isinstance(value, tuple):
+        for v in value:
+            yield from _leaves(v)
+    else:
+        yield value
+
+
+def check_spec(spec: Spec) -> None:
+    """Raise ValueError naming the field where ``spec`` is not one the kernels can run: a field of
+    the wrong type (``n="1"``, ``bias=1``), a name outside its list (dtype, activations: they
+    become file names and C identifiers), a size out of range, channels that do not divide into
+    their groups, or an index past 32 bits. The ops check their arguments before this; specs read
+    from files or the command line get no other check."""
+    where = f"{spec.variant} spec"
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if f.name in _CHOICES:
+            if value not in _CHOICES[f.name]:
+                raise ValueError(f"{where}: field {f.name!r} must be one of {_CHOICES[f.name]}, got {value!r}")
+        elif isinstance(f.default, bool):
+            if type(value) is not bool:
+                raise ValueError(f"{where}: field {f.name!r} must be true or false, got {value!r}")
+        else:
+            if not isinstance(value, (int, tuple)) or isinstance(value, bool):
+                raise ValueError(f"{where}: field {f.name!r} must be an integer or a list of them, got {value!r}")
+            if isinstance(f.default, tuple) and f.default and isinstance(f.default[0], tuple) != (
+                    isinstance(value, tuple) and bool(value) and isinstance(value[0], tuple)):
+                raise ValueError(f"{where}: field {f.name!r} has the wrong nesting: {value!r}")
+            low = 0 if f.name in _MAY_BE_ZERO else 1
+            for leaf in _leaves(value):
+                if type(leaf) is not int or not low <= leaf <= INDEX_MAX:
+                    raise ValueError(f"{where}: field {f.name!r} must hold integers in [{low}, 2**31-1], "
+                                     f"got {value!r}")
+    _check_axes(spec, where)
+    _check_groups(spec, where)
+    for name, shape in [*spec.arg_shapes, ("output", spec.out_shape)]:
+        if min(shape, default=1) < 1:
+            raise ValueError(f"{where}: the {name} would have shape {shape}; every size must be at least 1")
+        if _prod(shape) > INDEX_MAX:
+            raise ValueError(f"{where}: the {name} would have {_prod(shape):,} elements {shape}; tvmconv's kernels "
+                             f"index with 32-bit integers, so a tensor holds at most 2**31-1 elements")
+
+
+def _check_axes(spec: Spec, where: str) -> None:
+    """Per-axis tuples agree in length, and no index a kernel computes along an axis (padded
+    input, dilated kernel, strided output) passes 32 bits."""
+    size = getattr(spec, "in_size", None)
+    if size is None:
+        return
+    for name in ("kernel", "stride", "padding", "dilation", "output_padding"):
+        value = getattr(spec, name, None)
+        if isinstance(value, tuple) and len(value) != len(size):
+            raise ValueError(f"{where}: field {name!r} has {len(value)} entries for {len(size)} spatial dims")
+    ones = (1,) * len(size)
+    kernel = getattr(spec, "kernel", (getattr(spec, "k", 1),) * len(size))
+    pads = getattr(spec, "padding", ((0, 0),) * len(size))
+    for a, (i, k, s, d) in enumerate(zip(size, kernel, getattr(spec, "stride", ones), getattr(spec, "dilation", ones))):
+        pad = pads[a] if isinstance(pads[a], tuple) else (pads[a], pads[a])
+        if i + sum(pad) + d * (k - 1) + s * i > INDEX_MAX:
+            raise ValueError(f"{where}: along spatial axis {a}, size {i}, padding {pad}, stride {s} and dilation "
+                             f"{d} of a {k}-tap kernel reach indices past 2**31-1, which tvmconv's kernels "
+                             f"cannot address")
+
+
+def _check_groups(spec: Spec, where: str) -> None:
+    groups = getattr(spec, "groups", 1)
+    pairs = [("c_in", groups), ("c", groups), ("c_mid", groups), ("c_out", groups),
+             ("c_in", getattr(spec, "offset_groups", 1)), ("c_out", getattr(spec, "shuffle", 0) or 1)]
+    for field, g in pairs:
+        channels = getattr(spec, field, None)
+        if channels is not None and channels % g:
+            raise ValueError(f"{where}: field {field!r} ({channels}) must be divisible by its groups ({g})")
+
+
 def _tuplify(v):
     return tuple(_tuplify(x) for x in v) if isinstance(v, list) else v
 
@@ -621,6 +705,7 @@ def spec_from_dict(d: dict) -> Spec:
     if unknown:
         raise ValueError(f"spec fields {sorted(unknown)} are not fields of {cls.__name__}")
     spec = cls(**{k: _tuplify(v) for k, v in d.items() if k in names})
+    check_spec(spec)
     if spec.variant != d["variant"]:
         raise ValueError(f"spec fields describe a {spec.variant}, not the {d['variant']} its 'variant' names")
     return spec

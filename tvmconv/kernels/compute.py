@@ -104,7 +104,12 @@ def _tile_step(spec: Spec) -> int:
     """Register tiles of a transposed conv hold whole periods of its width stride: each tile
     position then has a known phase, so its kernel taps are fixed at compile time (an odd tile of
     a stride-2 layer selects them at run time: c64->3 4x4 s2, 13 pixels 680 us, 8 pixels 129 us)."""
-    return spec.stride[-1] if isinstance(spec, ConvSpec) and spec.transposed else 1
+    if not (isinstance(spec, ConvSpec) and spec.transposed) or spec.stride[-1] > _MAX_TILE_STRIDE:
+        return 1  # a tile of a whole period of a large stride would be as wide as the stride, unrolled
+    return spec.stride[-1]
+
+
+_MAX_TILE_STRIDE = 8
 
 
 def plan_candidates(spec: Spec, vector_lanes: int, limit: int = 16) -> list[Plan]:
@@ -213,12 +218,21 @@ def _pad(x: te.Tensor, before: list[int], extents: list[int], name: str = "pad")
 
 
 def _activation(v, act: str | None, dtype: str):
+    """relu / relu6 as torch computes them, NaN included: written as selects on ``v < 0`` and
+    ``v > 6``, which are false for NaN, so NaN passes through (TVM's max(v, 0) lowers to
+    ``v > 0 ? v : 0`` and turns NaN into 0)."""
     if act is None:
         return v
-    v = tirx.max(v, _zero(dtype))
+    v = tirx.Select(v < _zero(dtype), _zero(dtype), v)
     if act == "relu6":
-        v = tirx.min(v, tirx.const(6, dtype))
+        six = tirx.const(6, dtype)
+        v = tirx.Select(v > six, six, v)
     return v
+
+
+def _max_nan(a, b):
+    """max(a, b) that is NaN where either is, as torch's max pooling."""
+    return tirx.Select(tirx.isnan(a) | (a > b), a, b)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -238,12 +252,12 @@ def _transpose_taps(s: int, d: int, p: int, k: int):
     only when that division is exact. For each phase r = o mod s the exact taps are
     k0(r) + j*step, j = 0.. ; returns (step, number of j, {r: k0(r)})."""
     step = s // math.gcd(s, d)
+    # Each first tap kk < step belongs to exactly one phase; taps past the kernel never contribute.
+    # Going over the taps rather than the phases keeps this O(k) for any stride (the select chain
+    # built from it was O(stride) deep, and a stride of 1,000 took minutes to compile).
     k0 = {}
-    for r in range(s):
-        for kk in range(step):
-            if (kk * d - r - p) % s == 0:
-                k0[r] = kk
-                break
+    for kk in range(min(step, k)):
+        k0.setdefault((kk * d - p) % s, kk)
     return step, _ceil_div(k, step), k0
 
 
@@ -565,7 +579,7 @@ def effnet_block(spec: EffNetSpec, plan: Plan):
     a = _plain_conv2d(ph["input"], ph["weight_1x3"], (1, 1), ((0, 0), (1, 1)), (1, 1), c, "dw_1x3",
                       ph.get("bias_1x3"), spec.activation)
     oh, w = spec.out_size
-    pooled = te.compute((spec.n, c, oh, w), lambda nn, ch, y, xx: tirx.max(a[nn, ch, 2 * y, xx], a[nn, ch, 2 * y + 1, xx]),
+    pooled = te.compute((spec.n, c, oh, w), lambda nn, ch, y, xx: _max_nan(a[nn, ch, 2 * y, xx], a[nn, ch, 2 * y + 1, xx]),
                         name="pool")
     out = _plain_conv2d(pooled, ph["weight_3x1"], (1, 1), ((1, 1), (0, 0)), (1, 1), c, "dw_3x1",
                         ph.get("bias_3x1"), spec.activation)
