@@ -293,39 +293,3 @@ def test_convert_keeps_what_it_cannot_run_and_reports_untraceable_models():
     with pytest.warns(UserWarning, match="does not run on example_inputs"):
         same = tvmconv.convert(mixed, (torch.randn(1, 5, 8, 8),), report=False)
     assert same is mixed and "does not run" in same.tvmconv_report.error
-
-
-# -- weights packed once ------------------------------------------------------------------------
-@pytest.mark.parametrize("make, ref", [
-    (lambda: tnn.Conv2d(16, 32, 3, padding=1), lambda m, x: F.conv2d(x, m.weight, m.bias, padding=1)),
-    (lambda: tnn.DepthwiseSeparableConv2d(16, 32, 3, padding=1),
-     lambda m, x: F.conv2d(F.conv2d(x, m.depthwise.weight, m.depthwise.bias, padding=1, groups=16),
-                           m.pointwise.weight, m.pointwise.bias)),
-])
-def test_module_weights_are_packed_once_and_again_after_they_change(make, ref, monkeypatch):
-    """A kernel that takes its weight in a packed layout packs a module's weight on the first call
-    and reuses it; an in-place change of the weight (its version) packs it again; an inference-mode
-    weight, which has no version, is packed on every call."""
-    torch.manual_seed(0)
-    m, x = make().eval(), torch.randn(1, 16, 10, 10)
-    with torch.no_grad(), TF.no_dispatch(), TF.capture_kernels() as ks:
-        m(x)
-        kern = ks[-1]
-        assert kern.pack is not None
-        calls = []
-        pack = kern.pack
-        monkeypatch.setattr(kern, "pack", lambda *a: (calls.append(1), pack(*a)))
-        for _ in range(3):
-            y = m(x)
-        assert calls == []
-        torch.testing.assert_close(y, ref(m, x), atol=1e-4, rtol=1e-4)
-        for p in m.parameters():
-            p.mul_(-0.5)
-        y = m(x)
-        assert len(calls) == 1
-        torch.testing.assert_close(y, ref(m, x), atol=1e-4, rtol=1e-4)
-    with torch.inference_mode(), TF.no_dispatch():
-        m2 = make().eval()
-        m2(x), m2(x)
-        torch.testing.assert_close(m2(x), ref(m2, x), atol=1e-4, rtol=1e-4)
-    assert len(calls) >= 4
