@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -168,6 +169,9 @@ def tune(
     except (ValueError, ConnectionError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    except OSError as exc:  # a full disk, a read-only cache (TuningLogError names the file and the cause)
+        typer.echo(f"error: {exc}".replace("\n", " "), err=True)  # one plain line: no traceback, no wrapping
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: every measured trial is in the log and the best schedules so far "
                       "are in the cache; run the same command again to resume[/yellow]")
@@ -385,6 +389,7 @@ def export_cmd(
 
 cache_app = typer.Typer(help="Inspect and clear the schedule cache.")
 app.add_typer(cache_app, name="cache")
+_PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # no separators, no "..": a folder name
 
 
 @cache_app.command("list")
@@ -392,15 +397,25 @@ def cache_list(target: Optional[str] = typer.Option(None, "--target", "-t", help
     """Every tuned schedule record, shipped and user, with its measured time."""
     from . import cache as C
 
+    if target is not None and not _PROFILE_NAME.match(target):  # it becomes a glob pattern
+        _cache_error(f"--target must be a profile name (see `tvmconv targets`), got {target!r}")
     table = Table("profile", "workload", "GFLOP/s", "ms", "trials", "schedule", "dispatch", "where")
     shipped = C.shipped_root().resolve()
     for rec, path in C.list_records(profile=target):
         where = "shipped" if path.resolve().is_relative_to(shipped) else "user"
-        d = rec.get("dispatch") or {}
-        disp = f"{d['choice']} ({d['vendor_s'] / d['tvmconv_s']:.2f}x)" if d else "-"
         table.add_row(rec.get("profile", path.parent.name), rec.get("name", path.stem), f"{rec.get('gflops', 0):.1f}",
-                      f"{rec['run_secs'] * 1e3:.4f}", str(rec.get("trials", "")), rec.get("source", ""), disp, where)
+                      f"{rec['run_secs'] * 1e3:.4f}", str(rec.get("trials", "")), rec.get("source", ""),
+                      _dispatch_label(rec.get("dispatch")), where)
     console.print(table)
+
+
+def _dispatch_label(d: dict | None) -> str:
+    """A record's dispatch choice and, where both times are there, the vendor's time over ours."""
+    if not d:
+        return "-"
+    v, t = d.get("vendor_s"), d.get("tvmconv_s")
+    speed = isinstance(v, (int, float)) and isinstance(t, (int, float)) and t > 0
+    return f"{d['choice']} ({v / t:.2f}x)" if speed else d["choice"]
 
 
 @cache_app.command("show")
@@ -432,8 +447,13 @@ def cache_clear(
 
     root = C.user_root()
     parts = ["kernels"] if kernels_only else ["kernels", "schedules", "tuning_logs"]
-    dirs = [root / p / target if target else root / p for p in parts]
+    dirs = [root / p for p in parts]
+    if target is not None:
+        dirs = _profile_dirs_to_clear(dirs, target)
     dirs = [d for d in dirs if d.exists()]
+    outside = [d for d in dirs if d.is_symlink() or not d.resolve().is_relative_to(root.resolve())]
+    if outside:  # a symlinked folder: rmtree would delete what lies elsewhere
+        _cache_error(f"{', '.join(map(str, outside))} lies outside the cache {root}; not deleting it")
     if not dirs:
         console.print("nothing to clear")
         return
@@ -442,6 +462,23 @@ def cache_clear(
     for d in dirs:
         shutil.rmtree(d)
     console.print(f"cleared {len(dirs)} folder(s) under {root}")
+
+
+def _profile_dirs_to_clear(dirs: list[Path], target: str) -> list[Path]:
+    """``dirs``' children named ``target``: it must look like a profile name (no separators, no
+    ``..``) and be a known profile or a folder there, so ``--target ../x`` never leaves the cache."""
+    from .target import profiles
+
+    known = _PROFILE_NAME.match(target) and (target in profiles() or any((d / target).is_dir() for d in dirs))
+    if not known:
+        _cache_error(f"--target must be a profile name (see `tvmconv targets`) or a folder in the cache, "
+                     f"got {target!r}")
+    return [d / target for d in dirs]
+
+
+def _cache_error(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
 
 
 def main():  # pragma: no cover
