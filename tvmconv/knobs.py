@@ -1,6 +1,7 @@
 """Every environment variable tvmconv reads, declared once.
 
-    TVMCONV_CACHE_DIR   user cache of tuned schedules and compiled kernels (default ~/.cache/tvmconv)
+    TVMCONV_CACHE_DIR   user cache of tuned schedules and compiled kernels (default ~/.cache/tvmconv);
+                        read only while no other user can write it (see cache.trusted)
     TVMCONV_TARGET      target profile name or TVM target JSON used when none is given
     TVMCONV_LOG_LEVEL   logging level of the ``tvmconv`` logger (default WARNING)
     TVMCONV_NUM_THREADS threads a compiled CPU kernel may use (default: TVM_NUM_THREADS if set,
@@ -8,7 +9,8 @@
     TVMCONV_SPIN_COUNT  how long TVM's idle kernel threads spin before sleeping (TVM's
                         TVM_THREAD_POOL_SPIN_COUNT; default 0: sleep at once, so PyTorch ops
                         between tvmconv kernels get the cores)
-    TVMCONV_TARGETS_DIR extra target profiles (default $TVMCONV_CACHE_DIR/targets)
+    TVMCONV_TARGETS_DIR extra target profiles (default $TVMCONV_CACHE_DIR/targets); read only while
+                        no other user can write it
     TVMCONV_SHIPPED_DIR root holding the shipped targets/, schedules/ and tuning_logs/
                         (default: the repository the package was installed from)
     TVMCONV_DISPATCH    1 (default): a workload whose tuning found the vendor path (PyTorch)

@@ -5,7 +5,8 @@ target for device targets, how to build (``native``, ``cross`` with a C compiler
 ``TVM_NDK_CC``), how to measure while tuning (``local``, or ``rpc`` through a tracker
 ``host:port`` and a device key), and the vendor path it is compared with. Profiles ship in the
 repository's ``targets/``; a user adds or overrides one by dropping a file into
-``$TVMCONV_CACHE_DIR/targets/`` (or ``TVMCONV_TARGETS_DIR``) -- no code change.
+``$TVMCONV_CACHE_DIR/targets/`` (or ``TVMCONV_TARGETS_DIR``) -- no code change -- a directory
+that must be the user's own (see ``profile_dirs``).
 
 ``resolve(target)`` turns whatever a user passes (None, a profile name, a TVM target dict or its
 JSON, a ``TargetInfo``) into a ``TargetInfo``: the full TVM target dict (with ``num-cores``) plus
@@ -172,8 +173,13 @@ def shipped_profiles_dir() -> Path:
 
 
 def profile_dirs() -> list[Path]:
-    """Where profiles are read from, later entries overriding earlier ones by name."""
-    return [shipped_profiles_dir(), knobs.targets_dir()]
+    """Where profiles are read from, later entries overriding earlier ones by name. The user's
+    directory counts only when no one else can write it (``cache.trusted``, which warns): a
+    profile's build command runs on ``tvmconv export``."""
+    from . import cache  # cache imports this module
+
+    user = knobs.targets_dir()
+    return [shipped_profiles_dir()] + ([user] if cache.trusted(user) else [])
 
 
 def _profile_from_file(path: Path) -> Profile:

@@ -3,11 +3,12 @@
 ``load(spec, target)`` is the one entry point the ops use:
 
 1. a kernel already loaded in this process: a dictionary lookup;
-2. a compiled library in the user cache (``kernels/<profile>/<lib key>.so``): loaded, not rebuilt;
+2. a compiled library in the user cache (``kernels/<profile>/<lib key>.so``): loaded, not rebuilt,
+   when its manifest and the directory pass ``cache.library_ok``;
 3. otherwise the schedule is chosen -- the tuned record from the shipped or user cache (falling
    back through the profile's ``compatible`` profiles), else the default schedule with a warning
    once per process naming the command that would tune it -- compiled, and the library written
-   to the user cache (atomically, under a lock).
+   to the user cache (atomically, when its lock is free).
 
 A record that no longer applies, a library that does not load, or a schedule that does not compile
 never makes an op fail: each falls back to the next option and says so.
@@ -68,7 +69,8 @@ class Kernel:
 
 # Keyed by the spec object itself (a frozen dataclass: hashing it is cheaper than its JSON digest)
 _cache: dict[tuple[Spec, TargetInfo], Kernel] = {}
-_lock = threading.Lock()
+_lock = threading.Lock()  # guards _key_locks only: never held while compiling
+_key_locks: dict[tuple[Spec, TargetInfo], threading.Lock] = {}
 _warned_untuned = False
 
 
@@ -298,8 +300,9 @@ def compile_spec(spec: Spec, target: TargetInfo, record: dict | None = None) -> 
     path = None
     torch_callable = target.is_host_runnable or target.is_cuda  # the ops call it (on the CPU, or a GPU)
     if torch_callable and source != "unscheduled":
-        path = cache.kernel_path(target, _lib_key(spec, build_target, record))
-        lib = _load_library(path)
+        lib_key = _lib_key(spec, build_target, record)
+        path = cache.kernel_path(target, lib_key)
+        lib = _load_library(path, lib_key, spec)
         if lib is not None:
             plan = Plan() if target.is_cuda else plan_for(spec, target.lanes(spec.dtype))
             if record is not None:
@@ -333,7 +336,7 @@ def compile_spec(spec: Spec, target: TargetInfo, record: dict | None = None) -> 
             mod = natural_signature(mod, spec) if torch_callable else mod
         ex = tvm.compile(mod, target=target.tvm())
     if path is not None:
-        _save_library(ex, path)
+        cache.save_library(path, ex.export_library, path.stem, spec, build_target)
     func = ex["main"] if torch_callable else None
     kern = Kernel(spec, target, plan, func, ex, time.perf_counter() - t0, source,
                   dispatch=_dispatch(record) if source.startswith("tuned") else "tvmconv")
@@ -366,26 +369,14 @@ def use_nvcc() -> None:
         os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
 
 
-def _load_library(path: Path):
-    if not path.exists():
+def _load_library(path: Path, lib_key: str, spec: Spec):
+    if not cache.library_ok(path, lib_key, spec):
         return None
     try:
         return tvm.runtime.load_module(str(path))
-    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
+    except Exception as exc:  # noqa: BLE001 - intact but unloadable (a missing runtime symbol...)
         cache.set_aside(path, f"does not load: {_last_line(exc)}")
         return None
-
-
-def _save_library(ex, path: Path) -> None:
-    try:
-        with cache.lock(path):
-            if path.exists():
-                return
-            with cache.atomic_path(path) as tmp:
-                ex.export_library(str(tmp.with_suffix(".so")))
-                tmp.with_suffix(".so").replace(tmp)
-    except Exception as exc:  # noqa: BLE001 - no C compiler, read-only cache...: run from memory
-        log.info("tvmconv: could not cache the compiled kernel at %s: %s", path, exc)
 
 
 def load(spec: Spec, target: TargetInfo) -> Kernel:
@@ -394,7 +385,10 @@ def load(spec: Spec, target: TargetInfo) -> Kernel:
     kern = _cache.get(key)
     if kern is not None:
         return kern
+    # One lock per kernel: a slow compile holds up the threads waiting for that kernel only
     with _lock:
+        key_lock = _key_locks.setdefault(key, threading.Lock())
+    with key_lock:
         kern = _cache.get(key)
         if kern is None:
             kern = compile_spec(spec, target)
