@@ -57,7 +57,6 @@ class Kernel:
     packed_shape: tuple = ()
 
     def __post_init__(self):
-        self.packs: dict = {}  # id(weight) -> (weakref, version, packed): see functional._packed
         # The shapes ``func`` takes, computed once: the ops' own (see natural_signature), so a call
         # passes the caller's tensors without a view (a torch view costs about 3 us)
         self.arg_views = [shape for _, shape in self.spec.arg_shapes]
@@ -225,8 +224,9 @@ def _pack_stage(mod: tvm.IRModule):
 def split_weight_pack(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule | None:
     """Where the schedule packs a weight inside the kernel (the ``wpack`` stage, a loop nest of its
     own), the library the ops call: ``pack(weight, packed)`` holds that loop nest, and ``main``
-    takes ``packed`` where it took the weight, so a weight used again (a module's parameter) is
-    packed once, not on every call. Both take the op's own shapes. None where the schedule does not
+    takes ``packed`` where it took the weight. The op packs on every call, in a parallel pass of
+    its own into a buffer it keeps (functional._packed says why not once). Both take the op's own
+    shapes. None where the schedule does not
     allow the split (the packing inside another loop nest, or the weight read elsewhere)."""
     from tvm import tirx
 
@@ -255,7 +255,7 @@ def measure_slack(numel: int) -> int:
 
 def drop_weight_pack(mod: tvm.IRModule) -> tvm.IRModule:
     """``mod`` for measuring what the op runs: where ``split_weight_pack`` would take the packing
-    out of the kernel (the op packs a weight once), ``main`` without its ``wpack`` loop nest, reading
+    out of the kernel (the op packs in a pass of its own), ``main`` without its ``wpack`` loop nest, reading
     the packed weight through the weight's own memory. The signature is unchanged, so MetaSchedule
     allocates the arguments as before; the values read are the random ones it filled in, and the
     padding of a packed weight larger than the weight falls in ``measure_slack``. Unchanged where
