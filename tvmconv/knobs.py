@@ -12,7 +12,8 @@
     TVMCONV_TARGETS_DIR extra target profiles (default $TVMCONV_CACHE_DIR/targets); read only while
                         no other user can write it
     TVMCONV_SHIPPED_DIR root holding the shipped targets/, schedules/ and tuning_logs/
-                        (default: the repository the package was installed from)
+                        (default: the installed package's _shipped/, or the repository of
+                        an editable install)
     TVMCONV_DISPATCH    1 (default): a workload whose tuning found the vendor path (PyTorch)
                         faster runs the vendor path; 0: always the tvmconv kernel
 """
@@ -20,6 +21,7 @@
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 
@@ -94,5 +96,13 @@ def targets_dir() -> Path:
 
 
 def shipped_dir() -> Path:
+    """The root of the shipped targets/ and schedules/: inside the installed package
+    (``tvmconv/_shipped``, put there by setup.py's build step), or the repository itself for a
+    source checkout (``pip install -e``)."""
     env = os.environ.get("TVMCONV_SHIPPED_DIR")
-    return Path(env).expanduser() if env else Path(__file__).resolve().parent.parent
+    if env:
+        return Path(env).expanduser()
+    packaged = resources.files("tvmconv") / "_shipped"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent
