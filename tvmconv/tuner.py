@@ -80,10 +80,12 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
     skips timing the candidates through the op, or with a log copied from another machine).
     ``dispatch``: then time each tuned op against its vendor path and record the faster one.
     ``rpc_timeout``: seconds one trial may take on a remote device, waiting for a free one included;
-    a device that drops fails its trials after that long and tuning goes on."""
+    a device that drops fails its trials after that long and tuning goes on.
+    Raises ``kernels.tuning.TuningLogError`` (an OSError naming the file and the cause) where the
+    log cannot be written (full disk, read-only cache); every record written before is kept."""
     from .kernels import build
     from .kernels import tune_child
-    from .kernels.tuning import TuningLog, known_exhausted, prepare
+    from .kernels.tuning import TuningLog, as_log_error, known_exhausted, log_error, prepare
 
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 0:
         raise ValueError(f"trials must be a non-negative integer (0: only distill what the log holds), got {trials!r}")
@@ -97,11 +99,14 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
     measure = _measure(tgt, prof, rpc, rpc_timeout)
     root = Path(cache_dir) if cache_dir is not None else cache.user_root()
     log_dir = cache.log_dir(root, tgt)
-    log_dir.mkdir(parents=True, exist_ok=True)
     desc = log_dir / "target.json"
-    if not desc.exists():
-        cache.write_json(desc, {"profile": tgt.profile, "target": tgt.key_dict, "tvm": cache.tvm_version(),
-                                "format": cache.CACHE_FORMAT_VERSION})
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        if not desc.exists():
+            cache.write_json(desc, {"profile": tgt.profile, "target": tgt.key_dict, "tvm": cache.tvm_version(),
+                                    "format": cache.CACHE_FORMAT_VERSION})
+    except OSError as exc:  # a read-only or full cache: say so, not a traceback
+        raise log_error(log_dir, exc) from exc
     wls = prepare(items, tgt)
     bar = _Bar(wls, trials) if progress else None
 
@@ -122,10 +127,15 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
                 tune_child.run(job, update)
     except KeyboardInterrupt as exc:
         interrupted = exc
+    except OSError as exc:
+        err = as_log_error(exc)  # a write the disk refused, in the search's own files too
+        if err is exc:
+            raise
+        raise err from None
     finally:
         if bar:
             bar.stop()
-    db = TuningLog(log_dir)  # what the child wrote
+    db = TuningLog(log_dir, report=not trials)  # what the child wrote (it reported what it skipped)
     for w in wls:
         w.shash = db.shash(w.mod)
         if not trials:  # (a search says so as it goes)

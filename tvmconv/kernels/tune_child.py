@@ -110,6 +110,7 @@ def _main() -> None:
 
     job: Job = pickle.load(sys.stdin.buffer)
     threading.Thread(target=_watch_parent, daemon=True).start()
+    db = None
     try:
         from pathlib import Path
 
@@ -122,10 +123,13 @@ def _main() -> None:
             send({"i": index[id(w)], "trials": w.trials, "failed": w.failed, "best_s": w.best_s,
                   "exhausted": w.exhausted})
 
-        tuning.tune(wls, job.target, tuning.TuningLog(Path(job.log_dir)), trials=job.trials, profile=job.profile,
+        db = tuning.TuningLog(Path(job.log_dir))
+        tuning.tune(wls, job.target, db, trials=job.trials, profile=job.profile,
                     measure=job.measure, seed=job.seed, on_update=update,
                     num_trials_per_iter=job.num_trials_per_iter, population=job.population)
     except Exception as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        if db is not None and db.write_error is not None:  # the cause, whatever TVM made of it on the way out
+            exc = db.write_error
         try:
             blob = pickle.dumps(exc)
         except Exception:  # noqa: BLE001 - an exception that does not pickle

@@ -1,0 +1,313 @@
+"""Faults around tuning: a damaged log, a full or read-only disk, a hostile working directory,
+failed remote runs, concurrent and killed tuners. Each test injects the fault and checks that no
+whole record is lost, nothing is torn or renamed, and the error (if any) is one clear message.
+
+Logs are filled by committing records directly (no measuring), and the few tests that run the
+search use the tiny conv2d workload with a handful of trials.
+"""
+
+import contextlib
+import errno
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tvmconv import cache
+from tvmconv.suites import conv
+from tvmconv.target import resolve
+
+TARGET = "x86-avx2"
+SPEC_A = conv(4, 6, 4, 3, 1, 1)  # conv2d 1x4x6x6 -> 4 channels, 3x3, pad 1
+SPEC_B = conv(4, 6, 4, 1)  # pointwise 4->4, 6x6
+TINY = dict(trials=2, num_trials_per_iter=2, population=16, progress=False, seed=1, dispatch=False)
+TUNE_CMD = ["tune", "--target", TARGET, "--op", "conv2d", "--shape", "1,4,6,6", "--weight", "4,4,3,3", "--padding",
+            "1", "--per-iter", "2", "--population", "16", "--seed", "1", "--no-dispatch"]
+
+
+def _env(cache_dir, **extra) -> dict:
+    return {**os.environ, "TVMCONV_CACHE_DIR": str(cache_dir), **extra}
+
+
+def _with_path(folder) -> str:
+    """PYTHONPATH with ``folder`` first (no empty entry: that would be the working directory)."""
+    return os.pathsep.join([str(folder), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+
+
+def _tvmconv() -> str:
+    """The installed console script (unlike ``python -m``, it puts no working directory on the path)."""
+    return str(Path(sys.executable).parent / "tvmconv")
+
+
+def _workloads():
+    from tvmconv.kernels.tuning import prepare
+
+    return prepare([(SPEC_A, 1), (SPEC_B, 1)], resolve(TARGET))
+
+
+def _commit(db, w, secs: float) -> None:
+    """One record of ``w``'s default schedule, as measured in ``secs``."""
+    from tvm.s_tir import Schedule
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.schedule import Trace
+
+    sch = Schedule(w.mod["main"])
+    Trace.apply_json_to_schedule(w.default_trace, sch)
+    db.commit_workload(w.mod)
+    db.commit_tuning_record(ms.database.TuningRecord(
+        sch.trace, ms.database.Workload(w.mod), run_secs=[secs], target=resolve(TARGET).tvm(),
+        args_info=ms.arg_info.ArgInfo.from_prim_func(w.mod["main"])))
+
+
+def _filled_log(log_dir: Path, counts=(4, 3)):
+    """A log holding ``counts`` records of workloads A and B; returns (log, workloads)."""
+    from tvmconv.kernels.tuning import TuningLog
+
+    wls = _workloads()
+    db = TuningLog(log_dir)
+    for w, n in zip(wls, counts):
+        for i in range(n):
+            _commit(db, w, 1e-4 * (i + 1))
+    return db, wls
+
+
+def _loaded(db, wls) -> list[int]:
+    return [len(db.records.get(db.shash(w.mod), ())) for w in wls]
+
+
+def _files(log_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(log_dir.iterdir()) if p.is_file()}
+
+
+def _fd_path(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
+
+
+def _whole_lines(path: Path) -> list:
+    """Every line of ``path`` parsed (fails on a torn one); the file ends with a newline."""
+    data = path.read_bytes()
+    assert not data or data.endswith(b"\n"), f"{path.name} ends in a torn line"
+    return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+
+
+# -- 1. a damaged log --------------------------------------------------------------------------
+def _tear_record_tail(d: Path):  # a kill in the middle of a record's write
+    p = d / "database_tuning_record.json"
+    p.write_bytes(p.read_bytes()[:-40])
+    return [4, 2], 0
+
+
+def _garbage_record_line(d: Path):
+    p = d / "database_tuning_record.json"
+    lines = p.read_bytes().split(b"\n")
+    p.write_bytes(b"\n".join(lines[:3] + [b'[0,[[["GetSBlock",[],["pa\x00\xff'] + lines[3:]))
+    return [4, 3], 0
+
+
+def _tear_workload_tail(d: Path):  # B's workload line cut short, its newline gone
+    p = d / "database_workload.json"
+    p.write_bytes(p.read_bytes()[:-100])
+    return [4, 0], 3
+
+
+def _garbage_workload_line(d: Path):  # A's workload line overwritten (its index stays taken)
+    p = d / "database_workload.json"
+    lines = p.read_bytes().split(b"\n")
+    p.write_bytes(b"\n".join([b"garbage{not json"] + lines[1:]))
+    return [0, 3], 4
+
+
+def _empty_workload_file(d: Path):
+    (d / "database_workload.json").write_bytes(b"")
+    return [0, 0], 7
+
+
+@pytest.mark.parametrize("damage", [_tear_record_tail, _garbage_record_line, _tear_workload_tail,
+                                    _garbage_workload_line, _empty_workload_file], ids=lambda f: f.__name__[1:])
+def test_a_damaged_log_keeps_every_good_record_and_changes_nothing(tmp_path, caplog, damage):
+    """Reading a log with a torn or garbage line skips that line alone and reports it once;
+    records of a workload whose line is lost stay on disk untouched (not loaded, never moved);
+    the next append starts on a line of its own, and a workload appended later never takes the
+    index such records refer to (they would be read as records of another workload)."""
+    import logging
+
+    from tvmconv.kernels.tuning import TuningLog
+
+    _, wls = _filled_log(tmp_path)
+    expected, unresolved = damage(tmp_path)
+    before = _files(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="tvmconv"):
+        db = TuningLog(tmp_path)
+    assert _files(tmp_path) == before  # nothing rewritten, renamed or set aside
+    assert _loaded(db, wls) == expected
+    assert db.unresolved == unresolved
+    warnings = [r for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(warnings) == 1 and str(tmp_path) in warnings[0].getMessage()
+    # tuning goes on: one more record of each workload, then a fresh read
+    for w in wls:
+        _commit(db, w, 5e-5)
+    after = _files(tmp_path)
+    for name, old in before.items():
+        assert after[name].startswith(old)  # appended only
+        new = after[name][len(old):]
+        if old and not old.endswith(b"\n"):
+            assert new.startswith(b"\n")  # the torn line stays alone on its line
+        [json.loads(line) for line in new.split(b"\n") if line.strip()]  # and the new lines are whole
+    again = TuningLog(tmp_path)
+    assert _loaded(again, wls) == [n + 1 for n in expected]
+    assert again.unresolved == unresolved  # the records of a lost workload line are still not misread
+    last = (tmp_path / "database_tuning_record.json").read_bytes().splitlines()[-2:]
+    assert [json.loads(line)[1][1] for line in last] == [[5e-5], [5e-5]]
+
+
+# -- 2. a full or read-only disk ---------------------------------------------------------------
+def test_a_full_disk_mid_append_tears_no_line(tmp_path):
+    """A write cut short by the disk (here the file-size limit, which the kernel enforces like a
+    full disk: a short write, then EFBIG) is cut back: no torn line, a clear TuningLogError naming
+    the file, every earlier record intact, and the next append works."""
+    from tvmconv.kernels.tuning import TuningLog
+
+    db, wls = _filled_log(tmp_path)
+    rec_file = tmp_path / "database_tuning_record.json"
+    before = _files(tmp_path)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (rec_file.stat().st_size + 500, hard))  # half a record
+    try:
+        with pytest.raises(Exception) as raised:  # (it reaches us through TVM's FFI, as a RuntimeError)
+            _commit(db, wls[1], 5e-5)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert _files(tmp_path) == before  # no torn line
+    from tvmconv.kernels.tuning import TuningLogError
+
+    err = db.write_error  # what the search process reports
+    assert isinstance(err, TuningLogError) and str(err) in str(raised.value)
+    assert err.errno == errno.EFBIG and err.filename == str(rec_file)
+    assert str(rec_file) in str(err) and os.strerror(errno.EFBIG) in str(err) and "resume" in str(err)
+    assert _loaded(TuningLog(tmp_path), wls) == [4, 3]
+    _commit(db, wls[1], 5e-5)
+    assert _loaded(TuningLog(tmp_path), wls) == [4, 4]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
+def test_a_refused_write_is_one_clear_error_and_keeps_the_log(tmp_path, monkeypatch, code):
+    """The disk refuses the log's files: on open (read-only, no permission) or halfway through
+    the write (full). TuningLogError with the path and the cause; the log as it was."""
+    from tvmconv.kernels.tuning import TuningLog
+
+    db, wls = _filled_log(tmp_path)
+    before = _files(tmp_path)
+    logs = {str(tmp_path / "database_tuning_record.json"), str(tmp_path / "database_workload.json")}
+    real_open, real_write = os.open, os.write
+
+    def refuse_open(path, *args, **kwargs):
+        if str(path) in logs and code != errno.ENOSPC:
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, *args, **kwargs)
+
+    def fill_up(fd, data):
+        if code == errno.ENOSPC and _fd_path(fd) in logs:
+            real_write(fd, bytes(data)[:len(data) // 2])  # what fit before the disk was full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "open", refuse_open)
+    monkeypatch.setattr(os, "write", fill_up)
+    with pytest.raises(Exception) as raised:
+        _commit(db, wls[0], 5e-5)
+    monkeypatch.undo()
+    assert _files(tmp_path) == before
+    from tvmconv.kernels.tuning import TuningLogError
+
+    err = db.write_error
+    assert isinstance(err, TuningLogError) and str(err) in str(raised.value)
+    assert err.errno == code and err.filename in logs
+    assert os.strerror(code) in str(err) and err.filename in str(err)
+    assert _loaded(TuningLog(tmp_path), wls) == [4, 3]
+
+
+def test_tune_on_a_read_only_cache_is_one_clear_error(tmp_path, monkeypatch):
+    """The API raises TuningLogError (an OSError) naming the folder, before any search starts."""
+    from tvmconv.tuner import tune
+
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if str(self).startswith(str(tmp_path)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(OSError, match="cannot write the tuning log .*: Read-only file system") as err:
+        tune([SPEC_A], target=TARGET, cache_dir=tmp_path, **TINY)
+    from tvmconv.kernels.tuning import TuningLogError
+
+    assert isinstance(err.value, TuningLogError) and str(tmp_path) in str(err.value)
+
+
+# Loaded by every Python process of the run (sitecustomize): the disk refuses the log.
+SITE_FAULTS = {
+    # full: halfway through the first append to the tuning record file
+    "full": """
+        import errno, os
+        _real_write = os.write
+        def _write(fd, data):
+            try:
+                path = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                path = ""
+            if path == os.path.join(os.environ["FAULT_DIR"], "database_tuning_record.json"):
+                _real_write(fd, bytes(data)[:len(data) // 2])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return _real_write(fd, data)
+        os.write = _write
+    """,
+    # read-only: no file in the log folder opens for writing (the lock file included)
+    "read-only": """
+        import errno, os
+        _real_open = os.open
+        def _open(path, flags, *args, **kwargs):
+            if str(path).startswith(os.environ["FAULT_DIR"]) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+            return _real_open(path, flags, *args, **kwargs)
+        os.open = _open
+    """,
+}
+
+
+@pytest.mark.parametrize("fault", sorted(SITE_FAULTS))
+def test_tune_command_on_a_refusing_disk_is_one_line_and_keeps_the_log(tmp_path, fault):
+    """`tvmconv tune` whose disk fills up during the search, or whose log is read-only: exit 1,
+    one line on stderr naming the file and the cause, no traceback, the log as it was."""
+    from tvmconv.kernels.tuning import TuningLog
+
+    log_dir = cache.log_dir(tmp_path / "cache", resolve(TARGET))
+    log_dir.mkdir(parents=True)
+    _, wls = _filled_log(log_dir)  # the default schedules are measured: the search measures the other blockings
+    tgt = resolve(TARGET)
+    cache.write_json(log_dir / "target.json", {"profile": tgt.profile, "target": tgt.key_dict,
+                                               "tvm": cache.tvm_version(), "format": cache.CACHE_FORMAT_VERSION})
+    before = _files(log_dir)  # (as an earlier run left it: the failure comes in the search process)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(textwrap.dedent(SITE_FAULTS[fault]))
+    out = subprocess.run([_tvmconv(), *TUNE_CMD, "--trials", "2"], capture_output=True, text=True, timeout=300,
+                         env=_env(tmp_path / "cache", PYTHONPATH=_with_path(site), FAULT_DIR=str(log_dir)))
+    assert out.returncode == 1, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    why = "No space left on device" if fault == "full" else "Read-only file system"
+    assert lines[0].startswith(f"error: cannot write the tuning log {log_dir}") and why in lines[0], lines[0]
+    assert _files(log_dir) == before
+    assert _loaded(TuningLog(log_dir), wls) == [4, 3]
