@@ -311,3 +311,104 @@ def test_tune_command_on_a_refusing_disk_is_one_line_and_keeps_the_log(tmp_path,
     assert lines[0].startswith(f"error: cannot write the tuning log {log_dir}") and why in lines[0], lines[0]
     assert _files(log_dir) == before
     assert _loaded(TuningLog(log_dir), wls) == [4, 3]
+
+
+# -- 3. the working directory ------------------------------------------------------------------
+HOSTILE = "import os, pathlib; pathlib.Path(os.environ['MARKER_DIR'], __name__ + '.imported').touch()\n"
+
+
+def test_tune_imports_nothing_from_the_working_directory(tmp_path):
+    """`tvmconv tune` started where a base64.py and a json.py lie: neither the search process
+    nor MetaSchedule's builder and runner workers import them, and tuning works."""
+    cwd, markers = tmp_path / "cwd", tmp_path / "markers"
+    cwd.mkdir()
+    markers.mkdir()
+    for name in ("base64", "json"):
+        (cwd / f"{name}.py").write_text(HOSTILE)
+    out = subprocess.run([_tvmconv(), *TUNE_CMD, "--trials", "1", "--cache-dir", "cache"], cwd=cwd,
+                         capture_output=True, text=True, timeout=300,
+                         env=_env(tmp_path / "unused", MARKER_DIR=str(markers)))
+    assert not list(markers.iterdir()), f"imported from the working directory: {list(markers.iterdir())}"
+    assert out.returncode == 0, out.stderr
+    assert list((cwd / "cache" / "schedules" / TARGET).glob("conv2d_*.json"))  # the relative --cache-dir held
+
+
+# -- 4. no process outlives a run --------------------------------------------------------------
+def _group(pgid: int) -> list[int]:
+    """The processes left in process group ``pgid``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == pgid:
+                    out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_failed_remote_run_leaves_no_process(tmp_path, monkeypatch):
+    """Tuning through an RPC tracker that is not there fails with the clear ConnectionError, and
+    neither the search process nor anything it started is left running."""
+    import psutil
+
+    from tvmconv.kernels import tune_child
+    from tvmconv.tuner import tune
+
+    started = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self.pid)
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    monkeypatch.setattr(tune_child.subprocess, "Popen", Recorded)
+    with pytest.raises(ConnectionError, match="cannot reach the RPC tracker"):
+        tune([SPEC_A], target=TARGET, cache_dir=tmp_path, rpc=f"127.0.0.1:{_free_port()}:k", rpc_timeout=2, **TINY)
+    assert len(started) == 1
+    assert _group(started[0]) == []
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
+
+
+GROUP = """
+    # A search process whose worker takes its time over SIGTERM (as a busy worker may).
+    import signal, subprocess, sys, time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                      "time.sleep(300)"])
+    print("ready", flush=True)
+    time.sleep(300)
+"""
+
+
+def test_a_second_interrupt_during_the_grace_period_still_kills_the_group():
+    """Stopping the search: SIGTERM to its process group, a grace period, then SIGKILL. A second
+    Ctrl-C (or SIGTERM) during the grace period must not skip the SIGKILL, or the workers live on."""
+    import threading
+
+    from tvmconv.kernels.tune_child import _stop
+
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(GROUP)], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert len(_group(proc.pid)) == 2
+        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # the second Ctrl-C
+        with pytest.raises(KeyboardInterrupt):
+            _stop(proc, grace_s=60)
+        deadline = time.time() + 10
+        while _group(proc.pid) and time.time() < deadline:
+            time.sleep(0.1)
+        assert _group(proc.pid) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        proc.stdout.close()
