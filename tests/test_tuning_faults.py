@@ -412,3 +412,122 @@ def test_a_second_interrupt_during_the_grace_period_still_kills_the_group():
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
         proc.stdout.close()
+
+
+# -- 5. concurrent and killed tuners -----------------------------------------------------------
+# A whole tuning run (the default schedules, the plan candidates, the sketch seed, MetaSchedule's
+# search and task scheduler, the log, the exhausted spaces, the distilled record) with the compiling
+# and timing replaced by MetaSchedule's dummy runner and a builder that compiles nothing: three
+# real runs at once take minutes on two cores. Prints how many record lines it appended.
+TUNER = """
+    import os, sys, tempfile
+    from pathlib import Path
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.testing.dummy_object import DummyRunner
+    from tvmconv import cache, tuner
+    from tvmconv.kernels import tuning
+    from tvmconv.suites import conv
+    from tvmconv.target import resolve
+
+    root, trials, seed = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+
+    @derived_object
+    class NoBuilder(PyBuilder):
+        def build(self, inputs):  # (MetaSchedule removes an artifact's folder after measuring it)
+            return [BuilderResult(os.path.join(tempfile.mkdtemp(dir=root), "k.so"), None) for _ in inputs]
+
+    tuning.make_builder = lambda *args, **kwargs: NoBuilder()
+    tuning.make_runner = lambda *args, **kwargs: DummyRunner()
+    appended = 0
+    real_append = tuning.TuningLog._cls._append
+
+    def counted(self, path, lines):
+        global appended
+        real_append(self, path, lines)
+        appended += len(lines) if path.name == tuning.RECORD_FILE else 0
+
+    tuning.TuningLog._cls._append = counted
+    tgt = resolve("x86-avx2")
+    wls = tuning.prepare([(conv(4, 6, 4, 3, 1, 1), 1), (conv(4, 6, 4, 1), 1)], tgt)
+    tuning.tune(wls, tgt, tuning.TuningLog(cache.log_dir(root, tgt)), trials=trials, seed=seed,
+                num_trials_per_iter=2, population=16)
+    db = tuning.TuningLog(cache.log_dir(root, tgt))
+    for w in wls:
+        w.shash = db.shash(w.mod)
+        tuner._result(w, db, tgt, root, 0)
+    print("appended", appended, flush=True)
+"""
+
+
+def _tuner(root: Path, trials: int, seed: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(TUNER), str(root), str(trials), str(seed)],
+                            env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _check_log(root: Path, torn=()) -> int:
+    """The log and the distilled records are whole: every record line but the ``torn`` ones (``(file,
+    n)``, the n-th line) parses and is loaded, no workload has two lines, each schedule record is
+    valid JSON for its workload. Returns the number of record lines."""
+    from tvmconv.kernels.tuning import TuningLog
+
+    log_dir = cache.log_dir(root, resolve(TARGET))
+    db = TuningLog(log_dir)
+    assert db.unreadable == list(torn) and not db.unresolved
+    lines = {}
+    for name in ("database_workload.json", "database_tuning_record.json"):
+        skip = {n for path, n in torn if path.name == name}
+        data = (log_dir / name).read_bytes()
+        assert data.endswith(b"\n")
+        lines[name] = [json.loads(line) for n, line in enumerate(data.splitlines(), 1) if n not in skip]
+    workloads, records = lines["database_workload.json"], lines["database_tuning_record.json"]
+    assert len({json.dumps(w) for w in workloads}) == len(workloads)  # no workload written twice
+    assert sum(len(v) for v in db.records.values()) == len(records)
+    assert all(n > 0 for n in _loaded(db, _workloads()))
+    for spec in (SPEC_A, SPEC_B):
+        rec = json.loads(cache.schedule_path(root, spec, resolve(TARGET)).read_text())
+        assert rec["name"] == spec.name and rec["trace"]
+    return len(records)
+
+
+def test_three_concurrent_tuners_lose_no_record(tmp_path):
+    """Three tuners on the same workloads and the same cache at once: every record each one
+    appended is in the log, whole, and read back; nothing is duplicated into a crash."""
+    procs = [_tuner(tmp_path, 3, seed) for seed in (1, 2, 3)]
+    appended = 0
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+        appended += int(out.split("appended")[-1])
+    assert _check_log(tmp_path) == appended
+
+
+def test_a_tuner_killed_at_a_random_point_resumes_and_loses_nothing(tmp_path):
+    """SIGKILL at a random moment of a run (seeded: the same moment each time), then the same run
+    again: every line that was whole when it died is still there, unchanged, the run finishes
+    and its log and records are whole."""
+    import random
+
+    log_dir = cache.log_dir(tmp_path, resolve(TARGET))
+    rec_file = log_dir / "database_tuning_record.json"
+    proc = _tuner(tmp_path, 6, 1)
+    deadline = time.time() + 120
+    while not (rec_file.exists() and rec_file.stat().st_size) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random(20261201).uniform(0.0, 2.0))  # within the first run's search
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    torn, whole = [], {}
+    for path in (log_dir / "database_workload.json", rec_file):
+        data = path.read_bytes()
+        whole[path] = data[:data.rfind(b"\n") + 1]  # what a kill can leave after it: one torn line at most
+        if whole[path] != data:
+            torn.append((path, whole[path].count(b"\n") + 1))
+    assert whole[rec_file], "the run was killed before it wrote a record"
+    resumed = _tuner(tmp_path, 6, 1)
+    out, err = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, err
+    for path, data in whole.items():
+        assert path.read_bytes().startswith(data)
+    assert _check_log(tmp_path, torn) == whole[rec_file].count(b"\n") + int(out.split("appended")[-1])
