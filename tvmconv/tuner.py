@@ -175,7 +175,7 @@ def _saved(spec, tgt: TargetInfo, root: Path, cands: list[dict]) -> list[dict]:
     """The record the cache under ``root`` holds for ``spec``, if its schedule is not in ``cands``."""
     path = cache.schedule_path(root, spec, tgt)
     with cache.lock(path):
-        old = cache.read_json(path, cache.RECORD_FIELDS)
+        old = cache.read_record(path)
     ids = {cache.schedule_id(c) for c in cands}
     if old is None or old.get("key") != cands[0]["key"] or cache.schedule_id(old) in ids:
         return []
