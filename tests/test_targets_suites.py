@@ -167,7 +167,7 @@ def test_shipped_schedules_cover_the_suites_on_x86(name):
     user cache) whose trace still applies to the current compute, and which records its dispatch
     choice."""
     from tvmconv import cache
-    from tvmconv.kernels.tuning import apply_record
+    from tvmconv.kernels.build import apply_record
 
     tgt = T.resolve("x86-avx2")
     for spec, _count in suite(name):

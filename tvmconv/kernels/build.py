@@ -136,8 +136,6 @@ def schedule(spec: Spec, target: TargetInfo, record: dict | None, source: str):
     if source == "unscheduled":
         return tvm.IRModule({"main": prim_func(spec)}), Plan(), source
     if record is not None:
-        from .tuning import apply_record
-
         try:
             return apply_record(spec, record), plan_from_dict(record["plan"]), source
         except Exception as exc:  # noqa: BLE001 - a stale record must not break the op
@@ -147,6 +145,16 @@ def schedule(spec: Spec, target: TargetInfo, record: dict | None, source: str):
         return cuda_default(spec, target), Plan(), "default"
     sch, plan = default_for(spec, target)
     return sch.mod, plan, "default"
+
+
+def apply_record(spec: Spec, record: dict) -> tvm.IRModule:
+    """The scheduled module a distilled record describes (raises if the trace no longer applies).
+    Here, not in the search module: an op with a tuned record must not import the search."""
+    from tvm.s_tir.schedule import Trace
+
+    sch = Schedule(prim_func(spec, plan_from_dict(record["plan"])))
+    Trace.apply_json_to_schedule(record["trace"], sch)
+    return sch.mod
 
 
 def natural_signature(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule:

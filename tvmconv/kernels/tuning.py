@@ -149,13 +149,6 @@ def workload(spec: Spec, plan: Plan) -> tvm.IRModule:
     return tvm.IRModule({"main": prim_func(spec, plan)})
 
 
-def apply_record(spec: Spec, record: dict) -> tvm.IRModule:
-    """The scheduled module a distilled record describes (raises if the trace no longer applies)."""
-    sch = Schedule(prim_func(spec, plan_from_dict(record["plan"])))
-    Trace.apply_json_to_schedule(record["trace"], sch)
-    return sch.mod
-
-
 def to_json(obj):
     """A TVM JSON-style object (Arrays, Maps, IntImm...) as plain Python."""
     if isinstance(obj, (list, tuple)):
