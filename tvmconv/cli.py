@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
 from pathlib import Path
 from typing import NoReturn, Optional
 
@@ -15,12 +16,42 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, help="tvmconv: convolution variants compiled and scheduled by TVM.")
 console = Console(width=None if Console().is_terminal else 200)
 
+# Exit codes: 0 done, 1 a failure while running, 2 a wrong argument or input, 3 results that
+# differ from the reference (check, export --check), 130 interrupted.
+EXIT_FAILED, EXIT_USAGE, EXIT_DIFFERS = 1, 2, 3
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """One plain line on stderr, no traceback, and the exit code."""
+    typer.echo(f"error: {message}".replace("\n", " "), err=True)
+    raise typer.Exit(code)
+
+
+def _version(value: bool):
+    if value:
+        from importlib import metadata
+
+        typer.echo(f"tvmconv {metadata.version('tvmconv')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """tvmconv: convolution variants compiled and scheduled by TVM."""
+
+
+def _print_json(rows: list[dict]) -> None:
+    typer.echo(json.dumps(rows, indent=1))
+
 
 @app.command()
-def variants():
+def variants(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
     """List the registered convolution variants."""
     from .registry import VARIANTS
 
+    if as_json:
+        return _print_json([{"variant": v.name, "kind": v.kind, "note": v.note} for v in VARIANTS.values()])
     table = Table("variant", "kind", "note")
     for v in VARIANTS.values():
         table.add_row(v.name, v.kind, v.note)
@@ -67,16 +98,20 @@ def check(
     bad = [r.variant for r in results if not r.ok]
     if bad:
         console.print(f"[red]{len(bad)} variant(s) differ from their reference: {bad}[/red]")
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_DIFFERS)
     console.print(f"all {len(results)} variants match their references")
 
 
 @app.command()
-def targets():
+def targets(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
     """List the target profiles; marks the one detected for this host."""
     from .target import detect_profile_name, profiles
 
     detected = detect_profile_name()
+    if as_json:
+        return _print_json([{"profile": name, "detected": name == detected, "target": p.target, "build": p.build,
+                             "measure": p.measure, "vendor": p.vendor, "file": str(p.path)}
+                            for name, p in profiles().items()])
     table = Table("", "profile", "TVM target", "build", "measure", "vendor", "file")
     for name, p in profiles().items():
         meas = p.measure.get("kind")
@@ -86,6 +121,24 @@ def targets():
                       p.vendor, p.path)
     console.print(table)
     console.print(f"* detected for this host: {detected or 'none (the host target is used as is)'}")
+
+
+@app.command()
+def suites(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+    """List the named suites of layer shapes that tune, bench and export take (--suite)."""
+    from .suites import SUITES, suite
+
+    rows = []
+    for name in [*SUITES, "all"]:
+        table = suite(name)
+        rows.append({"suite": name, "workloads": len(table), "layers": sum(count for _, count in table),
+                     "variants": sorted({spec.variant for spec, _ in table})})
+    if as_json:
+        return _print_json(rows)
+    out = Table("suite", "workloads", "layers", "variants")
+    for r in rows:
+        out.add_row(r["suite"], str(r["workloads"]), str(r["layers"]), ", ".join(r["variants"]))
+    console.print(out)
 
 
 def _ints(text: Optional[str], name: str):
@@ -154,6 +207,7 @@ def tune(
     if len(given) != 1:
         raise typer.BadParameter("give exactly one of --suite, --op (with --shape/--weight), --spec or --model",
                                  param_hint="--suite/--op/--spec/--model")
+    _need_tune_extra()
     try:
         if suite is not None:
             what = suite
@@ -167,11 +221,9 @@ def tune(
                            input_shape=_ints(input_shape, "--input-shape"), num_trials_per_iter=per_iter,
                            population=population, dispatch=not no_dispatch, rpc_timeout=rpc_timeout)
     except (ValueError, ConnectionError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        _fail(str(exc))
     except OSError as exc:  # a full disk, a read-only cache (TuningLogError names the file and the cause)
-        typer.echo(f"error: {exc}".replace("\n", " "), err=True)  # one plain line: no traceback, no wrapping
-        raise typer.Exit(1) from None
+        _fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: every measured trial is in the log and the best schedules so far "
                       "are in the cache; run the same command again to resume[/yellow]")
@@ -186,6 +238,19 @@ def tune(
     console.print(table)
     if json_path:
         json_path.write_text(results_json(results) + "\n")
+
+
+# What MetaSchedule's search needs beyond TVM itself (pyproject's [tune] extra)
+_TUNE_EXTRA = ("xgboost", "psutil", "cloudpickle", "tornado")
+
+
+def _need_tune_extra() -> None:
+    import importlib.util
+
+    missing = [m for m in _TUNE_EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        _fail(f"tvmconv tune needs the [tune] extra ({', '.join(missing)} missing): pip install 'tvmconv[tune]'",
+              EXIT_FAILED)
 
 
 def _op_spec(op, shape, weight, stride, padding, dilation, groups, bias):
@@ -265,6 +330,10 @@ def bench(
         if tgt.is_cuda and not torch.cuda.is_available():
             raise ValueError(f"target {tgt.profile!r} is a CUDA target and PyTorch sees no CUDA GPU here; bench it on "
                              f"a GPU machine")
+        if not (tgt.is_cuda or tgt.runs_here):
+            raise ValueError(f"target {tgt.profile!r} does not run on this machine's CPU; bench runs on the machine "
+                             f"it times (use `tvmconv export --target {tgt.profile} --check` to run it under "
+                             f"emulation)")
         names = list(MODELS) if model == "all" else (model or "").split(",")
         if model is not None and all(n in MODELS for n in names):
             return _bench_model(names, tgt, _as_tuple(_ints(batch, "--batch")), rounds, json_path)
@@ -272,8 +341,7 @@ def bench(
                      dilation, groups, bias)
         cases = B.cases(what, input_shape=_ints(input_shape, "--input-shape"))
     except (ValueError, TypeError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        _fail(str(exc))
     roof = B.measure_roofline(tgt.num_cores, cuda=tgt.is_cuda)
     console.print(f"{B.machine(tgt)}; target {tgt.profile} ({tgt.num_cores} threads)\nroofline: SGEMM "
                   f"{roof.peak_flops / 1e9:.1f} GFLOP/s, copy {roof.bandwidth / 1e9:.1f} GB/s (measured now)")
@@ -299,7 +367,7 @@ def bench(
     goals = ("depthwise, grouped and fused: faster than cuDNN; the others: within 10% of it" if tgt.is_cuda else
              "compute: not slower than vendor; memory: 3x and 60% of bandwidth; fused: 1.5x")
     console.print(f"{len(records) - len(missed)}/{len(records)} workloads meet their goal ({goals})")
-    label = suite or (Path(model).stem if model else op or "spec")
+    label = suite or (Path(model).stem if model else op or ("spec" if spec else "variants"))
     png = png or Path(f"bench-{tgt.profile}-{label}.png")
     try:
         B.plot(records, roof, png)
@@ -367,8 +435,7 @@ def export_cmd(
             manifest = X.export(what, target, output, input_shape=_ints(input_shape, "--input-shape"),
                                 progress=lambda i, n, s: status.update(f"[{i + 1}/{n}] {s.name}"))
     except (ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        _fail(str(exc))
     table = Table("workload", "schedule", "files")
     for w in manifest["workloads"]:
         table.add_row(w["name"], w["schedule"], " ".join(w["files"].values()))
@@ -376,7 +443,13 @@ def export_cmd(
     console.print(f"{len(manifest['workloads'])} kernels for {manifest['target']} in {output} (manifest.json)")
     bad = False
     if check:
-        ok, total = X.check(output, log=console.print)
+        try:
+            ok, total = X.check(output, log=console.print)
+        except subprocess.CalledProcessError as exc:  # the example did not build: show the compiler's words
+            output_text = (exc.stderr or b"").decode(errors="replace") + (exc.stdout or b"").decode(errors="replace")
+            typer.echo(output_text.rstrip(), err=True)
+            _fail(f"building the C example failed ({' '.join(map(str, exc.cmd))} exited {exc.returncode})",
+                  EXIT_FAILED)
         console.print(f"{ok}/{total} kernels match PyTorch (static C example)")
         bad |= ok != total
     if check_python:
@@ -384,7 +457,7 @@ def export_cmd(
         console.print(f"{ok}/{total} kernels match PyTorch (TVM runtime in {check_python})")
         bad |= ok != total
     if bad:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_DIFFERS)
 
 
 cache_app = typer.Typer(help="Inspect and clear the schedule cache.")
@@ -393,7 +466,8 @@ _PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # no separators, no
 
 
 @cache_app.command("list")
-def cache_list(target: Optional[str] = typer.Option(None, "--target", "-t", help="Only this profile.")):
+def cache_list(target: Optional[str] = typer.Option(None, "--target", "-t", help="Only this profile."),
+               as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
     """Every tuned schedule record, shipped and user, with its measured time."""
     from . import cache as C
 
@@ -401,11 +475,18 @@ def cache_list(target: Optional[str] = typer.Option(None, "--target", "-t", help
         _cache_error(f"--target must be a profile name (see `tvmconv targets`), got {target!r}")
     table = Table("profile", "workload", "GFLOP/s", "ms", "trials", "schedule", "dispatch", "where")
     shipped = C.shipped_root().resolve()
+    rows = []
     for rec, path in C.list_records(profile=target):
         where = "shipped" if path.resolve().is_relative_to(shipped) else "user"
+        rows.append({"profile": rec.get("profile", path.parent.name), "workload": rec.get("name", path.stem),
+                     "gflops": rec.get("gflops"), "run_secs": rec["run_secs"], "trials": rec.get("trials"),
+                     "schedule": rec.get("source"), "dispatch": rec.get("dispatch"), "where": where,
+                     "path": str(path)})
         table.add_row(rec.get("profile", path.parent.name), rec.get("name", path.stem), f"{rec.get('gflops', 0):.1f}",
                       f"{rec['run_secs'] * 1e3:.4f}", str(rec.get("trials", "")), rec.get("source", ""),
                       _dispatch_label(rec.get("dispatch")), where)
+    if as_json:
+        return _print_json(rows)
     console.print(table)
 
 
@@ -425,8 +506,7 @@ def cache_show(name: str = typer.Argument(..., help="A workload name (or a prefi
 
     found = [(r, p) for r, p in C.list_records() if r.get("name", "").startswith(name) or p.stem.startswith(name)]
     if not found:
-        console.print(f"[red]error:[/red] no schedule record matches {name!r} (see `tvmconv cache list`)")
-        raise typer.Exit(2)
+        _fail(f"no schedule record matches {name!r} (see `tvmconv cache list`)")
     for rec, path in found:
         console.print(f"[bold]{path}[/bold]")
         brief = {k: v for k, v in rec.items() if k != "trace"}
@@ -477,8 +557,7 @@ def _profile_dirs_to_clear(dirs: list[Path], target: str) -> list[Path]:
 
 
 def _cache_error(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+    _fail(message)
 
 
 def main():  # pragma: no cover
