@@ -247,32 +247,57 @@ def machine(target: TargetInfo | None = None) -> str:
 
 
 def plot(records: list[dict], roof: Roofline, path) -> None:
-    """Two panels: speed-up over the vendor path per workload (log scale, goal lines), and the
-    fraction of the roofline reached."""
+    """Two panels over the workloads: the speed-up over the vendor path (log scale, ticks 0.5x, 1x,
+    2x...; the bar's spread from both interquartile ranges; a black tick at each workload's goal)
+    and the fraction of the roofline reached (with the memory-bound goal). Full workload names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter, LogLocator, PercentFormatter
 
     colors = {"compute": "tab:blue", "memory": "tab:orange", "fused": "tab:green"}
     n = len(records)
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8, 0.32 * n + 2), 8), sharex=True)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(9, 0.3 * n + 3), 9), sharex=True,
+                                   gridspec_kw={"height_ratios": [3, 2]})
     xs = range(n)
-    ax1.bar(xs, [r["speedup"] for r in records], color=[colors[r["kind"]] for r in records])
-    ax1.axhline(1.0, color="black", lw=0.8)
-    ax1.set_yscale("log")
-    ax1.set_ylabel("speed-up over vendor path (x)")
-    ax1.set_title(f"tvmconv vs vendor: {records[0]['target'] if records else ''}; peak "
-                  f"{roof.peak_flops / 1e9:.0f} GFLOP/s, {roof.bandwidth / 1e9:.0f} GB/s")
-    from matplotlib.patches import Patch
-
-    ax1.legend(handles=[Patch(color=c, label=k) for k, c in colors.items()])
-    ax2.bar(xs, [r["roofline_fraction"] for r in records], color=[colors[r["kind"]] for r in records])
-    ax2.set_ylabel("fraction of roofline")
+    bar_colors = [colors[r["kind"]] for r in records]
+    speed = [r["speedup"] for r in records]
+    # the ratio of two medians, each known to its relative interquartile range: a rough spread
+    spread = [s * math.hypot(r.get("tvmconv_spread", 0), r.get("vendor_spread", 0)) / 2
+              for s, r in zip(speed, records)]
+    ax1.bar(xs, speed, color=bar_colors, yerr=spread, ecolor="0.35", capsize=2, error_kw={"lw": 0.8})
+    for x, r in zip(xs, records):
+        ax1.hlines(goal_of(r)[0], x - 0.45, x + 0.45, colors="black", lw=1.5)
+    ax1.axhline(1.0, color="0.4", lw=0.8, ls="--")
+    ax1.set_yscale("log", base=2)
+    ax1.yaxis.set_major_locator(LogLocator(base=2))
+    ax1.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    top = max([*speed, *(goal_of(r)[0] for r in records), 1.0])
+    ax1.set_ylim(min([*speed, 1.0]) / 1.5, top * 1.5)
+    ax1.set_ylabel("speed-up over the vendor path")
+    target = records[0]["target"] if records else ""
+    vendors = "; ".join(sorted({r.get("vendor", "vendor") for r in records}))
+    ax1.set_title(f"tvmconv against the vendor path, target {target}; roofline measured in the same run: "
+                  f"{roof.peak_flops / 1e9:.0f} GFLOP/s, {roof.bandwidth / 1e9:.0f} GB/s\nvendor path: {vendors}",
+                  fontsize=9, loc="left")
+    goals = {k: GOALS[k][0] for k in colors}
+    ax1.legend(handles=[Patch(color=c, label=f"{k} (goal {goals[k]:g}x)") for k, c in colors.items()]
+               + [Line2D([], [], color="black", lw=1.5, label="goal of the workload"),
+                  Line2D([], [], color="0.35", lw=0.8, label="spread (interquartile)")], fontsize=8,
+               loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax2.bar(xs, [r["roofline_fraction"] for r in records], color=bar_colors)
+    for x, r in zip(xs, records):
+        roof_goal = goal_of(r)[1]
+        if roof_goal is not None:
+            ax2.hlines(roof_goal, x - 0.45, x + 0.45, colors="black", lw=1.5)
+    ax2.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax2.set_ylabel("fraction of the roofline")
     ax2.set_xticks(list(xs))
-    ax2.set_xticklabels([r["workload"][:40] for r in records], rotation=90, fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    ax2.set_xticklabels([r["workload"] for r in records], rotation=90, fontsize=6)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
