@@ -5,8 +5,13 @@ device and callable on PyTorch tensors and NumPy arrays.
     y = TF.conv2d(x, w, b, stride=2, padding=1, groups=4)
     tvmconv.tune("mobilenet_v1", target="x86-avx2", trials=200)   # tuned schedules, cached
     fast = tvmconv.convert(model.eval(), (x,))                      # a model's convs on tvmconv
+
+The submodules load on first use (PEP 562), so ``import tvmconv`` and the command line's
+``--help`` do not pay for importing PyTorch and TVM. Importing ``tvmconv.functional`` (or using
+any op) registers the custom ops ``torch.ops.tvmconv.*``.
 """
 
+import importlib as _importlib
 import logging as _logging
 
 from . import knobs as _knobs
@@ -15,11 +20,30 @@ __version__ = "0.1.0"
 
 _logging.getLogger("tvmconv").setLevel(_knobs.log_level())
 
-from . import functional  # noqa: E402
-from . import ops  # noqa: E402  (registers torch.ops.tvmconv.*)
-from . import models, nn  # noqa: E402
-from .convert import convert  # noqa: E402
-from .registry import VARIANTS  # noqa: E402
-from .tuner import tune  # noqa: E402
+# public name -> (module, attribute or None for the module itself)
+_LAZY = {
+    "functional": ("functional", None),
+    "ops": ("ops", None),
+    "nn": ("nn", None),
+    "models": ("models", None),
+    "convert": ("converter", "convert"),
+    "tune": ("tuner", "tune"),
+    "VARIANTS": ("registry", "VARIANTS"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'tvmconv' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    value = _importlib.import_module(f".{module}", __name__)
+    value = value if attr is None else getattr(value, attr)
+    globals()[name] = value  # found once
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = ["functional", "ops", "nn", "models", "convert", "tune", "VARIANTS", "__version__"]

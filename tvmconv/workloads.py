@@ -99,6 +99,8 @@ def from_file(path, input_shape=None) -> list[tuple[Spec, int]]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"model must be a torch.export file (.pt2); {str(path)!r} does not exist")
+    from . import ops  # noqa: F401 - a program may hold tvmconv.* nodes: their ops must be registered
+
     try:
         ep = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001
