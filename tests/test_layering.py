@@ -3,9 +3,13 @@ importing tvmconv's tuning module (which patches sys.modules for MetaSchedule's 
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+import tvmconv
 
 PROBE = textwrap.dedent("""
     import sys, torch
@@ -32,8 +36,45 @@ def test_the_command_line_starts_without_torch_or_tvm():
     assert run.stdout.split() == ["False", "False"], run.stderr[-2000:]
 
 
-def test_using_an_op_registers_the_custom_ops():
-    probe = ("import torch, tvmconv.functional as TF; "
+def test_importing_tvmconv_ops_registers_every_custom_op():
+    probe = ("import torch, tvmconv.ops, tvmconv.functional as TF; "
              "print(all(hasattr(torch.ops.tvmconv, n) for n in TF.__all__))")
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert run.stdout.strip() == "True", run.stderr[-2000:]
+
+
+def _module_level_imports(path: Path, name: str, modules: set[str]) -> set[str]:
+    """The tvmconv modules ``name`` imports when it is imported (imports inside functions run
+    later, on use, and make no cycle at import time)."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    out = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                out.add(full if full in modules else base)
+        elif isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+    return {m for m in out if m in modules and m != name}
+
+
+def test_the_package_has_no_import_cycle():
+    root = Path(tvmconv.__file__).parent
+    files = {".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in root.rglob("*.py")}
+    graph = {name: _module_level_imports(path, name, set(files)) for name, path in files.items()}
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        for dep in graph[name]:
+            assert dep not in path, "import cycle: " + " -> ".join(path[path.index(dep):] + [dep])
+            if dep not in done:
+                visit(dep, path + [dep])
+        done.add(name)
+
+    for name in graph:
+        visit(name, [name])

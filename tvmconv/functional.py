@@ -579,6 +579,3 @@ def _traceable(fn):
 for _name in __all__:
     globals()[_name] = _traceable(globals()[_name])
 del _name
-
-# Using an op registers them all as torch.ops.tvmconv.* (autograd, torch.compile, torch.export)
-from . import ops  # noqa: E402,F401
