@@ -65,6 +65,12 @@ def serial_estimate(spec: Spec) -> float:
     return max(spec.flops / 30e9, spec.bytes_moved / 8e9)
 
 
+def _tile_registers(V: int) -> int:
+    """Vector registers a register tile may hold, by the lanes of a vector (the ISA's proxy here):
+    28 of AVX-512's 32, 13 of AVX2's 16; the rest hold the broadcast input and the weights."""
+    return 28 if V >= 16 else 13
+
+
 def plan_for(spec: Spec, vector_lanes: int) -> Plan:
     """Choose the compute blocking for ``spec`` on a target with ``vector_lanes`` lanes of dtype."""
     plan = _blocking(spec, max(1, vector_lanes))
@@ -83,7 +89,7 @@ def _blocking(spec: Spec, V: int) -> Plan:
             # Two vectors of output channels when there are enough, else one; the pixel tile fills
             # the remaining registers (AVX2/NEON: 16 registers, AVX-512: 32).
             vb = 2 * V if ocg >= 2 * V else V
-            regs = 28 if V >= 16 else 13
+            regs = _tile_registers(V)
             owi = max(1, min(regs // (vb // V), out_w))
             return Plan("ocvec", vb=vb, owi=_best_tile(out_w, owi, multiple_of=_tile_step(spec)))
         if not spec.transposed:
@@ -95,7 +101,7 @@ def _blocking(spec: Spec, V: int) -> Plan:
                                            zip(("kx1_", "c1xk_"), spec.stages())))
     if isinstance(spec, DepthwiseSeparableSpec):
         vb = 2 * V if spec.c_out >= 2 * V else V
-        regs = 28 if V >= 16 else 13
+        regs = _tile_registers(V)
         return Plan("ocvec", vb=vb, owi=_best_tile(spec.out_size[-1], max(1, regs // (vb // V))))
     return Plan("plain")
 
@@ -123,7 +129,7 @@ def plan_candidates(spec: Spec, vector_lanes: int, limit: int = 16) -> list[Plan
     if base.kind == "staged" or base.kind == "plain":
         return flip[:limit]
     out_w = spec.out_size[-1]
-    regs = 28 if V >= 16 else 13
+    regs = _tile_registers(V)
     cands = []
     if base.kind == "ocvec":
         ocg = spec.c_out // spec.groups if isinstance(spec, ConvSpec) else spec.c_out
@@ -579,7 +585,8 @@ def effnet_block(spec: EffNetSpec, plan: Plan):
     a = _plain_conv2d(ph["input"], ph["weight_1x3"], (1, 1), ((0, 0), (1, 1)), (1, 1), c, "dw_1x3",
                       ph.get("bias_1x3"), spec.activation)
     oh, w = spec.out_size
-    pooled = te.compute((spec.n, c, oh, w), lambda nn, ch, y, xx: _max_nan(a[nn, ch, 2 * y, xx], a[nn, ch, 2 * y + 1, xx]),
+    pooled = te.compute((spec.n, c, oh, w),
+                        lambda nn, ch, y, xx: _max_nan(a[nn, ch, 2 * y, xx], a[nn, ch, 2 * y + 1, xx]),
                         name="pool")
     out = _plain_conv2d(pooled, ph["weight_3x1"], (1, 1), ((1, 1), (0, 0)), (1, 1), c, "dw_3x1",
                         ph.get("bias_3x1"), spec.activation)
