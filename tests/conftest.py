@@ -47,6 +47,15 @@ def rng():
     return torch.Generator().manual_seed(1234)
 
 
+def at_offset(t: torch.Tensor, offset: int) -> torch.Tensor:
+    """``t``'s values in a tensor that starts ``offset`` elements into a larger buffer: not 64-byte
+    aligned unless ``offset`` is a multiple of 64 bytes' worth of elements."""
+    flat = torch.empty(t.numel() + offset, dtype=t.dtype)
+    view = flat[offset:].view(t.shape)
+    view.copy_(t)
+    return view
+
+
 def assert_close(actual, expected, atol=1e-4, rtol=1e-4):
     if isinstance(actual, np.ndarray):
         actual = torch.from_numpy(actual)

@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 
 from tvmconv.registry import SHAPE_TABLE, VARIANTS, Case
 
+from .conftest import at_offset
+
 EXAMPLES = int(os.environ.get("TVMCONV_FUZZ_EXAMPLES", "200"))
 ROWS = [r for r in SHAPE_TABLE if r.label in ("base", "stride2", "depthwise", "odd_sizes")]
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -30,15 +32,6 @@ SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, data
 OUTCOMES: Counter = Counter()
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-def _at_offset(t: torch.Tensor, offset: int) -> torch.Tensor:
-    """``t``'s values in a tensor that starts ``offset`` elements into a larger buffer (so it is
-    not aligned to 64 bytes for offsets that are not a multiple of 16 floats)."""
-    flat = torch.empty(t.numel() + offset, dtype=t.dtype)
-    view = flat[offset:].view(t.shape)
-    view.copy_(t)
-    return view
 
 
 def _strided(t: torch.Tensor) -> torch.Tensor:
@@ -63,7 +56,7 @@ def _form(draw, t: torch.Tensor, numpy: bool):
         return _numpy_at_offset(t, draw(st.integers(0, 17)))
     kind = draw(st.sampled_from(["plain", "offset", "strided", "channels_last"]))
     if kind == "offset":
-        return _at_offset(t, draw(st.integers(1, 17)))
+        return at_offset(t, draw(st.integers(1, 17)))
     if kind == "strided" and t.dim() >= 1 and t.shape[-1] > 1:
         return _strided(t)
     if kind == "channels_last" and t.dim() == 4:

@@ -17,18 +17,11 @@ from tvmconv import nn as tnn
 from tvmconv.registry import SHAPE_TABLE, VARIANTS
 from tvmconv.spec import ConvSpec, spec_from_dict
 
-from .conftest import assert_close
+from .conftest import assert_close, at_offset
 
 BASE = next(r for r in SHAPE_TABLE if r.label == "base")
 FUSED = ["depthwise_separable_conv2d", "shuffled_group_conv2d", "spatial_separable_conv2d", "effnet_block",
          "squeeze_excitation"]
-
-
-def _misaligned(t: torch.Tensor, offset: int) -> torch.Tensor:
-    flat = torch.empty(t.numel() + offset)
-    view = flat[offset:].view(t.shape)
-    view.copy_(t)
-    return view
 
 
 # -- alignment ------------------------------------------------------------------------------------
@@ -40,7 +33,7 @@ def test_tensors_at_any_storage_offset_give_torchs_answer(name):
     case = v.make_case(BASE, torch.Generator().manual_seed(0))
     expected = v.run_reference(case)
     for offset in range(13):
-        args = tuple(_misaligned(a, offset) if isinstance(a, torch.Tensor) else a for a in case.args)
+        args = tuple(at_offset(a, offset) if isinstance(a, torch.Tensor) else a for a in case.args)
         assert_close(v.op(*args, **case.kwargs), expected)
     numpy_args = tuple(a.numpy()[np.newaxis][0] if isinstance(a, torch.Tensor) else a for a in args)
     assert_close(v.op(*numpy_args, **{k: (t.numpy() if isinstance(t, torch.Tensor) else t)

@@ -210,7 +210,7 @@ def test_interrupted_tuning_loses_nothing_and_resumes(tmp_path):
     from tvmconv.kernels.tuning import TuningLog
 
     log = TuningLog(cache.log_dir(tmp_path, tgt))
-    assert log.set_aside and "GetSBlock" in log.set_aside[0].read_text()
+    assert log.unreadable and "GetSBlock" in log.unreadable[0][0].read_text()
     assert sum(len(v) for v in log.records.values()) == len(lines)  # every whole line kept
     _, _, searched = search_start(w, tgt, log)  # the search's trials so far (the sketch seed included)
     assert searched >= 1
@@ -317,7 +317,7 @@ def test_two_concurrent_tuners_share_one_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TVMCONV_CACHE_DIR", str(tmp_path))
     tgt = resolve(TARGET)
     log = TuningLog(cache.log_dir(tmp_path, tgt))
-    assert not log.set_aside  # no line was torn by the two writers
+    assert not log.unreadable  # no line was torn by the two writers
     shared = conv(4, 6, 8, 3, 1, 1)
     for spec in (SPEC, SPEC_B, shared):
         found = cache.find_record(spec, tgt)

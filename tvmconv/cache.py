@@ -167,10 +167,11 @@ def lock(path: Path, timeout: float = LOCK_TIMEOUT_S) -> FileLock:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary path next to ``path``; on success it is fsynced and renamed onto ``path``."""
+def atomic_path(path: Path, suffix: str = ".tmp"):
+    """Yield a temporary path next to ``path`` (ending in ``suffix``); on success it is fsynced and
+    renamed onto ``path``."""
     make_dirs(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -206,7 +207,7 @@ def set_aside(path: Path, why: str) -> Path | None:
     return dest
 
 
-def read_json(path: Path, required: tuple[str, ...] = ()):
+def read_json(path: Path):
     """The parsed file, or None when it is absent or corrupt (a corrupt one is set aside)."""
     try:
         text = path.read_text()
@@ -222,10 +223,6 @@ def read_json(path: Path, required: tuple[str, ...] = ()):
         obj = json.loads(text)
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested
         _set_aside_if_user(path, f"not valid JSON: {exc}")
-        return None
-    missing = [k for k in required if not isinstance(obj, dict) or k not in obj]
-    if missing:
-        _set_aside_if_user(path, f"missing fields {missing}")
         return None
     return obj
 
@@ -295,21 +292,13 @@ def save_library(path: Path, export: Callable[[str], None], key: str, spec: Spec
         with lock(path, timeout=LIBRARY_LOCK_TIMEOUT_S):
             if os.path.lexists(path):
                 return
-            # TVM picks how to link from the file name's suffix
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".so", dir=path.parent)
-            os.close(fd)
-            try:
-                export(tmp)
-                with open(tmp, "rb") as f:
-                    os.fsync(f.fileno())
+            with atomic_path(path, suffix=".so") as tmp:  # TVM picks how to link from the suffix
+                export(str(tmp))
+                # the manifest first (the library is renamed into place after this block): a reader
+                # never finds a library without its manifest
                 write_json(manifest_path(path), {"format": CACHE_FORMAT_VERSION, "key": key, "spec": spec.to_dict(),
-                                                 "target": target.dict, "size": os.path.getsize(tmp),
-                                                 "sha256": _sha256(Path(tmp))})
-                # the manifest first: a reader never finds a library without its manifest
-                os.replace(tmp, path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+                                                 "target": target.dict, "size": tmp.stat().st_size,
+                                                 "sha256": _sha256(tmp)})
     except Timeout:
         log.info("tvmconv: %s.lock is held by another process; not caching the compiled kernel", path)
     except Exception as exc:  # noqa: BLE001 - no C compiler, read-only cache...: run from memory

@@ -472,7 +472,7 @@ def cache_list(target: Optional[str] = typer.Option(None, "--target", "-t", help
     from . import cache as C
 
     if target is not None and not _PROFILE_NAME.match(target):  # it becomes a glob pattern
-        _cache_error(f"--target must be a profile name (see `tvmconv targets`), got {target!r}")
+        _fail(f"--target must be a profile name (see `tvmconv targets`), got {target!r}")
     table = Table("profile", "workload", "GFLOP/s", "ms", "trials", "schedule", "dispatch", "where")
     shipped = C.shipped_root().resolve()
     rows = []
@@ -533,7 +533,7 @@ def cache_clear(
     dirs = [d for d in dirs if d.exists()]
     outside = [d for d in dirs if d.is_symlink() or not d.resolve().is_relative_to(root.resolve())]
     if outside:  # a symlinked folder: rmtree would delete what lies elsewhere
-        _cache_error(f"{', '.join(map(str, outside))} lies outside the cache {root}; not deleting it")
+        _fail(f"{', '.join(map(str, outside))} lies outside the cache {root}; not deleting it")
     if not dirs:
         console.print("nothing to clear")
         return
@@ -551,13 +551,9 @@ def _profile_dirs_to_clear(dirs: list[Path], target: str) -> list[Path]:
 
     known = _PROFILE_NAME.match(target) and (target in profiles() or any((d / target).is_dir() for d in dirs))
     if not known:
-        _cache_error(f"--target must be a profile name (see `tvmconv targets`) or a folder in the cache, "
+        _fail(f"--target must be a profile name (see `tvmconv targets`) or a folder in the cache, "
                      f"got {target!r}")
     return [d / target for d in dirs]
-
-
-def _cache_error(message: str) -> NoReturn:
-    _fail(message)
 
 
 def main():  # pragma: no cover

@@ -32,8 +32,9 @@ Shape = tuple[int, ...]
 Pads = tuple[tuple[int, int], ...]
 
 
-def _dtype_bytes(dtype: str) -> int:
-    return {"float16": 2, "float32": 4, "float64": 8}[dtype]
+_DTYPE_BYTES = {"float16": 2, "float32": 4, "float64": 8}
+DTYPES = tuple(_DTYPE_BYTES)  # the dtypes a spec may name
+
 
 
 def _prod(xs) -> int:
@@ -102,7 +103,7 @@ class Spec:
     @property
     def bytes_moved(self) -> int:
         elems = sum(_prod(s) for _, s in self.arg_shapes) + _prod(self.out_shape)
-        return elems * _dtype_bytes(self.dtype)
+        return elems * _DTYPE_BYTES[self.dtype]
 
 
 def _j(xs) -> str:
@@ -603,7 +604,6 @@ class ChannelShuffleSpec(Spec):
 # TVM indexes a kernel's buffers with 32-bit integers (a larger literal ends in "Literal value ...
 # exceeds range of int32", a larger product wraps): every size, parameter and tensor stays below.
 INDEX_MAX = 2**31 - 1
-DTYPES = ("float16", "float32", "float64")
 _CHOICES = {"dtype": DTYPES, "activation": ACTIVATIONS, "mid_activation": ACTIVATIONS}
 _MAY_BE_ZERO = {"padding", "output_padding", "shuffle"}
 

@@ -234,8 +234,8 @@ def split_weight_pack(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule | None:
     own), the library the ops call: ``pack(weight, packed)`` holds that loop nest, and ``main``
     takes ``packed`` where it took the weight. The op packs on every call, in a parallel pass of
     its own into a buffer it keeps (functional._packed says why not once). Both take the op's own
-    shapes. None where the schedule does not
-    allow the split (the packing inside another loop nest, or the weight read elsewhere)."""
+    shapes. None where the schedule does not allow the split (the packing inside another loop
+    nest, or the weight read elsewhere)."""
     from tvm import tirx
 
     found = _pack_stage(mod)
@@ -263,8 +263,8 @@ def measure_slack(numel: int) -> int:
 
 def drop_weight_pack(mod: tvm.IRModule) -> tvm.IRModule:
     """``mod`` for measuring what the op runs: where ``split_weight_pack`` would take the packing
-    out of the kernel (the op packs in a pass of its own), ``main`` without its ``wpack`` loop nest, reading
-    the packed weight through the weight's own memory. The signature is unchanged, so MetaSchedule
+    out of the kernel (the op packs in a pass of its own), ``main`` without its ``wpack`` loop nest,
+    reading the packed weight through the weight's own memory. The signature is unchanged, so MetaSchedule
     allocates the arguments as before; the values read are the random ones it filled in, and the
     padding of a packed weight larger than the weight falls in ``measure_slack``. Unchanged where
     there is no such stage or its packed weight would not fit."""

@@ -282,11 +282,6 @@ class TuningLog(ms.database.PyDatabase):
         if report and (self.unreadable or self.unresolved):
             self._report()
 
-    @property
-    def set_aside(self) -> list[Path]:
-        """The log files holding skipped lines (they are left in place)."""
-        return list(dict.fromkeys(path for path, _ in self.unreadable))
-
     # loading: skips what it cannot read, rewrites nothing
     def _load(self) -> None:
         w_lines = _read_lines(self.path_workload)
