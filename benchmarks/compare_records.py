@@ -12,9 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tvmconv import cache, suites, timing
-from tvmconv.target import resolve
-from tvmconv.tuner import op_times
+from tvmconv.runtime import cache
+
+from tvmconv.tools import suites
+
+from tvmconv.backends import timing
+from tvmconv.backends.target import resolve
+from tvmconv.tuning.api import op_times
 
 
 def main(suite: str, rev: str, only: str = "") -> None:

@@ -15,9 +15,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from tvmconv.check import check_variant
-from tvmconv.registry import VARIANTS, ShapeRow
-from tvmconv.target import host
+from tvmconv.tools.check import check_variant
+from tvmconv.variants.registry import VARIANTS, ShapeRow
+from tvmconv.backends.target import host
 
 LAYERS = [
     ("conv2d", ShapeRow("resnet18 3x3 64", c=64, size=(56, 56), oc=64)),

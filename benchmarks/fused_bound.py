@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from tvmconv import functional as TF
-from tvmconv import suites, timing
+from tvmconv.tools import suites
+from tvmconv.backends import timing
 from tvmconv.spec import DepthwiseSeparableSpec
 
 

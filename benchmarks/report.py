@@ -9,7 +9,7 @@ import json
 import statistics
 import sys
 
-from tvmconv.bench import geomeans, goal_of, meets_goal
+from tvmconv.tools.bench import geomeans, goal_of, meets_goal
 
 
 def tune_report(recs: list[dict]) -> None:

@@ -30,7 +30,7 @@ if DEVICE == "cuda" and not torch.cuda.is_available():
 
 def on_device(case, device: str = DEVICE):
     """A registry ``Case`` with its tensors on ``device``."""
-    from tvmconv.registry import Case
+    from tvmconv.variants.registry import Case
 
     move = lambda v: v.to(device) if isinstance(v, torch.Tensor) else v  # noqa: E731
     return Case(tuple(move(a) for a in case.args), {k: move(v) for k, v in case.kwargs.items()})

@@ -18,7 +18,7 @@ PROBE = textwrap.dedent("""
     with TF.capture_kernels() as ks:
         TF.conv2d(x, w, padding=1, target="x86-avx2")
     assert ks[0].schedule_source.startswith("tuned:"), ks[0].schedule_source
-    print("tvmconv.kernels.tuning" in sys.modules)
+    print("tvmconv.tuning.search" in sys.modules)
 """)
 
 
@@ -31,7 +31,7 @@ def test_running_a_tuned_record_does_not_import_the_search():
 def test_the_command_line_starts_without_torch_or_tvm():
     """``tvmconv --help`` and ``--version`` answer at once: the package loads its submodules on
     first use, and the CLI imports what a command needs inside the command."""
-    probe = "import sys, tvmconv, tvmconv.cli; print('torch' in sys.modules, 'tvm' in sys.modules)"
+    probe = "import sys, tvmconv, tvmconv.tools.cli; print('torch' in sys.modules, 'tvm' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert run.stdout.split() == ["False", "False"], run.stderr[-2000:]
 

@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 PROBE = textwrap.dedent("""
     import sys, torch, torch.nn.functional as F
     import tvmconv, tvmconv.functional as TF
-    from tvmconv import knobs, target
+    from tvmconv import knobs
+    from tvmconv.backends import target
     assert sys.argv[1] in tvmconv.__file__, tvmconv.__file__
     assert "_shipped" in str(knobs.shipped_dir()), knobs.shipped_dir()
     assert {"x86-avx2", "x86-avx512", "arm64-linux"} <= set(target.profiles()), sorted(target.profiles())

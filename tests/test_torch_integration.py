@@ -14,7 +14,7 @@ from tvmconv import functional as TF
 from tvmconv import models as M
 from tvmconv import nn as tnn
 from tvmconv import ops
-from tvmconv.registry import SHAPE_TABLE, VARIANTS, ShapeRow
+from tvmconv.variants.registry import SHAPE_TABLE, VARIANTS, ShapeRow
 
 ROWS = {r.label: r for r in SHAPE_TABLE}
 TINY = ShapeRow("tiny", n=1, c=4, size=(5, 6), oc=4, k=3, stride=1, padding=1, groups=2)

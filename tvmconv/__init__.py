@@ -27,8 +27,8 @@ _LAZY = {
     "nn": ("nn", None),
     "models": ("models", None),
     "convert": ("converter", "convert"),
-    "tune": ("tuner", "tune"),
-    "VARIANTS": ("registry", "VARIANTS"),
+    "tune": ("tuning.api", "tune"),
+    "VARIANTS": ("variants.registry", "VARIANTS"),
 }
 
 

@@ -29,8 +29,8 @@ from torch import nn
 
 from . import functional as TF
 from . import nn as tnn
-from . import timing
-from .target import resolve
+from .backends import timing
+from .backends.target import resolve
 
 SUPPORTED = (torch.float32, torch.float64)
 _ACTS = (nn.ReLU, nn.ReLU6)

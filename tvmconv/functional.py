@@ -17,10 +17,10 @@ import threading
 import torch
 
 from . import knobs, reference
-from . import target as _target
+from .backends import target as _target
 from ._args import Args, check_divisible, check_groups, check_out_size, check_shape, conv_padding, int_tuple
 from ._args import activation as activation_arg
-from .kernels import build
+from .runtime import build
 from .spec import (
     ChannelShuffleSpec,
     ChannelWiseSpec,

@@ -88,7 +88,7 @@ def _target_arg(target) -> str:
         return target
     if isinstance(target, dict):
         return json.dumps(target, sort_keys=True)
-    from .target import TargetInfo
+    from .backends.target import TargetInfo
 
     if isinstance(target, TargetInfo):
         return target.profile if target.profile != "custom" else target.json

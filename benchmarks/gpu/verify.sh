@@ -8,9 +8,10 @@ TVMCONV_TEST_DEVICE=cuda timeout ${SECONDS_MAX:-140} python3 -m pytest -q -p no:
 timeout ${SECONDS_MAX:-140} python3 - > "$OUTDIR/suite-check.log" 2>&1 <<'PY'
 import logging, torch
 logging.getLogger("tvmconv").setLevel(logging.ERROR)
-from tvmconv import bench as B, functional as TF
-from tvmconv.target import resolve
-from tvmconv.workloads import workloads
+from tvmconv.tools import bench as B
+from tvmconv import functional as TF
+from tvmconv.backends.target import resolve
+from tvmconv.tools.workloads import workloads
 tgt, bad, n = resolve("cuda-sm90"), [], 0
 torch.backends.cudnn.allow_tf32 = False
 for spec, _ in workloads("all"):

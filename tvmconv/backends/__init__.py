@@ -1,0 +1,19 @@
+"""Everything that knows a device kind: target profiles and their facts, default schedules, timing.
+
+Imported before any kernel is built or run (every kernel goes through a target), so the thread
+settings below reach TVM's runtime before its thread pool starts."""
+
+import os as _os
+
+from .. import knobs as _knobs
+
+# TVM's runtime sizes its thread pool once, at the first parallel kernel, from TVM_NUM_THREADS,
+# else OMP_NUM_THREADS, else half the logical CPUs (it assumes x86 CPUs have two hyper-threads
+# per core): on a 2-vCPU machine every kernel would run on one thread. Tell it, before any kernel
+# runs, how many threads tvmconv's kernels may use; MetaSchedule's measuring workers inherit it.
+_os.environ["TVM_NUM_THREADS"] = str(_knobs.num_threads())
+# After a kernel, TVM's workers spin (300,000 sched_yield calls: 100+ ms on a VM) waiting for the
+# next one. PyTorch's OpenMP threads running meanwhile then share cores with spinning threads:
+# measured here, a model step mixing both took 14-17 ms instead of 2 ms. Workers that sleep at once
+# cost a few microseconds per kernel launch instead.
+_os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", str(_knobs.spin_count()))

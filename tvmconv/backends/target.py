@@ -1,0 +1,322 @@
+"""Targets: named target profiles (``targets/*.json``), host detection, and what users pass.
+
+A *profile* is one JSON file: the TVM target (dict form, the only form TVM 0.27 accepts), the host
+target for device targets, how to build (``native``, ``cross`` with a C compiler, ``ndk`` through
+``TVM_NDK_CC``), how to measure while tuning (``local``, or ``rpc`` through a tracker
+``host:port`` and a device key), and the vendor path it is compared with. Profiles ship in the
+repository's ``targets/``; a user adds or overrides one by dropping a file into
+``$TVMCONV_CACHE_DIR/targets/`` (or ``TVMCONV_TARGETS_DIR``) -- no code change -- a directory
+that must be the user's own (see ``profile_dirs``).
+
+``resolve(target)`` turns whatever a user passes (None, a profile name, a TVM target dict or its
+JSON, a ``TargetInfo``) into a ``TargetInfo``: the full TVM target dict (with ``num-cores``) plus
+the profile name that names its cache directories.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import knobs
+from ..spec import hash_once
+
+BUILD_KINDS = ("native", "cross", "ndk")
+MEASURE_KINDS = ("local", "rpc")
+
+
+@hash_once
+@dataclass(frozen=True)
+class TargetInfo:
+    """A resolved target: ``config`` is the TVM target dict as sorted items (hashable)."""
+
+    config: tuple
+    vector_bits: int
+    profile: str = "custom"
+
+    @property
+    def dict(self) -> dict:
+        return {k: _unfreeze(v) for k, v in self.config}
+
+    @property
+    def json(self) -> str:
+        return json.dumps(self.dict, sort_keys=True, separators=(",", ":"))
+
+    @property
+    def key_dict(self) -> dict:
+        """The target as it enters cache keys: everything that changes code generation (kind,
+        mcpu, mtriple, mattr, arch, host); ``num-cores`` is a run-time property and is left out."""
+        return {k: v for k, v in self.dict.items() if k != "num-cores"}
+
+    @property
+    def kind(self) -> str:
+        return self.dict["kind"]
+
+    @property
+    def num_cores(self) -> int:
+        return int(self.dict.get("num-cores", 1))
+
+    @functools.cached_property
+    def runs_here(self) -> bool:
+        """``is_host_runnable``, computed once per target object (the ops ask on every call)."""
+        return self.is_host_runnable
+
+    @functools.cached_property
+    def is_cuda(self) -> bool:
+        """A CUDA target (computed once per target object: the ops ask on every call)."""
+        return self.dict["kind"] == "cuda"
+
+    @property
+    def is_host_runnable(self) -> bool:
+        d = self.dict
+        if d["kind"] != "llvm":
+            return False
+        triple = d.get("mtriple", "")
+        arch = triple.split("-")[0] if triple else platform.machine()
+        return arch == platform.machine() or (arch, platform.machine()) in {("arm64", "aarch64"),
+                                                                           ("aarch64", "arm64")}
+
+    def lanes(self, dtype: str) -> int:
+        bits = {"float16": 16, "float32": 32, "float64": 64}[dtype]
+        return max(1, self.vector_bits // bits)
+
+    def tvm(self):
+        import tvm
+
+        return tvm.target.Target(self.dict)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One ``targets/<name>.json`` file."""
+
+    name: str
+    description: str
+    target: dict
+    host: dict | None = None
+    build: dict = field(default_factory=lambda: {"kind": "native"})
+    measure: dict = field(default_factory=lambda: {"kind": "local"})
+    vendor: str = "torch-cpu"
+    compatible: tuple = ()
+    path: str = ""
+
+    def target_info(self, num_cores: int | None = None) -> TargetInfo:
+        cfg = dict(self.target)
+        if self.host:
+            cfg["host"] = dict(self.host)
+        if cfg["kind"] == "llvm":
+            cfg.setdefault("num-cores", num_cores or knobs.num_threads())
+        return make(cfg, profile=self.name)
+
+
+def _unfreeze(v):
+    if isinstance(v, tuple):
+        if all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in v) and v:
+            return {k: _unfreeze(x) for k, x in v}
+        return [_unfreeze(x) for x in v]
+    return v
+
+
+def _freeze(v):
+    if isinstance(v, dict):
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _vector_bits(cfg: dict) -> int:
+    if cfg.get("kind") != "llvm":
+        return 128
+    mattr = " ".join(cfg.get("mattr", []))
+    triple = cfg.get("mtriple", "")
+    if "aarch64" in triple or "arm" in triple or "+neon" in mattr:
+        return 128
+    if "+avx512f" in mattr:
+        return 512
+    if "+avx2" in mattr or "+avx" in mattr:
+        return 256
+    if cfg.get("mcpu"):
+        import tvm
+        from tvm.target import codegen
+
+        t = tvm.target.Target(cfg)
+        if codegen.llvm_cpu_has_features("avx512f", t):
+            return 512
+        if codegen.llvm_cpu_has_features("avx2", t):
+            return 256
+    return 128
+
+
+def make(config: dict, profile: str = "custom") -> TargetInfo:
+    return TargetInfo(config=_freeze(config), vector_bits=_vector_bits(config), profile=profile)
+
+
+# -- profiles -------------------------------------------------------------------------------------
+def shipped_profiles_dir() -> Path:
+    return knobs.shipped_dir() / "targets"
+
+
+def profile_dirs() -> list[Path]:
+    """Where profiles are read from, later entries overriding earlier ones by name. The user's
+    directory counts only when no one else can write it (``cache.trusted``, which warns): a
+    profile's build command runs on ``tvmconv export``."""
+    from ..runtime import cache  # cache imports this module
+
+    user = knobs.targets_dir()
+    return [shipped_profiles_dir()] + ([user] if cache.trusted(user) else [])
+
+
+def _profile_from_file(path: Path) -> Profile:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"target profile {path} is not readable JSON: {exc}") from exc
+    if not isinstance(d, dict) or not isinstance(d.get("target"), dict) or "kind" not in d["target"]:
+        raise ValueError(f"target profile {path} must be an object with a 'target' TVM target dict "
+                         f"holding a 'kind'")
+    name = d.get("name", path.stem)
+    if name != path.stem:
+        raise ValueError(f"target profile {path}: 'name' ({name!r}) must match the file name ({path.stem!r})")
+    build = d.get("build") or {"kind": "native"}
+    measure = d.get("measure") or {"kind": "local"}
+    if build.get("kind") not in BUILD_KINDS:
+        raise ValueError(f"target profile {path}: build.kind must be one of {BUILD_KINDS}, got {build.get('kind')!r}")
+    if measure.get("kind") not in MEASURE_KINDS:
+        raise ValueError(f"target profile {path}: measure.kind must be one of {MEASURE_KINDS}, "
+                         f"got {measure.get('kind')!r}")
+    return Profile(name=name, description=d.get("description", ""), target=d["target"], host=d.get("host"),
+                   build=build, measure=measure, vendor=d.get("vendor", "torch-cpu"),
+                   compatible=tuple(d.get("compatible", ())), path=str(path))
+
+
+def profiles() -> dict[str, Profile]:
+    """Every readable profile by name. An unreadable user file is reported and skipped."""
+    import logging
+
+    found: dict[str, Profile] = {}
+    for d in profile_dirs():
+        if not d.is_dir():
+            continue
+        for path in sorted(d.glob("*.json")):
+            try:
+                found[path.stem] = _profile_from_file(path)
+            except ValueError as exc:
+                logging.getLogger("tvmconv").warning("tvmconv: skipping %s", exc)
+    return found
+
+
+@functools.lru_cache(maxsize=64)
+def _named(name: str, *_where) -> TargetInfo:
+    """A profile's TargetInfo, read once per process and setting of the variables that locate the
+    profile files (``_where``). Ops resolve their ``target`` on every call: no file reads there,
+    and one object, so its cached properties hold."""
+    return profile(name).target_info()
+
+
+def profile(name: str) -> Profile:
+    found = profiles()
+    if name not in found:
+        raise ValueError(f"target must be a profile name from {sorted(found)} (see `tvmconv targets`), "
+                         f"a TVM target dict, or 'host'; got {name!r}")
+    return found[name]
+
+
+def detect_profile_name() -> str | None:
+    """The profile matching this machine's CPU, from its feature flags."""
+    machine = platform.machine()
+    if machine in ("x86_64", "AMD64"):
+        flags = _cpu_flags()
+        if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
+            return "x86-avx512"
+        if {"avx2", "fma"} <= flags:
+            return "x86-avx2"
+        return None
+    if machine in ("aarch64", "arm64"):
+        return "arm64-linux"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def host() -> TargetInfo:
+    """This machine's target: its detected profile (so tuned schedules apply), else the CPU LLVM
+    names with all cores."""
+    name = detect_profile_name()
+    found = profiles()
+    if name in found:
+        info = found[name].target_info()
+        if info.is_host_runnable:
+            return info
+    from tvm.target import codegen
+
+    cfg: dict = {"kind": "llvm", "num-cores": knobs.num_threads()}
+    if platform.machine() in ("x86_64", "AMD64"):
+        cfg["mcpu"] = codegen.llvm_get_system_cpu()
+    elif platform.machine() in ("aarch64", "arm64"):
+        cfg["mtriple"] = "aarch64-linux-gnu"
+        cfg["mattr"] = ["+neon"]
+    return make(cfg, profile="host")
+
+
+def resolve(target=None) -> TargetInfo:
+    """Accepts None (``TVMCONV_TARGET`` or the host), ``'host'``, a profile name such as
+    ``'x86-avx2'``, a ``TargetInfo``, a TVM target dict, or its JSON text. Raises ``ValueError``
+    naming ``target`` for anything else."""
+    if target is None:
+        env = knobs.default_target()
+        return resolve(env) if env else host()
+    if isinstance(target, TargetInfo):
+        return target
+    if isinstance(target, Profile):
+        return target.target_info()
+    if isinstance(target, dict):
+        if "kind" not in target:
+            raise ValueError(f"target must be a TVM target dict with a 'kind' key, got {target!r}")
+        return make(target)
+    if isinstance(target, str):
+        text = target.strip()
+        if text.startswith("{"):
+            try:
+                return make(json.loads(text))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"target is not valid JSON: {exc}") from exc
+        if text in ("host", "native"):
+            return host()
+        env = os.environ
+        return _named(text, env.get("TVMCONV_TARGETS_DIR"), env.get("TVMCONV_CACHE_DIR"), env.get("XDG_CACHE_HOME"),
+                      env.get("TVMCONV_SHIPPED_DIR"))
+    raise ValueError(f"target must be None, 'host', a profile name, a TVM target dict such as "
+                     f"{{'kind': 'llvm', 'mcpu': 'znver3'}}, or its JSON text; got {target!r}")
+
+
+@functools.lru_cache(maxsize=16)
+def for_cuda_device(index: int) -> TargetInfo:
+    """The target of CUDA device ``index`` (ops given CUDA tensors and no ``target``): the profile
+    named for its compute capability (``cuda-sm90`` on an H100), else a CUDA target dict for it.
+    Read once per device."""
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(index)
+    name = f"cuda-sm{major}{minor}"
+    found = profiles()
+    if name in found:
+        return found[name].target_info()
+    return make({"kind": "cuda", "arch": f"sm_{major}{minor}", "max_threads_per_block": 1024,
+                 "max_shared_memory_per_block": 49152, "thread_warp_size": 32,
+                 "host": {"kind": "llvm"}}, profile="custom")
+

@@ -1,0 +1,411 @@
+"""Build kernels (TVM-facing): pick the schedule, compile, cache compiled kernels.
+
+``load(spec, target)`` is the one entry point the ops use:
+
+1. a kernel already loaded in this process: a dictionary lookup;
+2. a compiled library in the user cache (``kernels/<profile>/<lib key>.so``): loaded, not rebuilt,
+   when its manifest and the directory pass ``cache.library_ok``;
+3. otherwise the schedule is chosen -- the tuned record from the shipped or user cache (falling
+   back through the profile's ``compatible`` profiles), else the default schedule with a warning
+   once per process naming the command that would tune it -- compiled, and the library written
+   to the user cache (atomically, when its lock is free).
+
+A record that no longer applies, a library that does not load, or a schedule that does not compile
+never makes an op fail: each falls back to the next option and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import tvm
+from tvm.s_tir import Schedule
+
+from . import cache
+from ..spec import Spec
+from ..backends.target import TargetInfo, profiles
+from ..variants.compute import Plan, plan_for, plan_from_dict, prim_func
+from ..backends.schedules import cuda_default, cuda_direct_schedule, default_for
+
+log = logging.getLogger("tvmconv")
+
+# the code a kernel is made from, relative to the package: a change to any of them rebuilds
+_SOURCES = ("variants/*.py", "backends/schedules*.py", "runtime/build.py")
+
+
+@dataclass
+class Kernel:
+    """A compiled kernel: ``func(*args, out)`` with tensors shaped as ``spec.arg_shapes``."""
+
+    spec: Spec
+    target: TargetInfo
+    plan: Plan
+    func: object
+    executable: object
+    compile_seconds: float
+    schedule_source: str  # "default", "unscheduled" (fallback) or "tuned:<record file>"
+    loaded_from: str = ""  # the cached library it was loaded from, if any
+    dispatch: str = "tvmconv"  # "vendor" when tuning measured the vendor path faster (see vendor())
+    pack: object = None  # pack(weight, packed) where ``func`` takes a packed weight (split_weight_pack)
+    packed_index: int = -1  # which of the op's tensors ``func`` takes packed
+    packed_shape: tuple = ()
+
+    def __post_init__(self):
+        # The shapes ``func`` takes, computed once: the ops' own (see natural_signature), so a call
+        # passes the caller's tensors without a view (a torch view costs about 3 us)
+        self.arg_views = [shape for _, shape in self.spec.arg_shapes]
+        self.out_view = self.out_shape = self.spec.out_shape
+
+    def __call__(self, *args):
+        self.func(*args)
+
+
+# Keyed by the spec object itself (a frozen dataclass: hashing it is cheaper than its JSON digest)
+_cache: dict[tuple[Spec, TargetInfo], Kernel] = {}
+_lock = threading.Lock()  # guards _key_locks only: never held while compiling
+_key_locks: dict[tuple[Spec, TargetInfo], threading.Lock] = {}
+_warned_untuned = False
+
+
+def _code_version() -> str:
+    """A digest of the code that shapes a kernel, so a changed compute or schedule never loads a
+    stale library."""
+    h = hashlib.sha256(cache.tvm_version().encode())
+    package = Path(__file__).parents[1]
+    for pattern in _SOURCES:
+        for path in sorted(package.glob(pattern)):
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+_CODE_VERSION = _code_version()
+
+
+def tuned_record(spec: Spec, target: TargetInfo) -> tuple[dict, Path, TargetInfo] | None:
+    """The record for ``spec`` on ``target`` or, failing that, on a profile ``target`` can run."""
+    found = cache.find_record(spec, target)
+    if found:
+        return found[0], found[1], target
+    known = profiles()  # reads the profile files: once
+    prof = known.get(target.profile)
+    for other in (prof.compatible if prof else ()):
+        if other in known:
+            alt = known[other].target_info(target.num_cores)
+            found = cache.find_record(spec, alt)
+            if found:
+                return found[0], found[1], alt
+    return None
+
+
+def _last_line(exc: Exception) -> str:
+    """TVM puts the message on the last line of its multi-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
+
+
+def _warn_untuned(spec: Spec, target: TargetInfo) -> None:
+    global _warned_untuned
+    log.info("tvmconv: no tuned schedule for %s on %s", spec.name, target.profile)
+    if _warned_untuned or target.profile in ("custom", "host"):
+        return
+    _warned_untuned = True
+    log.warning("tvmconv: no tuned schedule for %s on %s; using its default schedule. Tune it with:\n"
+                "    tvmconv tune --target %s --spec '%s'\n(shown once per process; TVMCONV_LOG_LEVEL=INFO lists "
+                "every untuned workload)", spec.name, target.profile, target.profile, spec.to_json())
+
+
+def choose(spec: Spec, target: TargetInfo) -> tuple[dict | None, str, TargetInfo]:
+    """Which schedule ``spec`` gets on ``target``: ``(record or None, source label, build target)``."""
+    if target.kind not in ("llvm", "cuda"):
+        return None, "unscheduled", target
+    found = tuned_record(spec, target)
+    if found:
+        record, path, rec_target = found
+        return record, f"tuned:{path.name}", rec_target
+    _warn_untuned(spec, target)
+    return None, "default", target
+
+
+def schedule(spec: Spec, target: TargetInfo, record: dict | None, source: str):
+    """Return ``(IRModule, plan, source)`` for the choice ``choose`` made."""
+    if source == "unscheduled":
+        return tvm.IRModule({"main": prim_func(spec)}), Plan(), source
+    if record is not None:
+        try:
+            return apply_record(spec, record), plan_from_dict(record["plan"]), source
+        except Exception as exc:  # noqa: BLE001 - a stale record must not break the op
+            log.warning("tvmconv: tuned record %s no longer applies (%s); using the default schedule",
+                        source.removeprefix("tuned:"), _last_line(exc))
+    if target.kind == "cuda":
+        return cuda_default(spec, target), Plan(), "default"
+    sch, plan = default_for(spec, target)
+    return sch.mod, plan, "default"
+
+
+def apply_record(spec: Spec, record: dict) -> tvm.IRModule:
+    """The scheduled module a distilled record describes (raises if the trace no longer applies).
+    Here, not in the search module: an op with a tuned record must not import the search."""
+    from tvm.s_tir.schedule import Trace
+
+    sch = Schedule(prim_func(spec, plan_from_dict(record["plan"])))
+    Trace.apply_json_to_schedule(record["trace"], sch)
+    return sch.mod
+
+
+def natural_signature(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule:
+    """``mod`` with ``main`` taking its tensors in the op's own shapes (``spec.arg_shapes``,
+    ``spec.out_shape``) rather than the kernel's 3-D-spatial views of them (``kernel_arg_shapes``):
+    the body reads the same memory through buffers declared on the parameters' data."""
+    shapes = [shape for _, shape in spec.arg_shapes] + [spec.out_shape]
+    return tvm.IRModule({"main": _with_shapes(mod["main"], shapes, spec)})
+
+
+def _with_shapes(func, shapes: list, spec: Spec):
+    """``func`` whose parameters take ``shapes`` (None: as they are), aliasing the old buffers."""
+    from tvm import tirx
+
+    if len(shapes) != len(func.params):
+        raise ValueError(f"{spec.name}: the kernel takes {len(func.params)} tensors, the op {len(shapes)}")
+    params, body = [], func.body
+    for param, shape in zip(func.params, shapes):
+        if shape is None or tuple(int(d) for d in param.shape) == tuple(shape):
+            params.append(param)
+            continue
+        natural = tirx.decl_buffer(shape, param.dtype, param.name)
+        body = tirx.DeclBuffer(param, body, data=tirx.buffer_data(natural))
+        params.append(natural)
+    return tirx.PrimFunc(params, body, func.ret_type, func.attrs)
+
+
+def _pack_stage(mod: tvm.IRModule):
+    """The ``wpack`` stage of ``mod``'s ``main`` where it is a loop nest of its own at the top level
+    and the only reader of the weight: ``(func, weight buffer, packed buffer, kernel body, pack
+    body)``, the two bodies ``main``'s root block with the other top-level loop nests (the packed
+    buffer no longer allocated there) and with only the packing's; else None."""
+    from tvm import s_tir, tirx
+
+    sch = Schedule(mod)
+    try:
+        blk = sch.get_sblock("wpack")
+    except Exception:  # noqa: BLE001 - no such stage
+        return None
+    func, node = mod["main"], sch.get(blk)
+    realize = func.body
+    root = realize.block
+    seq = list(root.body.seq) if isinstance(root.body, tirx.SeqStmt) else [root.body]
+    top = sch.get(sch.get_loops(blk)[0]) if sch.get_loops(blk) else None
+    at = [i for i, st in enumerate(seq) if top is not None and st.same_as(top)]
+    if len(at) != 1 or len(node.reads) != 1 or len(node.writes) != 1:
+        return None
+    weight, packed = node.reads[0].source, node.writes[0].source
+    if not any(p.same_as(weight) for p in func.params):
+        return None
+
+    def blocks(parent):
+        for b in sch.get_child_blocks(parent):
+            yield b
+            yield from blocks(b)
+
+    for b in blocks(sch.get_sblock("root")):
+        other = sch.get(b)
+        if not other.same_as(node) and any(r.source.same_as(weight) for r in other.reads):
+            return None
+        if not other.same_as(node) and any(sch.get(loop).same_as(top) for loop in sch.get_loops(b)):
+            return None  # something else lives in the packing loop nest
+
+    def with_root(body, allocs):
+        block = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, body, root.init, allocs,
+                             root.match_buffers, root.annotations)
+        return s_tir.SBlockRealize(realize.iter_values, realize.predicate, block)
+
+    rest = seq[:at[0]] + seq[at[0] + 1:]
+    allocs = [b for b in root.alloc_buffers if not b.same_as(packed)]
+    kernel = with_root(tirx.SeqStmt(rest) if len(rest) > 1 else rest[0], allocs)
+    return func, weight, packed, kernel, with_root(seq[at[0]], [])
+
+
+def split_weight_pack(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule | None:
+    """Where the schedule packs a weight inside the kernel (the ``wpack`` stage, a loop nest of its
+    own), the library the ops call: ``pack(weight, packed)`` holds that loop nest, and ``main``
+    takes ``packed`` where it took the weight. The op packs on every call, in a parallel pass of
+    its own into a buffer it keeps (functional._packed says why not once). Both take the op's own
+    shapes. None where the schedule does not allow the split (the packing inside another loop
+    nest, or the weight read elsewhere)."""
+    from tvm import tirx
+
+    found = _pack_stage(mod)
+    if found is None:
+        return None
+    func, weight, packed, kernel, packing = found
+    main = tirx.PrimFunc([packed if p.same_as(weight) else p for p in func.params], kernel, func.ret_type,
+                         func.attrs)
+    pack = tirx.PrimFunc([weight, packed], packing, func.ret_type, func.attrs)
+    natural = dict(spec.arg_shapes)
+    if weight.name not in natural:
+        return None
+    shapes = [None if name == weight.name else shape for name, shape in spec.arg_shapes] + [spec.out_shape]
+    return tvm.IRModule({"main": _with_shapes(main, shapes, spec),
+                         "pack": _with_shapes(pack, [natural[weight.name], None], spec).with_attr(
+                             "global_symbol", "pack")})
+
+
+# How many elements a tensor allocated for measuring has beyond its own (tuning.alloc_with_slack):
+# a kernel measured without its weight packing (drop_weight_pack) reads the packed weight, padded
+# to whole vector blocks, through the weight's memory.
+def measure_slack(numel: int) -> int:
+    return numel + 4096
+
+
+def drop_weight_pack(mod: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` for measuring what the op runs: where ``split_weight_pack`` would take the packing
+    out of the kernel (the op packs in a pass of its own), ``main`` without its ``wpack`` loop nest,
+    reading the packed weight through the weight's own memory. The signature is unchanged, so MetaSchedule
+    allocates the arguments as before; the values read are the random ones it filled in, and the
+    padding of a packed weight larger than the weight falls in ``measure_slack``. Unchanged where
+    there is no such stage or its packed weight would not fit."""
+    from tvm import tirx
+
+    found = _pack_stage(mod)
+    if found is None:
+        return mod
+    func, weight, packed, kernel, _ = found
+    size = lambda buf: math.prod(int(d) for d in buf.shape)  # noqa: E731
+    if size(packed) > size(weight) + measure_slack(size(weight)) or packed.dtype != weight.dtype:
+        return mod
+    body = tirx.DeclBuffer(packed, kernel, data=tirx.buffer_data(weight))
+    main = tirx.PrimFunc(func.params, body, func.ret_type, func.attrs)
+    return tvm.IRModule({**{gv.name_hint: f for gv, f in mod.functions.items()}, "main": main})
+
+
+def packed_layout(spec: Spec, plan: Plan) -> tuple[int, tuple[int, ...]]:
+    """``(index of the packed weight among the op's tensors, packed shape)`` for a library with a
+    ``pack`` function (see split_weight_pack): read off the compute the plan writes."""
+    node = Schedule(prim_func(spec, plan))
+    node = node.get(node.get_sblock("wpack"))
+    names = [name for name, _ in spec.arg_shapes]
+    return names.index(node.reads[0].source.name), tuple(int(d) for d in node.writes[0].source.shape)
+
+
+def _lib_key(spec: Spec, target: TargetInfo, record: dict | None) -> str:
+    return cache.digest({"code": _CODE_VERSION, "abi": "natural+pack", "target": target.dict, "spec": spec.to_dict(),
+                         "schedule": [record["plan"], record["trace"]] if record else "default"})[:32]
+
+
+def compile_spec(spec: Spec, target: TargetInfo, record: dict | None = None) -> Kernel:
+    """Schedule and compile ``spec`` for ``target`` (or load the compiled library from the user
+    cache), with ``record`` or else the schedule ``choose`` picks; a schedule that fails to compile
+    falls back to the unscheduled definition (correct, slow) with a warning rather than failing the op."""
+    t0 = time.perf_counter()
+    if record is None:
+        record, source, build_target = choose(spec, target)
+    else:
+        source, build_target = f"tuned:{record.get('name', spec.name)}", target
+    path = None
+    torch_callable = target.is_host_runnable or target.is_cuda  # the ops call it (on the CPU, or a GPU)
+    if torch_callable and source != "unscheduled":
+        lib_key = _lib_key(spec, build_target, record)
+        path = cache.kernel_path(target, lib_key)
+        lib = _load_library(path, lib_key, spec)
+        if lib is not None:
+            plan = Plan() if target.is_cuda else plan_for(spec, target.lanes(spec.dtype))
+            if record is not None:
+                plan = plan_from_dict(record["plan"])
+            kern = Kernel(spec, target, plan, lib["main"], lib, time.perf_counter() - t0, source, str(path),
+                          dispatch=_dispatch(record))
+            return _with_pack(kern, lib)
+    mod, plan, source = schedule(spec, build_target, record, source)
+    if source == "default" and record is not None:
+        path = None  # the record did not apply: do not cache the default under the record's key
+    if target.kind == "cuda":
+        use_nvcc()
+    if target.is_host_runnable:
+        mod = split_weight_pack(mod, spec) or natural_signature(mod, spec)
+    elif target.is_cuda:
+        mod = natural_signature(mod, spec)
+    try:
+        ex = tvm.compile(mod, target=build_target.tvm())
+    except Exception as exc:  # a schedule bug must not make the op unusable
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        plan, path = Plan(), None
+        if target.is_cuda:  # an unscheduled kernel would run on the host, on device memory: never that
+            log.warning("tvmconv: %s schedule of %s failed to compile (%s); using the one-thread-per-output "
+                        "schedule", source, spec.name, why)
+            source, mod = "default", natural_signature(cuda_direct_schedule(spec).mod, spec)
+        else:
+            log.warning("tvmconv: %s schedule of %s failed to compile (%s); using the unscheduled kernel", source,
+                        spec.name, why)
+            source = "unscheduled"
+            mod = tvm.IRModule({"main": prim_func(spec, plan)})
+            mod = natural_signature(mod, spec) if torch_callable else mod
+        ex = tvm.compile(mod, target=target.tvm())
+    if path is not None:
+        cache.save_library(path, ex.export_library, path.stem, spec, build_target)
+    func = ex["main"] if torch_callable else None
+    kern = Kernel(spec, target, plan, func, ex, time.perf_counter() - t0, source,
+                  dispatch=_dispatch(record) if source.startswith("tuned") else "tvmconv")
+    return _with_pack(kern, ex) if target.is_host_runnable else kern
+
+
+def _with_pack(kern: Kernel, lib) -> Kernel:
+    """Fill in the kernel's ``pack`` function and packed layout when ``lib`` has one."""
+    try:
+        pack = lib["pack"]
+    except (AttributeError, KeyError, RuntimeError):
+        return kern
+    kern.pack = pack
+    kern.packed_index, kern.packed_shape = packed_layout(kern.spec, kern.plan)
+    return kern
+
+
+def _dispatch(record: dict | None) -> str:
+    """'vendor' when the record says tuning measured the vendor path faster for this workload."""
+    choice = ((record or {}).get("dispatch") or {}).get("choice")
+    return "vendor" if choice == "vendor" else "tvmconv"
+
+
+def use_nvcc() -> None:
+    """TVM compiles CUDA with NVRTC (the cuda-bindings package) unless told otherwise; without
+    that package, use the CUDA toolkit's nvcc."""
+    import importlib.util
+
+    if importlib.util.find_spec("cuda") is None or importlib.util.find_spec("cuda.bindings") is None:
+        os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
+
+
+def _load_library(path: Path, lib_key: str, spec: Spec):
+    if not cache.library_ok(path, lib_key, spec):
+        return None
+    try:
+        return tvm.runtime.load_module(str(path))
+    except Exception as exc:  # noqa: BLE001 - intact but unloadable (a missing runtime symbol...)
+        cache.set_aside(path, f"does not load: {_last_line(exc)}")
+        return None
+
+
+def load(spec: Spec, target: TargetInfo) -> Kernel:
+    """The compiled kernel for ``spec`` on ``target``, compiling it on first use."""
+    key = (spec, target)
+    kern = _cache.get(key)
+    if kern is not None:
+        return kern
+    # One lock per kernel: a slow compile holds up the threads waiting for that kernel only
+    with _lock:
+        key_lock = _key_locks.setdefault(key, threading.Lock())
+    with key_lock:
+        kern = _cache.get(key)
+        if kern is None:
+            kern = compile_spec(spec, target)
+            _cache[key] = kern
+    return kern
+
+
+def clear_memory_cache() -> None:
+    with _lock:
+        _cache.clear()

@@ -1,0 +1,564 @@
+"""``tvmconv`` command line."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+from pathlib import Path
+from typing import NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, help="tvmconv: convolution variants compiled and scheduled by TVM.")
+console = Console(width=None if Console().is_terminal else 200)
+
+# Exit codes: 0 done, 1 a failure while running, 2 a wrong argument or input, 3 results that
+# differ from the reference (check, export --check), 130 interrupted.
+EXIT_FAILED, EXIT_USAGE, EXIT_DIFFERS = 1, 2, 3
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """One plain line on stderr, no traceback, and the exit code."""
+    typer.echo(f"error: {message}".replace("\n", " "), err=True)
+    raise typer.Exit(code)
+
+
+def _version(value: bool):
+    if value:
+        from importlib import metadata
+
+        typer.echo(f"tvmconv {metadata.version('tvmconv')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """tvmconv: convolution variants compiled and scheduled by TVM."""
+
+
+def _print_json(rows: list[dict]) -> None:
+    typer.echo(json.dumps(rows, indent=1))
+
+
+@app.command()
+def variants(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+    """List the registered convolution variants."""
+    from ..variants.registry import VARIANTS
+
+    if as_json:
+        return _print_json([{"variant": v.name, "kind": v.kind, "note": v.note} for v in VARIANTS.values()])
+    table = Table("variant", "kind", "note")
+    for v in VARIANTS.values():
+        table.add_row(v.name, v.kind, v.note)
+    console.print(table)
+
+
+@app.command()
+def check(
+    variant: Optional[list[str]] = typer.Option(None, "--variant", "-v", help="Only these variants (repeatable)."),
+    no_time: bool = typer.Option(False, "--no-time", help="Check correctness only."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write one JSON record per variant here."),
+):
+    """Run every variant on the embedded default shape (1x64x56x56, 3x3, 64 out), check it against
+    PyTorch and time both, interleaved. Exits 1 if any result differs from its reference."""
+    import torch
+
+    from .check import check_variant
+    from ..variants.registry import DEFAULT_ROW, VARIANTS
+    from ..backends.target import host
+
+    names = variant or list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise typer.BadParameter(f"unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}", param_hint="--variant")
+    tgt = host()
+    console.print(f"target {tgt.json}  torch threads {torch.get_num_threads()}  default shape "
+                  f"n{DEFAULT_ROW.n} c{DEFAULT_ROW.c} {DEFAULT_ROW.size[0]}x{DEFAULT_ROW.size[1]} "
+                  f"k{DEFAULT_ROW.k} -> {DEFAULT_ROW.oc}")
+    table = Table("variant", "workload", "max |err|", "ok", "compile s", "schedule", "tvmconv ms", "PyTorch ms",
+                  "ratio")
+    results = []
+    with console.status("compiling and checking...") as status:
+        for name in names:
+            status.update(f"{name}...")
+            r = check_variant(name, time_it=not no_time)
+            results.append(r)
+            fmt = (lambda s: "-" if math.isnan(s) else f"{s * 1e3:.3f}")
+            table.add_row(r.variant, r.workload, f"{r.max_abs_err:.1e}", "yes" if r.ok else "[red]NO[/red]",
+                          f"{r.compile_s:.2f}", r.schedule, fmt(r.tvmconv_s), fmt(r.reference_s),
+                          "-" if math.isnan(r.ratio) else f"{r.ratio:.2f}x")
+    console.print(table)
+    if json_path:
+        json_path.write_text("\n".join(json.dumps(r.to_dict()) for r in results) + "\n")
+    bad = [r.variant for r in results if not r.ok]
+    if bad:
+        console.print(f"[red]{len(bad)} variant(s) differ from their reference: {bad}[/red]")
+        raise typer.Exit(EXIT_DIFFERS)
+    console.print(f"all {len(results)} variants match their references")
+
+
+@app.command()
+def targets(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+    """List the target profiles; marks the one detected for this host."""
+    from ..backends.target import detect_profile_name, profiles
+
+    detected = detect_profile_name()
+    if as_json:
+        return _print_json([{"profile": name, "detected": name == detected, "target": p.target, "build": p.build,
+                             "measure": p.measure, "vendor": p.vendor, "file": str(p.path)}
+                            for name, p in profiles().items()])
+    table = Table("", "profile", "TVM target", "build", "measure", "vendor", "file")
+    for name, p in profiles().items():
+        meas = p.measure.get("kind")
+        if meas == "rpc":
+            meas = f"rpc {p.measure.get('tracker')} key {p.measure.get('key')}"
+        table.add_row("*" if name == detected else "", name, json.dumps(p.target), p.build.get("kind"), meas,
+                      p.vendor, p.path)
+    console.print(table)
+    console.print(f"* detected for this host: {detected or 'none (the host target is used as is)'}")
+
+
+@app.command()
+def suites(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+    """List the named suites of layer shapes that tune, bench and export take (--suite)."""
+    from .suites import SUITES, suite
+
+    rows = []
+    for name in [*SUITES, "all"]:
+        table = suite(name)
+        rows.append({"suite": name, "workloads": len(table), "layers": sum(count for _, count in table),
+                     "variants": sorted({spec.variant for spec, _ in table})})
+    if as_json:
+        return _print_json(rows)
+    out = Table("suite", "workloads", "layers", "variants")
+    for r in rows:
+        out.add_row(r["suite"], str(r["workloads"]), str(r["layers"]), ", ".join(r["variants"]))
+    console.print(out)
+
+
+def _ints(text: Optional[str], name: str):
+    if text is None:
+        return None
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint=name) from None
+    return vals[0] if len(vals) == 1 else vals
+
+
+_OPS = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+
+
+# Options shared by tune, bench and export (one workload given by its numbers)
+_OP = typer.Option(None, "--op", help=f"One convolution: {', '.join(_OPS)}.")
+_SHAPE = typer.Option(None, "--shape", help="Input shape of --op, e.g. 1,64,56,56.")
+_WEIGHT = typer.Option(None, "--weight", help="Weight shape of --op, e.g. 64,64,3,3.")
+_STRIDE = typer.Option("1", "--stride")
+_PADDING = typer.Option("0", "--padding")
+_DILATION = typer.Option("1", "--dilation")
+_GROUPS = typer.Option(1, "--groups")
+_BIAS = typer.Option(False, "--bias")
+_SPEC = typer.Option(None, "--spec", help="A workload as the JSON the untuned-warning prints.")
+_INPUT_SHAPE = typer.Option(None, "--input-shape", help="The model's input shape (checked).")
+
+
+@app.command()
+def tune(
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Profile name (see `tvmconv targets`); default: this host's."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="A named suite of layer shapes, or 'all'."),
+    op: Optional[str] = _OP,
+    shape: Optional[str] = _SHAPE,
+    weight: Optional[str] = _WEIGHT,
+    stride: str = _STRIDE,
+    padding: str = _PADDING,
+    dilation: str = _DILATION,
+    groups: int = _GROUPS,
+    bias: bool = _BIAS,
+    spec: Optional[str] = _SPEC,
+    model: Optional[Path] = typer.Option(None, "--model", help="A torch.export'ed model (.pt2): every conv layer."),
+    input_shape: Optional[str] = _INPUT_SHAPE,
+    trials: int = typer.Option(64, "--trials", min=0, help="Measurements per workload (0: only distill what "
+                               "the log holds, timing the best candidates through the op)."),
+    rpc: Optional[str] = typer.Option(None, "--rpc", help="Measure through an RPC tracker: HOST:PORT:KEY."),
+    rpc_timeout: int = typer.Option(120, "--rpc-timeout", min=1, help="Seconds one trial may take on a remote "
+                                    "device, waiting for a free one included; a dropped device's trials fail "
+                                    "after that and tuning goes on."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Write here instead of the user cache."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    per_iter: int = typer.Option(64, "--per-iter", min=1, help="Trials measured per search round."),
+    no_dispatch: bool = typer.Option(False, "--no-dispatch", help="Skip timing the tuned ops against the vendor "
+                                     "path (the dispatch choice recorded after tuning)."),
+    population: Optional[int] = typer.Option(None, "--population", min=2,
+                                             help="Evolutionary search population (MetaSchedule's default: 512)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write one JSON record per workload here."),
+):
+    """Tune workloads with MetaSchedule and store the best schedules in the cache. Interrupting
+    loses nothing measured; running the same command again spends only the remaining budget."""
+    from ..spec import spec_from_dict
+    from ..tuning.api import results_json
+    from ..tuning.api import tune as run_tune
+
+    given = [x for x in (suite, op, spec, model) if x is not None]
+    if len(given) != 1:
+        raise typer.BadParameter("give exactly one of --suite, --op (with --shape/--weight), --spec or --model",
+                                 param_hint="--suite/--op/--spec/--model")
+    _need_tune_extra()
+    try:
+        if suite is not None:
+            what = suite
+        elif spec is not None:
+            what = spec_from_dict(json.loads(spec))
+        elif model is not None:
+            what = model
+        else:
+            what = _op_spec(op, shape, weight, stride, padding, dilation, groups, bias)
+        results = run_tune(what, target=target, trials=trials, rpc=rpc, cache_dir=cache_dir, seed=seed,
+                           input_shape=_ints(input_shape, "--input-shape"), num_trials_per_iter=per_iter,
+                           population=population, dispatch=not no_dispatch, rpc_timeout=rpc_timeout)
+    except (ValueError, ConnectionError) as exc:
+        _fail(str(exc))
+    except OSError as exc:  # a full disk, a read-only cache (TuningLogError names the file and the cause)
+        _fail(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: every measured trial is in the log and the best schedules so far "
+                      "are in the cache; run the same command again to resume[/yellow]")
+        raise typer.Exit(130) from None
+    table = Table("workload", "trials", "best ms", "GFLOP/s", "default ms", "speed-up", "schedule", "dispatch")
+    for r in results:
+        fmt = (lambda s: "-" if s is None else f"{s * 1e3:.4f}")
+        table.add_row(r.spec.name, f"{r.trials_total}" + (" (all)" if r.exhausted else ""), fmt(r.best_s),
+                      "-" if r.gflops is None else f"{r.gflops:.1f}", fmt(r.default_s),
+                      "-" if not (r.best_s and r.default_s) else f"{r.default_s / r.best_s:.2f}x", r.source,
+                      r.dispatch or "-")
+    console.print(table)
+    if json_path:
+        json_path.write_text(results_json(results) + "\n")
+
+
+# What MetaSchedule's search needs beyond TVM itself (pyproject's [tune] extra)
+_TUNE_EXTRA = ("xgboost", "psutil", "cloudpickle", "tornado")
+
+
+def _need_tune_extra() -> None:
+    import importlib.util
+
+    missing = [m for m in _TUNE_EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        _fail(f"tvmconv tune needs the [tune] extra ({', '.join(missing)} missing): pip install 'tvmconv[tune]'",
+              EXIT_FAILED)
+
+
+def _op_spec(op, shape, weight, stride, padding, dilation, groups, bias):
+    import torch
+
+    from ..functional import conv_spec
+
+    if op not in _OPS:
+        raise ValueError(f"--op must be one of {_OPS}, got {op!r}")
+    if shape is None or weight is None:
+        raise ValueError("--op needs --shape (input) and --weight (weight) shapes")
+    nd = int(op[-2])
+    x = torch.empty(_as_tuple(_ints(shape, "--shape")))
+    w = torch.empty(_as_tuple(_ints(weight, "--weight")))
+    transposed = op.startswith("conv_transpose")
+    c_out = w.shape[1] * groups if transposed else w.shape[0]
+    b = torch.empty(c_out) if bias else None
+    pad = padding if padding in ("same", "valid") else _ints(padding, "--padding")
+    return conv_spec(op, nd, x, w, b, _ints(stride, "--stride"), pad, _ints(dilation, "--dilation"), groups,
+                     transposed=transposed)[0]
+
+
+def _as_tuple(v):
+    return v if isinstance(v, tuple) else (v,)
+
+
+def _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias):
+    """The workloads named by exactly one of --suite/--op/--spec/--model."""
+    from ..spec import spec_from_dict
+
+    if suite is not None:
+        return suite
+    if spec is not None:
+        return spec_from_dict(json.loads(spec))
+    if model is not None:
+        return Path(model)
+    return _op_spec(op, shape, weight, stride, padding, dilation, groups, bias)
+
+
+@app.command()
+def bench(
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Profile name; default: this host's."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="'variants' (default: every variant on the default "
+                                        "shape), a suite name, or 'all'."),
+    op: Optional[str] = _OP,
+    shape: Optional[str] = _SHAPE,
+    weight: Optional[str] = _WEIGHT,
+    stride: str = _STRIDE,
+    padding: str = _PADDING,
+    dilation: str = _DILATION,
+    groups: int = _GROUPS,
+    bias: bool = _BIAS,
+    spec: Optional[str] = _SPEC,
+    model: Optional[str] = typer.Option(None, "--model", help="tvmconv.models names (comma-separated, or 'all'; "
+                                        "end-to-end against their PyTorch twins) or a torch.export'ed .pt2 file "
+                                        "(its conv layers)."),
+    input_shape: Optional[str] = _INPUT_SHAPE,
+    batch: str = typer.Option("1,8", "--batch", help="Batch sizes for --model NAME."),
+    rounds: int = typer.Option(7, "--rounds", min=3),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write one JSON record per workload here."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Chart path (default: bench-<target>-<what>.png)."),
+):
+    """Time tuned tvmconv kernels against the vendor path (PyTorch/oneDNN, or the PyTorch op
+    sequence for fused variants) in the same process, interleaved, with the machine's roofline."""
+    from . import bench as B
+    from ..models import MODELS
+    from ..backends.target import resolve
+
+    given = [x for x in (suite, op, spec, model) if x is not None]
+    if len(given) > 1:
+        raise typer.BadParameter("give at most one of --suite, --op, --spec or --model",
+                                 param_hint="--suite/--op/--spec/--model")
+    try:
+        tgt = resolve(target)
+        import torch
+
+        if tgt.is_cuda and not torch.cuda.is_available():
+            raise ValueError(f"target {tgt.profile!r} is a CUDA target and PyTorch sees no CUDA GPU here; bench it on "
+                             f"a GPU machine")
+        if not (tgt.is_cuda or tgt.runs_here):
+            raise ValueError(f"target {tgt.profile!r} does not run on this machine's CPU; bench runs on the machine "
+                             f"it times (use `tvmconv export --target {tgt.profile} --check` to run it under "
+                             f"emulation)")
+        names = list(MODELS) if model == "all" else (model or "").split(",")
+        if model is not None and all(n in MODELS for n in names):
+            return _bench_model(names, tgt, _as_tuple(_ints(batch, "--batch")), rounds, json_path)
+        what = _what(suite or ("variants" if not given else None), op, spec, model, shape, weight, stride, padding,
+                     dilation, groups, bias)
+        cases = B.cases(what, input_shape=_ints(input_shape, "--input-shape"))
+    except (ValueError, TypeError) as exc:
+        _fail(str(exc))
+    roof = B.measure_roofline(tgt.num_cores, cuda=tgt.is_cuda)
+    console.print(f"{B.machine(tgt)}; target {tgt.profile} ({tgt.num_cores} threads)\nroofline: SGEMM "
+                  f"{roof.peak_flops / 1e9:.1f} GFLOP/s, copy {roof.bandwidth / 1e9:.1f} GB/s (measured now)")
+    records = []
+    with console.status("benchmarking...") as status:
+        for i, c in enumerate(cases):
+            status.update(f"[{i + 1}/{len(cases)}] {c.label}")
+            records.append(B.run_case(c, tgt, roof, rounds=rounds))
+    ms = (lambda s, d: f"{s * 1e3:.3f} ±{d:.0%}")  # spread: interquartile range relative to the median
+    table = Table("workload", "family", "MFLOP", "tvmconv ms", "vendor ms", "ratio", "GFLOP/s", "roofline",
+                  "schedule", "dispatch", "goal")
+    for r in records:
+        table.add_row(r["workload"][:70], r["family"], f"{r['flops'] / 1e6:.1f}", ms(r["tvmconv_s"], r["tvmconv_spread"]),
+                      ms(r["vendor_s"], r["vendor_spread"]), f"{r['ratio']:.2f}", f"{r['gflops']:.1f}",
+                      f"{r['roofline_fraction']:.0%}", r["schedule"], r["dispatch"],
+                      "met" if B.meets_goal(r) else "[red]missed[/red]")
+    console.print(table)
+    geo = Table("family", "workloads", "geomean ratio (tvmconv/vendor)", "geomean speed-up", title="per family")
+    for fam, g in B.geomeans(records).items():
+        geo.add_row(fam, str(sum(r["family"] == fam for r in records)), f"{g:.3f}", f"{1 / g:.2f}x")
+    console.print(geo)
+    missed = [r["workload"] for r in records if not B.meets_goal(r)]
+    goals = ("depthwise, grouped and fused: faster than cuDNN; the others: within 10% of it" if tgt.is_cuda else
+             "compute: not slower than vendor; memory: 3x and 60% of bandwidth; fused: 1.5x")
+    console.print(f"{len(records) - len(missed)}/{len(records)} workloads meet their goal ({goals})")
+    label = suite or (Path(model).stem if model else op or ("spec" if spec else "variants"))
+    png = png or Path(f"bench-{tgt.profile}-{label}.png")
+    try:
+        B.plot(records, roof, png)
+        console.print(f"chart: {png}")
+    except ImportError:
+        console.print("no chart: matplotlib is not installed (pip install 'tvmconv[bench]')")
+    if json_path:
+        head = {"machine": B.machine(tgt), "peak_flops": roof.peak_flops, "bandwidth": roof.bandwidth}
+        json_path.write_text("".join(json.dumps({**r, **head}) + "\n" for r in records))
+        console.print(f"records: {json_path}")
+
+
+def _bench_model(names, tgt, batches, rounds, json_path):
+    from . import bench as B
+
+    console.print(f"{B.machine()}; target {tgt.profile} ({tgt.num_cores} threads)")
+    with console.status("timing models..."):
+        records = B.bench_models(names, tgt, batches, rounds=rounds)
+    table = Table("model", "batch", "tvmconv ms", "PyTorch twin ms", "ratio", "speed-up", "max |diff|")
+    for r in records:
+        table.add_row(r["workload"], str(r["batch"]), f"{r['tvmconv_s'] * 1e3:.2f}", f"{r['vendor_s'] * 1e3:.2f}",
+                      f"{r['ratio']:.2f}", f"{r['speedup']:.2f}x", f"{r['max_abs_diff']:.1e}")
+    console.print(table)
+    o = B.call_overhead()
+    console.print(f"per-call overhead on a tiny conv2d: kernel {o['kernel_s'] * 1e6:.1f} us, tvmconv.functional "
+                  f"{o['functional_s'] * 1e6:.1f} us, torch.ops.tvmconv {o['custom_op_s'] * 1e6:.1f} us, "
+                  f"tvmconv.nn.Conv2d {o['module_s'] * 1e6:.1f} us")
+    if json_path:
+        json_path.write_text("".join(json.dumps(r) + "\n" for r in records + [{"workload": "call_overhead", **o}]))
+
+
+@app.command("export")
+def export_cmd(
+    target: str = typer.Option(..., "--target", "-t", help="Profile name: arm64-linux, android-arm64, cuda-sm90..."),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory to write."),
+    suite: Optional[str] = typer.Option(None, "--suite"),
+    op: Optional[str] = _OP,
+    shape: Optional[str] = _SHAPE,
+    weight: Optional[str] = _WEIGHT,
+    stride: str = _STRIDE,
+    padding: str = _PADDING,
+    dilation: str = _DILATION,
+    groups: int = _GROUPS,
+    bias: bool = _BIAS,
+    spec: Optional[str] = _SPEC,
+    model: Optional[Path] = typer.Option(None, "--model", help="A torch.export'ed model (.pt2): every conv layer."),
+    input_shape: Optional[str] = _INPUT_SHAPE,
+    check: bool = typer.Option(False, "--check", help="Build the C example, run every kernel (under qemu for "
+                               "aarch64) on random inputs and compare with PyTorch here."),
+    check_python: Optional[str] = typer.Option(None, "--check-python", help="Also load every shared library "
+                                               "with TVM's runtime in this interpreter of the target's "
+                                               "architecture (e.g. the one scripts/aarch64-python.sh makes)."),
+):
+    """Compile every workload for a target with its tuned (else default) schedule: shared and
+    static libraries, a C header, a C example and a manifest (CPU); CUDA source and cubin (CUDA)."""
+    from . import export as X
+
+    given = [x for x in (suite, op, spec, model) if x is not None]
+    if len(given) != 1:
+        raise typer.BadParameter("give exactly one of --suite, --op (with --shape/--weight), --spec or --model",
+                                 param_hint="--suite/--op/--spec/--model")
+    try:
+        what = _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias)
+        with console.status("compiling...") as status:
+            manifest = X.export(what, target, output, input_shape=_ints(input_shape, "--input-shape"),
+                                progress=lambda i, n, s: status.update(f"[{i + 1}/{n}] {s.name}"))
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    table = Table("workload", "schedule", "files")
+    for w in manifest["workloads"]:
+        table.add_row(w["name"], w["schedule"], " ".join(w["files"].values()))
+    console.print(table)
+    console.print(f"{len(manifest['workloads'])} kernels for {manifest['target']} in {output} (manifest.json)")
+    bad = False
+    if check:
+        try:
+            ok, total = X.check(output, log=console.print)
+        except subprocess.CalledProcessError as exc:  # the example did not build: show the compiler's words
+            output_text = (exc.stderr or b"").decode(errors="replace") + (exc.stdout or b"").decode(errors="replace")
+            typer.echo(output_text.rstrip(), err=True)
+            _fail(f"building the C example failed ({' '.join(map(str, exc.cmd))} exited {exc.returncode})",
+                  EXIT_FAILED)
+        console.print(f"{ok}/{total} kernels match PyTorch (static C example)")
+        bad |= ok != total
+    if check_python:
+        ok, total = X.check_runtime(output, check_python, log=console.print)
+        console.print(f"{ok}/{total} kernels match PyTorch (TVM runtime in {check_python})")
+        bad |= ok != total
+    if bad:
+        raise typer.Exit(EXIT_DIFFERS)
+
+
+cache_app = typer.Typer(help="Inspect and clear the schedule cache.")
+app.add_typer(cache_app, name="cache")
+_PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # no separators, no "..": a folder name
+
+
+@cache_app.command("list")
+def cache_list(target: Optional[str] = typer.Option(None, "--target", "-t", help="Only this profile."),
+               as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+    """Every tuned schedule record, shipped and user, with its measured time."""
+    from ..runtime import cache as C
+
+    if target is not None and not _PROFILE_NAME.match(target):  # it becomes a glob pattern
+        _fail(f"--target must be a profile name (see `tvmconv targets`), got {target!r}")
+    table = Table("profile", "workload", "GFLOP/s", "ms", "trials", "schedule", "dispatch", "where")
+    shipped = C.shipped_root().resolve()
+    rows = []
+    for rec, path in C.list_records(profile=target):
+        where = "shipped" if path.resolve().is_relative_to(shipped) else "user"
+        rows.append({"profile": rec.get("profile", path.parent.name), "workload": rec.get("name", path.stem),
+                     "gflops": rec.get("gflops"), "run_secs": rec["run_secs"], "trials": rec.get("trials"),
+                     "schedule": rec.get("source"), "dispatch": rec.get("dispatch"), "where": where,
+                     "path": str(path)})
+        table.add_row(rec.get("profile", path.parent.name), rec.get("name", path.stem), f"{rec.get('gflops', 0):.1f}",
+                      f"{rec['run_secs'] * 1e3:.4f}", str(rec.get("trials", "")), rec.get("source", ""),
+                      _dispatch_label(rec.get("dispatch")), where)
+    if as_json:
+        return _print_json(rows)
+    console.print(table)
+
+
+def _dispatch_label(d: dict | None) -> str:
+    """A record's dispatch choice and, where both times are there, the vendor's time over ours."""
+    if not d:
+        return "-"
+    v, t = d.get("vendor_s"), d.get("tvmconv_s")
+    speed = isinstance(v, (int, float)) and isinstance(t, (int, float)) and t > 0
+    return f"{d['choice']} ({v / t:.2f}x)" if speed else d["choice"]
+
+
+@cache_app.command("show")
+def cache_show(name: str = typer.Argument(..., help="A workload name (or a prefix of it) from `cache list`.")):
+    """Print the schedule record(s) of a workload."""
+    from ..runtime import cache as C
+
+    found = [(r, p) for r, p in C.list_records() if r.get("name", "").startswith(name) or p.stem.startswith(name)]
+    if not found:
+        _fail(f"no schedule record matches {name!r} (see `tvmconv cache list`)")
+    for rec, path in found:
+        console.print(f"[bold]{path}[/bold]")
+        brief = {k: v for k, v in rec.items() if k != "trace"}
+        brief["trace"] = f"<{len(rec['trace'][0]) if rec['trace'] else 0} schedule instructions>"
+        console.print_json(json.dumps(brief))
+
+
+@cache_app.command("clear")
+def cache_clear(
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Only this profile."),
+    kernels_only: bool = typer.Option(False, "--kernels", help="Only the compiled kernels, keep schedules and logs."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+):
+    """Delete the user cache (compiled kernels, schedules, tuning logs). Shipped schedules stay."""
+    import shutil
+
+    from ..runtime import cache as C
+
+    root = C.user_root()
+    parts = ["kernels"] if kernels_only else ["kernels", "schedules", "tuning_logs"]
+    dirs = [root / p for p in parts]
+    if target is not None:
+        dirs = _profile_dirs_to_clear(dirs, target)
+    dirs = [d for d in dirs if d.exists()]
+    outside = [d for d in dirs if d.is_symlink() or not d.resolve().is_relative_to(root.resolve())]
+    if outside:  # a symlinked folder: rmtree would delete what lies elsewhere
+        _fail(f"{', '.join(map(str, outside))} lies outside the cache {root}; not deleting it")
+    if not dirs:
+        console.print("nothing to clear")
+        return
+    if not yes:
+        typer.confirm(f"delete {', '.join(map(str, dirs))}?", abort=True)
+    for d in dirs:
+        shutil.rmtree(d)
+    console.print(f"cleared {len(dirs)} folder(s) under {root}")
+
+
+def _profile_dirs_to_clear(dirs: list[Path], target: str) -> list[Path]:
+    """``dirs``' children named ``target``: it must look like a profile name (no separators, no
+    ``..``) and be a known profile or a folder there, so ``--target ../x`` never leaves the cache."""
+    from ..backends.target import profiles
+
+    known = _PROFILE_NAME.match(target) and (target in profiles() or any((d / target).is_dir() for d in dirs))
+    if not known:
+        _fail(f"--target must be a profile name (see `tvmconv targets`) or a folder in the cache, "
+                     f"got {target!r}")
+    return [d / target for d in dirs]
+
+
+def main():  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

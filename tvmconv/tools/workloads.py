@@ -1,0 +1,141 @@
+"""Turn what a user wants tuned into workloads: specs, suites, nn.Modules, torch.export files.
+
+    workloads(spec | [spec, ...] | [(spec, count), ...] | "suite name" | nn.Module | "model.pt2",
+              example_inputs=...) -> [(spec, count), ...]
+
+Models are captured with ``torch.export`` and every convolution node (``aten.conv1d/2d/3d``,
+``aten.conv_transpose1d/2d/3d``, ``aten.convolution``) becomes a ConvSpec with the argument checks
+of the matching ``tvmconv.functional`` op; identical layers are counted, not repeated.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+from ..spec import Spec
+from .suites import SUITES, suite
+
+_CONV = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_CONVT = ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation")
+_CONVOLUTION = ("input", "weight", "bias", "stride", "padding", "dilation", "transposed", "output_padding",
+                "groups")
+
+
+def _conv_ops():
+    import torch
+
+    aten = torch.ops.aten
+    ops = {}
+    for nd in (1, 2, 3):
+        packet = getattr(aten, f"conv{nd}d")
+        for overload in packet.overloads():
+            ops[getattr(packet, overload)] = (f"conv{nd}d", nd, _CONV, False)
+        packet = getattr(aten, f"conv_transpose{nd}d")
+        for overload in packet.overloads():
+            ops[getattr(packet, overload)] = (f"conv_transpose{nd}d", nd, _CONVT, True)
+    ops[aten.convolution.default] = ("convolution", None, _CONVOLUTION, None)
+    return ops
+
+
+def _val(arg):
+    meta = getattr(arg, "meta", None)
+    if meta is not None:
+        return meta.get("val")
+    return arg
+
+
+def from_exported(ep) -> list[tuple[Spec, int]]:
+    """The convolution workloads of a ``torch.export.ExportedProgram``."""
+    import torch
+
+    from ..functional import conv_spec
+
+    ops = _conv_ops()
+    table: OrderedDict = OrderedDict()
+    for node in ep.graph.nodes:
+        if node.op != "call_function" or node.target not in ops:
+            continue
+        op, nd, names, transposed = ops[node.target]
+        bound = dict(zip(names, node.args))
+        bound.update(node.kwargs)
+        x, w = _val(bound["input"]), _val(bound["weight"])
+        b = _val(bound.get("bias"))
+        if op == "convolution":
+            transposed = bool(bound["transposed"])
+            nd = w.dim() - 2
+            op = f"conv_transpose{nd}d" if transposed else f"conv{nd}d"
+        cpu = (torch.empty(tuple(x.shape), dtype=x.dtype), torch.empty(tuple(w.shape), dtype=w.dtype),
+               None if b is None else torch.empty(tuple(b.shape), dtype=b.dtype))
+        kw = {k: bound[k] for k in ("stride", "padding", "dilation", "groups") if k in bound}
+        if transposed:
+            kw["output_padding"] = bound.get("output_padding", 0)
+        spec = conv_spec(op, nd, *cpu, transposed=transposed, **kw)[0]
+        table[spec] = table.get(spec, 0) + 1
+    return list(table.items())
+
+
+def from_module(model, example_inputs) -> list[tuple[Spec, int]]:
+    """The convolution workloads of ``model`` called on ``example_inputs`` (a tensor or a tuple)."""
+    import torch
+
+    if example_inputs is None:
+        raise ValueError("example_inputs is required to find the workloads of an nn.Module (a tensor or a "
+                         "tuple of tensors shaped like the model's inputs)")
+    if not isinstance(example_inputs, tuple):
+        example_inputs = (example_inputs,)
+    try:
+        ep = torch.export.export(model.eval(), example_inputs)
+    except Exception as exc:  # noqa: BLE001 - export failures come in many types
+        raise ValueError(f"model could not be captured with torch.export: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    return from_exported(ep)
+
+
+def from_file(path, input_shape=None) -> list[tuple[Spec, int]]:
+    """The workloads of a ``torch.export.save``'d program (``.pt2``)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"model must be a torch.export file (.pt2); {str(path)!r} does not exist")
+    from .. import ops  # noqa: F401 - a program may hold tvmconv.* nodes: their ops must be registered
+
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"model {str(path)!r} is not a torch.export program: {exc}") from exc
+    if input_shape is not None:
+        user = set(ep.graph_signature.user_inputs)
+        found = tuple(_val(n).shape for n in ep.graph.nodes if n.op == "placeholder" and n.name in user)
+        if found and tuple(found[0]) != tuple(input_shape):
+            raise ValueError(f"input_shape {tuple(input_shape)} does not match the exported program's input "
+                             f"{tuple(found[0])}; re-export the model with that shape")
+    return from_exported(ep)
+
+
+def workloads(what, example_inputs=None, input_shape=None) -> list[tuple[Spec, int]]:
+    """Normalise ``what`` into ``[(spec, count), ...]``."""
+    if isinstance(what, Spec):
+        return [(what, 1)]
+    if isinstance(what, str) and (what in SUITES or what == "all"):
+        return suite(what)
+    if isinstance(what, (str, Path)) and str(what).endswith((".pt2", ".pt")):
+        return from_file(what, input_shape)
+    if isinstance(what, (list, tuple)) and what:
+        out: OrderedDict = OrderedDict()
+        for item in what:
+            spec, count = item if isinstance(item, tuple) else (item, 1)
+            if not isinstance(spec, Spec):
+                raise ValueError(f"workloads must be specs or (spec, count) pairs, got {item!r}")
+            out[spec] = out.get(spec, 0) + count
+        return list(out.items())
+    try:
+        import torch
+
+        if isinstance(what, torch.nn.Module):
+            return from_module(what, example_inputs)
+    except ImportError:  # pragma: no cover
+        pass
+    raise ValueError(f"what to tune must be a spec, a list of specs, a suite name from "
+                     f"{sorted(SUITES) + ['all']}, an nn.Module (with example_inputs) or a .pt2 file; got {what!r}")
