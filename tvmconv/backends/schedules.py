@@ -30,7 +30,8 @@ from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import ScheduleError
 
 from ..spec import DepthwiseSeparableSpec, Spec
-from ..variants.compute import Plan, plan_for, prim_func
+from .blocking import plan_for
+from ..variants.compute import Plan, prim_func
 
 log = logging.getLogger("tvmconv")
 

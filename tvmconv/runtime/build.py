@@ -31,7 +31,8 @@ from tvm.s_tir import Schedule
 from . import cache
 from ..spec import Spec
 from ..backends.target import TargetInfo, profiles
-from ..variants.compute import Plan, plan_for, plan_from_dict, prim_func
+from ..backends.blocking import plan_for
+from ..variants.compute import Plan, plan_from_dict, prim_func
 from ..backends.schedules import cuda_default, cuda_direct_schedule, default_for
 
 log = logging.getLogger("tvmconv")
@@ -235,7 +236,7 @@ def split_weight_pack(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule | None:
     """Where the schedule packs a weight inside the kernel (the ``wpack`` stage, a loop nest of its
     own), the library the ops call: ``pack(weight, packed)`` holds that loop nest, and ``main``
     takes ``packed`` where it took the weight. The op packs on every call, in a parallel pass of
-    its own into a buffer it keeps (functional._packed says why not once). Both take the op's own
+    its own into a buffer it keeps (runtime.call._packed says why not once). Both take the op's own
     shapes. None where the schedule does not allow the split (the packing inside another loop
     nest, or the weight read elsewhere)."""
     from tvm import tirx

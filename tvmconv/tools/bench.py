@@ -340,13 +340,14 @@ def call_overhead(n: int = 2000) -> dict:
     """Seconds per call on a tiny conv2d (1x4x4x4, 3x3): the compiled kernel called directly, the
     functional op, the torch.library custom op and the tvmconv.nn module."""
     from .. import nn as tnn
+    from .. import ops
     x, w = torch.randn(1, 4, 4, 4), torch.randn(4, 4, 3, 3)
     m = tnn.Conv2d(4, 4, 3, bias=False).requires_grad_(False)
     with TF.capture_kernels() as ks:
         TF.conv2d(x, w)
     kern, out_v = ks[-1], torch.empty(1, 4, 2, 2)
     args = (x, w)
-    op = torch.ops.tvmconv.conv2d.default
+    op = ops.OPS["conv2d"].op
     fns = {"kernel_s": lambda: kern(*args, out_v), "functional_s": lambda: TF.conv2d(x, w),
            "custom_op_s": lambda: op(x, w, None, [1, 1], [0, 0], [1, 1], 1, ""), "module_s": lambda: m(x)}
     res = {}

@@ -71,7 +71,8 @@ from tvm.s_tir.schedule import Trace  # noqa: E402
 
 from ..spec import DepthwiseSeparableSpec, Spec  # noqa: E402
 from ..backends.target import Profile, TargetInfo  # noqa: E402
-from ..variants.compute import Plan, plan_candidates, plan_from_dict, plan_to_dict, prim_func  # noqa: E402
+from ..backends.blocking import plan_candidates  # noqa: E402
+from ..variants.compute import Plan, plan_from_dict, plan_to_dict, prim_func  # noqa: E402
 from ..backends.schedules import cuda_default_schedule, default_for, default_schedule, schedule_into  # noqa: E402
 
 log = logging.getLogger("tvmconv")

@@ -1,0 +1,139 @@
+"""Default blocking rules: the ``Plan`` a compute is written for, chosen from the spec and the
+target's vector width (see variants/compute.py for what each plan kind means)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from ..spec import ConvSpec, DepthwiseSeparableSpec, Spec, SpatialSeparableSpec
+from ..variants.compute import Plan
+
+
+# Below this estimated single-thread time a kernel runs on one thread: waking TVM's sleeping
+# workers costs about 7 us per parallel launch on the machines measured (see backends/__init__.py).
+SERIAL_BELOW_S = 10e-6
+
+
+def serial_estimate(spec: Spec) -> float:
+    """A pessimistic single-thread time: 30 GFLOP/s, 8 GB/s."""
+    return max(spec.flops / 30e9, spec.bytes_moved / 8e9)
+
+
+def _tile_registers(V: int) -> int:
+    """Vector registers a register tile may hold, by the lanes of a vector (the ISA's proxy here):
+    28 of AVX-512's 32, 13 of AVX2's 16; the rest hold the broadcast input and the weights."""
+    return 28 if V >= 16 else 13
+
+
+def plan_for(spec: Spec, vector_lanes: int) -> Plan:
+    """Choose the compute blocking for ``spec`` on a target with ``vector_lanes`` lanes of dtype."""
+    plan = _blocking(spec, max(1, vector_lanes))
+    return dataclasses.replace(plan, serial=serial_estimate(spec) < SERIAL_BELOW_S)
+
+
+def _blocking(spec: Spec, V: int) -> Plan:
+    if isinstance(spec, ConvSpec):
+        ocg = spec.c_out // spec.groups
+        out_w = spec.out_size[-1]
+        # A transposed conv with a few output channels (an image-producing layer) also takes one
+        # vector of channels, the rest zero lanes: that beats gathering per output pixel
+        # (c64->3 4x4 s2 on AVX2: 887 us plain, 129 us ocvec). Ungrouped only: with groups, a
+        # 3-D one computed wrong values (found by the shape table; not yet understood).
+        if ocg >= V or (spec.transposed and spec.groups == 1 and 4 * ocg >= V):
+            # Two vectors of output channels when there are enough, else one; the pixel tile fills
+            # the remaining registers (AVX2/NEON: 16 registers, AVX-512: 32).
+            vb = 2 * V if ocg >= 2 * V else V
+            regs = _tile_registers(V)
+            owi = max(1, min(regs // (vb // V), out_w))
+            return Plan("ocvec", vb=vb, owi=_best_tile(out_w, owi, multiple_of=_tile_step(spec)))
+        if not spec.transposed:
+            owi = _best_tile(out_w, 2 * V, multiple_of=V) if out_w >= V else V
+            return Plan("wvec", owi=owi, rows=wvec_rows(spec, owi))
+        return Plan("plain")
+    if isinstance(spec, SpatialSeparableSpec):
+        return Plan("staged", stages=tuple((prefix, _blocking(st, V)) for prefix, st in
+                                           zip(("kx1_", "c1xk_"), spec.stages())))
+    if isinstance(spec, DepthwiseSeparableSpec):
+        vb = 2 * V if spec.c_out >= 2 * V else V
+        regs = _tile_registers(V)
+        return Plan("ocvec", vb=vb, owi=_best_tile(spec.out_size[-1], max(1, regs // (vb // V))))
+    return Plan("plain")
+
+
+def _tile_step(spec: Spec) -> int:
+    """Register tiles of a transposed conv hold whole periods of its width stride: each tile
+    position then has a known phase, so its kernel taps are fixed at compile time (an odd tile of
+    a stride-2 layer selects them at run time: c64->3 4x4 s2, 13 pixels 680 us, 8 pixels 129 us)."""
+    if not (isinstance(spec, ConvSpec) and spec.transposed) or spec.stride[-1] > _MAX_TILE_STRIDE:
+        return 1  # a tile of a whole period of a large stride would be as wide as the stride, unrolled
+    return spec.stride[-1]
+
+
+_MAX_TILE_STRIDE = 8
+
+
+def plan_candidates(spec: Spec, vector_lanes: int, limit: int = 16) -> list[Plan]:
+    """Other blockings of the default schedule worth measuring (the hand-written sketch's knobs:
+    output channels per block and the output-width register tile), best-guess first, at most
+    ``limit``, excluding ``plan_for``'s choice. Tuning measures them before the search."""
+    V = max(1, vector_lanes)
+    base = plan_for(spec, V)
+    # Small kernels: also the other side of the one-thread threshold, measured first
+    flip = [dataclasses.replace(base, serial=not base.serial)] if serial_estimate(spec) < 6 * SERIAL_BELOW_S else []
+    if base.kind == "staged" or base.kind == "plain":
+        return flip[:limit]
+    out_w = spec.out_size[-1]
+    regs = _tile_registers(V)
+    cands = []
+    if base.kind == "ocvec":
+        ocg = spec.c_out // spec.groups if isinstance(spec, ConvSpec) else spec.c_out
+        for vb in (V, 2 * V, 3 * V):
+            if vb > V and ocg < vb:
+                continue
+            for owi in range(1, min(out_w, regs // (vb // V) + 1) + 1):
+                if owi % _tile_step(spec) == 0 or owi == out_w:
+                    cands.append(Plan("ocvec", vb=vb, owi=owi))
+    else:  # wvec: the width tile in whole vectors, and the rows per task
+        out_h = spec.out_size[-2] if len(spec.out_size) > 1 else 1
+        for t in range(V, max(V, min(-(-out_w // V) * V, 4 * V)) + 1, V):
+            r0 = wvec_rows(spec, t)
+            for r in sorted({r0, max(1, r0 // 2), max(1, r0 // 4), min(out_h, 2 * r0), out_h}):
+                cands.append(Plan("wvec", owi=t, rows=r))
+
+    def cost(p: Plan) -> float:  # padded work, per-tile overhead, register pressure of the tile, task size
+        return ((-(-out_w // p.owi) * p.owi) * (1 + 2 / p.owi) * (1 + 0.15 * abs(p.vb // V - base.vb // V))
+                * (1 + 0.1 * abs(math.log2(p.rows / base.rows))))
+
+    cands = [dataclasses.replace(p, serial=base.serial) for p in cands]
+    ranked = sorted((p for p in dict.fromkeys(cands) if p != base), key=cost)
+    return (flip + ranked)[:limit]
+
+
+def wvec_rows(spec: ConvSpec, owi: int, budget_bytes: int = 16384) -> int:
+    """Output rows per parallel task of the ``wvec`` schedule: as many as keep the padded input
+    rows they read (staged per task, for every input channel of the group) within ``budget_bytes``
+    (half of a typical L1 data cache), while leaving at least 4 tasks per core-pair of work."""
+    s3 = spec.as3d()
+    out_d, out_h, out_w = s3.out_size
+    (sd, sh, sw), (dd, dh, dw), (kd, kh, kw) = s3.stride, s3.dilation, s3.kernel
+    width = (-(-out_w // owi) * owi - 1) * sw + (kw - 1) * dw + 1
+    icg = s3.c_in // s3.groups
+    per_row_bytes = width * icg * ((kd - 1) * dd + 1) * 4
+    halo = (kh - 1) * dh + 1
+    tasks_per_row_block = s3.n * s3.c_out * out_d
+    best = 1
+    for r in range(1, out_h + 1):
+        if ((r - 1) * sh + halo) * per_row_bytes > budget_bytes and r > 1:
+            break
+        if tasks_per_row_block * -(-out_h // r) < 8 and r > 1:
+            break
+        best = r
+    return best
+
+
+def _best_tile(extent: int, limit: int, multiple_of: int = 1) -> int:
+    """The register tile <= ``limit`` that minimises the padded work ``ceil(extent/t)*t`` times a
+    per-tile overhead (reloading the weight vectors) that a larger tile amortises."""
+    candidates = [t for t in range(1, limit + 1) if t % multiple_of == 0] or [limit]
+    return min(candidates, key=lambda t: (-(-extent // t) * t) * (1 + 2 / t))

@@ -1,0 +1,160 @@
+"""Running a spec's kernel on an op's tensors: resolve the target, load the kernel (runtime.build),
+dispatch to the vendor path where tuning measured it faster, hand the tensors over aligned, pack
+the weight, and return torch (or NumPy) out. Per-thread switches for benchmarks and reports."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+
+import torch
+
+from .. import knobs, reference
+from .._args import Args
+from ..backends import target as _target
+from ..spec import Spec, check_spec
+from . import build
+
+
+class _State(threading.local):
+    """Per-thread switches: a block entered in one thread never changes another thread's calls."""
+
+    def __init__(self):  # run once in each thread that uses it
+        self.capture: list | None = None  # set by capture_kernels()
+        self.no_dispatch = 0  # > 0 inside no_dispatch()
+        self.spec_only = 0  # > 0 inside spec_of()
+        self.packed: dict[int, torch.Tensor] = {}  # id(kernel) -> its packed-weight buffer (_packed)
+
+
+_state = _State()
+
+
+@contextlib.contextmanager
+def no_dispatch():
+    """Inside the block (in this thread), always run the tvmconv kernel, even where tuning found
+    the vendor path faster (benchmarks use this to time the kernel itself)."""
+    _state.no_dispatch += 1
+    try:
+        yield
+    finally:
+        _state.no_dispatch -= 1
+
+
+def _dispatch_enabled() -> bool:
+    return _state.no_dispatch == 0 and knobs.dispatch()
+
+
+@functools.lru_cache(maxsize=None)
+def _vendor(spec: Spec):
+    found = reference.vendor_for(spec)
+    return found[1] if found else None
+
+
+@contextlib.contextmanager
+def capture_kernels():
+    """Collect the ``Kernel`` of every op this thread calls inside the block (for reports)."""
+    outer, _state.capture = _state.capture, []
+    try:
+        yield _state.capture
+    finally:
+        _state.capture = outer
+
+
+class SpecOnly(Exception):  # noqa: N818 - not an error: how spec_of ends a call early
+    """Raised by an op called under ``spec_of`` once its spec is known."""
+
+    def __init__(self, spec: Spec):
+        super().__init__(spec.name)
+        self.spec = spec
+
+
+def spec_of(fn, *args, **kwargs) -> Spec:
+    """The normalised spec that ``fn(*args, **kwargs)`` (a tvmconv op) would run, without building
+    or running its kernel: the arguments are checked as in a real call."""
+    _state.spec_only += 1
+    try:
+        fn(*args, **kwargs)
+    except SpecOnly as found:
+        return found.spec
+    finally:
+        _state.spec_only -= 1
+    raise ValueError(f"{getattr(fn, '__name__', fn)!r} ran no tvmconv kernel")
+
+
+def _run(spec: Spec, a: Args, tensors: list[torch.Tensor | None], target=None, unbatched: bool = False):
+    """Run ``spec``'s kernel on ``tensors`` (None entries are absent optional arguments)."""
+    if _state.spec_only:
+        raise SpecOnly(spec)
+    if spec not in _CHECKED:  # once per spec: a hash lookup on later calls
+        check_spec(spec)
+        _CHECKED.add(spec)
+    tgt = _resolve(a, target)
+    kern = build.load(spec, tgt)
+    if _state.capture is not None:
+        _state.capture.append(kern)
+    if kern.dispatch == "vendor" and _dispatch_enabled():
+        vendor = _vendor(spec)
+        if vendor is not None:
+            out = vendor(*tensors)
+            out = out.squeeze(0) if unbatched else out
+            return out.numpy() if a.numpy else out
+    # On CUDA, the kernel launches on torch's current stream (tvm_ffi passes it with the tensors)
+    out = torch.empty(kern.out_shape, dtype=a.dtype, device=a.device)
+    args = [_kernel_arg(t) for t in tensors if t is not None]
+    if kern.pack is not None:
+        args[kern.packed_index] = _packed(kern, args[kern.packed_index])
+    kern(*args, out)
+    if unbatched:
+        out = out.squeeze(0)
+    return out.numpy() if a.numpy else out
+
+
+_CHECKED: set = set()  # specs that passed check_spec
+
+
+# TVM declares every buffer a kernel takes 64-byte aligned (its allocator's alignment) and its
+# vector code may load with aligned instructions: a view at an odd offset (x[:, 4:], a NumPy array)
+# would fault. torch's allocator aligns to 64 bytes, so a fresh copy always fits.
+_ALIGN = 64
+
+
+def _kernel_arg(t: torch.Tensor) -> torch.Tensor:
+    """``t`` dense and 64-byte aligned: itself when it already is (no copy), else a copy."""
+    t = t.contiguous()
+    return t.clone() if t.data_ptr() % _ALIGN else t
+
+
+def _packed(kern, weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` in the layout ``kern`` takes, packed on every call. A packing kept between calls
+    cannot know when the weight changed: writes through ``w.data``, a NumPy view or another alias
+    leave ``w._version`` as it was, and a stale packing is a silent wrong result. Packing is one
+    pass over the weight (0.46 ms for ResNet's 512x512x3x3 against the kernel's 1.7 ms on the
+    AVX-512 Xeon); the buffer is kept per thread and kernel, so no call allocates it."""
+    buf = _state.packed.get(id(kern))
+    if buf is None or buf.shape != kern.packed_shape or buf.dtype != weight.dtype:
+        buf = _state.packed[id(kern)] = torch.empty(kern.packed_shape, dtype=weight.dtype)
+    kern.pack(weight, buf)
+    return buf
+
+
+def _resolve(a: Args, target):
+    """The target a call runs on: ``target`` (or the default) for CPU tensors; for CUDA tensors,
+    ``target`` if it is a CUDA target, else the profile of the tensors' GPU."""
+    cuda = a.device is not None and a.device.type == "cuda"
+    if cuda and (target is None or (isinstance(target, str) and target in ("host", "native", "cuda"))):
+        return _target.for_cuda_device(a.device.index if a.device.index is not None else torch.cuda.current_device())
+    tgt = _target.resolve(target)
+    if cuda and not tgt.is_cuda:
+        raise ValueError(f"{a.op}: the tensors are on '{a.device}' but target {tgt.profile!r} is a CPU target "
+                         f"({tgt.kind}); pass target=None or a CUDA profile such as 'cuda-sm90', or move the tensors "
+                         f"with .cpu()")
+    if tgt.is_cuda and not cuda:
+        raise ValueError(f"{a.op}: target {tgt.profile!r} runs on a CUDA GPU, but the tensors are on the CPU; "
+                         f"move them with .cuda() (or export the kernels with `tvmconv export --target "
+                         f"{tgt.profile}`)")
+    if not (tgt.is_cuda or tgt.runs_here):
+        raise ValueError(f"{a.op}: target {tgt.profile!r} ({tgt.kind}, {tgt.dict.get('mtriple', tgt.dict.get('arch', ''))})"
+                         f" does not run on this machine's CPU; ops run on CPU targets of this host and on CUDA "
+                         f"GPUs. Use `tvmconv export --target {tgt.profile}` to compile for it")
+    return tgt
