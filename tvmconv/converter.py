@@ -105,7 +105,7 @@ def _unsupported(m: nn.Module, target) -> str:
     for p in m.parameters(recurse=True):
         if p.dtype not in SUPPORTED:
             return f"dtype {p.dtype} (tvmconv runs float32 and float64)"
-        if p.device.type != ("cuda" if target.kind == "cuda" else "cpu"):
+        if p.device.type != target.backend.device_type:
             return f"parameters on {p.device}, target {target.profile} runs on {target.kind}"
     if isinstance(m, nn.modules.conv._ConvTransposeNd) and m.padding_mode != "zeros":
         return f"padding_mode {m.padding_mode!r}"

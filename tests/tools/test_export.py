@@ -106,7 +106,7 @@ def test_export_errors_are_clear(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def aarch64_python():
     root = Path.home() / ".cache" / "tvmconv" / "aarch64-python"
-    script = Path(__file__).resolve().parents[1] / "scripts" / "aarch64-python.sh"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "aarch64-python.sh"
     subprocess.run(["bash", str(script), str(root)], check=True, timeout=1800, capture_output=True)
     return root
 

@@ -1,4 +1,10 @@
-"""Everything that knows a device kind: target profiles and their facts, default schedules, timing.
+"""Everything that knows a device kind, and the only modules that branch on it.
+
+``backend_for(target)`` (or ``target.backend``) gives the target's ``Backend`` (base.py): its
+facts, default schedule rules, toolchain, timing and vendor path. Layout: base.py (the interface,
+target resolution for tensors on a device), llvm.py and llvm_schedules.py (the LLVM-CPU backend:
+x86 and aarch64), cuda.py and cuda_schedules.py (the CUDA backend), blocking.py (the CPU blocking
+rules), toolchain.py (native, cross and NDK linking), target.py (profiles, ``Facts``), timing.py.
 
 Imported before any kernel is built or run (every kernel goes through a target), so the thread
 settings below reach TVM's runtime before its thread pool starts."""
@@ -17,3 +23,7 @@ _os.environ["TVM_NUM_THREADS"] = str(_knobs.num_threads())
 # measured here, a model step mixing both took 14-17 ms instead of 2 ms. Workers that sleep at once
 # cost a few microseconds per kernel launch instead.
 _os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", str(_knobs.spin_count()))
+
+from .base import Backend, backend_for  # noqa: E402,F401 - after the settings above
+
+__all__ = ["Backend", "backend_for"]

@@ -3,7 +3,10 @@
 A *profile* is one JSON file: the TVM target (dict form, the only form TVM 0.27 accepts), the host
 target for device targets, how to build (``native``, ``cross`` with a C compiler, ``ndk`` through
 ``TVM_NDK_CC``), how to measure while tuning (``local``, or ``rpc`` through a tracker
-``host:port`` and a device key), and the vendor path it is compared with. Profiles ship in the
+``host:port`` and a device key), the vendor path it is compared with, and the machine facts the
+default schedules are written for (``facts``: ``vector_bits``, ``vector_registers``, ``l1d_bytes``,
+``l2_bytes``; on GPUs ``registers_per_thread`` and ``multiprocessors``). A target without a
+profile, or a profile without facts, gets the facts its ISA implies (``isa_facts``). Profiles ship in the
 repository's ``targets/``; a user adds or overrides one by dropping a file into
 ``$TVMCONV_CACHE_DIR/targets/`` (or ``TVMCONV_TARGETS_DIR``) -- no code change -- a directory
 that must be the user's own (see ``profile_dirs``).
@@ -29,6 +32,27 @@ BUILD_KINDS = ("native", "cross", "ndk")
 MEASURE_KINDS = ("local", "rpc")
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What the default schedules know of the machine. Sizes in bytes, widths in bits; 0: unknown
+    or not applicable (a GPU thread has no vector register file, a CPU no multiprocessors)."""
+
+    vector_bits: int = 128  # the widest SIMD vector (a GPU thread: its widest load)
+    vector_registers: int = 0  # SIMD registers per core (AVX2 16, AVX-512 32, NEON 32)
+    l1d_bytes: int = 0  # L1 data cache per core (a GPU: L1/shared memory per multiprocessor)
+    l2_bytes: int = 0
+    registers_per_thread: int = 0  # GPUs
+    multiprocessors: int = 0  # GPUs
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "") -> "Facts":
+        known = {f for f in cls.__dataclass_fields__}
+        bad = sorted(set(d) - known)
+        if bad or not all(isinstance(v, int) and v >= 0 for v in d.values()):
+            raise ValueError(f"target profile {where}: facts takes non-negative integers for {sorted(known)}, got {d!r}")
+        return cls(**d)
+
+
 @hash_once
 @dataclass(frozen=True)
 class TargetInfo:
@@ -37,6 +61,7 @@ class TargetInfo:
     config: tuple
     vector_bits: int
     profile: str = "custom"
+    facts: Facts = field(default_factory=Facts)
 
     @property
     def dict(self) -> dict:
@@ -66,8 +91,17 @@ class TargetInfo:
         return self.is_host_runnable
 
     @functools.cached_property
+    def backend(self):
+        """The ``Backend`` of this target's device kind (``backends.base.backend_for``), made once
+        per target object: the ops ask on every call."""
+        from .base import backend_for
+
+        return backend_for(self)
+
+    @functools.cached_property
     def is_cuda(self) -> bool:
-        """A CUDA target (computed once per target object: the ops ask on every call)."""
+        """Kept only for tvmconv/tuning/ until it asks ``self.backend`` instead (see
+        tests/backends/test_device_kind_guard.py): a device-kind branch outside backends/."""
         return self.dict["kind"] == "cuda"
 
     @property
@@ -103,6 +137,7 @@ class Profile:
     vendor: str = "torch-cpu"
     compatible: tuple = ()
     path: str = ""
+    facts: dict = field(default_factory=dict)
 
     def target_info(self, num_cores: int | None = None) -> TargetInfo:
         cfg = dict(self.target)
@@ -110,7 +145,7 @@ class Profile:
             cfg["host"] = dict(self.host)
         if cfg["kind"] == "llvm":
             cfg.setdefault("num-cores", num_cores or knobs.num_threads())
-        return make(cfg, profile=self.name)
+        return make(cfg, profile=self.name, facts=self.facts)
 
 
 def _unfreeze(v):
@@ -163,8 +198,24 @@ def _vector_bits(cfg: dict) -> int:
     return 128
 
 
-def make(config: dict, profile: str = "custom") -> TargetInfo:
-    return TargetInfo(config=_freeze(config), vector_bits=_vector_bits(config), profile=profile)
+def isa_facts(cfg: dict) -> dict:
+    """The facts a target's ISA implies, for a target without a profile or a profile without
+    ``facts``: the vector width from its features; 32 vector registers for AVX-512 and AArch64,
+    else 16; 32 KiB L1d and 256 KiB L2, the smallest of current cores; on CUDA, 255 registers a thread."""
+    bits = _vector_bits(cfg)
+    if cfg.get("kind") != "llvm":
+        return {"vector_bits": bits, "registers_per_thread": 255}
+    triple = cfg.get("mtriple", "")
+    arm = "aarch64" in triple or "arm" in triple or "+neon" in " ".join(cfg.get("mattr", []))
+    return {"vector_bits": bits, "vector_registers": 32 if bits >= 512 or arm else 16, "l1d_bytes": 32768,
+            "l2_bytes": 262144}
+
+
+def make(config: dict, profile: str = "custom", facts: dict | None = None) -> TargetInfo:
+    """A TargetInfo: ``facts`` (a profile's) override those its ISA implies, field by field."""
+    merged = {**isa_facts(config), **(facts or {})}
+    f = Facts.from_dict(merged, profile)
+    return TargetInfo(config=_freeze(config), vector_bits=f.vector_bits, profile=profile, facts=f)
 
 
 # -- profiles -------------------------------------------------------------------------------------
@@ -200,9 +251,13 @@ def _profile_from_file(path: Path) -> Profile:
     if measure.get("kind") not in MEASURE_KINDS:
         raise ValueError(f"target profile {path}: measure.kind must be one of {MEASURE_KINDS}, "
                          f"got {measure.get('kind')!r}")
+    facts = d.get("facts") or {}
+    if not isinstance(facts, dict):
+        raise ValueError(f"target profile {path}: facts must be an object, got {facts!r}")
+    Facts.from_dict({**isa_facts(d["target"]), **facts}, str(path))  # reported here, not at first use
     return Profile(name=name, description=d.get("description", ""), target=d["target"], host=d.get("host"),
                    build=build, measure=measure, vendor=d.get("vendor", "torch-cpu"),
-                   compatible=tuple(d.get("compatible", ())), path=str(path))
+                   compatible=tuple(d.get("compatible", ())), path=str(path), facts=facts)
 
 
 def profiles() -> dict[str, Profile]:
@@ -302,21 +357,3 @@ def resolve(target=None) -> TargetInfo:
                       env.get("TVMCONV_SHIPPED_DIR"))
     raise ValueError(f"target must be None, 'host', a profile name, a TVM target dict such as "
                      f"{{'kind': 'llvm', 'mcpu': 'znver3'}}, or its JSON text; got {target!r}")
-
-
-@functools.lru_cache(maxsize=16)
-def for_cuda_device(index: int) -> TargetInfo:
-    """The target of CUDA device ``index`` (ops given CUDA tensors and no ``target``): the profile
-    named for its compute capability (``cuda-sm90`` on an H100), else a CUDA target dict for it.
-    Read once per device."""
-    import torch
-
-    major, minor = torch.cuda.get_device_capability(index)
-    name = f"cuda-sm{major}{minor}"
-    found = profiles()
-    if name in found:
-        return found[name].target_info()
-    return make({"kind": "cuda", "arch": f"sm_{major}{minor}", "max_threads_per_block": 1024,
-                 "max_shared_memory_per_block": 49152, "thread_warp_size": 32,
-                 "host": {"kind": "llvm"}}, profile="custom")
-

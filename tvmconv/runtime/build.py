@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -30,15 +29,14 @@ from tvm.s_tir import Schedule
 
 from . import cache
 from ..spec import Spec
+from ..backends.base import supported
 from ..backends.target import TargetInfo, profiles
-from ..backends.blocking import plan_for
 from ..variants.compute import Plan, plan_from_dict, prim_func
-from ..backends.schedules import cuda_default, cuda_direct_schedule, default_for
 
 log = logging.getLogger("tvmconv")
 
 # the code a kernel is made from, relative to the package: a change to any of them rebuilds
-_SOURCES = ("variants/*.py", "backends/schedules*.py", "runtime/build.py")
+_SOURCES = ("variants/*.py", "backends/blocking.py", "backends/llvm*.py", "backends/cuda*.py", "runtime/build.py")
 
 
 @dataclass
@@ -124,7 +122,7 @@ def _warn_untuned(spec: Spec, target: TargetInfo) -> None:
 
 def choose(spec: Spec, target: TargetInfo) -> tuple[dict | None, str, TargetInfo]:
     """Which schedule ``spec`` gets on ``target``: ``(record or None, source label, build target)``."""
-    if target.kind not in ("llvm", "cuda"):
+    if not supported(target):
         return None, "unscheduled", target
     found = tuned_record(spec, target)
     if found:
@@ -144,10 +142,8 @@ def schedule(spec: Spec, target: TargetInfo, record: dict | None, source: str):
         except Exception as exc:  # noqa: BLE001 - a stale record must not break the op
             log.warning("tvmconv: tuned record %s no longer applies (%s); using the default schedule",
                         source.removeprefix("tuned:"), _last_line(exc))
-    if target.kind == "cuda":
-        return cuda_default(spec, target), Plan(), "default"
-    sch, plan = default_for(spec, target)
-    return sch.mod, plan, "default"
+    mod, plan = target.backend.default_module(spec)
+    return mod, plan, "default"
 
 
 def apply_record(spec: Spec, record: dict) -> tvm.IRModule:
@@ -309,13 +305,14 @@ def compile_spec(spec: Spec, target: TargetInfo, record: dict | None = None) -> 
     else:
         source, build_target = f"tuned:{record.get('name', spec.name)}", target
     path = None
-    torch_callable = target.is_host_runnable or target.is_cuda  # the ops call it (on the CPU, or a GPU)
+    backend = target.backend
+    torch_callable = backend.torch_callable  # the ops call it (on the CPU, or a GPU)
     if torch_callable and source != "unscheduled":
         lib_key = _lib_key(spec, build_target, record)
         path = cache.kernel_path(target, lib_key)
         lib = _load_library(path, lib_key, spec)
         if lib is not None:
-            plan = Plan() if target.is_cuda else plan_for(spec, target.lanes(spec.dtype))
+            plan = backend.default_plan(spec)
             if record is not None:
                 plan = plan_from_dict(record["plan"])
             kern = Kernel(spec, target, plan, lib["main"], lib, time.perf_counter() - t0, source, str(path),
@@ -324,21 +321,21 @@ def compile_spec(spec: Spec, target: TargetInfo, record: dict | None = None) -> 
     mod, plan, source = schedule(spec, build_target, record, source)
     if source == "default" and record is not None:
         path = None  # the record did not apply: do not cache the default under the record's key
-    if target.kind == "cuda":
-        use_nvcc()
-    if target.is_host_runnable:
+    backend.before_compile()
+    if backend.packs_weights:
         mod = split_weight_pack(mod, spec) or natural_signature(mod, spec)
-    elif target.is_cuda:
+    elif torch_callable:
         mod = natural_signature(mod, spec)
     try:
         ex = tvm.compile(mod, target=build_target.tvm())
     except Exception as exc:  # a schedule bug must not make the op unusable
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         plan, path = Plan(), None
-        if target.is_cuda:  # an unscheduled kernel would run on the host, on device memory: never that
-            log.warning("tvmconv: %s schedule of %s failed to compile (%s); using the one-thread-per-output "
-                        "schedule", source, spec.name, why)
-            source, mod = "default", natural_signature(cuda_direct_schedule(spec).mod, spec)
+        fallback = backend.compile_fallback(spec)
+        if fallback is not None:  # (CUDA: an unscheduled kernel would run on the host, on device memory)
+            log.warning("tvmconv: %s schedule of %s failed to compile (%s); using the %s backend's fallback "
+                        "schedule", source, spec.name, why, target.kind)
+            source, mod = "default", natural_signature(fallback, spec)
         else:
             log.warning("tvmconv: %s schedule of %s failed to compile (%s); using the unscheduled kernel", source,
                         spec.name, why)
@@ -351,7 +348,7 @@ def compile_spec(spec: Spec, target: TargetInfo, record: dict | None = None) -> 
     func = ex["main"] if torch_callable else None
     kern = Kernel(spec, target, plan, func, ex, time.perf_counter() - t0, source,
                   dispatch=_dispatch(record) if source.startswith("tuned") else "tvmconv")
-    return _with_pack(kern, ex) if target.is_host_runnable else kern
+    return _with_pack(kern, ex) if backend.packs_weights else kern
 
 
 def _with_pack(kern: Kernel, lib) -> Kernel:
@@ -369,15 +366,6 @@ def _dispatch(record: dict | None) -> str:
     """'vendor' when the record says tuning measured the vendor path faster for this workload."""
     choice = ((record or {}).get("dispatch") or {}).get("choice")
     return "vendor" if choice == "vendor" else "tvmconv"
-
-
-def use_nvcc() -> None:
-    """TVM compiles CUDA with NVRTC (the cuda-bindings package) unless told otherwise; without
-    that package, use the CUDA toolkit's nvcc."""
-    import importlib.util
-
-    if importlib.util.find_spec("cuda") is None or importlib.util.find_spec("cuda.bindings") is None:
-        os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
 
 
 def _load_library(path: Path, lib_key: str, spec: Spec):

@@ -12,7 +12,7 @@ import torch
 
 from .. import knobs, reference
 from .._args import Args
-from ..backends import target as _target
+from ..backends import base as _base
 from ..spec import Spec, check_spec
 from . import build
 
@@ -139,22 +139,6 @@ def _packed(kern, weight: torch.Tensor) -> torch.Tensor:
 
 
 def _resolve(a: Args, target):
-    """The target a call runs on: ``target`` (or the default) for CPU tensors; for CUDA tensors,
-    ``target`` if it is a CUDA target, else the profile of the tensors' GPU."""
-    cuda = a.device is not None and a.device.type == "cuda"
-    if cuda and (target is None or (isinstance(target, str) and target in ("host", "native", "cuda"))):
-        return _target.for_cuda_device(a.device.index if a.device.index is not None else torch.cuda.current_device())
-    tgt = _target.resolve(target)
-    if cuda and not tgt.is_cuda:
-        raise ValueError(f"{a.op}: the tensors are on '{a.device}' but target {tgt.profile!r} is a CPU target "
-                         f"({tgt.kind}); pass target=None or a CUDA profile such as 'cuda-sm90', or move the tensors "
-                         f"with .cpu()")
-    if tgt.is_cuda and not cuda:
-        raise ValueError(f"{a.op}: target {tgt.profile!r} runs on a CUDA GPU, but the tensors are on the CPU; "
-                         f"move them with .cuda() (or export the kernels with `tvmconv export --target "
-                         f"{tgt.profile}`)")
-    if not (tgt.is_cuda or tgt.runs_here):
-        raise ValueError(f"{a.op}: target {tgt.profile!r} ({tgt.kind}, {tgt.dict.get('mtriple', tgt.dict.get('arch', ''))})"
-                         f" does not run on this machine's CPU; ops run on CPU targets of this host and on CUDA "
-                         f"GPUs. Use `tvmconv export --target {tgt.profile}` to compile for it")
-    return tgt
+    """The target a call runs on: ``target`` (or the default) for CPU tensors; for GPU tensors,
+    ``target`` if it is a target of their device, else the profile of the tensors' GPU."""
+    return _base.target_for_tensors(a.op, a.device, target)

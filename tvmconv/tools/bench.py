@@ -11,7 +11,6 @@ FLOPs and compulsory bytes, divided by tvmconv's time.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import platform
 import time
@@ -22,18 +21,14 @@ import torch
 from .. import functional as TF
 from .. import reference as R
 from ..backends import timing
+from ..backends.base import backend_class
 from ..variants.registry import VARIANTS, default_cases
 from ..spec import ConvSpec, Spec
-from ..backends.target import TargetInfo
+from ..backends.llvm import LLVMBackend
+from ..backends.target import TargetInfo, resolve
 
-# Goals of issue 4 by family: (vendor_s / tvmconv_s at least, roofline fraction at least)
-GOALS = {"compute": (1.0, None), "memory": (3.0, 0.60), "fused": (1.5, None)}
-# On CUDA (issue 6), against cuDNN through PyTorch: depthwise, grouped and fused variants faster;
-# the standard ones (dense, pointwise, dilated, 1-D, 3-D, transposed) within 10%
-GOALS_CUDA = {"faster": (1.0, None), "within10": (1 / 1.1, None)}
-_CUDA_FASTER = {"depthwise", "grouped", "shuffled_group", "depthwise_separable", "effnet_block",
-                "spatial_separable_conv2d", "flattened_conv2d", "channel_wise_conv", "squeeze_excitation",
-                "channel_shuffle", "deform_conv2d"}
+# Goals by family (issue 4 on CPUs, issue 6 on CUDA): each backend's ``bench_goal``
+GOALS = LLVMBackend.BENCH_GOALS
 
 
 @dataclass
@@ -46,59 +41,12 @@ class Roofline:
         return max(flops / self.peak_flops, nbytes / self.bandwidth)
 
 
-def measure_roofline(threads: int, *, gemm_n: int = 2048, copy_mb: int = 256, cuda: bool = False) -> Roofline:
-    """Peak FLOP/s from torch.mm on (gemm_n x gemm_n) float32 matrices; bandwidth from copying a
-    ``copy_mb`` MiB buffer (bytes read + bytes written), best of several runs each. ``cuda``: the
-    GPU's, with 8192 x 8192 matrices (TF32 off: strict FP32, as the kernels compute) and 2 GiB,
-    timed with CUDA events."""
-    if cuda:
-        return _cuda_roofline()
-    with _threads(threads):
-        a, b = torch.randn(gemm_n, gemm_n), torch.randn(gemm_n, gemm_n)
-        c = torch.empty(gemm_n, gemm_n)
-        t_mm = _best(lambda: torch.mm(a, b, out=c), 5)
-        src = torch.ones(copy_mb * 2 ** 20 // 4)
-        dst = torch.empty_like(src)
-        t_cp = _best(lambda: dst.copy_(src), 5)
-    return Roofline(2 * gemm_n ** 3 / t_mm, 2 * src.numel() * 4 / t_cp, threads)
-
-
-def _cuda_roofline(gemm_n: int = 8192, copy_mb: int = 2048) -> Roofline:
-    with strict_fp32():
-        a, b = torch.randn(gemm_n, gemm_n, device="cuda"), torch.randn(gemm_n, gemm_n, device="cuda")
-        c = torch.empty(gemm_n, gemm_n, device="cuda")
-        src = torch.ones(copy_mb * 2 ** 20 // 4, device="cuda")
-        dst = torch.empty_like(src)
-        t_mm, t_cp = (min(t) for t in timing.interleaved_cuda([lambda: torch.mm(a, b, out=c), lambda: dst.copy_(src)],
-                                                               rounds=5, min_round_s=0.05))
-    return Roofline(2 * gemm_n ** 3 / t_mm, 2 * src.numel() * 4 / t_cp, torch.get_num_threads())
-
-
-class strict_fp32:
-    """Inside the block: TF32 off for cuDNN convolutions and cuBLAS matrix products (PyTorch lets
-    cuDNN use TF32 by default), so the vendor path computes in FP32 as tvmconv's kernels do; and
-    cuDNN's own autotuning on (``cudnn.benchmark``: it times its algorithms per shape and keeps
-    the fastest), its best case."""
-
-    def __enter__(self):
-        b = torch.backends
-        self.old = (b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32, b.cudnn.benchmark)
-        b.cudnn.allow_tf32 = b.cuda.matmul.allow_tf32 = False
-        b.cudnn.benchmark = True
-
-    def __exit__(self, *exc):
-        b = torch.backends
-        b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32, b.cudnn.benchmark = self.old
-
-
-def _best(fn, n: int) -> float:
-    fn()
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return min(out)
+def measure_roofline(threads: int, *, target: TargetInfo | None = None, **sizes) -> Roofline:
+    """The roofline of ``target``'s device (None: this CPU), measured now with torch: peak FLOP/s of
+    a large float32 SGEMM and the bandwidth of a large copy (bytes read + written); ``sizes``
+    (``gemm_n``, ``copy_mb``) override the backend's (see its ``roofline``)."""
+    backend = (target if target is not None else resolve("host")).backend
+    return Roofline(*backend.roofline(threads, **sizes))
 
 
 class _threads:
@@ -167,30 +115,26 @@ def variant_cases() -> list[Case]:
 
 def on_device(case: Case, target: TargetInfo) -> Case:
     """``case`` with its tensors on the GPU for a CUDA target (as they are otherwise)."""
-    if not target.is_cuda:
-        return case
-    move = lambda v: v.cuda() if isinstance(v, torch.Tensor) else v  # noqa: E731
-    return Case(case.label, case.family, case.kind, case.vendor.replace("oneDNN", "cuDNN"), case.op, case.reference,
+    backend = target.backend
+    move = lambda v: backend.to_device(v) if isinstance(v, torch.Tensor) else v  # noqa: E731
+    return Case(case.label, case.family, case.kind, backend.vendor_name(case.vendor), case.op, case.reference,
                 tuple(move(a) for a in case.args), {k: move(v) for k, v in case.kwargs.items()}, case.count)
 
 
 def time_case(case: Case, target: TargetInfo, threads: int, *, rounds: int = 7) -> tuple[list, list]:
     """Seconds per call of the tvmconv kernel (dispatch off: the kernel itself, whatever tuning
     recorded) and of the vendor path, interleaved, with ``threads`` PyTorch threads. On a CUDA
-    target (tensors on the GPU): GPU time from CUDA events, TF32 off (``strict_fp32``)."""
-    if target.is_cuda:
-        with torch.no_grad(), TF.no_dispatch(), strict_fp32():
-            return tuple(timing.interleaved_cuda([lambda: case.op(*case.args, **case.kwargs, target=target),
-                                                  lambda: case.reference(*case.args, **case.kwargs)], rounds=rounds))
-    with torch.no_grad(), TF.no_dispatch(), _threads(threads):
-        return timing.interleaved(lambda: case.op(*case.args, **case.kwargs, target=target),
-                                  lambda: case.reference(*case.args, **case.kwargs), rounds=rounds)
+    target (tensors on the GPU): GPU time from CUDA events, TF32 off (the backend's ``vendor_mode``)."""
+    backend = target.backend
+    with torch.no_grad(), TF.no_dispatch(), backend.vendor_mode():
+        return tuple(backend.time([lambda: case.op(*case.args, **case.kwargs, target=target),
+                                   lambda: case.reference(*case.args, **case.kwargs)], rounds=rounds, threads=threads))
 
 
 def run_case(case: Case, target: TargetInfo, roof: Roofline, *, rounds: int = 7) -> dict:
     """Check the case's output against the vendor's, then time both interleaved."""
     case = on_device(case, target)
-    with torch.no_grad(), TF.no_dispatch(), _threads(roof.threads), strict_fp32() if target.is_cuda else contextlib.nullcontext():
+    with torch.no_grad(), TF.no_dispatch(), _threads(roof.threads), target.backend.vendor_mode():
         with TF.capture_kernels() as kernels:
             got = case.op(*case.args, **case.kwargs, target=target)
         want = case.reference(*case.args, **case.kwargs)
@@ -214,9 +158,7 @@ def run_case(case: Case, target: TargetInfo, roof: Roofline, *, rounds: int = 7)
 
 def goal_of(rec: dict) -> tuple[float, float | None]:
     """``(speed-up at least, roofline fraction at least)`` for a bench record."""
-    if rec.get("target_kind") == "cuda":
-        return GOALS_CUDA["faster" if rec["family"] in _CUDA_FASTER else "within10"]
-    return GOALS[rec["kind"]]
+    return backend_class(rec.get("target_kind", "llvm")).bench_goal(rec["family"], rec["kind"])
 
 
 def meets_goal(rec: dict) -> bool:
@@ -232,9 +174,9 @@ def geomeans(records: list[dict], key: str = "family") -> dict[str, float]:
 
 
 def machine(target: TargetInfo | None = None) -> str:
-    if target is not None and target.is_cuda and torch.cuda.is_available():
-        return (f"{torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
-                f"cuDNN {torch.backends.cudnn.version()}")
+    described = target.backend.machine() if target is not None else None
+    if described:
+        return described
     model = ""
     try:
         for line in open("/proc/cpuinfo"):

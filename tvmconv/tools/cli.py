@@ -325,15 +325,9 @@ def bench(
                                  param_hint="--suite/--op/--spec/--model")
     try:
         tgt = resolve(target)
-        import torch
-
-        if tgt.is_cuda and not torch.cuda.is_available():
-            raise ValueError(f"target {tgt.profile!r} is a CUDA target and PyTorch sees no CUDA GPU here; bench it on "
-                             f"a GPU machine")
-        if not (tgt.is_cuda or tgt.runs_here):
-            raise ValueError(f"target {tgt.profile!r} does not run on this machine's CPU; bench runs on the machine "
-                             f"it times (use `tvmconv export --target {tgt.profile} --check` to run it under "
-                             f"emulation)")
+        why_not = tgt.backend.unavailable("bench")
+        if why_not:
+            raise ValueError(why_not)
         names = list(MODELS) if model == "all" else (model or "").split(",")
         if model is not None and all(n in MODELS for n in names):
             return _bench_model(names, tgt, _as_tuple(_ints(batch, "--batch")), rounds, json_path)
@@ -342,7 +336,7 @@ def bench(
         cases = B.cases(what, input_shape=_ints(input_shape, "--input-shape"))
     except (ValueError, TypeError) as exc:
         _fail(str(exc))
-    roof = B.measure_roofline(tgt.num_cores, cuda=tgt.is_cuda)
+    roof = B.measure_roofline(tgt.num_cores, target=tgt)
     console.print(f"{B.machine(tgt)}; target {tgt.profile} ({tgt.num_cores} threads)\nroofline: SGEMM "
                   f"{roof.peak_flops / 1e9:.1f} GFLOP/s, copy {roof.bandwidth / 1e9:.1f} GB/s (measured now)")
     records = []
@@ -364,8 +358,7 @@ def bench(
         geo.add_row(fam, str(sum(r["family"] == fam for r in records)), f"{g:.3f}", f"{1 / g:.2f}x")
     console.print(geo)
     missed = [r["workload"] for r in records if not B.meets_goal(r)]
-    goals = ("depthwise, grouped and fused: faster than cuDNN; the others: within 10% of it" if tgt.is_cuda else
-             "compute: not slower than vendor; memory: 3x and 60% of bandwidth; fused: 1.5x")
+    goals = tgt.backend.bench_goal_text
     console.print(f"{len(records) - len(missed)}/{len(records)} workloads meet their goal ({goals})")
     label = suite or (Path(model).stem if model else op or ("spec" if spec else "variants"))
     png = png or Path(f"bench-{tgt.profile}-{label}.png")

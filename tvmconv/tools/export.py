@@ -20,10 +20,7 @@ outputs with PyTorch's on this machine.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import re
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -34,7 +31,8 @@ import torch
 
 from ..runtime import cache
 from ..spec import Spec
-from ..backends.target import TargetInfo, profiles, resolve
+from ..backends.target import resolve
+from ..backends.toolchain import Toolchain
 from .workloads import workloads
 
 MANIFEST_FORMAT = 1
@@ -64,39 +62,8 @@ def cname_of(spec: Spec) -> str:
     return "tvmconv_" + re.sub(r"[^A-Za-z0-9_]", "_", spec.name)
 
 
-def _toolchain(target: TargetInfo) -> dict:
-    """C compiler, archiver and how to run a binary of ``target`` on this machine."""
-    prof = profiles().get(target.profile)
-    build = prof.build if prof else {"kind": "native"}
-    kind = build.get("kind", "native")
-    triple = target.dict.get("mtriple", "")
-    if kind == "cross":
-        cc = build["cc"]
-        ar = cc[:-3] + "ar" if cc.endswith("gcc") else "ar"
-    elif kind == "ndk":
-        cc = os.environ.get("TVM_NDK_CC")
-        if not cc:
-            raise ValueError(f"target {target.profile!r} builds with the Android NDK: set TVM_NDK_CC to the NDK's "
-                             f"clang++ (see README.md, 'Phones and ARM boards')")
-        ar = str(Path(cc).with_name("llvm-ar"))
-    else:
-        cc, ar = os.environ.get("CC", "gcc"), "ar"
-    runner: list[str] = []
-    if triple.startswith("aarch64") and platform.machine() not in ("aarch64", "arm64"):
-        runner = ["qemu-aarch64-static"]
-    return {"kind": kind, "cc": cc, "ar": ar, "runner": runner}
-
-
-def _need(tool: str, what: str) -> None:
-    if shutil.which(tool) is None:
-        raise FileNotFoundError(f"{what} needs `{tool}`, which is not on PATH (Debian's aarch64 cross compiler "
-                                f"and qemu: bash scripts/cross-tools.sh)")
-
-
 def export(what, target, out_dir, *, example_inputs=None, input_shape=None, progress=None) -> dict:
     """Compile every workload of ``what`` for ``target`` into ``out_dir``; returns the manifest."""
-    import tvm
-
     from ..runtime import build
 
     tgt = resolve(target)
@@ -105,10 +72,10 @@ def export(what, target, out_dir, *, example_inputs=None, input_shape=None, prog
     items = workloads(what, example_inputs, input_shape)
     if not items:
         raise ValueError(f"no convolution workloads found in {what!r}")
-    cuda = tgt.kind == "cuda"
-    tools = None if cuda else _toolchain(tgt)
-    if tools and tools["kind"] == "cross":
-        _need(tools["cc"], f"exporting for {tgt.profile}")
+    backend = tgt.backend
+    tools = backend.toolchain()
+    if tools is not None:
+        tools.require(f"exporting for {tgt.profile}")
     exported: list[Exported] = []
     for i, (spec, count) in enumerate(items):
         if progress:
@@ -119,56 +86,18 @@ def export(what, target, out_dir, *, example_inputs=None, input_shape=None, prog
         func = mod["main"].with_attr("global_symbol", cname)
         e = Exported(spec, cname, count, "tuned" if source.startswith("tuned") else source,
                      source.removeprefix("tuned:") if source.startswith("tuned") else None)
-        if cuda:
-            _export_cuda(tvm, func, cname, tgt, out, e)
-        else:
-            _export_cpu(tvm, func, cname, build_target, tools, out, e)
+        e.files = backend.export_kernel(func, cname, out, build_target, tools)
         exported.append(e)
     manifest = {"format": MANIFEST_FORMAT, "target": tgt.profile, "tvm_target": tgt.key_dict,
                 "tvm": cache.tvm_version(), "workloads": [e.to_dict() for e in exported]}
-    if not cuda:
+    if backend.exports_c_library:
         _write_c_files(exported, tools, out)
         manifest["static_library"] = "libtvmconv_kernels.a"
         manifest["header"] = "tvmconv_kernels.h"
         manifest["example"] = {"source": "example.c", "build": "make", "binary": "example",
-                               "run": " ".join(tools["runner"] + ["./example"])}
+                               "run": " ".join([*tools.runner, "./example"])}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
-
-
-def _export_cpu(tvm, func, cname, target, tools, out: Path, e: Exported) -> None:
-    from tvm.support import cc as _cc
-
-    ex = tvm.compile(tvm.IRModule({cname: func}), target=target.tvm())
-    so = out / f"{cname}.so"
-    if tools["kind"] == "cross":
-        ex.export_library(str(so), fcompile=_cc.cross_compiler(tools["cc"]))
-    elif tools["kind"] == "ndk":
-        from tvm.support import ndk
-
-        ex.export_library(str(so), fcompile=ndk.create_shared)
-    else:
-        ex.export_library(str(so))
-    sys_ex = tvm.compile(tvm.IRModule({cname: func.with_attr("system_lib_prefix", "")}), target=target.tvm())
-    obj = out / f"{cname}.o"
-    sys_ex.mod.write_to_file(str(obj))
-    e.files = {"shared": so.name, "object": obj.name}
-
-
-def _export_cuda(tvm, func, cname, target, out: Path, e: Exported) -> None:
-    from tvm.support import nvcc
-
-    from ..runtime.build import use_nvcc
-
-    use_nvcc()
-    ex = tvm.compile(tvm.IRModule({cname: func}), target=target.tvm())
-    src = ex.mod.imports[0].inspect_source()
-    (out / f"{cname}.cu").write_text(src)
-    arch = target.dict.get("arch", "sm_80")
-    with tvm.target.Target(target.tvm()):
-        cubin = nvcc.compile_cuda(src, target_format="cubin", arch=arch, compiler="nvcc")
-    (out / f"{cname}.cubin").write_bytes(cubin)
-    e.files = {"cuda": f"{cname}.cu", "cubin": f"{cname}.cubin"}
 
 
 # -- C files -------------------------------------------------------------------------------------
@@ -205,7 +134,7 @@ typedef struct {
 """
 
 
-def _write_c_files(exported: list[Exported], tools: dict, out: Path) -> None:
+def _write_c_files(exported: list[Exported], tools: Toolchain, out: Path) -> None:
     lines = [_HEADER]
     for e in exported:
         lines.append(f"int __tvm_ffi_{e.cname}(void* self, const TVMFFIAny* args, int32_t num_args, "
@@ -227,10 +156,10 @@ def _write_c_files(exported: list[Exported], tools: dict, out: Path) -> None:
     (out / "example.c").write_text(_EXAMPLE)
     objs = " ".join(f"{e.cname}.o" for e in exported)
     (out / "Makefile").write_text(
-        f"CC = {tools['cc']}\nAR = {tools['ar']}\n\nexample: example.c tvmconv_runtime.c libtvmconv_kernels.a\n"
+        f"CC = {tools.cc}\nAR = {tools.ar}\n\nexample: example.c tvmconv_runtime.c libtvmconv_kernels.a\n"
         f"\t$(CC) -O2 -static -o $@ example.c tvmconv_runtime.c libtvmconv_kernels.a -lm\n\n"
         f"libtvmconv_kernels.a: {objs}\n\trm -f $@\n\t$(AR) rcs $@ {objs}\n")
-    subprocess.run([tools["ar"], "rcs", str(out / "libtvmconv_kernels.a"), *[f"{e.cname}.o" for e in exported]],
+    subprocess.run([tools.ar, "rcs", str(out / "libtvmconv_kernels.a"), *[f"{e.cname}.o" for e in exported]],
                    cwd=out, check=True)
 
 
@@ -357,12 +286,11 @@ def check(out_dir, *, atol: float = 1e-3, log=print) -> tuple[int, int]:
     out = Path(out_dir)
     manifest = json.loads((out / "manifest.json").read_text())
     tgt = resolve(manifest["target"])
-    if tgt.kind == "cuda":
-        raise ValueError("export --check runs CPU targets; CUDA kernels run on a GPU machine")
-    tools = _toolchain(tgt)
-    _need(tools["cc"], "export --check")
-    if tools["runner"]:
-        _need(tools["runner"][0], "export --check for an aarch64 target")
+    if not tgt.backend.exports_c_library:
+        raise ValueError(f"export --check runs the C example of CPU targets; {tgt.profile!r} is "
+                         f"{tgt.backend.description}, whose kernels run on its device")
+    tools = tgt.backend.toolchain()
+    tools.require("export --check", compiler_always=True)
     subprocess.run(["make", "-s", "example"], cwd=out, check=True, capture_output=True)
     ok = 0
     wls = manifest["workloads"]
@@ -380,7 +308,7 @@ def check(out_dir, *, atol: float = 1e-3, log=print) -> tuple[int, int]:
                 path.write_bytes(t.numpy().tobytes())
                 files.append(str(path))
             res_path = Path(tmp) / "out.bin"
-            proc = subprocess.run([*tools["runner"], str(out / "example"), str(i), *files, str(res_path)],
+            proc = subprocess.run([*tools.runner, str(out / "example"), str(i), *files, str(res_path)],
                                   capture_output=True, text=True, timeout=600)
             want = vendor[1](*full)
             if proc.returncode != 0:

@@ -1,0 +1,74 @@
+"""Only tvmconv/backends/ branches on the device kind: every other module asks the target's
+backend (``target.backend``: its facts, schedules, toolchain, timing, vendor path).
+
+The rule, checked on the syntax tree of every module of the package outside tvmconv/backends/:
+
+* no attribute named ``is_cuda`` or ``is_host_runnable`` is read (a target's, or a tensor's);
+* no comparison (``==``, ``!=``, ``in``, ``not in``, ``is``) has as an operand a device kind's
+  string ("cuda", "llvm", "cpu") or a build kind's ("native", "cross", "ndk"), or a tuple, list
+  or set literal holding one -- whatever it is compared with (a ``.kind``, a ``.type``, a variable);
+* no ``match`` case matches one of those strings.
+
+Strings passed as arguments (``device="cuda"``) are not branches and are not checked.
+
+Temporary, named exceptions, to be removed once the branches working on them are merged:
+* tvmconv/tuning/ -- being split into modules on another branch; its call sites switch to the
+  backend (``tuning_export``, ``runner_device``, ``intrinsics_module``, ``searches_sketch``,
+  ``default_schedule``, ``plan_candidates``, ``measure_without_pack``, ``runner_repeat_ms``,
+  ``search_threads``, ``unavailable``) after the merge;
+* tvmconv/functional.py's ``x.is_cuda`` in the per-call key of the ops' fast path (a tensor's
+  device test 0.6 us cheaper than ``device.type``); the module is being moved on another branch.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import tvmconv
+
+ROOT = Path(tvmconv.__file__).parent
+KIND_ATTRIBUTES = {"is_cuda", "is_host_runnable"}
+KIND_STRINGS = {"cuda", "llvm", "cpu", "native", "cross", "ndk"}
+EXEMPT_DIRS = ("backends", "tuning")  # tuning: temporary (see the module docstring)
+EXEMPT = {("functional.py", "is_cuda")}  # temporary (see the module docstring)
+
+
+def _is_kind_string(node: ast.AST) -> bool:
+    if isinstance(node, ast.Constant):
+        return node.value in KIND_STRINGS
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_is_kind_string(e) for e in node.elts)
+    return False
+
+
+def device_kind_branches(source: str) -> list[tuple[int, str]]:
+    """``(line, what)`` for every device-kind branch in ``source`` (the rule above)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in KIND_ATTRIBUTES:
+            found.append((node.lineno, node.attr))
+        elif isinstance(node, ast.Compare) and any(_is_kind_string(x) for x in [node.left, *node.comparators]):
+            found.append((node.lineno, ast.unparse(node)))
+        elif isinstance(node, ast.MatchValue) and _is_kind_string(node.value):
+            found.append((node.lineno, f"case {ast.unparse(node.value)}"))
+    return found
+
+
+def test_the_rule_catches_what_it_names():
+    src = ("if t.is_cuda: pass\nif t.kind == 'cuda': pass\nif d.type in ('cpu', 'cuda'): pass\n"
+           "x = 'a' if k != \"llvm\" else 'b'\nmatch k:\n    case 'cuda': pass\nok = t.kind == 'ocvec'\n"
+           "torch.ones(3, device='cuda')\n")
+    assert [line for line, _ in device_kind_branches(src)] == [1, 2, 3, 4, 6]
+
+
+def test_no_device_kind_branch_outside_backends():
+    bad = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] in EXEMPT_DIRS:
+            continue
+        for line, what in device_kind_branches(path.read_text()):
+            if (rel.as_posix(), what) not in EXEMPT:
+                bad.append(f"tvmconv/{rel.as_posix()}:{line}: {what}")
+    assert not bad, "device-kind branches outside tvmconv/backends/ (ask target.backend):\n" + "\n".join(bad)
