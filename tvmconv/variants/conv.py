@@ -166,7 +166,8 @@ def parse_conv(op: str, nd: int, input, weight, bias, stride, padding, dilation,
     hit = _SPECS.get(key) if key is not None else None
     if hit is not None:  # the checks below passed for exactly these shapes, dtypes and parameters
         spec, a, unbatched = hit
-        return Parsed(spec, a, [input.unsqueeze(0) if unbatched else input, weight, bias], unbatched)
+        # a plain tuple, Parsed's fields in order: building the NamedTuple costs 0.3 us a call
+        return spec, a, [input.unsqueeze(0) if unbatched else input, weight, bias], unbatched
     spec, a, tensors, unbatched = conv_spec(op, nd, input, weight, bias, stride, padding, dilation, groups,
                                             transposed, output_padding, shuffle)
     if key is not None:

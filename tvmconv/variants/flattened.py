@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .._args import Args, check_out_size, check_shape, int_tuple
-from ..spec import Shape, Spec, conv_out_sizes, joined, prod
+from ..spec import Shape, Spec, conv_out_sizes, joined
 from .compute import Plan, placeholders, plain_conv2d
 from .registry import Case, Parsed, ShapeRow, rand, variant
 

@@ -97,7 +97,8 @@ def torch_activation(x: torch.Tensor, act: str | None) -> torch.Tensor:
 class Parsed(NamedTuple):
     """What a parse function returns: the spec, the checked ``Args`` (dtype, device, NumPy in),
     the kernel's tensors in the order of ``spec.arg_shapes`` (None for an absent optional one)
-    and whether an unbatched input had its batch dim added (removed again from the result)."""
+    and whether an unbatched input had its batch dim added (removed again from the result). A
+    plain tuple of the same four fields does too (the conv fast path returns one)."""
 
     spec: Spec
     args: Any  # tvmconv._args.Args
