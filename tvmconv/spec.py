@@ -92,7 +92,8 @@ class Spec:
 
     @property
     def out_shape(self) -> Shape:
-        raise NotImplementedError
+        """``(N, C_out, *out_size)``, the convolutions' output; a spec shaped otherwise overrides it."""
+        return (self.n, self.c_out, *self.out_size)
 
     @property
     def flops(self) -> int:

@@ -79,10 +79,6 @@ class ConvSpec(Spec):
         return args
 
     @property
-    def out_shape(self) -> Shape:
-        return (self.n, self.c_out, *self.out_size)
-
-    @property
     def flops(self) -> int:
         macs_per_out = (self.c_in // self.groups) * prod(self.kernel)
         if self.transposed:

@@ -54,10 +54,6 @@ class DeformConv2dSpec(Spec):
         return args
 
     @property
-    def out_shape(self):
-        return (self.n, self.c_out, *self.out_size)
-
-    @property
     def flops(self):
         kk = prod(self.kernel)
         # the MACs plus the bilinear interpolation (4 products, 3 adds per sampled value)

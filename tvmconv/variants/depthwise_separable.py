@@ -58,10 +58,6 @@ class DepthwiseSeparableSpec(Spec):
         return args
 
     @property
-    def out_shape(self):
-        return (self.n, self.c_out, *self.out_size)
-
-    @property
     def flops(self):
         hw = prod(self.out_size)
         return 2 * self.n * hw * self.c_mid * (prod(self.kernel) + self.c_out)

@@ -46,10 +46,6 @@ class FlattenedSpec(Spec):
         return args
 
     @property
-    def out_shape(self):
-        return (self.n, self.c_out, *self.out_size)
-
-    @property
     def flops(self):
         h, w = self.in_size
         oh, ow = self.out_size

@@ -79,10 +79,6 @@ class SpatialSeparableSpec(Spec):
         return args
 
     @property
-    def out_shape(self):
-        return (self.n, self.c_out, *self.out_size)
-
-    @property
     def flops(self):
         return 2 * self.n * self.k * (self.c_mid * (self.c_in // self.groups) * prod(self.mid_size)
                                       + self.c_out * (self.c_mid // self.groups) * prod(self.out_size))
