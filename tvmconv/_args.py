@@ -78,6 +78,12 @@ class Args:
                                f"backward yet; call it under torch.no_grad() or detach the tensor")
         return value
 
+    def tensors(self, **named: tuple[Any, Sequence[int] | int]) -> list[torch.Tensor | None]:
+        """``tensor(value, name, ndim=ndim)`` for each ``name=(value, ndim)``, in order (which
+        decides the error a call with several bad arguments gets); biases and masks may be None."""
+        return [self.tensor(value, name, ndim=ndim, optional="bias" in name or name == "mask")
+                for name, (value, ndim) in named.items()]
+
     @property
     def dtype_name(self) -> str:
         return SUPPORTED_DTYPES[self.dtype]

@@ -12,7 +12,8 @@ Autograd: the forward runs the tvmconv kernel; the backward recomputes the PyTor
 differentiates it (correct gradients, PyTorch speed). ``deform_conv2d`` has no PyTorch reference
 to differentiate and raises a clear error in backward.
 
-``OPS`` is the registry: name -> ``CustomOp`` (schema, functional op, reference). Tests loop over it.
+``OPS`` is name -> ``CustomOp`` (schema, functional op, reference), made from each registered
+variant (tvmconv.variants); a variant registered later gets its custom op too. Tests loop over it.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from . import functional as TF
-from . import reference as R
 from ._args import conv_padding, int_tuple
+from .variants import registry
+from .variants.registry import VARIANTS, Variant
 
 NAMESPACE = "tvmconv"
 
@@ -39,45 +41,11 @@ class CustomOp:
     functional: Callable  # tvmconv.functional.<name>
     reference: Callable | None  # differentiable PyTorch reference (None: no backward)
     nd: int  # spatial dims of the int[] arguments
+    fake: Callable | None = None  # shape function where the reference cannot run on fake tensors
 
     @property
     def op(self):
         return getattr(getattr(torch.ops, NAMESPACE), self.name).default
-
-
-def _conv_schema(transposed: bool) -> str:
-    if transposed:
-        return ("(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, int[] output_padding, "
-                "int groups, int[] dilation, str target) -> Tensor")
-    return ("(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, int[] dilation, int groups, "
-            "str target) -> Tensor")
-
-
-_TABLE: list[tuple[str, str, Callable | None, int]] = [
-    *[(f"conv{n}d", _conv_schema(False), getattr(F, f"conv{n}d"), n) for n in (1, 2, 3)],
-    *[(f"conv_transpose{n}d", _conv_schema(True), getattr(F, f"conv_transpose{n}d"), n) for n in (1, 2, 3)],
-    ("channel_shuffle", "(Tensor input, int groups, str target) -> Tensor", R.channel_shuffle, 0),
-    ("deform_conv2d", "(Tensor input, Tensor offset, Tensor weight, Tensor? bias, int[] stride, int[] padding, "
-                      "int[] dilation, Tensor? mask, str target) -> Tensor", None, 2),
-    ("depthwise_separable_conv2d", "(Tensor input, Tensor depthwise_weight, Tensor pointwise_weight, "
-                                   "Tensor? depthwise_bias, Tensor? pointwise_bias, int[] stride, int[] padding, "
-                                   "int[] dilation, str? mid_activation, str? activation, str target) -> Tensor",
-     R.depthwise_separable_conv2d, 2),
-    ("shuffled_group_conv2d", "(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, "
-                              "int[] dilation, int groups, int shuffle_groups, str target) -> Tensor",
-     R.shuffled_group_conv2d, 2),
-    ("spatial_separable_conv2d", "(Tensor input, Tensor weight_kx1, Tensor weight_1xk, Tensor? bias_kx1, "
-                                 "Tensor? bias_1xk, int[] stride, int[] padding, int[] dilation, int groups, "
-                                 "str target) -> Tensor", R.spatial_separable_conv2d, 2),
-    ("flattened_conv2d", "(Tensor input, Tensor lateral_weight, Tensor vertical_weight, Tensor horizontal_weight, "
-                         "Tensor? bias, int[] stride, int[] padding, str target) -> Tensor", R.flattened_conv2d, 2),
-    ("channel_wise_conv", "(Tensor input, Tensor weight, Tensor? bias, int stride, int padding, int dilation, "
-                          "str target) -> Tensor", R.channel_wise_conv, 0),
-    ("squeeze_excitation", "(Tensor input, Tensor fc1_weight, Tensor? fc1_bias, Tensor fc2_weight, "
-                           "Tensor? fc2_bias, str target) -> Tensor", R.squeeze_excitation, 0),
-    ("effnet_block", "(Tensor input, Tensor weight_1x3, Tensor weight_3x1, Tensor? bias_1x3, Tensor? bias_3x1, "
-                     "str? activation, str target) -> Tensor", R.effnet_block, 0),
-]
 
 
 def _target_arg(target) -> str:
@@ -103,17 +71,10 @@ def _impl(op: CustomOp):
     return impl
 
 
-def _deform_shape(x, offset, weight, bias, stride, padding, dilation, mask, target):
-    kh, kw = weight.shape[2:]
-    oh = (x.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    ow = (x.shape[3] + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    return x.new_empty((x.shape[0], weight.shape[0], oh, ow))
-
-
 def _fake(op: CustomOp):
     def fake(*args):
-        if op.reference is None:
-            return _deform_shape(*args)
+        if op.fake is not None:
+            return op.fake(*args[:-1])
         out = op.reference(*args[:-1])
         return out.new_empty(out.shape)  # contiguous, as the kernel's output
     return fake
@@ -141,19 +102,34 @@ def _backward(op: CustomOp):
     return backward
 
 
-def _register() -> dict[str, CustomOp]:
-    ops = {}
-    for name, schema, ref, nd in _TABLE:
-        op = CustomOp(name, schema, getattr(TF, name), ref, nd)
-        qual = f"{NAMESPACE}::{name}"
-        cop = torch.library.custom_op(qual, _impl(op), mutates_args=(), schema=schema)
-        cop.register_fake(_fake(op))
-        cop.register_autograd(_backward(op), setup_context=_setup_context)
-        ops[name] = op
-    return ops
+def _register(v: Variant) -> CustomOp:
+    op = CustomOp(v.name, v.schema, getattr(TF, v.name), v.reference if v.differentiable else None, v.nd, v.fake)
+    cop = torch.library.custom_op(f"{NAMESPACE}::{v.name}", _impl(op), mutates_args=(), schema=v.schema)
+    cop.register_fake(_fake(op))
+    cop.register_autograd(_backward(op), setup_context=_setup_context)
+    _LIBRARIES[v.name] = cop
+    return op
 
 
-OPS: dict[str, CustomOp] = _register()
+_LIBRARIES: dict = {}  # name -> torch's CustomOpDef, to take an unregistered variant's op out again
+OPS: dict[str, CustomOp] = {}
+
+
+def _added(v: Variant) -> None:
+    OPS[v.name] = _register(v)
+    globals()[v.name] = _wrapper(v.name)
+
+
+def _removed(v: Variant) -> None:
+    """Drop ``v``'s custom op: torch.library has no public way to delete an op, so this destroys
+    the op's private library (``CustomOpDef._lib``); registering the name again would also work,
+    as torch overwrites a custom op of the same name."""
+    OPS.pop(v.name, None)
+    globals().pop(v.name, None)
+    cop = _LIBRARIES.pop(v.name, None)
+    lib = getattr(cop, "_lib", None)
+    if lib is not None:
+        lib._destroy()
 
 
 # -- torch.nn.functional-style wrappers -------------------------------------------------------
@@ -207,20 +183,9 @@ def _wrapper(name: str):
     return wrapper
 
 
-conv1d = _wrapper("conv1d")
-conv2d = _wrapper("conv2d")
-conv3d = _wrapper("conv3d")
-conv_transpose1d = _wrapper("conv_transpose1d")
-conv_transpose2d = _wrapper("conv_transpose2d")
-conv_transpose3d = _wrapper("conv_transpose3d")
-channel_shuffle = _wrapper("channel_shuffle")
-deform_conv2d = _wrapper("deform_conv2d")
-depthwise_separable_conv2d = _wrapper("depthwise_separable_conv2d")
-shuffled_group_conv2d = _wrapper("shuffled_group_conv2d")
-spatial_separable_conv2d = _wrapper("spatial_separable_conv2d")
-flattened_conv2d = _wrapper("flattened_conv2d")
-channel_wise_conv = _wrapper("channel_wise_conv")
-squeeze_excitation = _wrapper("squeeze_excitation")
-effnet_block = _wrapper("effnet_block")
+for _v in VARIANTS.values():
+    _added(_v)
+registry.subscribe(_added, _removed)
+del _v
 
 __all__ = ["OPS", "CustomOp", *OPS]

@@ -1,18 +1,33 @@
-"""The registry of variants: what tests, benchmarks and the CLI enumerate.
+"""The registry of variants: what the ops, tests, benchmarks and the CLI enumerate.
 
-Adding a variant is adding one ``Variant`` entry: its op, its independent reference, and
-``make_case``, which turns one row of the shared shape table into concrete arguments.
+A variant is one family module (``tvmconv/variants/<family>.py``) that defines its spec class, its
+argument schema (the *parse* function: the op's public signature, without ``target``), its tensor
+expression, its independent reference and how one row of the shared shape table becomes concrete
+arguments, and registers them with ``@variant(...)`` on the parse function. ``tvmconv.functional``
+and ``tvmconv.ops`` generate the public op and the custom op from the entry; adding a variant is
+adding a module.
+
+    @variant(spec=MySpec, kind="memory", compute=my_compute, reference=my_reference,
+             cases=my_case, schema="(Tensor input, ..., str target) -> Tensor")
+    def my_op(input, weight, ...):
+        \"\"\"Docstring of the public op (shapes, semantics).\"\"\"
+        a = Args("my_op")
+        ...
+        return Parsed(spec, a, [x, w])
+
+``registered(...)`` (or ``unregister``) takes a variant out again, with what the ops made from it:
+tests register toy variants without leaking them into the loops over ``VARIANTS``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 
-from .. import functional as TF
-from .. import reference as R
+from ..spec import Spec, hash_once
 
 
 @dataclass(frozen=True)
@@ -60,14 +75,69 @@ class Case:
     kwargs: dict = field(default_factory=dict)
 
 
+def rand(g: torch.Generator, *shape, scale: float = 1.0) -> torch.Tensor:
+    """Normal random values of ``shape`` times ``scale`` (the cases' inputs and weights)."""
+    return torch.randn(*shape, generator=g) * scale
+
+
+def row_groups(row: ShapeRow) -> int:
+    """The row's groups where they divide its channels, else 1."""
+    return row.groups if row.c % row.groups == 0 and row.oc % row.groups == 0 else 1
+
+
+def torch_activation(x: torch.Tensor, act: str | None) -> torch.Tensor:
+    """The references' activations: None, 'relu' or 'relu6'."""
+    if act == "relu":
+        return torch.nn.functional.relu(x)
+    if act == "relu6":
+        return torch.nn.functional.relu6(x)
+    return x
+
+
+class Parsed(NamedTuple):
+    """What a parse function returns: the spec, the checked ``Args`` (dtype, device, NumPy in),
+    the kernel's tensors in the order of ``spec.arg_shapes`` (None for an absent optional one)
+    and whether an unbatched input had its batch dim added (removed again from the result). A
+    plain tuple of the same four fields does too (the conv fast path returns one)."""
+
+    spec: Spec
+    args: Any  # tvmconv._args.Args
+    tensors: list
+    unbatched: bool = False
+
+
 @dataclass(frozen=True)
 class Variant:
+    """One registered op. ``parse`` is its argument schema (public signature without ``target``,
+    the public docstring); ``compute(spec, plan)`` its tensor expression; ``reference`` an
+    independent PyTorch (or NumPy) implementation taking the op's arguments; ``make_case`` turns a
+    ``ShapeRow`` into a ``Case``; ``schema`` is the custom op's (the op's arguments in order,
+    lists for per-axis ints, then ``str target``), ``nd`` the length of its ``int[]`` arguments."""
+
     name: str
-    op: Callable
+    spec: type
+    parse: Callable[..., Parsed]
+    compute: Callable
     reference: Callable
     make_case: Callable[[ShapeRow, torch.Generator], Case]
     kind: str  # "compute", "memory" or "fused": which roofline applies
+    schema: str
+    nd: int = 0
     note: str = ""
+    vendor: str = ""  # the PyTorch call a user would write, as benchmarks label it
+    call_kwargs: Callable[[Spec], dict | None] = lambda spec: None
+    vendor_fallback: Callable[[Spec], tuple | None] | None = None  # where call_kwargs has no form
+    oracle: Callable[[Spec], tuple] | None = None  # reference_for, where it is not the vendor path
+    differentiable: bool = True  # the reference is PyTorch: the custom op's backward differentiates it
+    fake: Callable | None = None  # the custom op's shape function where the reference cannot run on fakes
+    benched: bool = True  # in default_cases (needs a vendor path to time against)
+
+    @property
+    def op(self) -> Callable:
+        """``tvmconv.functional.<name>``."""
+        from .. import functional
+
+        return getattr(functional, self.name)
 
     def run(self, case: Case):
         return self.op(*case.args, **case.kwargs)
@@ -76,142 +146,60 @@ class Variant:
         return self.reference(*case.args, **case.kwargs)
 
 
-def _r(g: torch.Generator, *shape, scale: float = 1.0) -> torch.Tensor:
-    return torch.randn(*shape, generator=g) * scale
+VARIANTS: dict[str, Variant] = {}
+
+# (added, removed) callbacks of the modules that make things from entries (functional, ops)
+_listeners: list[tuple[Callable[[Variant], None], Callable[[Variant], None]]] = []
 
 
-def _groups(row: ShapeRow) -> int:
-    return row.groups if row.c % row.groups == 0 and row.oc % row.groups == 0 else 1
+def subscribe(added: Callable[[Variant], None], removed: Callable[[Variant], None]) -> None:
+    """Call ``added`` for every variant registered from now on (the caller handles the present
+    ones itself) and ``removed`` for every one unregistered."""
+    _listeners.append((added, removed))
 
 
-def _size(row: ShapeRow, nd: int) -> tuple[int, ...]:
-    """The row's spatial size for an nd-dimensional op, with about as many output pixels."""
-    h, w = row.size
-    return {1: (h * w,), 2: (h, w), 3: (max(3, h // 7), (h + 1) // 2, (w + 1) // 2)}[nd]
+def register(v: Variant) -> Variant:
+    if v.name in VARIANTS:
+        raise ValueError(f"variant {v.name!r} is already registered")
+    hash_once(v.spec)
+    VARIANTS[v.name] = v
+    for added, _ in _listeners:
+        added(v)
+    return v
 
 
-def _conv_case(nd: int):
-    def make(row: ShapeRow, g: torch.Generator) -> Case:
-        gr = _groups(row)
-        x = _r(g, row.n, row.c, *_size(row, nd))
-        w = _r(g, row.oc, row.c // gr, *([row.k] * nd), scale=(row.c // gr * row.k ** nd) ** -0.5)
-        return Case((x, w, _r(g, row.oc)),
-                    dict(stride=row.stride, padding=row.padding, dilation=row.dilation, groups=gr))
-    return make
+def unregister(name: str) -> None:
+    """Take variant ``name`` out of the registry, with its functional op and custom op."""
+    v = VARIANTS.pop(name)
+    for _, removed in reversed(_listeners):
+        removed(v)
 
 
-def _conv_transpose_case(nd: int):
-    def make(row: ShapeRow, g: torch.Generator) -> Case:
-        gr = _groups(row)
-        x = _r(g, row.n, row.c, *_size(row, nd))
-        w = _r(g, row.c, row.oc // gr, *([row.k] * nd), scale=(row.c * row.k ** nd) ** -0.5)
-        out_pad = row.stride - 1 if row.stride > 1 else 0
-        return Case((x, w, _r(g, row.oc)),
-                    dict(stride=row.stride, padding=row.padding, output_padding=out_pad, groups=gr,
-                         dilation=row.dilation))
-    return make
+def variant(*, spec: type, kind: str, compute: Callable, reference: Callable, cases: Callable, schema: str,
+            name: str | None = None, **options):
+    """Register the decorated parse function as variant ``name`` (default: the function's name);
+    ``options`` are ``Variant``'s optional fields. Returns the function unchanged."""
+    def decorate(parse):
+        register(Variant(name or parse.__name__, spec, parse, compute, reference, cases, kind, schema, **options))
+        return parse
+    return decorate
 
 
-def _channel_shuffle_case(row: ShapeRow, g: torch.Generator) -> Case:
-    groups = row.groups if row.groups > 1 and row.c % row.groups == 0 else (2 if row.c % 2 == 0 else 1)
-    return Case((_r(g, row.n, row.c, *row.size), groups))
-
-
-def _deform_case(row: ShapeRow, g: torch.Generator) -> Case:
-    gr = _groups(row)
-    og = 2 if row.c % 2 == 0 and row.c > 1 else 1
-    x = _r(g, row.n, row.c, *row.size)
-    w = _r(g, row.oc, row.c // gr, row.k, row.k, scale=(row.c // gr * row.k ** 2) ** -0.5)
-    oh = (row.size[0] + 2 * row.padding - row.dilation * (row.k - 1) - 1) // row.stride + 1
-    ow = (row.size[1] + 2 * row.padding - row.dilation * (row.k - 1) - 1) // row.stride + 1
-    # offsets of a few pixels, so that samples fall between pixels and outside the image
-    off = _r(g, row.n, 2 * og * row.k * row.k, oh, ow, scale=2.0)
-    mask = torch.rand(row.n, og * row.k * row.k, oh, ow, generator=g)
-    return Case((x, off, w, _r(g, row.oc)),
-                dict(stride=row.stride, padding=row.padding, dilation=row.dilation, mask=mask))
-
-
-def _dwsep_case(row: ShapeRow, g: torch.Generator) -> Case:
-    m = row.oc // row.c if row.oc % row.c == 0 and row.oc >= row.c else 1
-    cm = row.c * m
-    x = _r(g, row.n, row.c, *row.size)
-    return Case((x, _r(g, cm, 1, row.k, row.k, scale=row.k ** -1.0), _r(g, row.oc, cm, 1, 1, scale=cm ** -0.5),
-                 _r(g, cm), _r(g, row.oc)),
-                dict(stride=row.stride, padding=row.padding, dilation=row.dilation, mid_activation="relu6",
-                     activation="relu"))
-
-
-def _shuffled_case(row: ShapeRow, g: torch.Generator) -> Case:
-    gr = _groups(row)
-    sg = gr if gr > 1 else (2 if row.oc % 2 == 0 else 1)
-    x = _r(g, row.n, row.c, *row.size)
-    w = _r(g, row.oc, row.c // gr, row.k, row.k, scale=(row.c // gr * row.k ** 2) ** -0.5)
-    return Case((x, w, _r(g, row.oc)), dict(stride=row.stride, padding=row.padding, dilation=row.dilation,
-                                             groups=gr, shuffle_groups=sg))
-
-
-def _spatial_sep_case(row: ShapeRow, g: torch.Generator) -> Case:
-    gr = _groups(row)
-    x = _r(g, row.n, row.c, *row.size)
-    w1 = _r(g, row.oc, row.c // gr, row.k, 1, scale=(row.c // gr * row.k) ** -0.5)
-    w2 = _r(g, row.oc, row.oc // gr, 1, row.k, scale=(row.oc // gr * row.k) ** -0.5)
-    return Case((x, w1, w2, _r(g, row.oc), _r(g, row.oc)),
-                dict(stride=row.stride, padding=row.padding, dilation=row.dilation, groups=gr))
-
-
-def _flattened_case(row: ShapeRow, g: torch.Generator) -> Case:
-    x = _r(g, row.n, row.c, *row.size)
-    return Case((x, _r(g, row.oc, row.c, 1, 1, scale=row.c ** -0.5), _r(g, row.oc, 1, row.k, 1),
-                 _r(g, row.oc, 1, 1, row.k), _r(g, row.oc)), dict(stride=row.stride, padding=row.padding))
-
-
-def _channel_wise_case(row: ShapeRow, g: torch.Generator) -> Case:
-    groups = row.groups if row.c % row.groups == 0 else 1
-    cg = row.c // groups
-    k = min(row.k, cg + 2 * ((row.k - 1) // 2)) if cg > 0 else 1
-    k = max(1, min(k, cg + 2 * ((k - 1) // 2)))
-    pad = (k - 1) // 2
-    return Case((_r(g, row.n, row.c, *row.size), _r(g, groups, k), _r(g, groups)),
-                dict(stride=min(row.stride, max(1, cg)), padding=pad, dilation=1))
-
-
-def _se_case(row: ShapeRow, g: torch.Generator) -> Case:
-    cr = max(1, row.c // 4)
-    return Case((_r(g, row.n, row.c, *row.size), _r(g, cr, row.c, scale=row.c ** -0.5), _r(g, cr),
-                 _r(g, row.c, cr, scale=cr ** -0.5), _r(g, row.c)))
-
-
-def _effnet_case(row: ShapeRow, g: torch.Generator) -> Case:
-    return Case((_r(g, row.n, row.c, *row.size), _r(g, row.c, 1, 1, 3), _r(g, row.c, 1, 3, 1), _r(g, row.c),
-                 _r(g, row.c)), dict(activation="relu"))
-
-
-VARIANTS: dict[str, Variant] = {v.name: v for v in (
-    Variant("conv1d", TF.conv1d, R.conv1d, _conv_case(1), "compute"),
-    Variant("conv2d", TF.conv2d, R.conv2d, _conv_case(2), "compute",
-            "standard, grouped, depthwise (groups=C) and dilated are conv2d with groups/dilation"),
-    Variant("conv3d", TF.conv3d, R.conv3d, _conv_case(3), "compute"),
-    Variant("conv_transpose1d", TF.conv_transpose1d, R.conv_transpose1d, _conv_transpose_case(1), "compute"),
-    Variant("conv_transpose2d", TF.conv_transpose2d, R.conv_transpose2d, _conv_transpose_case(2), "compute"),
-    Variant("conv_transpose3d", TF.conv_transpose3d, R.conv_transpose3d, _conv_transpose_case(3), "compute"),
-    Variant("channel_shuffle", TF.channel_shuffle, R.channel_shuffle, _channel_shuffle_case, "memory"),
-    Variant("deform_conv2d", TF.deform_conv2d, R.deform_conv2d, _deform_case, "compute",
-            "reference is a NumPy transcription of torchvision's kernel"),
-    Variant("depthwise_separable_conv2d", TF.depthwise_separable_conv2d, R.depthwise_separable_conv2d,
-            _dwsep_case, "fused"),
-    Variant("shuffled_group_conv2d", TF.shuffled_group_conv2d, R.shuffled_group_conv2d, _shuffled_case, "fused"),
-    Variant("spatial_separable_conv2d", TF.spatial_separable_conv2d, R.spatial_separable_conv2d,
-            _spatial_sep_case, "fused"),
-    Variant("flattened_conv2d", TF.flattened_conv2d, R.flattened_conv2d, _flattened_case, "fused"),
-    Variant("channel_wise_conv", TF.channel_wise_conv, R.channel_wise_conv, _channel_wise_case, "memory"),
-    Variant("squeeze_excitation", TF.squeeze_excitation, R.squeeze_excitation, _se_case, "memory"),
-    Variant("effnet_block", TF.effnet_block, R.effnet_block, _effnet_case, "fused"),
-)}
+@contextlib.contextmanager
+def registered(*variants: Variant):
+    """Register ``variants`` for the block only."""
+    done = []
+    try:
+        for v in variants:
+            done.append(register(v).name)
+        yield variants
+    finally:
+        for name in reversed(done):
+            unregister(name)
 
 
 def default_cases() -> list[tuple[Variant, Case]]:
     """Every variant on the main job's default shape (``DEFAULT_ROW``), with the inputs ``tvmconv
     bench`` times. deform_conv2d is left out: its vendor path, torchvision, is not a dependency (its
     reference is a NumPy transcription, no vendor)."""
-    return [(v, v.make_case(DEFAULT_ROW, torch.Generator().manual_seed(0)))
-            for name, v in VARIANTS.items() if name != "deform_conv2d"]
+    return [(v, v.make_case(DEFAULT_ROW, torch.Generator().manual_seed(0))) for v in VARIANTS.values() if v.benched]
