@@ -16,8 +16,6 @@ Temporary, named exceptions, to be removed once the branches working on them are
   backend (``tuning_export``, ``runner_device``, ``intrinsics_module``, ``searches_sketch``,
   ``default_schedule``, ``plan_candidates``, ``measure_without_pack``, ``runner_repeat_ms``,
   ``search_threads``, ``unavailable``) after the merge;
-* tvmconv/functional.py's ``x.is_cuda`` in the per-call key of the ops' fast path (a tensor's
-  device test 0.6 us cheaper than ``device.type``); the module is being moved on another branch.
 """
 
 from __future__ import annotations
@@ -31,7 +29,6 @@ ROOT = Path(tvmconv.__file__).parent
 KIND_ATTRIBUTES = {"is_cuda", "is_host_runnable"}
 KIND_STRINGS = {"cuda", "llvm", "cpu", "native", "cross", "ndk"}
 EXEMPT_DIRS = ("backends", "tuning")  # tuning: temporary (see the module docstring)
-EXEMPT = {("functional.py", "is_cuda")}  # temporary (see the module docstring)
 
 
 def _is_kind_string(node: ast.AST) -> bool:
@@ -69,6 +66,5 @@ def test_no_device_kind_branch_outside_backends():
         if rel.parts[0] in EXEMPT_DIRS:
             continue
         for line, what in device_kind_branches(path.read_text()):
-            if (rel.as_posix(), what) not in EXEMPT:
-                bad.append(f"tvmconv/{rel.as_posix()}:{line}: {what}")
+            bad.append(f"tvmconv/{rel.as_posix()}:{line}: {what}")
     assert not bad, "device-kind branches outside tvmconv/backends/ (ask target.backend):\n" + "\n".join(bad)

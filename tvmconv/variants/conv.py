@@ -139,15 +139,14 @@ def _spec_key(op, nd, x, w, b, *params):
         return None
     if not (x.layout is _STRIDED and w.layout is _STRIDED and (b is None or b.layout is _STRIDED)):
         return None
-    # is_cpu, not device.type (0.6 us each): CPU tensors need no device in the key
+    # is_cpu, not device.type (0.6 us each): CPU tensors need no device in the key. Others all on
+    # one device keep it in the key (a device the ops refuse never passes the checks to be kept).
     if x.is_cpu and w.is_cpu and (b is None or b.is_cpu):
         where = None
-    elif x.is_cuda:
+    else:
         where = x.device
         if w.device != where or (b is not None and b.device != where):
             return None
-    else:
-        return None
     # repr, not the values: True == 1 and (1, 1) == [1, 1] in Python, but not to the checks
     return (op, nd, x.shape, x.dtype, w.shape, w.dtype, None if b is None else (b.shape, b.dtype), repr(params),
             where)
