@@ -290,7 +290,7 @@ def _record(spec, tgt) -> dict:
     """A valid schedule record for ``spec``: its default schedule, as a tuner would store it."""
     from tvmconv.variants.compute import plan_to_dict
     from tvmconv.backends.schedules import default_for
-    from tvmconv.tuning.search import to_json
+    from tvmconv.tuning.log import to_json
 
     sch, plan = default_for(spec, tgt)
     rec = {"format": cache.CACHE_FORMAT_VERSION, "key": cache.schedule_key(spec, tgt), "name": spec.name,

@@ -407,6 +407,13 @@ def load(spec: Spec, target: TargetInfo) -> Kernel:
     return kern
 
 
+def use_kernel(kern: Kernel) -> None:
+    """Make ``kern`` the kernel the ops call for its spec and target in this process (until
+    ``clear_memory_cache``): how tuning times a record's kernel through the op."""
+    with _lock:
+        _cache[(kern.spec, kern.target)] = kern
+
+
 def clear_memory_cache() -> None:
     with _lock:
         _cache.clear()

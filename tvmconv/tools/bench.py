@@ -53,7 +53,7 @@ def measure_roofline(threads: int, *, gemm_n: int = 2048, copy_mb: int = 256, cu
     timed with CUDA events."""
     if cuda:
         return _cuda_roofline()
-    with _threads(threads):
+    with torch_threads(threads):
         a, b = torch.randn(gemm_n, gemm_n), torch.randn(gemm_n, gemm_n)
         c = torch.empty(gemm_n, gemm_n)
         t_mm = _best(lambda: torch.mm(a, b, out=c), 5)
@@ -101,7 +101,9 @@ def _best(fn, n: int) -> float:
     return min(out)
 
 
-class _threads:
+class torch_threads:
+    """``with torch_threads(n):`` PyTorch runs on ``n`` threads inside, as many as before after."""
+
     def __init__(self, n: int):
         self.n = n
 
@@ -182,7 +184,7 @@ def time_case(case: Case, target: TargetInfo, threads: int, *, rounds: int = 7) 
         with torch.no_grad(), TF.no_dispatch(), strict_fp32():
             return tuple(timing.interleaved_cuda([lambda: case.op(*case.args, **case.kwargs, target=target),
                                                   lambda: case.reference(*case.args, **case.kwargs)], rounds=rounds))
-    with torch.no_grad(), TF.no_dispatch(), _threads(threads):
+    with torch.no_grad(), TF.no_dispatch(), torch_threads(threads):
         return timing.interleaved(lambda: case.op(*case.args, **case.kwargs, target=target),
                                   lambda: case.reference(*case.args, **case.kwargs), rounds=rounds)
 
@@ -190,7 +192,7 @@ def time_case(case: Case, target: TargetInfo, threads: int, *, rounds: int = 7) 
 def run_case(case: Case, target: TargetInfo, roof: Roofline, *, rounds: int = 7) -> dict:
     """Check the case's output against the vendor's, then time both interleaved."""
     case = on_device(case, target)
-    with torch.no_grad(), TF.no_dispatch(), _threads(roof.threads), strict_fp32() if target.is_cuda else contextlib.nullcontext():
+    with torch.no_grad(), TF.no_dispatch(), torch_threads(roof.threads), strict_fp32() if target.is_cuda else contextlib.nullcontext():
         with TF.capture_kernels() as kernels:
             got = case.op(*case.args, **case.kwargs, target=target)
         want = case.reference(*case.args, **case.kwargs)
@@ -326,7 +328,7 @@ def bench_models(names, target: TargetInfo, batches=(1, 8), *, rounds: int = 7, 
         s = size or (32 if name == "effnet" else 224)
         for n in batches:
             x = torch.randn(n, 3, s, s)
-            with torch.no_grad(), _threads(target.num_cores):
+            with torch.no_grad(), torch_threads(target.num_cores):
                 diff = (tv(x) - twin(x)).abs().max().item()
                 a, b = timing.interleaved(lambda: tv(x), lambda: twin(x), rounds=rounds, min_round_s=0.05)
             t, v = timing.median(a), timing.median(b)

@@ -22,8 +22,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..runtime import cache
+from ..spec import Spec
 from ..backends.target import TargetInfo, profiles, resolve
 from ..tools.workloads import workloads
+
+
+@dataclass
+class TuneResult:
+    """What ``tune`` did for one workload."""
+
+    spec: Spec
+    trials_total: int  # measured records in the log for this workload, this run included
+    trials_run: int  # measured in this run
+    failed_run: int
+    best_s: float | None
+    default_s: float | None
+    source: str  # "metaschedule" | "default" (the default schedule stayed the fastest) | "none"
+    record_path: str | None = None
+    dispatch: str | None = None  # "tvmconv" | "vendor" (measured faster after tuning) | None (no vendor path)
+    exhausted: bool = False  # the search measured all it could find of its space before the budget ran out
+
+    @property
+    def gflops(self) -> float | None:
+        return self.spec.flops / self.best_s / 1e9 if self.best_s else None
 
 
 @dataclass
@@ -41,7 +62,7 @@ class Tracker:
 
 
 def _measure(target: TargetInfo, prof, rpc, rpc_timeout: int):
-    from .search import Measure
+    from .measure import Measure
 
     if rpc is None and prof is not None and prof.measure.get("kind") == "rpc":
         rpc = f"{prof.measure['tracker']}:{prof.measure['key']}"
@@ -81,11 +102,12 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
     ``dispatch``: then time each tuned op against its vendor path and record the faster one.
     ``rpc_timeout``: seconds one trial may take on a remote device, waiting for a free one included;
     a device that drops fails its trials after that long and tuning goes on.
-    Raises ``tuning.search.TuningLogError`` (an OSError naming the file and the cause) where the
+    Raises ``tuning.log.TuningLogError`` (an OSError naming the file and the cause) where the
     log cannot be written (full disk, read-only cache); every record written before is kept."""
     from ..runtime import build
     from . import child as tune_child
-    from .search import TuningLog, as_log_error, known_exhausted, log_error, prepare
+    from .log import TuningLog, as_log_error, log_error
+    from .space import known_exhausted, prepare
 
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 0:
         raise ValueError(f"trials must be a non-negative integer (0: only distill what the log holds), got {trials!r}")
@@ -156,7 +178,7 @@ def _result(w, db, tgt, root, top: int, dispatch: bool = False):
     fastest in the log, the default schedule and the record already there are timed through the
     op and the fastest kept (``validate``, which with ``dispatch`` also times the vendor path and
     records which is faster); with 0, the fastest in the log."""
-    from .search import TuneResult, candidates
+    from .candidates import candidates
 
     cands = candidates(w, db, tgt, top=max(1, top))
     rec = cands[0] if cands else None
@@ -183,7 +205,7 @@ def _saved(spec, tgt: TargetInfo, root: Path, cands: list[dict]) -> list[dict]:
 
 
 def validate(spec, tgt: TargetInfo, cands: list[dict], rounds: int = 5, dispatch: bool = False) -> dict:
-    """The fastest of the candidate records (``tuning.search.candidates``) when each is compiled
+    """The fastest of the candidate records (``tuning.candidates.candidates``) when each is compiled
     and called through the op, interleaved, median of ``rounds``: what the op will run, measured
     in one run. The tuning-time times are each a best of a few repeats, in hundreds of trials, on
     a noisy machine: their minimum favours lucky trials (resnet18's searched stem measured 1.22x
@@ -241,7 +263,7 @@ def op_times(spec, tgt: TargetInfo, records: list[dict], rounds: int = 5, vendor
 
     def call(kern):
         def run():
-            build._cache[(spec, tgt)] = kern
+            build.use_kernel(kern)
             case.op(*case.args, **case.kwargs, target=tgt)
         return run
 
@@ -251,7 +273,7 @@ def op_times(spec, tgt: TargetInfo, records: list[dict], rounds: int = 5, vendor
     times = []
     if ok:
         try:
-            with torch.no_grad(), TF.no_dispatch(), bench._threads(tgt.num_cores):
+            with torch.no_grad(), TF.no_dispatch(), bench.torch_threads(tgt.num_cores):
                 times = timing.interleaved_many(fns, rounds=rounds)
         finally:
             build.clear_memory_cache()
