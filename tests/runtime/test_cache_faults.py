@@ -334,7 +334,8 @@ def test_a_malformed_user_record_is_set_aside(records, caplog, change):
     kern = _conv(tgt)
     assert kern.schedule_source == "default" and kern.dispatch == "tvmconv"
     assert not user.exists() and list(user.parent.glob(user.name + ".corrupt-*"))
-    assert len(_warned_about(caplog, user)) == 1, caplog.text
+    (warning,) = _warned_about(caplog, user)
+    assert f"not a valid schedule record: {next(iter(change))}" in warning  # names the bad field
 
 
 def test_a_malformed_user_record_does_not_hide_the_shipped_one(records, caplog):

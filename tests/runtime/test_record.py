@@ -93,3 +93,11 @@ def test_every_shipped_record_parses_and_round_trips_byte_for_byte(path):
 
 def test_shipped_records_exist():
     assert len(SHIPPED) >= 50
+
+
+def test_a_record_error_survives_pickling():
+    """(Tuning hands its errors from the search process to the parent pickled.)"""
+    import pickle
+
+    err = pickle.loads(pickle.dumps(RecordError("plan.vb", "is 'x', not a positive integer")))
+    assert err.field == "plan.vb" and str(err) == "plan.vb is 'x', not a positive integer"

@@ -21,6 +21,7 @@ import torch
 
 from tvmconv.runtime import cache
 from tvmconv.runtime import build
+from tvmconv.runtime.record import Candidate, ScheduleRecord, Validation, new_record
 from tvmconv.variants.registry import SHAPE_TABLE, VARIANTS
 from tvmconv.spec import spec_from_dict
 from tvmconv.tools.suites import conv
@@ -84,7 +85,7 @@ def test_tune_records_and_distills(tuned):
         assert len(cands) >= 2 and [c["source"] for c in cands].count("default") == 1
         assert cands[0]["tuning_secs"] == min(c["tuning_secs"] for c in cands)
         assert rec["run_secs"] == r.best_s == min(c["op_secs"] for c in cands)
-        assert cache.schedule_id(rec) == min(cands, key=lambda c: c["op_secs"])["id"]
+        assert cache.schedule_id(ScheduleRecord.from_dict(rec)) == min(cands, key=lambda c: c["op_secs"])["id"]
         assert r.default_s == next(c["op_secs"] for c in cands if c["source"] == "default")
     log_dir = cache.log_dir(root, tgt)
     # TVM's own JSON database reads the log
@@ -325,7 +326,7 @@ def test_two_concurrent_tuners_share_one_cache(tmp_path, monkeypatch):
     shared = conv(4, 6, 8, 3, 1, 1)
     for spec in (SPEC, SPEC_B, shared):
         found = cache.find_record(spec, tgt)
-        assert found is not None and spec_from_dict(found[0]["spec"]) == spec
+        assert found is not None and spec_from_dict(found[0].spec) == spec
     from tvmconv.tuning.log import trace_json
     from tvmconv.tuning.space import plan_variants, prepare, search_start
 
@@ -370,23 +371,23 @@ def test_records_of_two_targets_are_kept_apart(tuned, monkeypatch):
     assert cache.find_record(SPEC, avx512) is None and cache.find_record(SPEC, other_cpu) is None
     # a profile listing x86-avx2 as compatible still finds the record, built for x86-avx2
     rec, _, built_for = build.tuned_record(SPEC, avx512)
-    assert built_for.profile == "x86-avx2" and rec["target"] == avx2.key_dict
+    assert built_for.profile == "x86-avx2" and rec.target == avx2.key_dict
 
 
 def test_a_record_replaces_a_faster_one_only_after_beating_it_in_the_same_run(tmp_path):
     """save_record keeps the faster of two records; a validated record (candidates timed against
     each other in one run) replaces the record there when that record's schedule was among them."""
     tgt = resolve(TARGET)
-    base = {"format": cache.CACHE_FORMAT_VERSION, "key": cache.schedule_key(SPEC, tgt), "spec": SPEC.to_dict(),
-            "target": tgt.key_dict, "plan": {"kind": "ocvec"}}
-    old = {**base, "trace": ["old"], "run_secs": 1.0}
+    old = new_record(SPEC, tgt, plan={"kind": "ocvec"}, trace=["old"], run_secs=1.0)
     path = cache.save_record(old, SPEC, tgt, tmp_path)
-    slower = {**base, "trace": ["new"], "run_secs": 2.0}
+    slower = old.replace(trace=["new"], run_secs=2.0)
     cache.save_record(slower, SPEC, tgt, tmp_path)
     assert json.loads(path.read_text())["trace"] == ["old"]  # times of two runs: the faster stays
-    cache.save_record({**slower, "validated": {"candidates": [{"id": "elsewhere"}]}}, SPEC, tgt, tmp_path)
+    cache.save_record(slower.replace(validated=Validation(candidates=(Candidate(id="elsewhere"),))), SPEC, tgt,
+                      tmp_path)
     assert json.loads(path.read_text())["trace"] == ["old"]
-    cache.save_record({**slower, "validated": {"candidates": [{"id": cache.schedule_id(old)}]}}, SPEC, tgt, tmp_path)
+    cache.save_record(slower.replace(validated=Validation(candidates=(Candidate(id=cache.schedule_id(old)),))), SPEC,
+                      tgt, tmp_path)
     assert json.loads(path.read_text())["trace"] == ["new"]  # it beat the old schedule in one run
 
 
@@ -541,7 +542,7 @@ def test_sketch_samples_compute_the_reference(variant):
             sch.enter_postproc()
             for p in ctx.space_generator.postprocs:
                 assert p.apply(sch)
-            record = {"name": spec.name, "plan": plan_to_dict(w.plan), "trace": trace_json(sch)}
+            record = new_record(spec, tgt, plan=plan_to_dict(w.plan), trace=trace_json(sch), run_secs=1.0)
             kern = build.compile_spec(spec, tgt, record)
             assert kern.schedule_source.startswith("tuned:"), kern.schedule_source
             build.use_kernel(kern)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..runtime import cache
+from ..runtime.record import Candidate, Dispatch, ScheduleRecord, Validation
 from ..spec import Spec
 from ..backends.target import TargetInfo, profiles, resolve
 from ..tools.workloads import workloads
@@ -185,26 +186,27 @@ def _result(w, db, tgt, root, top: int, dispatch: bool = False):
     if rec is not None and top:
         rec = validate(w.spec, tgt, cands + _saved(w.spec, tgt, root, cands), dispatch=dispatch)
     path = cache.save_record(rec, w.spec, tgt, root) if rec else None
-    total = rec["trials"] if rec else len(db.records.get(w.shash, ()))  # plan candidates included
+    total = rec.trials if rec else len(db.records.get(w.shash, ()))  # plan candidates included
     return TuneResult(spec=w.spec, trials_total=total, trials_run=w.trials,
-                      failed_run=w.failed, best_s=rec["run_secs"] if rec else None,
-                      default_s=rec["default_secs"] if rec else None,
-                      source=rec["source"] if rec else "none", record_path=str(path) if path else None,
-                      exhausted=w.exhausted, dispatch=(rec.get("dispatch") or {}).get("choice") if rec else None)
+                      failed_run=w.failed, best_s=rec.run_secs if rec else None,
+                      default_s=rec.default_secs if rec else None,
+                      source=rec.source if rec else "none", record_path=str(path) if path else None,
+                      exhausted=w.exhausted, dispatch=rec.dispatch.choice if rec and rec.dispatch else None)
 
 
-def _saved(spec, tgt: TargetInfo, root: Path, cands: list[dict]) -> list[dict]:
+def _saved(spec, tgt: TargetInfo, root: Path, cands: list[ScheduleRecord]) -> list[ScheduleRecord]:
     """The record the cache under ``root`` holds for ``spec``, if its schedule is not in ``cands``."""
     path = cache.schedule_path(root, spec, tgt)
     with cache.lock(path):
         old = cache.read_record(path)
     ids = {cache.schedule_id(c) for c in cands}
-    if old is None or old.get("key") != cands[0]["key"] or cache.schedule_id(old) in ids:
+    if old is None or old.key != cands[0].key or cache.schedule_id(old) in ids:
         return []
-    return [{**old, "source": old.get("source", "saved")}]
+    return [old if old.source else old.replace(source="saved")]
 
 
-def validate(spec, tgt: TargetInfo, cands: list[dict], rounds: int = 5, dispatch: bool = False) -> dict:
+def validate(spec, tgt: TargetInfo, cands: list[ScheduleRecord], rounds: int = 5,
+             dispatch: bool = False) -> ScheduleRecord:
     """The fastest of the candidate records (``tuning.candidates.candidates``) when each is compiled
     and called through the op, interleaved, median of ``rounds``: what the op will run, measured
     in one run. The tuning-time times are each a best of a few repeats, in hundreds of trials, on
@@ -225,24 +227,24 @@ def validate(spec, tgt: TargetInfo, cands: list[dict], rounds: int = 5, dispatch
     if not op_s:  # every record fell back
         return cands[0]
     best = min(op_s, key=op_s.get)
-    default = [t for i, t in op_s.items() if cands[i]["source"] == "default"]
+    default = [t for i, t in op_s.items() if cands[i].source == "default"]
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    rec = {**cands[best], "run_secs": op_s[best], "gflops": spec.flops / op_s[best] / 1e9,
-           "trials": cands[0]["trials"], "default_secs": default[0] if default else None,
-           "validated": {"how": f"through the op, interleaved, median of {rounds} rounds", "threads": tgt.num_cores,
-                         "candidates": [{"id": cache.schedule_id(c), "source": c["source"], "plan": c["plan"],
-                                         "tuning_secs": c["run_secs"], "op_secs": op_s.get(i)}
-                                        for i, c in enumerate(cands)],
-                         "measured_at": now}}
-    rec.pop("dispatch", None)  # a choice measured against another schedule (a saved record's) is stale
+    checked = Validation(how=f"through the op, interleaved, median of {rounds} rounds", threads=tgt.num_cores,
+                         measured_at=now,
+                         candidates=tuple(Candidate(id=cache.schedule_id(c), source=c.source, plan=c.plan,
+                                                    tuning_secs=c.run_secs, op_secs=op_s.get(i))
+                                          for i, c in enumerate(cands)))
+    # (a dispatch choice measured against another schedule, a saved record's, is stale: replaced or dropped)
+    choice = None
     if vendor is not None:
         v = timing.median(vendor[1])
-        rec["dispatch"] = {"choice": "vendor" if v < op_s[best] else "tvmconv", "tvmconv_s": op_s[best],
-                           "vendor_s": v, "vendor": vendor[0], "threads": tgt.num_cores, "measured_at": now}
-    return rec
+        choice = Dispatch(choice="vendor" if v < op_s[best] else "tvmconv", tvmconv_s=op_s[best], vendor_s=v,
+                          vendor=vendor[0], threads=tgt.num_cores, measured_at=now)
+    return cands[best].replace(run_secs=op_s[best], gflops=spec.flops / op_s[best] / 1e9, trials=cands[0].trials,
+                               default_secs=default[0] if default else None, validated=checked, dispatch=choice)
 
 
-def op_times(spec, tgt: TargetInfo, records: list[dict], rounds: int = 5, vendor: bool = False):
+def op_times(spec, tgt: TargetInfo, records: list[ScheduleRecord], rounds: int = 5, vendor: bool = False):
     """``(times, vendor_times)``: each schedule record compiled and called through the op
     (``tvmconv.functional``, dispatch off, ``tgt.num_cores`` threads), interleaved: ``rounds``
     times per record, None for a record that no longer applies (the op fell back to the default).

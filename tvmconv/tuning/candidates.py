@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 
 from ..backends.target import TargetInfo
-from ..runtime import cache
+from ..runtime.record import ScheduleRecord, new_record
 from ..variants.compute import plan_to_dict
 from .log import TuningLog, dumps, trace_json
 from .space import Workload, plan_variants
 
 
-def candidates(w: Workload, db: TuningLog, target: TargetInfo, top: int) -> list[dict]:
+def candidates(w: Workload, db: TuningLog, target: TargetInfo, top: int) -> list[ScheduleRecord]:
     """The ``top`` fastest distinct schedules of ``w`` in ``db`` by their tuning-time measurement
     (the search's, or the default schedule under any of the measured plan candidates), fastest
     first, and after them the default schedule if it is not among them: each a small, diffable
@@ -40,22 +40,8 @@ def candidates(w: Workload, db: TuningLog, target: TargetInfo, top: int) -> list
     chosen = ranked[:top] + [e for e in ranked[top:] if e[3] == "default"][:1]
     entries = db.records.get(shash, [])
     default = [s for s, t in entries if s is not None and t == w.default_trace]
-    return [{
-        "format": cache.CACHE_FORMAT_VERSION,
-        "key": cache.schedule_key(w.spec, target),
-        "name": w.spec.name,
-        "spec": w.spec.to_dict(),
-        "tvm": cache.tvm_version(),
-        "target": target.key_dict,
-        "profile": target.profile,
-        "plan": plan_to_dict(plan),
-        "source": source,
-        "trace": trace,
-        "run_secs": best_s,
-        "gflops": w.spec.flops / best_s / 1e9,
-        "default_secs": min(default) if default else None,
-        "trials": len(pool),
-        "num_cores": target.num_cores,
-        "workload_shash": shash,
-        "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    } for best_s, trace, plan, source in chosen]
+    return [new_record(w.spec, target, plan=plan_to_dict(plan), trace=trace, run_secs=best_s, source=source,
+                       gflops=w.spec.flops / best_s / 1e9, default_secs=min(default) if default else None,
+                       trials=len(pool), num_cores=target.num_cores, workload_shash=shash,
+                       tuned_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            for best_s, trace, plan, source in chosen]
