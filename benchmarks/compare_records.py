@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from tvmconv.runtime import cache
+from tvmconv.runtime.record import ScheduleRecord
 
 from tvmconv.tools import suites
 
@@ -27,8 +28,9 @@ def main(suite: str, rev: str, only: str = "") -> None:
         if only and not any(k in spec.name for k in only.split(",")):
             continue
         new, path = cache.find_record(spec, tgt)
-        old = json.loads(subprocess.check_output(["git", "show", f"{rev}:schedules/{tgt.profile}/{Path(path).name}"]))
-        if (old["trace"], old["plan"]) == (new["trace"], new["plan"]):
+        old = ScheduleRecord.from_dict(json.loads(subprocess.check_output(
+            ["git", "show", f"{rev}:schedules/{tgt.profile}/{Path(path).name}"])))
+        if old.schedule == new.schedule:
             print(json.dumps({"workload": spec.name, "same": True}), flush=True)
             continue
         (a, b), _ = op_times(spec, tgt, [old, new], rounds=9)
@@ -36,7 +38,7 @@ def main(suite: str, rev: str, only: str = "") -> None:
             print(json.dumps({"workload": spec.name, "error": f"the {'old' if a is None else 'new'} record does not "
                                                              f"apply to the current compute"}), flush=True)
             continue
-        print(json.dumps({"workload": spec.name, "same": False, "old_source": old["source"], "new_source": new["source"],
+        print(json.dumps({"workload": spec.name, "same": False, "old_source": old.source, "new_source": new.source,
                           "old_s": timing.median(a), "new_s": timing.median(b), "old_spread": timing.spread(a),
                           "new_spread": timing.spread(b), "speedup": timing.median(a) / timing.median(b)}), flush=True)
 

@@ -290,7 +290,7 @@ def _record(spec, tgt) -> dict:
     """A valid schedule record for ``spec``: its default schedule, as a tuner would store it."""
     from tvmconv.variants.compute import plan_to_dict
     from tvmconv.backends.schedules import default_for
-    from tvmconv.tuning.search import to_json
+    from tvmconv.tuning.log import to_json
 
     sch, plan = default_for(spec, tgt)
     rec = {"format": cache.CACHE_FORMAT_VERSION, "key": cache.schedule_key(spec, tgt), "name": spec.name,
@@ -334,7 +334,8 @@ def test_a_malformed_user_record_is_set_aside(records, caplog, change):
     kern = _conv(tgt)
     assert kern.schedule_source == "default" and kern.dispatch == "tvmconv"
     assert not user.exists() and list(user.parent.glob(user.name + ".corrupt-*"))
-    assert len(_warned_about(caplog, user)) == 1, caplog.text
+    (warning,) = _warned_about(caplog, user)
+    assert f"not a valid schedule record: {next(iter(change))}" in warning  # names the bad field
 
 
 def test_a_malformed_user_record_does_not_hide_the_shipped_one(records, caplog):

@@ -21,6 +21,7 @@ import torch
 
 from tvmconv.runtime import cache
 from tvmconv.runtime import build
+from tvmconv.runtime.record import Candidate, ScheduleRecord, Validation, new_record
 from tvmconv.variants.registry import SHAPE_TABLE, VARIANTS
 from tvmconv.spec import spec_from_dict
 from tvmconv.tools.suites import conv
@@ -54,7 +55,9 @@ RUN_SPEC = """
     y = F.conv2d(x, w, padding=1, target="x86-avx2")
     err = (y - torch.nn.functional.conv2d(x, w, padding=1)).abs().max().item()
     k = build.load(*list(build._cache)[0])
-    print(k.schedule_source, "|", k.loaded_from, "|", err, "|", "tvmconv.tuning.search" in sys.modules)
+    searching = ("log", "measure", "space", "scheduler", "candidates")  # the tuning modules importing MetaSchedule
+    imported = any(f"tvmconv.tuning.{m}" in sys.modules for m in searching)
+    print(k.schedule_source, "|", k.loaded_from, "|", err, "|", imported)
 """
 
 
@@ -82,7 +85,7 @@ def test_tune_records_and_distills(tuned):
         assert len(cands) >= 2 and [c["source"] for c in cands].count("default") == 1
         assert cands[0]["tuning_secs"] == min(c["tuning_secs"] for c in cands)
         assert rec["run_secs"] == r.best_s == min(c["op_secs"] for c in cands)
-        assert cache.schedule_id(rec) == min(cands, key=lambda c: c["op_secs"])["id"]
+        assert cache.schedule_id(ScheduleRecord.from_dict(rec)) == min(cands, key=lambda c: c["op_secs"])["id"]
         assert r.default_s == next(c["op_secs"] for c in cands if c["source"] == "default")
     log_dir = cache.log_dir(root, tgt)
     # TVM's own JSON database reads the log
@@ -107,7 +110,8 @@ def test_every_logged_schedule_computes_the_reference(tuned):
     """Every trace MetaSchedule measured, replayed on the workload, compiles and matches torch."""
     import tvm
 
-    from tvmconv.tuning.search import TuningLog, prepare
+    from tvmconv.tuning.log import TuningLog
+    from tvmconv.tuning.space import prepare
 
     root, _ = tuned
     tgt = resolve(TARGET)
@@ -116,7 +120,7 @@ def test_every_logged_schedule_computes_the_reference(tuned):
     torch.manual_seed(0)
     x, wt = torch.randn(1, 8, 10, 10), torch.randn(16, 8, 3, 3)
     expected = torch.nn.functional.conv2d(x, wt, padding=1)
-    from tvmconv.tuning.search import plan_variants
+    from tvmconv.tuning.space import plan_variants
 
     mods = [w.mod] + [mod for _, mod, _ in plan_variants(w, tgt)]  # the searched plan and the other blockings
     scripts = {m.script(): m for m in mods}
@@ -156,7 +160,7 @@ def test_scheduler_tops_up_the_least_searched_workload_first():
     what earlier runs logged: a resumed run spends its budget where the log is thinnest."""
     from collections import defaultdict
 
-    from tvmconv.tuning.search import WeightedScheduler, least_searched
+    from tvmconv.tuning.scheduler import WeightedScheduler, least_searched
 
     trials = WeightedScheduler(done_before=[300, 40, 120]).trials
     assert least_searched([0, 1, 2], trials, [1.0, 1.0, 1.0]) == 1
@@ -190,7 +194,7 @@ def test_interrupted_tuning_loses_nothing_and_resumes(tmp_path):
     """
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=_env(tmp_path),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    from tvmconv.tuning.search import plan_variants, prepare, search_start
+    from tvmconv.tuning.space import plan_variants, prepare, search_start
 
     tgt = resolve(TARGET)
     (w,) = prepare([(SPEC, 1)], tgt)
@@ -207,7 +211,7 @@ def test_interrupted_tuning_loses_nothing_and_resumes(tmp_path):
     assert len(lines) >= start + 2
     with open(rec_file, "a") as f:  # what a kill in the middle of a write leaves behind
         f.write('[0,[[["GetSBlock",[],["pa')
-    from tvmconv.tuning.search import TuningLog
+    from tvmconv.tuning.log import TuningLog
 
     log = TuningLog(cache.log_dir(tmp_path, tgt))
     assert log.unreadable and "GetSBlock" in log.unreadable[0][0].read_text()
@@ -313,7 +317,7 @@ def test_two_concurrent_tuners_share_one_cache(tmp_path, monkeypatch):
     for p in procs:
         _, err = p.communicate(timeout=900)
         assert p.returncode == 0, err
-    from tvmconv.tuning.search import TuningLog
+    from tvmconv.tuning.log import TuningLog
 
     monkeypatch.setenv("TVMCONV_CACHE_DIR", str(tmp_path))
     tgt = resolve(TARGET)
@@ -322,8 +326,9 @@ def test_two_concurrent_tuners_share_one_cache(tmp_path, monkeypatch):
     shared = conv(4, 6, 8, 3, 1, 1)
     for spec in (SPEC, SPEC_B, shared):
         found = cache.find_record(spec, tgt)
-        assert found is not None and spec_from_dict(found[0]["spec"]) == spec
-    from tvmconv.tuning.search import _trace_json, plan_variants, prepare, search_start
+        assert found is not None and spec_from_dict(found[0].spec) == spec
+    from tvmconv.tuning.log import trace_json
+    from tvmconv.tuning.space import plan_variants, prepare, search_start
 
     wls = prepare([(s, 1) for s in (SPEC, SPEC_B, shared)], tgt)
     for w in wls:  # every workload's records survived: the default schedule, the search's (its seed at least)
@@ -331,7 +336,7 @@ def test_two_concurrent_tuners_share_one_cache(tmp_path, monkeypatch):
         assert search_start(w, tgt, log)[2] >= 1
     for w in wls:  # and every other blocking of the default schedule was measured
         for _, mod, sch in plan_variants(w, tgt):
-            assert _trace_json(sch) in [t for _, t in log.records.get(log.shash(mod), ())]
+            assert trace_json(sch) in [t for _, t in log.records.get(log.shash(mod), ())]
     from tvm.s_tir import meta_schedule as ms
 
     db = ms.database.JSONDatabase(work_dir=str(cache.log_dir(tmp_path, tgt)), allow_missing=False)
@@ -366,23 +371,23 @@ def test_records_of_two_targets_are_kept_apart(tuned, monkeypatch):
     assert cache.find_record(SPEC, avx512) is None and cache.find_record(SPEC, other_cpu) is None
     # a profile listing x86-avx2 as compatible still finds the record, built for x86-avx2
     rec, _, built_for = build.tuned_record(SPEC, avx512)
-    assert built_for.profile == "x86-avx2" and rec["target"] == avx2.key_dict
+    assert built_for.profile == "x86-avx2" and rec.target == avx2.key_dict
 
 
 def test_a_record_replaces_a_faster_one_only_after_beating_it_in_the_same_run(tmp_path):
     """save_record keeps the faster of two records; a validated record (candidates timed against
     each other in one run) replaces the record there when that record's schedule was among them."""
     tgt = resolve(TARGET)
-    base = {"format": cache.CACHE_FORMAT_VERSION, "key": cache.schedule_key(SPEC, tgt), "spec": SPEC.to_dict(),
-            "target": tgt.key_dict, "plan": {"kind": "ocvec"}}
-    old = {**base, "trace": ["old"], "run_secs": 1.0}
+    old = new_record(SPEC, tgt, plan={"kind": "ocvec"}, trace=["old"], run_secs=1.0)
     path = cache.save_record(old, SPEC, tgt, tmp_path)
-    slower = {**base, "trace": ["new"], "run_secs": 2.0}
+    slower = old.replace(trace=["new"], run_secs=2.0)
     cache.save_record(slower, SPEC, tgt, tmp_path)
     assert json.loads(path.read_text())["trace"] == ["old"]  # times of two runs: the faster stays
-    cache.save_record({**slower, "validated": {"candidates": [{"id": "elsewhere"}]}}, SPEC, tgt, tmp_path)
+    cache.save_record(slower.replace(validated=Validation(candidates=(Candidate(id="elsewhere"),))), SPEC, tgt,
+                      tmp_path)
     assert json.loads(path.read_text())["trace"] == ["old"]
-    cache.save_record({**slower, "validated": {"candidates": [{"id": cache.schedule_id(old)}]}}, SPEC, tgt, tmp_path)
+    cache.save_record(slower.replace(validated=Validation(candidates=(Candidate(id=cache.schedule_id(old)),))), SPEC,
+                      tgt, tmp_path)
     assert json.loads(path.read_text())["trace"] == ["new"]  # it beat the old schedule in one run
 
 
@@ -511,7 +516,8 @@ def test_sketch_samples_compute_the_reference(variant):
 
     from tvmconv.functional import spec_of
     from tvmconv.variants.compute import plan_to_dict
-    from tvmconv.tuning.search import _trace_json, prepare, sketch_space
+    from tvmconv.tuning.log import trace_json
+    from tvmconv.tuning.space import prepare, sketch_space
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.schedule import Trace
 
@@ -536,10 +542,10 @@ def test_sketch_samples_compute_the_reference(variant):
             sch.enter_postproc()
             for p in ctx.space_generator.postprocs:
                 assert p.apply(sch)
-            record = {"name": spec.name, "plan": plan_to_dict(w.plan), "trace": _trace_json(sch)}
+            record = new_record(spec, tgt, plan=plan_to_dict(w.plan), trace=trace_json(sch), run_secs=1.0)
             kern = build.compile_spec(spec, tgt, record)
             assert kern.schedule_source.startswith("tuned:"), kern.schedule_source
-            build._cache[(spec, tgt)] = kern
+            build.use_kernel(kern)
             try:
                 assert_close(v.run(case), v.run_reference(case), atol=2e-4, rtol=2e-4)
             finally:
@@ -585,7 +591,7 @@ def test_trials_are_measured_without_the_weight_packing_the_op_does_once():
             main(*views, args[-1].view(spec.kernel_out_shape))
 
         kern.func = measured
-        build._cache[(spec, tgt)] = kern
+        build.use_kernel(kern)
         try:
             assert_close(v.run(case), v.run_reference(case), atol=2e-4, rtol=2e-4)
         finally:

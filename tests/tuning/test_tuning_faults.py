@@ -48,7 +48,7 @@ def _tvmconv() -> str:
 
 
 def _workloads():
-    from tvmconv.tuning.search import prepare
+    from tvmconv.tuning.space import prepare
 
     return prepare([(SPEC_A, 1), (SPEC_B, 1)], resolve(TARGET))
 
@@ -69,7 +69,7 @@ def _commit(db, w, secs: float) -> None:
 
 def _filled_log(log_dir: Path, counts=(4, 3)):
     """A log holding ``counts`` records of workloads A and B; returns (log, workloads)."""
-    from tvmconv.tuning.search import TuningLog
+    from tvmconv.tuning.log import TuningLog
 
     wls = _workloads()
     db = TuningLog(log_dir)
@@ -142,7 +142,7 @@ def test_a_damaged_log_keeps_every_good_record_and_changes_nothing(tmp_path, cap
     index such records refer to (they would be read as records of another workload)."""
     import logging
 
-    from tvmconv.tuning.search import TuningLog
+    from tvmconv.tuning.log import TuningLog
 
     _, wls = _filled_log(tmp_path)
     expected, unresolved = damage(tmp_path)
@@ -176,7 +176,7 @@ def test_a_full_disk_mid_append_tears_no_line(tmp_path):
     """A write cut short by the disk (here the file-size limit, which the kernel enforces like a
     full disk: a short write, then EFBIG) is cut back: no torn line, a clear TuningLogError naming
     the file, every earlier record intact, and the next append works."""
-    from tvmconv.tuning.search import TuningLog
+    from tvmconv.tuning.log import TuningLog
 
     db, wls = _filled_log(tmp_path)
     rec_file = tmp_path / "database_tuning_record.json"
@@ -189,7 +189,7 @@ def test_a_full_disk_mid_append_tears_no_line(tmp_path):
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert _files(tmp_path) == before  # no torn line
-    from tvmconv.tuning.search import TuningLogError
+    from tvmconv.tuning.log import TuningLogError
 
     err = db.write_error  # what the search process reports
     assert isinstance(err, TuningLogError) and str(err) in str(raised.value)
@@ -204,7 +204,7 @@ def test_a_full_disk_mid_append_tears_no_line(tmp_path):
 def test_a_refused_write_is_one_clear_error_and_keeps_the_log(tmp_path, monkeypatch, code):
     """The disk refuses the log's files: on open (read-only, no permission) or halfway through
     the write (full). TuningLogError with the path and the cause; the log as it was."""
-    from tvmconv.tuning.search import TuningLog
+    from tvmconv.tuning.log import TuningLog
 
     db, wls = _filled_log(tmp_path)
     before = _files(tmp_path)
@@ -228,7 +228,7 @@ def test_a_refused_write_is_one_clear_error_and_keeps_the_log(tmp_path, monkeypa
         _commit(db, wls[0], 5e-5)
     monkeypatch.undo()
     assert _files(tmp_path) == before
-    from tvmconv.tuning.search import TuningLogError
+    from tvmconv.tuning.log import TuningLogError
 
     err = db.write_error
     assert isinstance(err, TuningLogError) and str(err) in str(raised.value)
@@ -251,7 +251,7 @@ def test_tune_on_a_read_only_cache_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "mkdir", read_only)
     with pytest.raises(OSError, match="cannot write the tuning log .*: Read-only file system") as err:
         tune([SPEC_A], target=TARGET, cache_dir=tmp_path, **TINY)
-    from tvmconv.tuning.search import TuningLogError
+    from tvmconv.tuning.log import TuningLogError
 
     assert isinstance(err.value, TuningLogError) and str(tmp_path) in str(err.value)
 
@@ -290,7 +290,7 @@ SITE_FAULTS = {
 def test_tune_command_on_a_refusing_disk_is_one_line_and_keeps_the_log(tmp_path, fault):
     """`tvmconv tune` whose disk fills up during the search, or whose log is read-only: exit 1,
     one line on stderr naming the file and the cause, no traceback, the log as it was."""
-    from tvmconv.tuning.search import TuningLog
+    from tvmconv.tuning.log import TuningLog
 
     log_dir = cache.log_dir(tmp_path / "cache", resolve(TARGET))
     log_dir.mkdir(parents=True)
@@ -427,7 +427,7 @@ TUNER = """
     from tvm.s_tir.meta_schedule.testing.dummy_object import DummyRunner
     from tvmconv.runtime import cache
     from tvmconv.tuning import api as tuner
-    from tvmconv.tuning import search as tuning
+    from tvmconv.tuning import log as tlog, scheduler, space
     from tvmconv.tools.suites import conv
     from tvmconv.backends.target import resolve
 
@@ -438,22 +438,22 @@ TUNER = """
         def build(self, inputs):  # (MetaSchedule removes an artifact's folder after measuring it)
             return [BuilderResult(os.path.join(tempfile.mkdtemp(dir=root), "k.so"), None) for _ in inputs]
 
-    tuning.make_builder = lambda *args, **kwargs: NoBuilder()
-    tuning.make_runner = lambda *args, **kwargs: DummyRunner()
+    scheduler.make_builder = lambda *args, **kwargs: NoBuilder()
+    scheduler.make_runner = lambda *args, **kwargs: DummyRunner()
     appended = 0
-    real_append = tuning.TuningLog._cls._append
+    real_append = tlog.TuningLog._cls._append
 
     def counted(self, path, lines):
         global appended
         real_append(self, path, lines)
-        appended += len(lines) if path.name == tuning.RECORD_FILE else 0
+        appended += len(lines) if path.name == tlog.RECORD_FILE else 0
 
-    tuning.TuningLog._cls._append = counted
+    tlog.TuningLog._cls._append = counted
     tgt = resolve("x86-avx2")
-    wls = tuning.prepare([(conv(4, 6, 4, 3, 1, 1), 1), (conv(4, 6, 4, 1), 1)], tgt)
-    tuning.tune(wls, tgt, tuning.TuningLog(cache.log_dir(root, tgt)), trials=trials, seed=seed,
-                num_trials_per_iter=2, population=16)
-    db = tuning.TuningLog(cache.log_dir(root, tgt))
+    wls = space.prepare([(conv(4, 6, 4, 3, 1, 1), 1), (conv(4, 6, 4, 1), 1)], tgt)
+    scheduler.tune(wls, tgt, tlog.TuningLog(cache.log_dir(root, tgt)), trials=trials, seed=seed,
+                   num_trials_per_iter=2, population=16)
+    db = tlog.TuningLog(cache.log_dir(root, tgt))
     for w in wls:
         w.shash = db.shash(w.mod)
         tuner._result(w, db, tgt, root, 0)
@@ -471,7 +471,7 @@ def _check_log(root: Path, torn=()) -> int:
     """The log and the distilled records are whole: every record line but the ``torn`` ones (``(file,
     n)``, the n-th line) parses and is loaded, no workload has two lines, each schedule record is
     valid JSON for its workload. Returns the number of record lines."""
-    from tvmconv.tuning.search import TuningLog
+    from tvmconv.tuning.log import TuningLog
 
     log_dir = cache.log_dir(root, resolve(TARGET))
     db = TuningLog(log_dir)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from .base import Backend
+from .timing import torch_threads
 from .toolchain import Toolchain
 
 
@@ -111,7 +112,7 @@ class LLVMBackend(Backend):
     def time(self, fns, *, rounds: int = 7, threads: int | None = None) -> list[list[float]]:
         from . import timing
 
-        with _torch_threads(threads):
+        with torch_threads(threads):
             return timing.interleaved_many(fns, rounds=rounds)
 
     def roofline(self, threads: int, *, gemm_n: int = 2048, copy_mb: int = 256) -> tuple[float, float, int]:
@@ -119,7 +120,7 @@ class LLVMBackend(Backend):
         ``copy_mb`` MiB buffer (bytes read + bytes written), best of several runs each."""
         import torch
 
-        with _torch_threads(threads):
+        with torch_threads(threads):
             a, b = torch.randn(gemm_n, gemm_n), torch.randn(gemm_n, gemm_n)
             c = torch.empty(gemm_n, gemm_n)
             t_mm = _best(lambda: torch.mm(a, b, out=c), 5)
@@ -141,22 +142,3 @@ def _best(fn, n: int) -> float:
         fn()
         out.append(time.perf_counter() - t0)
     return min(out)
-
-
-class _torch_threads:
-    """Inside the block, torch uses ``n`` threads (None: as it is)."""
-
-    def __init__(self, n: int | None):
-        self.n = n
-
-    def __enter__(self):
-        import torch
-
-        self.old = torch.get_num_threads()
-        if self.n:
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.set_num_threads(self.old)

@@ -79,3 +79,23 @@ def interleaved_cuda(fns: list[Callable[[], object]], *, rounds: int = 7, min_ro
         for fn, n, times in zip(fns, reps, out):
             times.append(gpu_seconds(fn, n))
     return out
+
+
+class torch_threads:
+    """``with torch_threads(n):`` PyTorch runs on ``n`` threads inside (None: as many as it has),
+    as many as before after."""
+
+    def __init__(self, n: int | None):
+        self.n = n
+
+    def __enter__(self):
+        import torch
+
+        self.old = torch.get_num_threads()
+        if self.n:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.old)

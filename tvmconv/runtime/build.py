@@ -28,6 +28,7 @@ import tvm
 from tvm.s_tir import Schedule
 
 from . import cache
+from .record import ScheduleRecord
 from ..spec import Spec
 from ..backends.base import supported
 from ..backends.target import TargetInfo, profiles
@@ -87,7 +88,7 @@ def _code_version() -> str:
 _CODE_VERSION = _code_version()
 
 
-def tuned_record(spec: Spec, target: TargetInfo) -> tuple[dict, Path, TargetInfo] | None:
+def tuned_record(spec: Spec, target: TargetInfo) -> tuple[ScheduleRecord, Path, TargetInfo] | None:
     """The record for ``spec`` on ``target`` or, failing that, on a profile ``target`` can run."""
     found = cache.find_record(spec, target)
     if found:
@@ -120,7 +121,7 @@ def _warn_untuned(spec: Spec, target: TargetInfo) -> None:
                 "every untuned workload)", spec.name, target.profile, target.profile, spec.to_json())
 
 
-def choose(spec: Spec, target: TargetInfo) -> tuple[dict | None, str, TargetInfo]:
+def choose(spec: Spec, target: TargetInfo) -> tuple[ScheduleRecord | None, str, TargetInfo]:
     """Which schedule ``spec`` gets on ``target``: ``(record or None, source label, build target)``."""
     if not supported(target):
         return None, "unscheduled", target
@@ -132,13 +133,13 @@ def choose(spec: Spec, target: TargetInfo) -> tuple[dict | None, str, TargetInfo
     return None, "default", target
 
 
-def schedule(spec: Spec, target: TargetInfo, record: dict | None, source: str):
+def schedule(spec: Spec, target: TargetInfo, record: ScheduleRecord | None, source: str):
     """Return ``(IRModule, plan, source)`` for the choice ``choose`` made."""
     if source == "unscheduled":
         return tvm.IRModule({"main": prim_func(spec)}), Plan(), source
     if record is not None:
         try:
-            return apply_record(spec, record), plan_from_dict(record["plan"]), source
+            return apply_record(spec, record), plan_from_dict(record.plan), source
         except Exception as exc:  # noqa: BLE001 - a stale record must not break the op
             log.warning("tvmconv: tuned record %s no longer applies (%s); using the default schedule",
                         source.removeprefix("tuned:"), _last_line(exc))
@@ -146,13 +147,13 @@ def schedule(spec: Spec, target: TargetInfo, record: dict | None, source: str):
     return mod, plan, "default"
 
 
-def apply_record(spec: Spec, record: dict) -> tvm.IRModule:
+def apply_record(spec: Spec, record: ScheduleRecord) -> tvm.IRModule:
     """The scheduled module a distilled record describes (raises if the trace no longer applies).
     Here, not in the search module: an op with a tuned record must not import the search."""
     from tvm.s_tir.schedule import Trace
 
-    sch = Schedule(prim_func(spec, plan_from_dict(record["plan"])))
-    Trace.apply_json_to_schedule(record["trace"], sch)
+    sch = Schedule(prim_func(spec, plan_from_dict(record.plan)))
+    Trace.apply_json_to_schedule(record.trace, sch)
     return sch.mod
 
 
@@ -290,12 +291,12 @@ def packed_layout(spec: Spec, plan: Plan) -> tuple[int, tuple[int, ...]]:
     return names.index(node.reads[0].source.name), tuple(int(d) for d in node.writes[0].source.shape)
 
 
-def _lib_key(spec: Spec, target: TargetInfo, record: dict | None) -> str:
+def _lib_key(spec: Spec, target: TargetInfo, record: ScheduleRecord | None) -> str:
     return cache.digest({"code": _CODE_VERSION, "abi": "natural+pack", "target": target.dict, "spec": spec.to_dict(),
-                         "schedule": [record["plan"], record["trace"]] if record else "default"})[:32]
+                         "schedule": record.schedule if record else "default"})[:32]
 
 
-def compile_spec(spec: Spec, target: TargetInfo, record: dict | None = None) -> Kernel:
+def compile_spec(spec: Spec, target: TargetInfo, record: ScheduleRecord | None = None) -> Kernel:
     """Schedule and compile ``spec`` for ``target`` (or load the compiled library from the user
     cache), with ``record`` or else the schedule ``choose`` picks; a schedule that fails to compile
     falls back to the unscheduled definition (correct, slow) with a warning rather than failing the op."""
@@ -303,7 +304,7 @@ def compile_spec(spec: Spec, target: TargetInfo, record: dict | None = None) -> 
     if record is None:
         record, source, build_target = choose(spec, target)
     else:
-        source, build_target = f"tuned:{record.get('name', spec.name)}", target
+        source, build_target = f"tuned:{record.name or spec.name}", target
     path = None
     backend = target.backend
     torch_callable = backend.torch_callable  # the ops call it (on the CPU, or a GPU)
@@ -314,7 +315,7 @@ def compile_spec(spec: Spec, target: TargetInfo, record: dict | None = None) -> 
         if lib is not None:
             plan = backend.default_plan(spec)
             if record is not None:
-                plan = plan_from_dict(record["plan"])
+                plan = plan_from_dict(record.plan)
             kern = Kernel(spec, target, plan, lib["main"], lib, time.perf_counter() - t0, source, str(path),
                           dispatch=_dispatch(record))
             return _with_pack(kern, lib)
@@ -362,10 +363,9 @@ def _with_pack(kern: Kernel, lib) -> Kernel:
     return kern
 
 
-def _dispatch(record: dict | None) -> str:
+def _dispatch(record: ScheduleRecord | None) -> str:
     """'vendor' when the record says tuning measured the vendor path faster for this workload."""
-    choice = ((record or {}).get("dispatch") or {}).get("choice")
-    return "vendor" if choice == "vendor" else "tvmconv"
+    return record.dispatch_choice if record is not None else "tvmconv"
 
 
 def _load_library(path: Path, lib_key: str, spec: Spec):
@@ -393,6 +393,13 @@ def load(spec: Spec, target: TargetInfo) -> Kernel:
             kern = compile_spec(spec, target)
             _cache[key] = kern
     return kern
+
+
+def use_kernel(kern: Kernel) -> None:
+    """Make ``kern`` the kernel the ops call for its spec and target in this process (until
+    ``clear_memory_cache``): how tuning times a record's kernel through the op."""
+    with _lock:
+        _cache[(kern.spec, kern.target)] = kern
 
 
 def clear_memory_cache() -> None:

@@ -14,7 +14,9 @@ generation (kind, mcpu, mtriple, mattr, arch, host) and the normalised spec, the
 its kernel cache. Every write goes to a temporary file in the destination directory and is renamed
 into place under a file lock, so a reader never sees half a file and two writers never lose each
 other's work. A file that does not parse is reported, renamed to ``*.corrupt-<time>`` (user root)
-and treated as absent.
+and treated as absent. A schedule record is a ``record.ScheduleRecord``, read and written only
+through ``read_record`` and ``write_record`` (a file that is JSON but not a valid record is set
+aside the same way, naming the bad field).
 
 The user root is read only while it is *trusted*: owned by this user (or root) and writable by no
 one else, down to the directory read (``trusted``). A compiled library runs code when it is loaded,
@@ -28,7 +30,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 import stat
 import tempfile
@@ -43,6 +44,7 @@ from filelock import FileLock, Timeout
 from .. import knobs
 from ..spec import Spec
 from ..backends.target import TargetInfo
+from .record import RecordError, ScheduleRecord
 
 log = logging.getLogger("tvmconv")
 
@@ -306,68 +308,22 @@ def save_library(path: Path, export: Callable[[str], None], key: str, spec: Spec
 
 
 # -- schedule records ----------------------------------------------------------------------------
-RECORD_FIELDS = ("format", "key", "spec", "target", "trace", "run_secs", "plan")
-DISPATCH_CHOICES = ("tvmconv", "vendor")
-
-
-def _plan_problem(plan, where: str = "plan") -> str | None:
-    """What ``compute.plan_from_dict`` would trip on in ``plan``, or None."""
-    if not isinstance(plan, dict):
-        return f"{where} is not an object"
-    if not isinstance(plan.get("kind", "plain"), str):
-        return f"{where}.kind is not a string"
-    for name in ("vb", "owi", "rows"):
-        v = plan.get(name, 1)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            return f"{where}.{name} is not a positive integer"
-    if not isinstance(plan.get("serial", False), bool):
-        return f"{where}.serial is not a boolean"
-    stages = plan.get("stages", [])
-    if not isinstance(stages, (list, tuple)):
-        return f"{where}.stages is not a list"
-    for i, stage in enumerate(stages):
-        if not (isinstance(stage, (list, tuple)) and len(stage) == 2 and isinstance(stage[0], str)):
-            return f"{where}.stages[{i}] is not a [prefix, plan] pair"
-        why = _plan_problem(stage[1], f"{where}.stages[{i}]")
-        if why:
-            return why
-    return None
-
-
-def record_problem(rec) -> str | None:
-    """What is wrong with a schedule record's fields, or None: the one check of what the code
-    reading a record relies on (a record that passes but whose trace no longer applies falls back
-    in ``build.schedule``)."""
-    if not isinstance(rec, dict):
-        return "not a JSON object"
-    missing = [k for k in RECORD_FIELDS if k not in rec]
-    if missing:
-        return f"missing fields {missing}"
-    for name, kind in (("format", int), ("key", str), ("spec", dict), ("target", dict), ("trace", list)):
-        if not isinstance(rec[name], kind):
-            return f"{name} is not a {kind.__name__}"
-    secs = rec["run_secs"]
-    if not isinstance(secs, (int, float)) or isinstance(secs, bool) or not math.isfinite(secs) or secs <= 0:
-        return f"run_secs is {secs!r}, not a positive time"
-    if not isinstance(rec.get("name", ""), str):
-        return "name is not a string"
-    dispatch = rec.get("dispatch")
-    if dispatch is not None and (not isinstance(dispatch, dict) or dispatch.get("choice") not in DISPATCH_CHOICES):
-        return f"dispatch is not an object whose choice is one of {DISPATCH_CHOICES}"
-    return _plan_problem(rec["plan"])
-
-
-def read_record(path: Path) -> dict | None:
+def read_record(path: Path) -> ScheduleRecord | None:
     """The schedule record at ``path``, or None when it is absent or invalid (an invalid user
-    record is set aside, with one warning)."""
-    rec = read_json(path)
-    if rec is None:
+    record is set aside, with one warning; a shipped one is reported and ignored)."""
+    obj = read_json(path)
+    if obj is None:
         return None
-    why = record_problem(rec)
-    if why is not None:
-        _set_aside_if_user(path, why)
+    try:
+        return ScheduleRecord.from_dict(obj)
+    except RecordError as exc:
+        _set_aside_if_user(path, f"not a valid schedule record: {exc}")
         return None
-    return rec
+
+
+def write_record(path: Path, record: ScheduleRecord) -> None:
+    """Write ``record`` at ``path`` (atomically; the caller holds ``lock(path)``)."""
+    write_json(path, record.to_dict())
 
 
 def _readable(root: Path, d: Path) -> bool:
@@ -376,7 +332,7 @@ def _readable(root: Path, d: Path) -> bool:
     return root != user_root() or trusted(d)
 
 
-def find_record(spec: Spec, target: TargetInfo) -> tuple[dict, Path] | None:
+def find_record(spec: Spec, target: TargetInfo) -> tuple[ScheduleRecord, Path] | None:
     """The best schedule record for ``spec`` on ``target`` among the shipped and user caches:
     when both hold one, the one with the lower measured time wins."""
     key = schedule_key(spec, target)
@@ -388,20 +344,20 @@ def find_record(spec: Spec, target: TargetInfo) -> tuple[dict, Path] | None:
         rec = read_record(path)
         if rec is None:
             continue
-        if rec.get("key") != key or rec.get("format") != CACHE_FORMAT_VERSION:
+        if rec.key != key or rec.format != CACHE_FORMAT_VERSION:
             log.warning("tvmconv: schedule record %s belongs to another key or format; ignoring it", path)
             continue
-        if best is None or rec["run_secs"] < best[0]["run_secs"]:
+        if best is None or rec.run_secs < best[0].run_secs:
             best = (rec, path)
     return best
 
 
-def schedule_id(record: dict) -> str:
+def schedule_id(record: ScheduleRecord) -> str:
     """What identifies a record's schedule: its plan and trace."""
-    return digest([record["plan"], record["trace"]])[:16]
+    return digest(record.schedule)[:16]
 
 
-def save_record(record: dict, spec: Spec, target: TargetInfo, root: Path | None = None) -> Path:
+def save_record(record: ScheduleRecord, spec: Spec, target: TargetInfo, root: Path | None = None) -> Path:
     """Write ``record`` unless a record at least as fast is already there (under the lock, so two
     tuners distilling the same workload keep the faster result). A record chosen by timing
     candidates against each other (``validated``) replaces one whose schedule was among them:
@@ -409,15 +365,15 @@ def save_record(record: dict, spec: Spec, target: TargetInfo, root: Path | None 
     path = schedule_path(root or user_root(), spec, target)
     with lock(path):
         old = read_record(path)
-        if old is not None and old.get("key") == record["key"]:
-            beaten = {c["id"] for c in record.get("validated", {}).get("candidates", [])}
-            if schedule_id(old) not in beaten and old["run_secs"] <= record["run_secs"]:
+        if old is not None and old.key == record.key:
+            beaten = record.validated.ids() if record.validated else set()
+            if schedule_id(old) not in beaten and old.run_secs <= record.run_secs:
                 return path
-        write_json(path, record)
+        write_record(path, record)
     return path
 
 
-def list_records(root: Path | None = None, profile: str | None = None) -> list[tuple[dict, Path]]:
+def list_records(root: Path | None = None, profile: str | None = None) -> list[tuple[ScheduleRecord, Path]]:
     out = []
     for r in ([root] if root else roots()):
         base = r / "schedules"

@@ -21,6 +21,7 @@ import torch
 from .. import functional as TF
 from .. import reference as R
 from ..backends import timing
+from ..backends.timing import torch_threads
 from ..backends.base import backend_class
 from ..variants.registry import VARIANTS, default_cases
 from ..spec import ConvSpec, Spec
@@ -47,18 +48,6 @@ def measure_roofline(threads: int, *, target: TargetInfo | None = None, **sizes)
     (``gemm_n``, ``copy_mb``) override the backend's (see its ``roofline``)."""
     backend = (target if target is not None else resolve("host")).backend
     return Roofline(*backend.roofline(threads, **sizes))
-
-
-class _threads:
-    def __init__(self, n: int):
-        self.n = n
-
-    def __enter__(self):
-        self.old = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.old)
 
 
 @dataclass
@@ -134,7 +123,7 @@ def time_case(case: Case, target: TargetInfo, threads: int, *, rounds: int = 7) 
 def run_case(case: Case, target: TargetInfo, roof: Roofline, *, rounds: int = 7) -> dict:
     """Check the case's output against the vendor's, then time both interleaved."""
     case = on_device(case, target)
-    with torch.no_grad(), TF.no_dispatch(), _threads(roof.threads), target.backend.vendor_mode():
+    with torch.no_grad(), TF.no_dispatch(), torch_threads(roof.threads), target.backend.vendor_mode():
         with TF.capture_kernels() as kernels:
             got = case.op(*case.args, **case.kwargs, target=target)
         want = case.reference(*case.args, **case.kwargs)
@@ -268,7 +257,7 @@ def bench_models(names, target: TargetInfo, batches=(1, 8), *, rounds: int = 7, 
         s = size or (32 if name == "effnet" else 224)
         for n in batches:
             x = torch.randn(n, 3, s, s)
-            with torch.no_grad(), _threads(target.num_cores):
+            with torch.no_grad(), torch_threads(target.num_cores):
                 diff = (tv(x) - twin(x)).abs().max().item()
                 a, b = timing.interleaved(lambda: tv(x), lambda: twin(x), rounds=rounds, min_round_s=0.05)
             t, v = timing.median(a), timing.median(b)

@@ -471,25 +471,25 @@ def cache_list(target: Optional[str] = typer.Option(None, "--target", "-t", help
     rows = []
     for rec, path in C.list_records(profile=target):
         where = "shipped" if path.resolve().is_relative_to(shipped) else "user"
-        rows.append({"profile": rec.get("profile", path.parent.name), "workload": rec.get("name", path.stem),
-                     "gflops": rec.get("gflops"), "run_secs": rec["run_secs"], "trials": rec.get("trials"),
-                     "schedule": rec.get("source"), "dispatch": rec.get("dispatch"), "where": where,
-                     "path": str(path)})
-        table.add_row(rec.get("profile", path.parent.name), rec.get("name", path.stem), f"{rec.get('gflops', 0):.1f}",
-                      f"{rec['run_secs'] * 1e3:.4f}", str(rec.get("trials", "")), rec.get("source", ""),
-                      _dispatch_label(rec.get("dispatch")), where)
+        profile, name = rec.profile or path.parent.name, rec.name or path.stem
+        rows.append({"profile": profile, "workload": name, "gflops": rec.gflops, "run_secs": rec.run_secs,
+                     "trials": rec.trials, "schedule": rec.source,
+                     "dispatch": rec.dispatch.to_dict() if rec.dispatch else None, "where": where, "path": str(path)})
+        table.add_row(profile, name, f"{rec.gflops or 0:.1f}", f"{rec.run_secs * 1e3:.4f}",
+                      "" if rec.trials is None else str(rec.trials), rec.source or "", _dispatch_label(rec.dispatch),
+                      where)
     if as_json:
         return _print_json(rows)
     console.print(table)
 
 
-def _dispatch_label(d: dict | None) -> str:
-    """A record's dispatch choice and, where both times are there, the vendor's time over ours."""
-    if not d:
+def _dispatch_label(d) -> str:
+    """A record's dispatch choice (``record.Dispatch``) and, where both times are there, the vendor's
+    time over ours."""
+    if d is None:
         return "-"
-    v, t = d.get("vendor_s"), d.get("tvmconv_s")
-    speed = isinstance(v, (int, float)) and isinstance(t, (int, float)) and t > 0
-    return f"{d['choice']} ({v / t:.2f}x)" if speed else d["choice"]
+    v, t = d.vendor_s, d.tvmconv_s
+    return f"{d.choice} ({v / t:.2f}x)" if v is not None and t else d.choice
 
 
 @cache_app.command("show")
@@ -497,13 +497,13 @@ def cache_show(name: str = typer.Argument(..., help="A workload name (or a prefi
     """Print the schedule record(s) of a workload."""
     from ..runtime import cache as C
 
-    found = [(r, p) for r, p in C.list_records() if r.get("name", "").startswith(name) or p.stem.startswith(name)]
+    found = [(r, p) for r, p in C.list_records() if (r.name or "").startswith(name) or p.stem.startswith(name)]
     if not found:
         _fail(f"no schedule record matches {name!r} (see `tvmconv cache list`)")
     for rec, path in found:
         console.print(f"[bold]{path}[/bold]")
-        brief = {k: v for k, v in rec.items() if k != "trace"}
-        brief["trace"] = f"<{len(rec['trace'][0]) if rec['trace'] else 0} schedule instructions>"
+        brief = rec.to_dict()
+        brief["trace"] = f"<{len(rec.trace[0]) if rec.trace else 0} schedule instructions>"
         console.print_json(json.dumps(brief))
 
 

@@ -22,8 +22,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..runtime import cache
+from ..runtime.record import Candidate, Dispatch, ScheduleRecord, Validation
+from ..spec import Spec
 from ..backends.target import TargetInfo, profiles, resolve
+from ..backends.timing import torch_threads
 from ..tools.workloads import workloads
+
+
+@dataclass
+class TuneResult:
+    """What ``tune`` did for one workload."""
+
+    spec: Spec
+    trials_total: int  # measured records in the log for this workload, this run included
+    trials_run: int  # measured in this run
+    failed_run: int
+    best_s: float | None
+    default_s: float | None
+    source: str  # "metaschedule" | "default" (the default schedule stayed the fastest) | "none"
+    record_path: str | None = None
+    dispatch: str | None = None  # "tvmconv" | "vendor" (measured faster after tuning) | None (no vendor path)
+    exhausted: bool = False  # the search measured all it could find of its space before the budget ran out
+
+    @property
+    def gflops(self) -> float | None:
+        return self.spec.flops / self.best_s / 1e9 if self.best_s else None
 
 
 @dataclass
@@ -41,7 +64,7 @@ class Tracker:
 
 
 def _measure(target: TargetInfo, prof, rpc, rpc_timeout: int):
-    from .search import Measure
+    from .measure import Measure
 
     if rpc is None and prof is not None and prof.measure.get("kind") == "rpc":
         rpc = f"{prof.measure['tracker']}:{prof.measure['key']}"
@@ -81,11 +104,12 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
     ``dispatch``: then time each tuned op against its vendor path and record the faster one.
     ``rpc_timeout``: seconds one trial may take on a remote device, waiting for a free one included;
     a device that drops fails its trials after that long and tuning goes on.
-    Raises ``tuning.search.TuningLogError`` (an OSError naming the file and the cause) where the
+    Raises ``tuning.log.TuningLogError`` (an OSError naming the file and the cause) where the
     log cannot be written (full disk, read-only cache); every record written before is kept."""
     from ..runtime import build
     from . import child as tune_child
-    from .search import TuningLog, as_log_error, known_exhausted, log_error, prepare
+    from .log import TuningLog, as_log_error, log_error
+    from .space import known_exhausted, prepare
 
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 0:
         raise ValueError(f"trials must be a non-negative integer (0: only distill what the log holds), got {trials!r}")
@@ -156,34 +180,35 @@ def _result(w, db, tgt, root, top: int, dispatch: bool = False):
     fastest in the log, the default schedule and the record already there are timed through the
     op and the fastest kept (``validate``, which with ``dispatch`` also times the vendor path and
     records which is faster); with 0, the fastest in the log."""
-    from .search import TuneResult, candidates
+    from .candidates import candidates
 
     cands = candidates(w, db, tgt, top=max(1, top))
     rec = cands[0] if cands else None
     if rec is not None and top:
         rec = validate(w.spec, tgt, cands + _saved(w.spec, tgt, root, cands), dispatch=dispatch)
     path = cache.save_record(rec, w.spec, tgt, root) if rec else None
-    total = rec["trials"] if rec else len(db.records.get(w.shash, ()))  # plan candidates included
+    total = rec.trials if rec else len(db.records.get(w.shash, ()))  # plan candidates included
     return TuneResult(spec=w.spec, trials_total=total, trials_run=w.trials,
-                      failed_run=w.failed, best_s=rec["run_secs"] if rec else None,
-                      default_s=rec["default_secs"] if rec else None,
-                      source=rec["source"] if rec else "none", record_path=str(path) if path else None,
-                      exhausted=w.exhausted, dispatch=(rec.get("dispatch") or {}).get("choice") if rec else None)
+                      failed_run=w.failed, best_s=rec.run_secs if rec else None,
+                      default_s=rec.default_secs if rec else None,
+                      source=rec.source if rec else "none", record_path=str(path) if path else None,
+                      exhausted=w.exhausted, dispatch=rec.dispatch.choice if rec and rec.dispatch else None)
 
 
-def _saved(spec, tgt: TargetInfo, root: Path, cands: list[dict]) -> list[dict]:
+def _saved(spec, tgt: TargetInfo, root: Path, cands: list[ScheduleRecord]) -> list[ScheduleRecord]:
     """The record the cache under ``root`` holds for ``spec``, if its schedule is not in ``cands``."""
     path = cache.schedule_path(root, spec, tgt)
     with cache.lock(path):
         old = cache.read_record(path)
     ids = {cache.schedule_id(c) for c in cands}
-    if old is None or old.get("key") != cands[0]["key"] or cache.schedule_id(old) in ids:
+    if old is None or old.key != cands[0].key or cache.schedule_id(old) in ids:
         return []
-    return [{**old, "source": old.get("source", "saved")}]
+    return [old if old.source else old.replace(source="saved")]
 
 
-def validate(spec, tgt: TargetInfo, cands: list[dict], rounds: int = 5, dispatch: bool = False) -> dict:
-    """The fastest of the candidate records (``tuning.search.candidates``) when each is compiled
+def validate(spec, tgt: TargetInfo, cands: list[ScheduleRecord], rounds: int = 5,
+             dispatch: bool = False) -> ScheduleRecord:
+    """The fastest of the candidate records (``tuning.candidates.candidates``) when each is compiled
     and called through the op, interleaved, median of ``rounds``: what the op will run, measured
     in one run. The tuning-time times are each a best of a few repeats, in hundreds of trials, on
     a noisy machine: their minimum favours lucky trials (resnet18's searched stem measured 1.22x
@@ -203,24 +228,24 @@ def validate(spec, tgt: TargetInfo, cands: list[dict], rounds: int = 5, dispatch
     if not op_s:  # every record fell back
         return cands[0]
     best = min(op_s, key=op_s.get)
-    default = [t for i, t in op_s.items() if cands[i]["source"] == "default"]
+    default = [t for i, t in op_s.items() if cands[i].source == "default"]
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    rec = {**cands[best], "run_secs": op_s[best], "gflops": spec.flops / op_s[best] / 1e9,
-           "trials": cands[0]["trials"], "default_secs": default[0] if default else None,
-           "validated": {"how": f"through the op, interleaved, median of {rounds} rounds", "threads": tgt.num_cores,
-                         "candidates": [{"id": cache.schedule_id(c), "source": c["source"], "plan": c["plan"],
-                                         "tuning_secs": c["run_secs"], "op_secs": op_s.get(i)}
-                                        for i, c in enumerate(cands)],
-                         "measured_at": now}}
-    rec.pop("dispatch", None)  # a choice measured against another schedule (a saved record's) is stale
+    checked = Validation(how=f"through the op, interleaved, median of {rounds} rounds", threads=tgt.num_cores,
+                         measured_at=now,
+                         candidates=tuple(Candidate(id=cache.schedule_id(c), source=c.source, plan=c.plan,
+                                                    tuning_secs=c.run_secs, op_secs=op_s.get(i))
+                                          for i, c in enumerate(cands)))
+    # (a dispatch choice measured against another schedule, a saved record's, is stale: replaced or dropped)
+    choice = None
     if vendor is not None:
         v = timing.median(vendor[1])
-        rec["dispatch"] = {"choice": "vendor" if v < op_s[best] else "tvmconv", "tvmconv_s": op_s[best],
-                           "vendor_s": v, "vendor": vendor[0], "threads": tgt.num_cores, "measured_at": now}
-    return rec
+        choice = Dispatch(choice="vendor" if v < op_s[best] else "tvmconv", tvmconv_s=op_s[best], vendor_s=v,
+                          vendor=vendor[0], threads=tgt.num_cores, measured_at=now)
+    return cands[best].replace(run_secs=op_s[best], gflops=spec.flops / op_s[best] / 1e9, trials=cands[0].trials,
+                               default_secs=default[0] if default else None, validated=checked, dispatch=choice)
 
 
-def op_times(spec, tgt: TargetInfo, records: list[dict], rounds: int = 5, vendor: bool = False):
+def op_times(spec, tgt: TargetInfo, records: list[ScheduleRecord], rounds: int = 5, vendor: bool = False):
     """``(times, vendor_times)``: each schedule record compiled and called through the op
     (``tvmconv.functional``, dispatch off, ``tgt.num_cores`` threads), interleaved: ``rounds``
     times per record, None for a record that no longer applies (the op fell back to the default).
@@ -241,7 +266,7 @@ def op_times(spec, tgt: TargetInfo, records: list[dict], rounds: int = 5, vendor
 
     def call(kern):
         def run():
-            build._cache[(spec, tgt)] = kern
+            build.use_kernel(kern)
             case.op(*case.args, **case.kwargs, target=tgt)
         return run
 
@@ -251,7 +276,7 @@ def op_times(spec, tgt: TargetInfo, records: list[dict], rounds: int = 5, vendor
     times = []
     if ok:
         try:
-            with torch.no_grad(), TF.no_dispatch(), bench._threads(tgt.num_cores):
+            with torch.no_grad(), TF.no_dispatch(), torch_threads(tgt.num_cores):
                 times = timing.interleaved_many(fns, rounds=rounds)
         finally:
             build.clear_memory_cache()

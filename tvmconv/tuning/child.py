@@ -141,19 +141,20 @@ def _main() -> None:
     threading.Thread(target=_watch_parent, daemon=True).start()
     db = None
     try:
-        from . import search as tuning
+        from .log import TuningLog
+        from .scheduler import tune
+        from .space import prepare
 
-        wls = tuning.prepare(job.specs, job.target)
+        wls = prepare(job.specs, job.target)
         index = {id(w): i for i, w in enumerate(wls)}
 
         def update(_i, w):
             send({"i": index[id(w)], "trials": w.trials, "failed": w.failed, "best_s": w.best_s,
                   "exhausted": w.exhausted})
 
-        db = tuning.TuningLog(Path(job.log_dir))
-        tuning.tune(wls, job.target, db, trials=job.trials, profile=job.profile,
-                    measure=job.measure, seed=job.seed, on_update=update,
-                    num_trials_per_iter=job.num_trials_per_iter, population=job.population)
+        db = TuningLog(Path(job.log_dir))
+        tune(wls, job.target, db, trials=job.trials, profile=job.profile, measure=job.measure, seed=job.seed,
+             on_update=update, num_trials_per_iter=job.num_trials_per_iter, population=job.population)
     except Exception as exc:  # noqa: BLE001 - handed to the parent, which raises it
         if db is not None and db.write_error is not None:  # the cause, whatever TVM made of it on the way out
             exc = db.write_error

@@ -1,0 +1,194 @@
+"""The tuning loop: the default schedules measured first, the search seeded, and MetaSchedule's
+tasks run under tvmconv's task scheduler (``WeightedScheduler``) with a progress callback."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+
+from .intrinsics import light_intrinsics, target_intrinsics  # first: it must run before MetaSchedule is imported
+
+light_intrinsics()  # (a no-op once done: see intrinsics)
+
+import tvm  # noqa: E402
+from tvm.ir.utils import derived_object  # noqa: E402
+from tvm.s_tir import meta_schedule as ms  # noqa: E402
+from tvm.s_tir import Schedule  # noqa: E402
+from tvm.s_tir.schedule import Trace  # noqa: E402
+
+from ..backends.target import Profile, TargetInfo  # noqa: E402
+from .log import TuningLog, best_secs, trace_json  # noqa: E402
+from .measure import Measure, check_tracker, make_builder, make_runner, measure_batch  # noqa: E402
+from .space import Workload, design_space, plan_variants, search_start, sketch_seed, space_id  # noqa: E402
+
+log = logging.getLogger("tvmconv")
+
+
+def _unmeasured(w: Workload, variants, db: TuningLog) -> list[tuple[str, tvm.IRModule, Schedule, int]]:
+    """What the log lacks of ``w``'s start: its default schedule (on a first run) and the default
+    schedule under the other plan candidates (each once per log: a candidate whose trace the log
+    holds is skipped; ``variants`` is ``plan_variants(w, target)``). Plans that change only the
+    schedule share the workload of ``w``; the others are workloads of their own. ``candidates``
+    considers them all."""
+    todo = []
+    if not db.records.get(w.shash):
+        sch = Schedule(w.mod["main"])
+        Trace.apply_json_to_schedule(w.default_trace, sch)
+        todo.append((f"the default schedule of {w.spec.name}", w.mod, sch, logging.WARNING))
+    for p, mod, sch in variants:
+        trace = trace_json(sch)
+        if not any(t == trace for _, t in db.records.get(db.shash(mod), ())):
+            todo.append((f"the default schedule of {w.spec.name} with {p}", mod, sch, logging.INFO))
+    return todo
+
+
+@derived_object
+class _Progress(ms.measure_callback.PyMeasureCallback):
+    def __init__(self, workloads: list[Workload], on_update):
+        super().__init__()
+        self.workloads = workloads
+        self.on_update = on_update
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+        w = self.workloads[task_id]
+        for br, rr in zip(builder_results, runner_results):
+            w.trials += 1
+            secs = None if br.error_msg or rr.error_msg or rr.run_secs is None else best_secs(
+                [float(x) for x in rr.run_secs])
+            if secs is None:
+                w.failed += 1
+            elif w.best_s is None or secs < w.best_s:
+                w.best_s = secs
+        if self.on_update is not None:
+            self.on_update(task_id, w)
+
+
+@derived_object
+class WeightedScheduler(ms.task_scheduler.PyTaskScheduler):
+    """MetaSchedule's task scheduler for tvmconv: gives the next batch to the live task with the
+    fewest trials per unit of weight (a layer that occurs 4 times in the network gets 4 times the
+    trials), counting the trials earlier runs logged (``done_before``, one per task), so a resumed
+    run tops up the least-searched workloads first; and first waits for every batch in flight and
+    commits it to the log.
+
+    MetaSchedule's own schedulers commit a batch only when they next pick its task (the gradient
+    scheduler: not before every task has had a first batch), so a kill lost every trial measured
+    since; and the runner timed a batch while the builder compiled the next one on the same
+    cores, so trials were measured under load. Here a batch is timed alone and is in the log as
+    soon as it has been timed.
+
+    A task whose search returns an empty batch has exhausted its space (the evolutionary search
+    found no schedule it has not measured) and is picked no more: MetaSchedule ends a task only
+    when its budget is spent, so it would search again and again in vain (10 minutes and more on
+    a 7x7 layer, whose sketch has a few dozen points). ``on_exhausted(task index)`` is told."""
+
+    def __init__(self, on_exhausted=None, done_before: list[int] | None = None):
+        super().__init__()
+        self.trials: dict[int, int] = defaultdict(int, enumerate(done_before or []))
+        self.exhausted: set[int] = set()
+        self.on_exhausted = on_exhausted
+
+    def next_task_id(self) -> int:
+        tasks = self._outer().tasks_
+        for i, task in enumerate(tasks):
+            if task.runner_futures is not None:  # (join_running_task is MetaSchedule's own: not overridden)
+                n = len(self.join_running_task(i))
+                self.trials[i] += n
+                if n == 0 and i not in self.exhausted:
+                    self.exhausted.add(i)
+                    if self.on_exhausted is not None:
+                        self.on_exhausted(i)
+        alive = [i for i, task in enumerate(tasks) if not task.is_terminated and i not in self.exhausted]
+        return least_searched(alive, self.trials, [float(task.task_weight) for task in tasks])
+
+
+def least_searched(alive: list[int], trials: dict[int, int], weights: list[float]) -> int:
+    """The task of ``alive`` with the fewest trials per unit of weight (ties: the first), or -1."""
+    if not alive:
+        return -1
+    return min(alive, key=lambda i: (trials[i] / max(weights[i], 1e-9), i))
+
+
+def _strategy(population: int | None):
+    """MetaSchedule's evolutionary search; a smaller population makes tiny test budgets fast."""
+    if population is None:
+        return "evolutionary"
+    return ms.search_strategy.EvolutionarySearch(population_size=population, init_min_unmeasured=min(50, population),
+                                                 genetic_num_iters=2)
+
+
+def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials: int,
+         profile: Profile | None = None, measure: Measure | None = None, seed: int | None = None,
+         on_update=None, num_trials_per_iter: int = 64, builder_workers: int | None = None,
+         population: int | None = None) -> None:
+    """Spend ``trials`` measurements per workload (``trials * len(workloads)`` in all, spread by the
+    task scheduler by weight, ``WeightedScheduler``), minus what ``db`` already holds for them."""
+    if target.kind not in ("llvm", "cuda"):
+        raise ValueError(f"target: tuning is implemented for CPU (llvm) and CUDA targets; {target.profile!r} is "
+                         f"{target.kind!r}")
+    measure = measure or Measure()
+    if measure.kind == "rpc":
+        check_tracker(measure)
+    target_intrinsics(target)
+    cuda = target.is_cuda
+    # the search's threads: the target's cores on a CPU (the kernels' own), every core for a GPU
+    cores = (os.cpu_count() or 1) if cuda else target.num_cores
+    # Locally, a CPU trial is timed as the op runs it: without packing a weight the op packs once.
+    # (An RPC device allocates its own arguments, without the slack that needs.)
+    builder = make_builder(profile, builder_workers or max(1, min(cores, os.cpu_count() or 1)),
+                           without_pack=measure.kind != "rpc" and not cuda)
+    runner = make_runner(measure, cuda=cuda)
+    variants = [plan_variants(w, target) for w in workloads]
+    todo = []
+    for w, var in zip(workloads, variants):
+        w.shash = db.shash(w.mod)
+        todo += _unmeasured(w, var, db)  # the default schedule is the first record of a first run
+    if todo:  # one batch for all workloads: the builder compiles them in parallel
+        measure_batch(todo, target, db, builder, runner)
+    for w, var in zip(workloads, variants):
+        w.search_plan, w.search_mod, searched = search_start(w, target, db, var)
+        if not searched and not cuda:  # seed the search with the sketch at the fastest blocking's own tiles
+            try:
+                seed_sch = sketch_seed(w.spec, w.search_plan, w.search_mod, target)
+            except Exception as exc:  # noqa: BLE001 - the search then starts from random samples
+                log.info("tvmconv: no sketch seed for %s: %s", w.spec.name, str(exc).splitlines()[-1])
+            else:
+                (secs,) = measure_batch([(f"the sketch of {w.spec.name}", w.search_mod, seed_sch, logging.WARNING)],
+                                   target, db, builder, runner)
+                searched, w.trials, w.failed, w.best_s = 1, 1, int(secs is None), secs
+                if on_update is not None:
+                    on_update(None, w)
+        w.done_before = 1 + searched  # the budget counts the default and the search's trials (the seed's too)
+    cap = 2 * trials
+    done = db.exhausted()
+    for w in workloads:
+        w.space = space_id(w, target, db)
+        w.exhausted = w.space in done
+        if w.exhausted and on_update is not None:
+            on_update(None, w)
+    todo = [w for w in workloads if w.done_before < cap and not w.exhausted]
+    budget = trials * len(workloads) - sum(min(w.done_before, cap) for w in workloads)
+    if not todo or budget <= 0:
+        return
+    per_iter = max(1, min(num_trials_per_iter, trials))
+    rand = ms.utils.fork_seed(seed, n=len(todo))
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    tasks = [ms.TuneContext(mod=w.search_mod, target=target.tvm(), space_generator=design_space(w.spec, w.search_plan, target),
+                            search_strategy=_strategy(population), task_name=w.spec.name, rand_state=r,
+                            num_threads=cores).clone() for w, r in zip(todo, rand)]
+    callbacks = ms.measure_callback.MeasureCallback.create("default") + [_Progress(todo, on_update)]
+
+    def exhausted(i: int) -> None:
+        w = todo[i]
+        w.exhausted = True
+        db.note_exhausted(w.space, db.trials(w.search_mod))
+        log.info("tvmconv: the search space of %s is exhausted (%d trials this run)", w.spec.name, w.trials)
+        if on_update is not None:
+            on_update(i, w)
+
+    ms.tune_tasks(tasks=tasks, task_weights=[w.weight for w in todo], work_dir=str(db.dir),
+                  max_trials_global=budget, max_trials_per_task=cap, num_trials_per_iter=per_iter,
+                  builder=builder, runner=runner, database=db, cost_model="xgb",
+                  measure_callbacks=callbacks, task_scheduler=WeightedScheduler(exhausted, [w.done_before for w in todo]))
+
