@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tvmconv import functional as TF
 from tvmconv.tools import suites
 from tvmconv.backends import timing
-from tvmconv.spec import DepthwiseSeparableSpec
+from tvmconv.variants import DepthwiseSeparableSpec
 
 
 def main(suite: str = "mobilenet_v1") -> None:

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from tvmconv.spec import ConvSpec, DepthwiseSeparableSpec, SqueezeExcitationSpec
+from tvmconv.variants import ConvSpec, DepthwiseSeparableSpec, SqueezeExcitationSpec
 
 BASE = ConvSpec(n=1, c_in=64, in_size=(56, 56), c_out=64, kernel=(3, 3), stride=(1, 1), padding=((1, 1), (1, 1)),
                 dilation=(1, 1), groups=1, bias=True, output_padding=(0, 0))

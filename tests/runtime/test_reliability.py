@@ -15,7 +15,8 @@ import torch.nn.functional as F
 import tvmconv.functional as TF
 from tvmconv import nn as tnn
 from tvmconv.variants.registry import SHAPE_TABLE, VARIANTS
-from tvmconv.spec import ConvSpec, spec_from_dict
+from tvmconv.spec import spec_from_dict
+from tvmconv.variants import ConvSpec
 
 from ..conftest import assert_close, at_offset
 

@@ -8,7 +8,8 @@ import torch
 
 from tvmconv.backends import target as T
 from tvmconv.variants.registry import VARIANTS
-from tvmconv.spec import ConvSpec, spec_from_dict
+from tvmconv.spec import spec_from_dict
+from tvmconv.variants import ConvSpec
 from tvmconv.tools.suites import SUITES, suite
 from tvmconv.tools.workloads import workloads
 

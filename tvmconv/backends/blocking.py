@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from ..spec import ConvSpec, DepthwiseSeparableSpec, Spec, SpatialSeparableSpec
+from ..spec import Spec
+
+from ..variants import ConvSpec, DepthwiseSeparableSpec, SpatialSeparableSpec
 from ..variants.compute import Plan
 
 

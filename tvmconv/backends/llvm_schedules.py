@@ -28,7 +28,9 @@ import logging
 from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import ScheduleError
 
-from ..spec import DepthwiseSeparableSpec, Spec
+from ..spec import Spec
+
+from ..variants import DepthwiseSeparableSpec
 from .blocking import plan_for
 from ..variants.compute import Plan, prim_func
 

@@ -24,7 +24,8 @@ from ..backends import timing
 from ..backends.timing import torch_threads
 from ..backends.base import backend_class
 from ..variants.registry import VARIANTS, default_cases
-from ..spec import ConvSpec, Spec
+from ..spec import Spec
+from ..variants import ConvSpec
 from ..backends.llvm import LLVMBackend
 from ..backends.target import TargetInfo, resolve
 

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from ..spec import ConvSpec, DepthwiseSeparableSpec, EffNetSpec, Spec
+from ..spec import Spec
+
+from ..variants import ConvSpec, DepthwiseSeparableSpec, EffNetSpec
 
 
 def conv(c_in: int, size, c_out: int, k, s=1, p=0, d=1, g=1, *, n: int = 1, bias: bool = False,
