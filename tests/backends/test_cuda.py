@@ -106,7 +106,7 @@ def test_direct_cuda_schedule_computes_the_reference(variant):
     import tvm
 
     from tvmconv import reference as R
-    from tvmconv.backends.schedules import cuda_direct_schedule
+    from tvmconv.backends.cuda_schedules import cuda_direct_schedule
     from tvmconv.variants.registry import SHAPE_TABLE, VARIANTS
 
     v = VARIANTS[variant]

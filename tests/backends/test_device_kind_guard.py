@@ -10,12 +10,6 @@ The rule, checked on the syntax tree of every module of the package outside tvmc
 * no ``match`` case matches one of those strings.
 
 Strings passed as arguments (``device="cuda"``) are not branches and are not checked.
-
-Temporary, named exceptions, to be removed once the branches working on them are merged:
-* tvmconv/tuning/ -- being split into modules on another branch; its call sites switch to the
-  backend (``tuning_export``, ``runner_device``, ``intrinsics_module``, ``searches_sketch``,
-  ``default_schedule``, ``plan_candidates``, ``measure_without_pack``, ``runner_repeat_ms``,
-  ``search_threads``, ``unavailable``) after the merge;
 """
 
 from __future__ import annotations
@@ -28,7 +22,7 @@ import tvmconv
 ROOT = Path(tvmconv.__file__).parent
 KIND_ATTRIBUTES = {"is_cuda", "is_host_runnable"}
 KIND_STRINGS = {"cuda", "llvm", "cpu", "native", "cross", "ndk"}
-EXEMPT_DIRS = ("backends", "tuning")  # tuning: temporary (see the module docstring)
+EXEMPT_DIRS = ("backends",)
 
 
 def _is_kind_string(node: ast.AST) -> bool:

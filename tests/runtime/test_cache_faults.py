@@ -289,7 +289,7 @@ def test_cache_clear_of_a_profile_deletes_only_its_folders(clear_setup):
 def _record(spec, tgt) -> dict:
     """A valid schedule record for ``spec``: its default schedule, as a tuner would store it."""
     from tvmconv.variants.compute import plan_to_dict
-    from tvmconv.backends.schedules import default_for
+    from tvmconv.backends.llvm_schedules import default_for
     from tvmconv.tuning.log import to_json
 
     sch, plan = default_for(spec, tgt)

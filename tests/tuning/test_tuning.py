@@ -504,6 +504,20 @@ def test_bad_tune_arguments():
         tune([SPEC], target="android-arm64" if os.environ.get("TVM_NDK_CC") else "arm64-linux")
 
 
+def test_trials_are_built_and_timed_as_the_backend_says():
+    """The builder exports with the target's toolchain (``Backend.tuning_export``); the runner
+    allocates with slack where trials are built without the weight packing
+    (``measure_without_pack``) and fills each repeat for the backend's ``runner_repeat_ms``."""
+    from tvmconv.tuning.measure import Measure, alloc_with_slack, make_builder, make_runner
+
+    cross = resolve("arm64-linux")
+    assert make_builder(cross, 1).f_export.keywords == cross.backend.tuning_export().keywords
+    assert make_builder(resolve(TARGET), 1).f_export is None
+    cpu, gpu = make_runner(Measure(), resolve(TARGET)), make_runner(Measure(), resolve("cuda-sm90"))
+    assert cpu.f_alloc_argument is alloc_with_slack and cpu.evaluator_config.min_repeat_ms == 100
+    assert gpu.f_alloc_argument is not alloc_with_slack and gpu.evaluator_config.min_repeat_ms == 20
+
+
 SKETCH_ROWS = ("base", "stride2", "k1x1", "depthwise_m2_s2")
 
 
@@ -563,7 +577,7 @@ def test_trials_are_measured_without_the_weight_packing_the_op_does_once():
 
     from tvmconv.functional import spec_of
     from tvmconv.runtime.build import drop_weight_pack, measure_slack
-    from tvmconv.backends.schedules import default_for
+    from tvmconv.backends.llvm_schedules import default_for
 
     tgt = resolve(TARGET)
     (row,) = [r for r in SHAPE_TABLE if r.label == "base"]

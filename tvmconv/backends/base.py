@@ -67,8 +67,9 @@ class Backend:
         compute)."""
         return []
 
-    def default_schedule(self, spec):
-        """``(Schedule, Plan)``: the default schedule, a trace a record can hold."""
+    def default_schedule(self, spec, plan=None):
+        """``(Schedule, Plan)``: the default schedule, a trace a record can hold; ``plan``: one of
+        ``plan_candidates`` instead of ``default_plan``'s blocking."""
         raise NotImplementedError
 
     def default_module(self, spec):
@@ -125,6 +126,11 @@ class Backend:
     def measure_without_pack(self, measure_kind: str) -> bool:
         """Trials time the kernel without its weight packing, as the op runs it."""
         return False
+
+    def tuning_unavailable(self) -> str | None:
+        """Why tuning cannot measure this target's trials on this machine (without an RPC tracker);
+        None if it can."""
+        raise NotImplementedError
 
     def runner_repeat_ms(self, min_repeat_ms: int) -> int:
         """MetaSchedule's ``min_repeat_ms`` for a trial of this target."""

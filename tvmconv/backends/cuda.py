@@ -58,7 +58,7 @@ class CUDABackend(Backend):
 
         return Plan()  # the compute as written: the schedule does the blocking
 
-    def default_schedule(self, spec):
+    def default_schedule(self, spec, plan=None):  # (no plan_candidates: plan is None)
         from .cuda_schedules import cuda_default_schedule
 
         return cuda_default_schedule(spec, self.target), self.default_plan(spec)
@@ -89,6 +89,14 @@ class CUDABackend(Backend):
         return {"cuda": f"{cname}.cu", "cubin": f"{cname}.cubin"}
 
     # -- tuning ------------------------------------------------------------------------------
+    def tuning_unavailable(self) -> str | None:
+        # MetaSchedule's runner times through TVM's CUDA runtime: ask TVM, not PyTorch (``unavailable``)
+        if tvm_sees_gpu():
+            return None
+        return (f"target {self.target.profile!r} is a CUDA target and this machine has no CUDA GPU that TVM can "
+                f"use: tune on a GPU machine, or pass rpc='HOST:PORT:KEY' naming an RPC tracker whose devices "
+                f"have one")
+
     def runner_repeat_ms(self, min_repeat_ms: int) -> int:
         # a GPU kernel's time varies little, and tens of candidates are timed per batch
         return min(min_repeat_ms, 20)
@@ -143,6 +151,16 @@ def use_nvcc() -> None:
     that package, use the CUDA toolkit's nvcc."""
     if importlib.util.find_spec("cuda") is None or importlib.util.find_spec("cuda.bindings") is None:
         os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
+
+
+def tvm_sees_gpu() -> bool:
+    """Whether TVM can run kernels on CUDA device 0 here."""
+    import tvm
+
+    try:
+        return bool(tvm.cuda(0).exist)
+    except Exception:  # noqa: BLE001 - a TVM built without CUDA, or no driver
+        return False
 
 
 class strict_fp32:

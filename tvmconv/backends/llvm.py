@@ -104,6 +104,12 @@ class LLVMBackend(Backend):
     def search_threads(self) -> int:
         return self.cores
 
+    def tuning_unavailable(self) -> str | None:
+        if self.target.runs_here:
+            return None
+        return (f"target {self.target.profile!r} cannot run on this machine: pass rpc='HOST:PORT:KEY' naming an RPC "
+                f"tracker and the key its devices registered under")
+
     def measure_without_pack(self, measure_kind: str) -> bool:
         # An RPC device allocates its own arguments, without the slack a kernel without its packing needs
         return measure_kind != "rpc"

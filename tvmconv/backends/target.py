@@ -100,8 +100,8 @@ class TargetInfo:
 
     @functools.cached_property
     def is_cuda(self) -> bool:
-        """Kept only for tvmconv/tuning/ until it asks ``self.backend`` instead (see
-        tests/backends/test_device_kind_guard.py): a device-kind branch outside backends/."""
+        """Read by no module of the package, which asks ``self.backend`` instead (see
+        tests/backends/test_device_kind_guard.py); kept while tests/backends/test_cuda.py reads it."""
         return self.dict["kind"] == "cuda"
 
     @property

@@ -69,28 +69,12 @@ def _measure(target: TargetInfo, prof, rpc, rpc_timeout: int):
     if rpc is None and prof is not None and prof.measure.get("kind") == "rpc":
         rpc = f"{prof.measure['tracker']}:{prof.measure['key']}"
     if rpc is None:
-        if target.is_cuda:
-            if not cuda_available():
-                raise ValueError(f"target {target.profile!r} is a CUDA target and this machine has no CUDA GPU that TVM "
-                                 f"can use: tune on a GPU machine, or pass rpc='HOST:PORT:KEY' naming an RPC tracker "
-                                 f"whose devices have one")
-            return Measure()
-        if not target.is_host_runnable:
-            raise ValueError(f"target {target.profile!r} cannot run on this machine: pass rpc='HOST:PORT:KEY' "
-                             f"naming an RPC tracker and the key its devices registered under")
+        why = target.backend.tuning_unavailable()
+        if why is not None:
+            raise ValueError(why)
         return Measure()
     t = rpc if isinstance(rpc, Tracker) else Tracker.parse(rpc)
     return Measure(kind="rpc", tracker_host=t.host, tracker_port=t.port, key=t.key, session_timeout_s=rpc_timeout)
-
-
-def cuda_available() -> bool:
-    """Whether TVM can run kernels on CUDA device 0 here."""
-    import tvm
-
-    try:
-        return bool(tvm.cuda(0).exist)
-    except Exception:  # noqa: BLE001 - a TVM built without CUDA, or no driver
-        return False
 
 
 def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shape=None, rpc=None,
@@ -140,7 +124,7 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
         if bar:
             bar.update(w)
 
-    job = tune_child.Job(specs=items, target=tgt, profile=prof, measure=measure, log_dir=str(log_dir),
+    job = tune_child.Job(specs=items, target=tgt, measure=measure, log_dir=str(log_dir),
                          trials=trials, seed=seed, num_trials_per_iter=num_trials_per_iter, population=population)
     interrupted = None
     try:
@@ -164,7 +148,7 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
         w.shash = db.shash(w.mod)
         if not trials:  # (a search says so as it goes)
             w.exhausted = known_exhausted(w, tgt, db)
-    check = interrupted is None and tgt.is_host_runnable and measure.kind == "local"
+    check = interrupted is None and tgt.runs_here and measure.kind == "local"
     results = [_result(w, db, tgt, root, VALIDATE_TOP if check else 0, dispatch) for w in wls]
     build.clear_memory_cache()
     if interrupted is not None:

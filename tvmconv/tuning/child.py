@@ -42,7 +42,6 @@ from pathlib import Path
 class Job:
     specs: list  # [(Spec, weight)]
     target: object  # TargetInfo
-    profile: object  # Profile | None
     measure: object  # Measure
     log_dir: str
     trials: int
@@ -153,7 +152,7 @@ def _main() -> None:
                   "exhausted": w.exhausted})
 
         db = TuningLog(Path(job.log_dir))
-        tune(wls, job.target, db, trials=job.trials, profile=job.profile, measure=job.measure, seed=job.seed,
+        tune(wls, job.target, db, trials=job.trials, measure=job.measure, seed=job.seed,
              on_update=update, num_trials_per_iter=job.num_trials_per_iter, population=job.population)
     except Exception as exc:  # noqa: BLE001 - handed to the parent, which raises it
         if db is not None and db.write_error is not None:  # the cause, whatever TVM made of it on the way out

@@ -35,9 +35,5 @@ def light_intrinsics() -> None:
 
 def target_intrinsics(target) -> None:
     """Register the tensor intrinsics MetaSchedule's rules for ``target`` look up by name (ARM's
-    NEON/SDOT, x86's VNNI...): only that architecture's module of ``tvm.s_tir.tensor_intrin``."""
-    triple = target.dict.get("mtriple", "")
-    name = ("cuda" if target.kind == "cuda" else "arm_cpu" if triple.startswith(("aarch64", "arm"))
-            else "riscv_cpu" if triple.startswith("riscv") else "x86")
-    importlib.import_module(f"tvm.s_tir.tensor_intrin.{name}")
-
+    NEON/SDOT, x86's VNNI...): only its backend's module of ``tvm.s_tir.tensor_intrin``."""
+    importlib.import_module(f"tvm.s_tir.tensor_intrin.{target.backend.intrinsics_module}")

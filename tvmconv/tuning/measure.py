@@ -2,8 +2,8 @@
 through an RPC tracker, and one batch measured and committed to the log (``measure_batch``).
 
 The builder and runner functions run in MetaSchedule's worker processes (module-level, so they
-pickle). The device-kind and toolchain choices of tuning (CUDA or CPU measurement, cross and NDK
-exports, ``TVM_NDK_CC``) are made here.
+pickle). What differs by device kind (the library export, the runner's device, repeats and
+argument allocation) the target's backend says.
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 import signal
-import tempfile
 from dataclasses import dataclass
 
 from .intrinsics import light_intrinsics  # first: it must run before MetaSchedule is imported
@@ -24,7 +22,7 @@ import tvm  # noqa: E402
 from tvm.s_tir import meta_schedule as ms  # noqa: E402
 from tvm.s_tir import Schedule  # noqa: E402
 
-from ..backends.target import Profile, TargetInfo  # noqa: E402
+from ..backends.target import TargetInfo  # noqa: E402
 from .log import TuningLog, best_secs  # noqa: E402
 
 log = logging.getLogger("tvmconv")
@@ -66,22 +64,6 @@ def alloc_with_slack(device, args_info, alloc_repeat: int) -> list:
     return [[alloc(*info) for info in args_info] for _ in range(alloc_repeat)]
 
 
-def export_cross(rt_mod, cc: str) -> str:
-    from tvm.support import cc as _cc
-
-    path = os.path.join(tempfile.mkdtemp(), "tvm_tmp_mod.so")
-    rt_mod.export_library(path, fcompile=_cc.cross_compiler(cc))
-    return path
-
-
-def export_ndk(rt_mod) -> str:
-    from tvm.support import ndk
-
-    path = os.path.join(tempfile.mkdtemp(), "tvm_tmp_mod.so")
-    rt_mod.export_library(path, fcompile=ndk.create_shared)
-    return path
-
-
 @dataclass
 class Measure:
     """How trials are measured: locally or through an RPC tracker."""
@@ -96,37 +78,31 @@ class Measure:
     min_repeat_ms: int = 100
 
 
-def make_builder(profile: Profile | None, workers: int, without_pack: bool = False):
-    """MetaSchedule's local builder for ``profile`` (native, cross compiler or NDK). ``without_pack``:
-    measure kernels without their weight packing (``build_module``)."""
-    kind = (profile.build if profile else {"kind": "native"}).get("kind", "native")
-    f_export = None
-    if kind == "cross":
-        f_export = functools.partial(export_cross, cc=profile.build["cc"])
-    elif kind == "ndk":
-        if not os.environ.get("TVM_NDK_CC"):
-            raise ValueError(f"target profile {profile.name!r} builds with the Android NDK: set TVM_NDK_CC to "
-                             f"the NDK's clang++ (see README.md, 'Android')")
-        f_export = export_ndk
-    return ms.builder.LocalBuilder(f_build=functools.partial(build_module, without_pack=without_pack), f_export=f_export, max_workers=workers, timeout_sec=120)
+def make_builder(target: TargetInfo, workers: int, without_pack: bool = False):
+    """MetaSchedule's local builder for ``target``, exporting with its toolchain (native, cross
+    compiler or NDK: ``Backend.tuning_export``). ``without_pack``: measure kernels without their
+    weight packing (``build_module``). Raises ValueError for an NDK target without ``TVM_NDK_CC``."""
+    return ms.builder.LocalBuilder(f_build=functools.partial(build_module, without_pack=without_pack),
+                                   f_export=target.backend.tuning_export(), max_workers=workers, timeout_sec=120)
 
 
-def make_runner(measure: Measure, cuda: bool = False):
-    """MetaSchedule's runner for ``measure``. CPU kernels are allocated with slack
-    (``alloc_with_slack``, for kernels built without their weight packing); GPU kernels, which
-    pack nothing, by MetaSchedule's own allocation, and each repeat fills 20 ms, not 100 (a GPU
-    kernel's time varies little, and tens of candidates are timed per batch)."""
+def make_runner(measure: Measure, target: TargetInfo):
+    """MetaSchedule's runner for ``measure`` of ``target``'s kernels, each repeat filling its
+    backend's ``runner_repeat_ms``. Kernels measured without their weight packing (the backend's
+    ``measure_without_pack``) are allocated with slack (``alloc_with_slack``); the others by
+    MetaSchedule's own allocation."""
+    backend = target.backend
     cfg = ms.runner.EvaluatorConfig(number=measure.number, repeat=measure.repeat,
-                                    min_repeat_ms=min(measure.min_repeat_ms, 20) if cuda else measure.min_repeat_ms,
+                                    min_repeat_ms=backend.runner_repeat_ms(measure.min_repeat_ms),
                                     enable_cpu_cache_flush=False)
     if measure.kind == "rpc":
         rpc = ms.runner.RPCConfig(tracker_host=measure.tracker_host, tracker_port=measure.tracker_port,
                                   tracker_key=measure.key, session_timeout_sec=measure.session_timeout_s)
         return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=cfg, max_workers=1,
                                    f_create_session=_rpc_session, f_cleanup=_rpc_cleanup)
-    if cuda:
-        return ms.runner.LocalRunner(evaluator_config=cfg)
-    return ms.runner.LocalRunner(evaluator_config=cfg, f_alloc_argument=alloc_with_slack)
+    if backend.measure_without_pack(measure.kind):
+        return ms.runner.LocalRunner(evaluator_config=cfg, f_alloc_argument=alloc_with_slack)
+    return ms.runner.LocalRunner(evaluator_config=cfg)
 
 
 class DeviceTimeout(Exception):  # noqa: N818 - named for what happened
@@ -180,13 +156,13 @@ def check_tracker(measure: Measure) -> None:
 
 
 def measure_batch(items: list[tuple[str, tvm.IRModule, Schedule, int]], target: TargetInfo, db: TuningLog, builder,
-             runner) -> list[float | None]:
+                  runner) -> list[float | None]:
     """Build and measure scheduled modules in one batch with the tuning builder and runner, and
     commit each as a record of its workload (a failure as 1e10 s). ``items``: ``(what, workload
     module, schedule, log level of a failure naming what)``. Returns each one's best time (None:
     failed)."""
     results = builder.build([ms.builder.BuilderInput(sch.mod, target.tvm()) for _, _, sch, _ in items])
-    device = "cuda" if target.kind == "cuda" else "cpu"
+    device = target.backend.runner_device
     built = [(i, br) for i, br in enumerate(results) if not br.error_msg]
     futures = runner.run([ms.runner.RunnerInput(br.artifact_path, device,
                                                 ms.arg_info.ArgInfo.from_prim_func(items[i][1]["main"]))

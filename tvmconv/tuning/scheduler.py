@@ -17,7 +17,8 @@ from tvm.s_tir import meta_schedule as ms  # noqa: E402
 from tvm.s_tir import Schedule  # noqa: E402
 from tvm.s_tir.schedule import Trace  # noqa: E402
 
-from ..backends.target import Profile, TargetInfo  # noqa: E402
+from ..backends.base import supported  # noqa: E402
+from ..backends.target import TargetInfo  # noqa: E402
 from .log import TuningLog, best_secs, trace_json  # noqa: E402
 from .measure import Measure, check_tracker, make_builder, make_runner, measure_batch  # noqa: E402
 from .space import Workload, design_space, plan_variants, search_start, sketch_seed, space_id  # noqa: E402
@@ -119,26 +120,24 @@ def _strategy(population: int | None):
 
 
 def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials: int,
-         profile: Profile | None = None, measure: Measure | None = None, seed: int | None = None,
+         measure: Measure | None = None, seed: int | None = None,
          on_update=None, num_trials_per_iter: int = 64, builder_workers: int | None = None,
          population: int | None = None) -> None:
     """Spend ``trials`` measurements per workload (``trials * len(workloads)`` in all, spread by the
     task scheduler by weight, ``WeightedScheduler``), minus what ``db`` already holds for them."""
-    if target.kind not in ("llvm", "cuda"):
+    if not supported(target):
         raise ValueError(f"target: tuning is implemented for CPU (llvm) and CUDA targets; {target.profile!r} is "
                          f"{target.kind!r}")
     measure = measure or Measure()
     if measure.kind == "rpc":
         check_tracker(measure)
     target_intrinsics(target)
-    cuda = target.is_cuda
-    # the search's threads: the target's cores on a CPU (the kernels' own), every core for a GPU
-    cores = (os.cpu_count() or 1) if cuda else target.num_cores
-    # Locally, a CPU trial is timed as the op runs it: without packing a weight the op packs once.
-    # (An RPC device allocates its own arguments, without the slack that needs.)
-    builder = make_builder(profile, builder_workers or max(1, min(cores, os.cpu_count() or 1)),
-                           without_pack=measure.kind != "rpc" and not cuda)
-    runner = make_runner(measure, cuda=cuda)
+    backend = target.backend
+    cores = backend.search_threads()
+    # A trial is timed as the op runs it: without packing a weight the op packs once (measure_without_pack)
+    builder = make_builder(target, builder_workers or max(1, min(cores, os.cpu_count() or 1)),
+                           without_pack=backend.measure_without_pack(measure.kind))
+    runner = make_runner(measure, target)
     variants = [plan_variants(w, target) for w in workloads]
     todo = []
     for w, var in zip(workloads, variants):
@@ -148,7 +147,7 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
         measure_batch(todo, target, db, builder, runner)
     for w, var in zip(workloads, variants):
         w.search_plan, w.search_mod, searched = search_start(w, target, db, var)
-        if not searched and not cuda:  # seed the search with the sketch at the fastest blocking's own tiles
+        if not searched and backend.searches_sketch:  # seed the search: the sketch at the fastest blocking's tiles
             try:
                 seed_sch = sketch_seed(w.spec, w.search_plan, w.search_mod, target)
             except Exception as exc:  # noqa: BLE001 - the search then starts from random samples

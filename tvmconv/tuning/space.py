@@ -25,11 +25,11 @@ import tvm  # noqa: E402
 from tvm.s_tir import meta_schedule as ms  # noqa: E402
 from tvm.s_tir import Schedule  # noqa: E402
 
-from ..spec import DepthwiseSeparableSpec, Spec  # noqa: E402
+from ..spec import Spec  # noqa: E402
+from ..variants import DepthwiseSeparableSpec  # noqa: E402
 from ..backends.target import TargetInfo  # noqa: E402
-from ..backends.blocking import plan_candidates  # noqa: E402
+from ..backends.llvm_schedules import schedule_into  # noqa: E402
 from ..variants.compute import Plan, prim_func  # noqa: E402
-from ..backends.schedules import cuda_default_schedule, default_for, default_schedule, schedule_into  # noqa: E402
 from .log import TuningLog, dumps, to_json, trace_json  # noqa: E402
 
 log = logging.getLogger("tvmconv")
@@ -61,10 +61,7 @@ def workload(spec: Spec, plan: Plan) -> tvm.IRModule:
 def prepare(specs: list[tuple[Spec, float]], target: TargetInfo) -> list[Workload]:
     out = []
     for spec, weight in specs:
-        if target.is_cuda:  # the compute as written, under the default CUDA schedule
-            sch, plan = cuda_default_schedule(spec, target), Plan()
-        else:
-            sch, plan = default_for(spec, target)
+        sch, plan = target.backend.default_schedule(spec)
         out.append(Workload(spec=spec, weight=weight, plan=plan, mod=workload(spec, plan),
                             default_trace=trace_json(sch)))
     return out
@@ -72,15 +69,13 @@ def prepare(specs: list[tuple[Spec, float]], target: TargetInfo) -> list[Workloa
 
 def plan_variants(w: Workload, target: TargetInfo) -> list[tuple[Plan, tvm.IRModule, Schedule]]:
     """The default schedule under each of ``plan_candidates`` (skipping those whose specific
-    schedule does not apply): ``(plan, workload module, scheduled)``. None on CUDA, where the
-    search starts from the plain compute."""
-    if target.is_cuda:
-        return []
-    lanes = target.lanes(w.spec.dtype)
+    schedule does not apply): ``(plan, workload module, scheduled)``. Empty where the backend has
+    no candidates (CUDA: the search starts from the plain compute)."""
+    backend = target.backend
     out = []
-    for plan in plan_candidates(w.spec, lanes):
+    for plan in backend.plan_candidates(w.spec):
         try:
-            sch, used = default_schedule(w.spec, plan, lanes, target.num_cores)
+            sch, used = backend.default_schedule(w.spec, plan)
         except Exception:  # noqa: BLE001 - a blocking the compute cannot take
             continue
         if used == plan:
@@ -126,9 +121,9 @@ def design_space(spec: Spec, plan: Plan, target: TargetInfo):
     on CUDA MetaSchedule's own space for the target (post-order-apply of its CUDA rules:
     multi-level tiling with shared-memory staging and thread binding, cross-thread reduction,
     auto-inlining, unrolling), searched from the plain compute."""
-    if target.is_cuda:
-        return ms.space_generator.PostOrderApply()
-    return sketch_space(spec, plan, target)
+    if target.backend.searches_sketch:
+        return sketch_space(spec, plan, target)
+    return ms.space_generator.PostOrderApply()
 
 
 def space_id(w: Workload, target: TargetInfo, db: TuningLog) -> str:
