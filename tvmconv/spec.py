@@ -259,16 +259,3 @@ def hash_once(cls):
 
 
 hash_once(Spec)
-
-# The family spec classes live with their variants (tvmconv/variants/<family>.py); these names
-# still import from here, loaded on first use (PEP 562).
-_FAMILY_CLASSES = ("ConvSpec", "DeformConv2dSpec", "DepthwiseSeparableSpec", "SpatialSeparableSpec", "FlattenedSpec",
-                   "ChannelWiseSpec", "SqueezeExcitationSpec", "EffNetSpec", "ChannelShuffleSpec")
-
-
-def __getattr__(name: str):
-    if name in _FAMILY_CLASSES:
-        from . import variants
-
-        return getattr(variants, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -48,7 +48,7 @@ def test_user_profile_without_code_change(tmp_path, monkeypatch, caplog):
         "measure": {"kind": "rpc", "tracker": "10.0.0.1:9190", "key": "board"}}))
     (tmp_path / "broken.json").write_text("{not json")
     info = T.resolve("my-board")
-    assert info.profile == "my-board" and info.dict["mtriple"] == "aarch64-linux-gnu" and not info.is_host_runnable
+    assert info.profile == "my-board" and info.dict["mtriple"] == "aarch64-linux-gnu" and not info.runs_here
     assert "broken" not in T.profiles() and "broken.json" in caplog.text
 
 

@@ -86,11 +86,6 @@ class TargetInfo:
         return int(self.dict.get("num-cores", 1))
 
     @functools.cached_property
-    def runs_here(self) -> bool:
-        """``is_host_runnable``, computed once per target object (the ops ask on every call)."""
-        return self.is_host_runnable
-
-    @functools.cached_property
     def backend(self):
         """The ``Backend`` of this target's device kind (``backends.base.backend_for``), made once
         per target object: the ops ask on every call."""
@@ -99,13 +94,9 @@ class TargetInfo:
         return backend_for(self)
 
     @functools.cached_property
-    def is_cuda(self) -> bool:
-        """Read by no module of the package, which asks ``self.backend`` instead (see
-        tests/backends/test_device_kind_guard.py); kept while tests/backends/test_cuda.py reads it."""
-        return self.dict["kind"] == "cuda"
-
-    @property
-    def is_host_runnable(self) -> bool:
+    def runs_here(self) -> bool:
+        """Whether this machine's CPU runs the target's code, computed once per target object (the
+        ops ask on every call)."""
         d = self.dict
         if d["kind"] != "llvm":
             return False
@@ -315,7 +306,7 @@ def host() -> TargetInfo:
     found = profiles()
     if name in found:
         info = found[name].target_info()
-        if info.is_host_runnable:
+        if info.runs_here:
             return info
     from tvm.target import codegen
 
