@@ -169,14 +169,15 @@ def test_shipped_schedules_cover_the_suites_on_x86(name):
     choice."""
     from tvmconv.runtime import cache
     from tvmconv.runtime.build import apply_record
+    from tvmconv.runtime.record import ScheduleRecord
 
     tgt = T.resolve("x86-avx2")
     for spec, _count in suite(name):
         path = cache.schedule_path(cache.shipped_root(), spec, tgt)
         assert path.exists(), f"no shipped schedule for {spec.name}"
-        record = json.loads(path.read_text())
-        assert spec_from_dict(record["spec"]) == spec and record["run_secs"] > 0
-        assert record["dispatch"]["choice"] in ("tvmconv", "vendor")
+        record = ScheduleRecord.from_dict(json.loads(path.read_text()))
+        assert spec_from_dict(record.spec) == spec and record.run_secs > 0
+        assert record.dispatch is not None and record.dispatch.choice in ("tvmconv", "vendor")
         apply_record(spec, record)  # raises if the trace no longer applies
 
 
