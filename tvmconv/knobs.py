@@ -16,6 +16,9 @@
                         an editable install)
     TVMCONV_DISPATCH    1 (default): a workload whose tuning found the vendor path (PyTorch)
                         faster runs the vendor path; 0: always the tvmconv kernel
+    TVMCONV_MACHINE     the device model in the machine key that dispatch choices are stored under
+                        (default: this CPU's model name, or the GPU's); tests set it to simulate
+                        another machine
 """
 
 from __future__ import annotations
@@ -54,6 +57,10 @@ def _env(name: str) -> str | None:
 
 def dispatch() -> bool:
     return (_env("TVMCONV_DISPATCH") or "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def machine() -> str | None:
+    return _env("TVMCONV_MACHINE") or None
 
 
 def default_target() -> str | None:
