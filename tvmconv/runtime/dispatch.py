@@ -204,3 +204,44 @@ def store(machine: Machine, entries: dict[str, dict]) -> None:
         log.info("tvmconv: %s.lock is held by another process; the dispatch choice is not stored", p)
     except OSError as exc:
         log.info("tvmconv: could not store the dispatch choice in %s: %s", p, exc)
+
+
+# -- for `tvmconv cache list` ----------------------------------------------------------------------
+def _profile_target(profile: str | None):
+    from ..backends.target import resolve
+
+    try:
+        return resolve(profile) if profile else None
+    except ValueError:  # a profile no longer there
+        return None
+
+
+def record_choice(record: ScheduleRecord) -> tuple[str | None, str, dict | None]:
+    """``(choice, source, stored entry)`` of a record's workload on its profile's target on this
+    machine, as ``decide`` would find it (choice None: not yet decided)."""
+    tgt = _profile_target(record.profile)
+    here = machine_of(tgt) if tgt is not None else None
+    if here is not None:
+        entry = table(here).get(record.key)
+        if entry is not None and entry["schedule"] == schedule_of(record):
+            return entry["choice"], CALIBRATED, entry
+    d = record.dispatch
+    if d is None:
+        return None, NOT_DECIDED, None
+    return d.choice, RECORD_HERE if here is not None and d.machine == here.key else RECORD_ELSEWHERE, None
+
+
+def calibrated(profile: str | None = None):
+    """``(profile, workload key, entry)`` for every choice stored for this machine (per profile)."""
+    base = cache.user_root() / "dispatch"
+    if not base.is_dir() or not cache.trusted(base):
+        return
+    for p in sorted(base.glob("*.json")):
+        obj = cache.read_json(p)
+        machine = obj.get("machine") if isinstance(obj, dict) else None
+        prof = machine.get("profile") if isinstance(machine, dict) else None
+        tgt = _profile_target(prof) if isinstance(prof, str) and (profile is None or prof == profile) else None
+        if tgt is None or machine_of(tgt).key != p.stem:  # another machine's, or another thread count's
+            continue
+        for key, entry in table(machine_of(tgt)).items():
+            yield prof, key, entry
