@@ -54,7 +54,7 @@ NOT_DECIDED = "not yet decided"
 NO_VENDOR = "no vendor path"
 
 _lock = threading.RLock()
-_tables: dict[str, dict[str, dict]] = {}  # machine key -> {workload key: entry}
+_tables: dict[Path, dict[str, dict]] = {}  # the machine's file -> {workload key: entry}
 
 
 def path(machine: Machine) -> Path:
@@ -95,12 +95,13 @@ def _read(p: Path) -> dict[str, dict]:
 
 def table(machine: Machine) -> dict[str, dict]:
     """This machine's stored choices (read from the user cache once per process)."""
-    found = _tables.get(machine.key)
+    p = path(machine)  # (keyed by the file: a process may change TVMCONV_CACHE_DIR)
+    found = _tables.get(p)
     if found is None:
         with _lock:
-            found = _tables.get(machine.key)
+            found = _tables.get(p)
             if found is None:
-                found = _tables[machine.key] = _read(path(machine))
+                found = _tables[p] = _read(p)
     return found
 
 
