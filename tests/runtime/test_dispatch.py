@@ -159,6 +159,18 @@ def test_first_use_times_both_paths_then_stores_the_choice(here, monkeypatch, tv
     assert len(paths.taken) == FIRST_USE  # decided: no more timing
 
 
+@pytest.mark.parametrize("tvmconv_s, vendor_s, choice", [(1e-3, 10e-3, "tvmconv"), (10e-3, 1e-3, "vendor")])
+def test_a_path_clearly_slower_is_given_fewer_calls(here, monkeypatch, tvmconv_s, vendor_s, choice):
+    paths = Paths(monkeypatch, tvmconv_s, vendor_s)
+    x, w = _inputs()
+    for _ in range(FIRST_USE):
+        _, kern = _conv(x, w)
+    early = 2 * (dispatch.WARMUP + dispatch.EARLY)
+    assert early < FIRST_USE and len(paths.taken) == early and kern.dispatch == choice
+    (entry,) = _stored(here)["choices"].values()
+    assert entry["calls"] == 2 * dispatch.EARLY
+
+
 def test_the_rule_wants_the_vendor_faster_by_more_than_the_spread():
     steady = [1e-3] * 5
     assert dispatch.rule(steady, [0.9e-3] * 5) == "vendor"

@@ -10,7 +10,8 @@ threads). A kernel's choice (``decide``), in order:
 3. otherwise none yet (``undecided``; a record's choice from another machine, or one written
    before records named their machine, is not applied): the op's first calls on this machine
    alternate the two paths, each call returning its path's result, ``WARMUP`` of each
-   untimed and then ``CALLS`` of each timed; ``rule`` picks one, and it is stored as in 1.
+   untimed and then ``CALLS`` of each timed (``EARLY`` where one path is ``CLEAR`` times slower
+   in every call); ``rule`` picks one, and it is stored as in 1.
 
 ``tvmconv calibrate`` makes the choices ahead, timing both paths as ``tvmconv bench`` does. A
 workload without a vendor path always runs the kernel. The file::
@@ -42,8 +43,12 @@ from ..backends.machine import Machine, machine_of
 log = logging.getLogger("tvmconv")
 
 FORMAT = 1
-WARMUP = 2  # first-use calls of each path not timed (first-call costs: thread pools, oneDNN primitives)
-CALLS = 5  # first-use calls of each path timed
+WARMUP = 1  # first-use calls of each path not timed (first-call costs: thread pools, oneDNN primitives)
+CALLS = 5  # first-use calls of each path timed, at most
+# ...fewer where, after EARLY timed calls of each, every call of one path took more than CLEAR times
+# any of the other's: a path several times slower costs each call it is given (measured on the
+# AVX-512 Xeon: PyTorch's depthwise convolutions at 15x the kernel's time)
+EARLY, CLEAR = 2, 2.0
 STORE_LOCK_TIMEOUT_S = 1.0  # an op never waits long to store a choice (lost: decided again next process)
 
 UNDECIDED = "undecided"
@@ -147,7 +152,8 @@ def rule(tvmconv_s: list[float], vendor_s: list[float]) -> str:
 
 class Calibration:
     """One thread's first-use calibration of one kernel: calls alternate kernel, vendor, kernel...;
-    the first ``WARMUP`` of each are not timed, the next ``CALLS`` of each are."""
+    the first ``WARMUP`` of each are not timed, the next ``CALLS`` of each are (``EARLY`` where one
+    path is clearly slower: see ``CLEAR``)."""
 
     PATHS = ("tvmconv", "vendor")
 
@@ -165,7 +171,12 @@ class Calibration:
 
     @property
     def done(self) -> bool:
-        return self.calls >= 2 * (WARMUP + CALLS)
+        if self.calls >= 2 * (WARMUP + CALLS):
+            return True
+        t, v = self.times["tvmconv"], self.times["vendor"]
+        if self.calls % 2 or len(t) < EARLY:
+            return False
+        return min(v) > CLEAR * max(t) or min(t) > CLEAR * max(v)
 
 
 def settle(kern, tvmconv_s: list[float], vendor_s: list[float], source: str) -> str:
