@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import tvmconv.functional as TF
+from tvmconv import reference
 from tvmconv.backends.llvm import LLVMBackend
 from tvmconv.backends.machine import machine_of
 from tvmconv.backends.target import host
@@ -263,3 +264,14 @@ def test_threads_calibrating_at_once_all_get_torchs_answer(here, monkeypatch):
     assert not errors
     assert len(paths.taken) >= FIRST_USE and len(_stored(here)["choices"]) == 1
     assert _conv(x, w)[1].dispatch == "vendor"
+
+
+def test_the_vendor_paths_result_is_dense_like_the_kernels(here, monkeypatch):
+    """channel_wise_conv's vendor path ends in a permuted view; the op returns what its kernel and
+    its custom op's fake implementation do: a dense tensor."""
+    Paths(monkeypatch)
+    x, w = torch.randn(1, 8, 5, 5), torch.randn(1, 3)  # weight (groups, k)
+    for _ in range(4):  # calibrating: kernel, vendor, kernel, vendor
+        y = TF.channel_wise_conv(x, w, padding=1)
+        assert y.is_contiguous()
+        torch.testing.assert_close(y, reference.channel_wise_conv(x, w, padding=1))
