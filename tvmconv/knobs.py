@@ -14,8 +14,12 @@
     TVMCONV_SHIPPED_DIR root holding the shipped targets/, schedules/ and tuning_logs/
                         (default: the installed package's _shipped/, or the repository of
                         an editable install)
-    TVMCONV_DISPATCH    1 (default): a workload whose tuning found the vendor path (PyTorch)
-                        faster runs the vendor path; 0: always the tvmconv kernel
+    TVMCONV_DISPATCH    1 (default): a workload whose vendor path (PyTorch) was measured faster on
+                        this machine runs the vendor path, and one not yet decided times both
+                        over its first calls (runtime/dispatch.py); 0: always the tvmconv kernel
+    TVMCONV_MACHINE     the device model in the machine key that dispatch choices are stored under
+                        (default: this CPU's model name, or the GPU's); tests set it to simulate
+                        another machine
 """
 
 from __future__ import annotations
@@ -54,6 +58,10 @@ def _env(name: str) -> str | None:
 
 def dispatch() -> bool:
     return (_env("TVMCONV_DISPATCH") or "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def machine() -> str | None:
+    return _env("TVMCONV_MACHINE") or None
 
 
 def default_target() -> str | None:

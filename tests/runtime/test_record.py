@@ -101,3 +101,14 @@ def test_a_record_error_survives_pickling():
 
     err = pickle.loads(pickle.dumps(RecordError("plan.vb", "is 'x', not a positive integer")))
     assert err.field == "plan.vb" and str(err) == "plan.vb is 'x', not a positive integer"
+
+
+def test_the_machine_a_dispatch_choice_was_measured_on_round_trips():
+    d = Dispatch(choice="tvmconv", tvmconv_s=1e-5, vendor_s=2e-5, machine="0123456789ab",
+                 machine_description="a CPU, x86-avx2, 2 threads")
+    rec = _record().replace(dispatch=d)
+    obj = json.loads(json.dumps(rec.to_dict()))
+    assert obj["dispatch"]["machine"] == "0123456789ab" and ScheduleRecord.from_dict(obj) == rec
+    assert _record().dispatch.machine is None and "machine" not in _record().to_dict()["dispatch"]  # absent stays absent
+    with pytest.raises(RecordError, match="dispatch.machine"):
+        ScheduleRecord.from_dict({**obj, "dispatch": {**obj["dispatch"], "machine": 5}})

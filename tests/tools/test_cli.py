@@ -77,3 +77,51 @@ def test_export_check_shows_the_compilers_output_when_the_example_does_not_build
                                   "--check"])
     assert out.exit_code == cli.EXIT_FAILED
     assert "unknown type name 'boom'" in out.output and "Traceback" not in out.output
+
+
+# -- dispatch decided on this machine: calibrate, cache list ------------------------------------
+def test_calibrate_stores_choices_that_cache_list_shows(tmp_path, monkeypatch):
+    import torch
+
+    import tvmconv.functional as TF
+    from tvmconv.backends.machine import machine_of
+    from tvmconv.backends.target import host
+    from tvmconv.runtime import build, cache, dispatch
+    from tvmconv.tools import bench
+
+    monkeypatch.setenv("TVMCONV_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("TVMCONV_MACHINE", "test machine A")
+    monkeypatch.setattr(dispatch, "_tables", {})
+    monkeypatch.setattr(build, "_cache", {})
+    # timings injected: the vendor path faster by far more than the spread
+    monkeypatch.setattr(bench, "time_case", lambda *a, **k: ([2e-3, 2.1e-3, 2e-3], [1e-3, 1.1e-3, 1e-3]))
+    spec = TF.spec_of(TF.conv2d, torch.randn(1, 4, 6, 6), torch.randn(4, 4, 3, 3), padding=1)
+    out = runner.invoke(cli.app, ["calibrate", "--spec", spec.to_json(), "--json"])
+    assert out.exit_code == 0, out.output
+    (row,) = json.loads(out.output)
+    assert row["workload"] == spec.name and row["choice"] == "vendor" and row["seconds"] > 0
+    assert row["source"] == dispatch.CALIBRATED
+    stored = json.loads(dispatch.path(machine_of(host())).read_text())
+    (entry,) = stored["choices"].values()
+    assert entry["source"] == "calibrate" and entry["choice"] == "vendor" and stored["machine"]["device"] == "test machine A"
+    listed = json.loads(runner.invoke(cli.app, ["cache", "list", "--json"]).output)
+    mine = [r for r in listed if r["workload"] == spec.name]
+    assert [(r["choice"], r["dispatch_source"]) for r in mine] == [("vendor", dispatch.CALIBRATED)]
+    # the shipped records say nothing of the machine they were measured on: not applied here
+    shipped = {r["dispatch_source"] for r in listed if r["where"] == "shipped" and r["dispatch"]}
+    assert shipped == {dispatch.RECORD_ELSEWHERE}
+    # seen from another machine, this one's choices are not listed
+    monkeypatch.setenv("TVMCONV_MACHINE", "test machine B")
+    monkeypatch.setattr(dispatch, "_tables", {})
+    listed = json.loads(runner.invoke(cli.app, ["cache", "list", "--json"]).output)
+    assert not [r for r in listed if r["workload"] == spec.name]
+    assert cache.user_root() == tmp_path
+
+
+def test_calibrate_errors_are_one_line_with_the_usage_code():
+    out = runner.invoke(cli.app, ["calibrate", "--spec", "{not json"])
+    assert out.exit_code == cli.EXIT_USAGE and out.output.startswith("error: ") and out.output.count("\n") == 1
+    out = runner.invoke(cli.app, ["calibrate"])
+    assert out.exit_code == cli.EXIT_USAGE and "exactly one of" in out.output
+    out = runner.invoke(cli.app, ["calibrate", "--suite", "mobilenet_v1", "--target", "arm64-linux"])
+    assert out.exit_code == cli.EXIT_USAGE and "does not run on this machine" in out.output

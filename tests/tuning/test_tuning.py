@@ -264,6 +264,8 @@ def test_ctrl_c_stops_cleanly_and_distills(tmp_path):
 def test_dispatch_is_measured_recorded_and_followed(tuned, monkeypatch):
     """After tuning, each op was timed against its vendor path and the faster one recorded; a
     record that says 'vendor' makes the op call the vendor path, unless TVMCONV_DISPATCH=0."""
+    from tvmconv.backends.machine import machine_of
+
     root, results = tuned
     for r in results:
         assert r.dispatch in ("tvmconv", "vendor")
@@ -272,6 +274,8 @@ def test_dispatch_is_measured_recorded_and_followed(tuned, monkeypatch):
         assert (d["vendor_s"] < d["tvmconv_s"]) == (d["choice"] == "vendor") and d["vendor"]
         # timed in the validation's own interleaved rounds, against the schedule it chose
         assert d["tvmconv_s"] == rec["run_secs"] and d["measured_at"] == rec["validated"]["measured_at"]
+        # on this machine: the choice applies here only (runtime/dispatch.py)
+        assert d["machine"] == machine_of(resolve(TARGET)).key and d["machine_description"]
     path = Path(results[0].record_path)
     rec = json.loads(path.read_text())
     rec["dispatch"]["choice"] = "vendor"

@@ -162,6 +162,20 @@ class Backend:
         """The device, for reports (None: the host CPU's description)."""
         return None
 
+    def device_model(self) -> str:
+        """The model of the device the kernels run on, for the machine key (backends/machine.py)."""
+        from .machine import cpu_model
+
+        return cpu_model()
+
+    def time_call(self, fn: Callable[[], object]) -> tuple[object, float]:
+        """``(fn(), seconds it took)``: one call, timed where it runs (first-use calibration)."""
+        import time
+
+        t0 = time.perf_counter()
+        out = fn()
+        return out, time.perf_counter() - t0
+
     bench_goal_text = ""  # what `tvmconv bench` reports its goals as
 
     @classmethod

@@ -133,6 +133,23 @@ class CUDABackend(Backend):
                 [lambda: torch.mm(a, b, out=c), lambda: dst.copy_(src)], rounds=5, min_round_s=0.05))
         return 2 * gemm_n ** 3 / t_mm, 2 * src.numel() * 4 / t_cp, torch.get_num_threads()
 
+    def device_model(self) -> str:
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
+
+    def time_call(self, fn):
+        """One call's GPU time: the stream drained before and after (first-use calibration only)."""
+        import time
+
+        import torch
+
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        return out, time.perf_counter() - t0
+
     def machine(self) -> str | None:
         import torch
 

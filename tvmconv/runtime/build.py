@@ -27,7 +27,7 @@ from pathlib import Path
 import tvm
 from tvm.s_tir import Schedule
 
-from . import cache
+from . import cache, dispatch
 from .record import ScheduleRecord
 from ..spec import Spec
 from ..backends.base import supported
@@ -52,7 +52,11 @@ class Kernel:
     compile_seconds: float
     schedule_source: str  # "default", "unscheduled" (fallback) or "tuned:<record file>"
     loaded_from: str = ""  # the cached library it was loaded from, if any
-    dispatch: str = "tvmconv"  # "vendor" when tuning measured the vendor path faster (see vendor())
+    # "tvmconv", "vendor" (measured faster on this machine) or "undecided" (the op's first calls
+    # time both: runtime/dispatch.py), and where that came from (dispatch.CALIBRATED, ...)
+    dispatch: str = "tvmconv"
+    dispatch_source: str = ""
+    schedule_id: str = "default"  # the record's schedule (cache.schedule_id), or "default"
     pack: object = None  # pack(weight, packed) where ``func`` takes a packed weight (split_weight_pack)
     packed_index: int = -1  # which of the op's tensors ``func`` takes packed
     packed_shape: tuple = ()
@@ -316,9 +320,8 @@ def compile_spec(spec: Spec, target: TargetInfo, record: ScheduleRecord | None =
             plan = backend.default_plan(spec)
             if record is not None:
                 plan = plan_from_dict(record.plan)
-            kern = Kernel(spec, target, plan, lib["main"], lib, time.perf_counter() - t0, source, str(path),
-                          dispatch=_dispatch(record))
-            return _with_pack(kern, lib)
+            kern = Kernel(spec, target, plan, lib["main"], lib, time.perf_counter() - t0, source, str(path))
+            return _with_pack(_with_dispatch(kern, record), lib)
     mod, plan, source = schedule(spec, build_target, record, source)
     if source == "default" and record is not None:
         path = None  # the record did not apply: do not cache the default under the record's key
@@ -347,8 +350,8 @@ def compile_spec(spec: Spec, target: TargetInfo, record: ScheduleRecord | None =
     if path is not None:
         cache.save_library(path, ex.export_library, path.stem, spec, build_target)
     func = ex["main"] if torch_callable else None
-    kern = Kernel(spec, target, plan, func, ex, time.perf_counter() - t0, source,
-                  dispatch=_dispatch(record) if source.startswith("tuned") else "tvmconv")
+    kern = Kernel(spec, target, plan, func, ex, time.perf_counter() - t0, source)
+    kern = _with_dispatch(kern, record if source.startswith("tuned") else None)
     return _with_pack(kern, ex) if backend.packs_weights else kern
 
 
@@ -363,9 +366,12 @@ def _with_pack(kern: Kernel, lib) -> Kernel:
     return kern
 
 
-def _dispatch(record: ScheduleRecord | None) -> str:
-    """'vendor' when the record says tuning measured the vendor path faster for this workload."""
-    return record.dispatch_choice if record is not None else "tvmconv"
+def _with_dispatch(kern: Kernel, record: ScheduleRecord | None) -> Kernel:
+    """Fill in which path the op takes on this machine (``record``: the one the kernel applies)."""
+    kern.schedule_id = dispatch.schedule_of(record)
+    if kern.func is not None:  # (a kernel the ops cannot call here has nothing to decide)
+        kern.dispatch, kern.dispatch_source = dispatch.decide(kern.spec, kern.target, record)
+    return kern
 
 
 def _load_library(path: Path, lib_key: str, spec: Spec):

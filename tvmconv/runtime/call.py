@@ -1,6 +1,7 @@
 """Running a spec's kernel on an op's tensors: resolve the target, load the kernel (runtime.build),
-dispatch to the vendor path where tuning measured it faster, hand the tensors over aligned, pack
-the weight, and return torch (or NumPy) out. Per-thread switches for benchmarks and reports."""
+dispatch to the vendor path where it was measured faster on this machine (runtime.dispatch; a
+workload not yet decided times both paths over its first calls), hand the tensors over aligned,
+pack the weight, and return torch (or NumPy) out. Per-thread switches for benchmarks and reports."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from .. import knobs, reference
 from .._args import Args
 from ..backends import base as _base
 from ..spec import Spec, check_spec
-from . import build
+from . import build, dispatch
 
 
 class _State(threading.local):
@@ -25,6 +26,7 @@ class _State(threading.local):
         self.no_dispatch = 0  # > 0 inside no_dispatch()
         self.spec_only = 0  # > 0 inside spec_of()
         self.packed: dict[int, torch.Tensor] = {}  # id(kernel) -> its packed-weight buffer (_packed)
+        self.calibrating: dict[int, dispatch.Calibration] = {}  # id(kernel) -> its first-use timing here
 
 
 _state = _State()
@@ -32,8 +34,9 @@ _state = _State()
 
 @contextlib.contextmanager
 def no_dispatch():
-    """Inside the block (in this thread), always run the tvmconv kernel, even where tuning found
-    the vendor path faster (benchmarks use this to time the kernel itself)."""
+    """Inside the block (in this thread), always run the tvmconv kernel, even where the vendor path
+    was measured faster, and never time the two paths for a first-use choice (benchmarks use this
+    to time the kernel itself)."""
     _state.no_dispatch += 1
     try:
         yield
@@ -93,21 +96,49 @@ def _run(spec: Spec, a: Args, tensors: list[torch.Tensor | None], target=None, u
     kern = build.load(spec, tgt)
     if _state.capture is not None:
         _state.capture.append(kern)
-    if kern.dispatch == "vendor" and _dispatch_enabled():
+    if kern.dispatch != "tvmconv" and _dispatch_enabled():
         vendor = _vendor(spec)
         if vendor is not None:
-            out = vendor(*tensors)
+            if kern.dispatch == "vendor":
+                out = vendor(*tensors)
+            else:  # undecided: this call is one of the first-use calibration's
+                out = _calibrating(kern, vendor, a, tensors)
+            # dense, as the kernel's output and the custom op's fake (a vendor path such as
+            # channel_wise_conv's ends in a permuted view): a no-op where it already is
+            out = out.contiguous()
             out = out.squeeze(0) if unbatched else out
             return out.numpy() if a.numpy else out
-    # On CUDA, the kernel launches on torch's current stream (tvm_ffi passes it with the tensors)
+    out = _kernel_out(kern, a, tensors)
+    if unbatched:
+        out = out.squeeze(0)
+    return out.numpy() if a.numpy else out
+
+
+def _kernel_out(kern, a: Args, tensors: list) -> torch.Tensor:
+    """The kernel's result on ``tensors``. On CUDA it launches on torch's current stream (tvm_ffi
+    passes it with the tensors)."""
     out = torch.empty(kern.out_shape, dtype=a.dtype, device=a.device)
     args = [_kernel_arg(t) for t in tensors if t is not None]
     if kern.pack is not None:
         args[kern.packed_index] = _packed(kern, args[kern.packed_index])
     kern(*args, out)
-    if unbatched:
-        out = out.squeeze(0)
-    return out.numpy() if a.numpy else out
+    return out
+
+
+def _calibrating(kern, vendor, a: Args, tensors: list) -> torch.Tensor:
+    """One call of a kernel not yet decided on this machine: the path its calibration in this thread
+    takes next (the kernel first), timed; the last of them decides (``dispatch.settle``)."""
+    cal = _state.calibrating.get(id(kern))
+    if cal is None:
+        cal = _state.calibrating[id(kern)] = dispatch.Calibration()
+    which = cal.next_path()
+    run = (lambda: _kernel_out(kern, a, tensors)) if which == "tvmconv" else (lambda: vendor(*tensors))
+    out, seconds = kern.target.backend.time_call(run)
+    cal.add(which, seconds)
+    if cal.done:
+        del _state.calibrating[id(kern)]
+        dispatch.settle(kern, cal.times["tvmconv"], cal.times["vendor"], "first use")
+    return out
 
 
 _CHECKED: set = set()  # specs that passed check_spec

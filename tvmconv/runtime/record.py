@@ -134,7 +134,8 @@ class _Part:
 
 @dataclass(frozen=True)
 class Dispatch(_Part):
-    """Which of the tuned kernel and the vendor path the op calls, and the times that decided it."""
+    """Which of the tuned kernel and the vendor path the op calls, the times that decided it and
+    the machine they were measured on (the choice applies there only: runtime/dispatch.py)."""
 
     choice: str = _f("str")
     tvmconv_s: float | None = _f("num", None)
@@ -142,6 +143,10 @@ class Dispatch(_Part):
     vendor: str | None = _f("str", None)  # what the vendor path is ("F.conv2d", ...)
     threads: int | None = _f("int", None)
     measured_at: str | None = _f("str", None)
+    # where it was measured (backends.machine: ``Machine.key``, ``.description``); absent in records
+    # written before the field existed: an unknown machine, whose choice is not applied
+    machine: str | None = _f("str", None)
+    machine_description: str | None = _f("str", None)
     extra: Mapping = field(default_factory=dict, compare=False)
 
     _required = ("choice",)

@@ -350,7 +350,8 @@ def bench(
     for r in records:
         table.add_row(r["workload"][:70], r["family"], f"{r['flops'] / 1e6:.1f}", ms(r["tvmconv_s"], r["tvmconv_spread"]),
                       ms(r["vendor_s"], r["vendor_spread"]), f"{r['ratio']:.2f}", f"{r['gflops']:.1f}",
-                      f"{r['roofline_fraction']:.0%}", r["schedule"], r["dispatch"],
+                      f"{r['roofline_fraction']:.0%}", r["schedule"],
+                      f"{r['dispatch']} ({r['dispatch_source']})" if r.get("dispatch_source") else r["dispatch"],
                       "met" if B.meets_goal(r) else "[red]missed[/red]")
     console.print(table)
     geo = Table("family", "workloads", "geomean ratio (tvmconv/vendor)", "geomean speed-up", title="per family")
@@ -453,6 +454,58 @@ def export_cmd(
         raise typer.Exit(EXIT_DIFFERS)
 
 
+@app.command()
+def calibrate(
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Profile name; default: this host's."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="A named suite of layer shapes, or 'all'."),
+    model: Optional[str] = typer.Option(None, "--model", help="A tvmconv.models name (the kernels it runs) or a "
+                                        "torch.export'ed .pt2 file (its conv layers)."),
+    spec: Optional[str] = _SPEC,
+    rounds: int = typer.Option(5, "--rounds", min=3, help="Interleaved timing rounds per workload."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+):
+    """Decide on this machine, ahead of the first calls, which path each workload's op takes (its
+    tvmconv kernel or the vendor path): both timed interleaved, the choices stored in the user
+    cache for this machine (CPU model, target, threads)."""
+    import time
+
+    from ..backends.machine import machine_of
+    from ..backends.target import resolve
+    from ..models import MODELS
+    from ..spec import spec_from_dict
+    from .calibrate import calibrate as run_calibrate, model_workloads
+
+    given = [x for x in (suite, model, spec) if x is not None]
+    if len(given) != 1:
+        _fail("give exactly one of --suite, --model or --spec")
+    t0 = time.perf_counter()
+    try:
+        tgt = resolve(target)
+        if spec is not None:
+            what = spec_from_dict(json.loads(spec))
+        elif model is not None and model in MODELS:
+            what = model_workloads(model, tgt)
+        else:
+            what = suite if suite is not None else Path(model)
+        with console.status("calibrating...") as status:
+            rows = run_calibrate(what, tgt, rounds=rounds,
+                                 progress=lambda i, n, s: status.update(f"[{i + 1}/{n}] {s.name}"))
+    except (ValueError, TypeError) as exc:  # (json.JSONDecodeError is a ValueError)
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    took = time.perf_counter() - t0
+    if as_json:
+        return _print_json(rows)
+    fmt = (lambda s: "-" if s is None else f"{s * 1e3:.3f}")
+    table = Table("workload", "tvmconv ms", "vendor ms", "choice", "s")
+    for r in rows:
+        table.add_row(r["workload"][:70], fmt(r["tvmconv_s"]), fmt(r["vendor_s"]), r["choice"], f"{r['seconds']:.1f}")
+    console.print(table)
+    console.print(f"{machine_of(tgt).description}: {len(rows)} workloads in {took:.1f} s "
+                  f"({took / max(1, len(rows)):.1f} s per workload); choices stored in the user cache")
+
+
 cache_app = typer.Typer(help="Inspect and clear the schedule cache.")
 app.add_typer(cache_app, name="cache")
 _PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # no separators, no "..": a folder name
@@ -466,30 +519,45 @@ def cache_list(target: Optional[str] = typer.Option(None, "--target", "-t", help
 
     if target is not None and not _PROFILE_NAME.match(target):  # it becomes a glob pattern
         _fail(f"--target must be a profile name (see `tvmconv targets`), got {target!r}")
-    table = Table("profile", "workload", "GFLOP/s", "ms", "trials", "schedule", "dispatch", "where")
+    from ..runtime import dispatch as CH
+
+    table = Table("profile", "workload", "GFLOP/s", "ms", "trials", "schedule", "dispatch", "dispatch source",
+                  "where")
     shipped = C.shipped_root().resolve()
     rows = []
+    listed = set()
     for rec, path in C.list_records(profile=target):
         where = "shipped" if path.resolve().is_relative_to(shipped) else "user"
         profile, name = rec.profile or path.parent.name, rec.name or path.stem
+        choice, source, entry = CH.record_choice(rec)
+        listed.add((profile, rec.key))
         rows.append({"profile": profile, "workload": name, "gflops": rec.gflops, "run_secs": rec.run_secs,
                      "trials": rec.trials, "schedule": rec.source,
-                     "dispatch": rec.dispatch.to_dict() if rec.dispatch else None, "where": where, "path": str(path)})
+                     "dispatch": rec.dispatch.to_dict() if rec.dispatch else None, "choice": choice,
+                     "dispatch_source": source, "where": where, "path": str(path)})
         table.add_row(profile, name, f"{rec.gflops or 0:.1f}", f"{rec.run_secs * 1e3:.4f}",
-                      "" if rec.trials is None else str(rec.trials), rec.source or "", _dispatch_label(rec.dispatch),
-                      where)
+                      "" if rec.trials is None else str(rec.trials), rec.source or "",
+                      _dispatch_label(choice, entry or rec.dispatch), source, where)
+    for profile, key, entry in CH.calibrated(profile=target):  # choices of workloads listed with no record
+        if (profile, key) in listed:
+            continue
+        rows.append({"profile": profile, "workload": entry.get("workload", key), "choice": entry["choice"],
+                     "dispatch_source": CH.CALIBRATED, "calibration": entry, "where": "user (dispatch)"})
+        table.add_row(profile, str(entry.get("workload", key)), "", "", "", entry["schedule"],
+                      _dispatch_label(entry["choice"], entry), CH.CALIBRATED, "user (dispatch)")
     if as_json:
         return _print_json(rows)
     console.print(table)
 
 
-def _dispatch_label(d) -> str:
-    """A record's dispatch choice (``record.Dispatch``) and, where both times are there, the vendor's
-    time over ours."""
-    if d is None:
+def _dispatch_label(choice: str | None, d) -> str:
+    """A workload's dispatch choice and, where both times are known (``d``: a record's ``Dispatch``
+    or a stored choice), the vendor's time over ours."""
+    if choice is None:
         return "-"
-    v, t = d.vendor_s, d.tvmconv_s
-    return f"{d.choice} ({v / t:.2f}x)" if v is not None and t else d.choice
+    get = (lambda k: d.get(k)) if isinstance(d, dict) else (lambda k: getattr(d, k, None))
+    v, t = get("vendor_s"), get("tvmconv_s")
+    return f"{choice} ({v / t:.2f}x)" if v is not None and t else choice
 
 
 @cache_app.command("show")

@@ -203,6 +203,7 @@ def validate(spec, tgt: TargetInfo, cands: list[ScheduleRecord], rounds: int = 5
     calls that one); without, the record carries no dispatch choice. Where the op cannot be called
     (no PyTorch path for the spec) the fastest logged record is returned as it is."""
     from ..backends import timing
+    from ..backends.machine import machine_of
 
     try:
         times, vendor = op_times(spec, tgt, cands, rounds, vendor=dispatch)
@@ -223,8 +224,10 @@ def validate(spec, tgt: TargetInfo, cands: list[ScheduleRecord], rounds: int = 5
     choice = None
     if vendor is not None:
         v = timing.median(vendor[1])
+        here = machine_of(tgt)
         choice = Dispatch(choice="vendor" if v < op_s[best] else "tvmconv", tvmconv_s=op_s[best], vendor_s=v,
-                          vendor=vendor[0], threads=tgt.num_cores, measured_at=now)
+                          vendor=vendor[0], threads=tgt.num_cores, measured_at=now, machine=here.key,
+                          machine_description=here.description)
     return cands[best].replace(run_secs=op_s[best], gflops=spec.flops / op_s[best] / 1e9, trials=cands[0].trials,
                                default_secs=default[0] if default else None, validated=checked, dispatch=choice)
 

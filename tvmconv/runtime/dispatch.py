@@ -1,0 +1,259 @@
+"""Which path an op runs on this machine: its tvmconv kernel or the vendor path (the PyTorch call a
+user would otherwise write), decided where it runs.
+
+A choice holds only for the machine it was measured on (``backends.machine``: device model, target,
+threads). A kernel's choice (``decide``), in order:
+
+1. ``calibrated here``: this machine's choice for the workload and the same schedule, from the
+   user cache's ``dispatch/<machine key>.json`` (read once per process);
+2. ``record, this machine``: the schedule record's ``dispatch``, where it names this machine;
+3. otherwise none yet (``undecided``; a record's choice from another machine, or one written
+   before records named their machine, is not applied): the op's first calls on this machine
+   alternate the two paths, each call returning its path's result, ``WARMUP`` of each
+   untimed and then ``CALLS`` of each timed (``EARLY`` where one path is ``CLEAR`` times slower
+   in every call); ``rule`` picks one, and it is stored as in 1.
+
+``tvmconv calibrate`` makes the choices ahead, timing both paths as ``tvmconv bench`` does. A
+workload without a vendor path always runs the kernel. The file::
+
+    {"format": 1, "machine": {"key", "device", "profile", "threads"},
+     "choices": {"<cache.schedule_key>": {"workload", "profile", "choice", "tvmconv_s", "vendor_s",
+                                           "calls", "source", "schedule", "measured_at"}}}
+
+``source`` is ``first use`` or ``calibrate``; ``schedule`` is the kernel's schedule
+(``cache.schedule_id`` of its record, or ``default``): a choice made for another schedule is not
+applied. Written atomically under the file's lock, read only from a trusted directory, and a
+damaged file is set aside (``*.corrupt-<time>``) like a damaged record: its workloads are decided again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from filelock import Timeout
+
+from . import cache
+from .record import DISPATCH_CHOICES, ScheduleRecord
+from ..backends import timing
+from ..backends.machine import Machine, machine_of
+
+log = logging.getLogger("tvmconv")
+
+FORMAT = 1
+WARMUP = 1  # first-use calls of each path not timed (first-call costs: thread pools, oneDNN primitives)
+CALLS = 5  # first-use calls of each path timed, at most
+# ...fewer where, after EARLY timed calls of each, every call of one path took more than CLEAR times
+# any of the other's: a path several times slower costs each call it is given (measured on the
+# AVX-512 Xeon: PyTorch's depthwise convolutions at 15x the kernel's time)
+EARLY, CLEAR = 2, 2.0
+STORE_LOCK_TIMEOUT_S = 1.0  # an op never waits long to store a choice (lost: decided again next process)
+
+UNDECIDED = "undecided"
+CALIBRATED = "calibrated here"
+RECORD_HERE = "record, this machine"
+RECORD_ELSEWHERE = "record, other machine: not applied"
+NOT_DECIDED = "not yet decided"
+NO_VENDOR = "no vendor path"
+
+_lock = threading.RLock()
+_tables: dict[Path, dict[str, dict]] = {}  # the machine's file -> {workload key: entry}
+
+
+def path(machine: Machine) -> Path:
+    return cache.user_root() / "dispatch" / f"{machine.key}.json"
+
+
+def _entries(obj) -> dict[str, dict]:
+    """The choices a parsed file holds; ValueError naming what is wrong."""
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise ValueError(f"format is not {FORMAT}")
+    choices = obj.get("choices")
+    if not isinstance(choices, dict):
+        raise ValueError("choices is not an object")
+    for key, e in choices.items():
+        if not isinstance(e, dict) or e.get("choice") not in DISPATCH_CHOICES:
+            raise ValueError(f"choices[{key!r}].choice is not one of {DISPATCH_CHOICES}")
+        if not isinstance(e.get("schedule"), str):
+            raise ValueError(f"choices[{key!r}].schedule is not a string")
+        for name in ("tvmconv_s", "vendor_s"):
+            v = e.get(name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise ValueError(f"choices[{key!r}].{name} is not a number")
+    return choices
+
+
+def _read(p: Path) -> dict[str, dict]:
+    if not cache.trusted(p.parent):
+        return {}
+    obj = cache.read_json(p)  # (absent: None; not JSON: set aside)
+    if obj is None:
+        return {}
+    try:
+        return _entries(obj)
+    except ValueError as exc:
+        cache.set_aside(p, f"not a valid dispatch file: {exc}")
+        return {}
+
+
+def table(machine: Machine) -> dict[str, dict]:
+    """This machine's stored choices (read from the user cache once per process)."""
+    p = path(machine)  # (keyed by the file: a process may change TVMCONV_CACHE_DIR)
+    found = _tables.get(p)
+    if found is None:
+        with _lock:
+            found = _tables.get(p)
+            if found is None:
+                found = _tables[p] = _read(p)
+    return found
+
+
+def forget() -> None:
+    """Drop the choices read so far: the next ``table`` reads the file again, as a new process would."""
+    with _lock:
+        _tables.clear()
+
+
+def schedule_of(record: ScheduleRecord | None) -> str:
+    """What a stored choice was measured with: the record's schedule, or ``default``."""
+    return cache.schedule_id(record) if record is not None else "default"
+
+
+def _has_vendor(spec) -> bool:
+    from ..reference import vendor_for
+
+    return vendor_for(spec) is not None
+
+
+def decide(spec, target, record: ScheduleRecord | None) -> tuple[str, str]:
+    """``(choice, source)`` of a kernel of ``spec`` on ``target`` built with ``record`` (None: the
+    default schedule): choice ``tvmconv``, ``vendor`` or ``undecided`` (calibrate on first use)."""
+    if not _has_vendor(spec):
+        return "tvmconv", NO_VENDOR
+    here = machine_of(target)
+    entry = table(here).get(cache.schedule_key(spec, target))
+    if entry is not None and entry["schedule"] == schedule_of(record):
+        return entry["choice"], CALIBRATED
+    d = record.dispatch if record is not None else None
+    if d is not None and d.machine == here.key:
+        return d.choice, RECORD_HERE
+    return UNDECIDED, RECORD_ELSEWHERE if d is not None else NOT_DECIDED
+
+
+def rule(tvmconv_s: list[float], vendor_s: list[float]) -> str:
+    """``vendor`` only when its median time is lower than the kernel's by more than the measured
+    spread (the larger of the two relative interquartile ranges): on a tie, the kernel."""
+    t, v = timing.median(tvmconv_s), timing.median(vendor_s)
+    noise = max(timing.spread(tvmconv_s), timing.spread(vendor_s))
+    return "vendor" if v * (1 + noise) < t else "tvmconv"
+
+
+class Calibration:
+    """One thread's first-use calibration of one kernel: calls alternate kernel, vendor, kernel...;
+    the first ``WARMUP`` of each are not timed, the next ``CALLS`` of each are (``EARLY`` where one
+    path is clearly slower: see ``CLEAR``)."""
+
+    PATHS = ("tvmconv", "vendor")
+
+    def __init__(self):
+        self.calls = 0
+        self.times: dict[str, list[float]] = {"tvmconv": [], "vendor": []}
+
+    def next_path(self) -> str:
+        return self.PATHS[self.calls % 2]
+
+    def add(self, which: str, seconds: float) -> None:
+        self.calls += 1
+        if self.calls > 2 * WARMUP:
+            self.times[which].append(seconds)
+
+    @property
+    def done(self) -> bool:
+        if self.calls >= 2 * (WARMUP + CALLS):
+            return True
+        t, v = self.times["tvmconv"], self.times["vendor"]
+        if self.calls % 2 or len(t) < EARLY:
+            return False
+        return min(v) > CLEAR * max(t) or min(t) > CLEAR * max(v)
+
+
+def settle(kern, tvmconv_s: list[float], vendor_s: list[float], source: str) -> str:
+    """Decide ``kern``'s path from the two paths' times (``rule``), make the kernel take it and
+    store it for this machine. A first-use calibration another thread settled first keeps that
+    thread's choice. Returns the choice."""
+    choice = rule(tvmconv_s, vendor_s)
+    here = machine_of(kern.target)
+    key = cache.schedule_key(kern.spec, kern.target)
+    entry = {"workload": kern.spec.name, "profile": kern.target.profile, "choice": choice,
+             "tvmconv_s": timing.median(tvmconv_s), "vendor_s": timing.median(vendor_s),
+             "calls": len(tvmconv_s) + len(vendor_s), "source": source, "schedule": kern.schedule_id,
+             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    with _lock:
+        if source == "first use" and kern.dispatch != UNDECIDED:
+            return kern.dispatch
+        table(here)[key] = entry
+        kern.dispatch, kern.dispatch_source = choice, CALIBRATED
+    store(here, {key: entry})
+    return choice
+
+
+def store(machine: Machine, entries: dict[str, dict]) -> None:
+    """Merge ``entries`` into the machine's file (read again under its lock, so two processes
+    deciding different workloads keep both). Never raises: a choice not stored is decided again
+    by the next process."""
+    p = path(machine)
+    try:
+        cache.make_dirs(p.parent)
+        if not cache.trusted(p.parent):
+            return
+        with cache.lock(p, timeout=STORE_LOCK_TIMEOUT_S):
+            current = _read(p)
+            current.update(entries)
+            cache.write_json(p, {"format": FORMAT, "machine": machine.to_dict(), "choices": current})
+    except Timeout:
+        log.info("tvmconv: %s.lock is held by another process; the dispatch choice is not stored", p)
+    except OSError as exc:
+        log.info("tvmconv: could not store the dispatch choice in %s: %s", p, exc)
+
+
+# -- for `tvmconv cache list` ----------------------------------------------------------------------
+def _profile_target(profile: str | None):
+    from ..backends.target import resolve
+
+    try:
+        return resolve(profile) if profile else None
+    except ValueError:  # a profile no longer there
+        return None
+
+
+def record_choice(record: ScheduleRecord) -> tuple[str | None, str, dict | None]:
+    """``(choice, source, stored entry)`` of a record's workload on its profile's target on this
+    machine, as ``decide`` would find it (choice None: not yet decided)."""
+    tgt = _profile_target(record.profile)
+    here = machine_of(tgt) if tgt is not None else None
+    if here is not None:
+        entry = table(here).get(record.key)
+        if entry is not None and entry["schedule"] == schedule_of(record):
+            return entry["choice"], CALIBRATED, entry
+    d = record.dispatch
+    if d is None:
+        return None, NOT_DECIDED, None
+    return d.choice, RECORD_HERE if here is not None and d.machine == here.key else RECORD_ELSEWHERE, None
+
+
+def calibrated(profile: str | None = None):
+    """``(profile, workload key, entry)`` for every choice stored for this machine (per profile)."""
+    base = cache.user_root() / "dispatch"
+    if not base.is_dir() or not cache.trusted(base):
+        return
+    for p in sorted(base.glob("*.json")):
+        obj = cache.read_json(p)
+        machine = obj.get("machine") if isinstance(obj, dict) else None
+        prof = machine.get("profile") if isinstance(machine, dict) else None
+        tgt = _profile_target(prof) if isinstance(prof, str) and (profile is None or prof == profile) else None
+        if tgt is None or machine_of(tgt).key != p.stem:  # another machine's, or another thread count's
+            continue
+        for key, entry in table(machine_of(tgt)).items():
+            yield prof, key, entry

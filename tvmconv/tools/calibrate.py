@@ -1,0 +1,65 @@
+"""``tvmconv calibrate``: decide, ahead of the first calls, which path each workload's op takes on
+this machine -- its tvmconv kernel or the vendor path -- timing both as ``tvmconv bench`` does
+(interleaved rounds, after warm-up) and storing the choices for this machine in the user cache
+(runtime/dispatch.py), where the ops read them."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .. import functional as TF
+from ..backends import timing
+from ..backends.target import TargetInfo, resolve
+from ..runtime import dispatch
+from . import bench
+
+
+def model_workloads(name: str, target: TargetInfo) -> list[tuple]:
+    """The kernels a ``tvmconv.models`` network runs on one input, as ``[(spec, count), ...]``."""
+    from ..models import MODELS
+
+    model = MODELS[name](target=target.profile if target.profile != "custom" else None).eval()
+    size = 32 if name == "effnet" else 224  # (as bench_models)
+    with torch.no_grad(), TF.no_dispatch(), TF.capture_kernels() as kernels:
+        model(torch.randn(1, 3, size, size))
+    counts: dict = {}
+    for k in kernels:
+        counts[k.spec] = counts.get(k.spec, 0) + 1
+    return list(counts.items())
+
+
+def calibrate(what, target=None, *, rounds: int = 5, progress=None) -> list[dict]:
+    """Time each workload's kernel and vendor path on this machine and store the choice
+    (``dispatch.settle``). ``what``: anything ``tools.workloads.workloads`` takes, or a list of
+    ``(spec, count)``. One row per workload: ``workload``, ``tvmconv_s``, ``vendor_s``,
+    ``choice``, ``seconds`` (what calibrating it took, compiling included). Raises ValueError for a
+    target that does not run here."""
+    from .workloads import workloads
+
+    tgt = resolve(target)
+    why_not = tgt.backend.unavailable("calibrate")
+    if why_not:
+        raise ValueError(why_not)
+    table = what if isinstance(what, list) and what and isinstance(what[0], tuple) else workloads(what)
+    rows = []
+    for i, (spec, count) in enumerate(table):
+        if progress:
+            progress(i, len(table), spec)
+        t0 = time.perf_counter()
+        row = {"workload": spec.name, "count": count, "target": tgt.profile, "tvmconv_s": None, "vendor_s": None}
+        try:
+            case = bench.on_device(bench.case_for(spec, count), tgt)
+        except ValueError:  # no vendor path: the op always runs its kernel
+            rows.append({**row, "choice": "tvmconv", "source": dispatch.NO_VENDOR,
+                         "seconds": time.perf_counter() - t0})
+            continue
+        with torch.no_grad(), TF.no_dispatch(), TF.capture_kernels() as kernels:
+            case.op(*case.args, **case.kwargs, target=tgt)
+        kern = kernels[-1]
+        a, b = bench.time_case(case, tgt, tgt.num_cores, rounds=rounds)
+        choice = dispatch.settle(kern, a, b, "calibrate")
+        rows.append({**row, "tvmconv_s": timing.median(a), "vendor_s": timing.median(b), "choice": choice,
+                     "source": kern.dispatch_source, "seconds": time.perf_counter() - t0})
+    return rows
