@@ -172,10 +172,13 @@ def test_a_path_clearly_slower_is_given_fewer_calls(here, monkeypatch, tvmconv_s
     assert entry["calls"] == 2 * dispatch.EARLY
 
 
-def test_the_rule_wants_the_vendor_faster_by_more_than_the_spread():
+def test_the_rule_compares_best_times_with_a_margin_for_the_kernel():
     steady = [1e-3] * 5
     assert dispatch.rule(steady, [0.9e-3] * 5) == "vendor"
-    assert dispatch.rule(steady, [0.9e-3, 0.5e-3, 0.9e-3, 1.6e-3, 0.95e-3]) == "tvmconv"  # within its spread
+    assert dispatch.rule(steady, [0.97e-3] * 5) == "tvmconv"  # within the margin: the kernel
+    # a noisy vendor path that is clearly faster at its best is still chosen (medians would tie)
+    assert dispatch.rule([2.2e-3, 2.3e-3, 2.2e-3], [0.9e-3, 3.0e-3, 2.5e-3]) == "vendor"
+    assert dispatch.rule([0.9e-3, 3.0e-3, 2.5e-3], [2.2e-3, 2.3e-3, 2.2e-3]) == "tvmconv"
 
 
 def test_a_stored_choice_is_used_by_the_next_process(here, monkeypatch):
