@@ -541,8 +541,11 @@ def cache_list(target: Optional[str] = typer.Option(None, "--target", "-t", help
     for profile, key, entry in CH.calibrated(profile=target):  # choices of workloads listed with no record
         if (profile, key) in listed:
             continue
-        rows.append({"profile": profile, "workload": entry.get("workload", key), "choice": entry["choice"],
-                     "dispatch_source": CH.CALIBRATED, "calibration": entry, "where": "user (dispatch)"})
+        # the same keys as a record's row (None: it has no record), so that every row reads alike
+        rows.append({"profile": profile, "workload": entry.get("workload", key), "gflops": None, "run_secs": None,
+                     "trials": None, "schedule": entry.get("schedule"), "dispatch": None, "choice": entry["choice"],
+                     "dispatch_source": CH.CALIBRATED, "calibration": entry, "where": "user (dispatch)",
+                     "path": None})
         table.add_row(profile, str(entry.get("workload", key)), "", "", "", entry["schedule"],
                       _dispatch_label(entry["choice"], entry), CH.CALIBRATED, "user (dispatch)")
     if as_json:
