@@ -534,7 +534,7 @@ def cache_list(target: Optional[str] = typer.Option(None, "--target", "-t", help
         rows.append({"profile": profile, "workload": name, "gflops": rec.gflops, "run_secs": rec.run_secs,
                      "trials": rec.trials, "schedule": rec.source,
                      "dispatch": rec.dispatch.to_dict() if rec.dispatch else None, "choice": choice,
-                     "dispatch_source": source, "where": where, "path": str(path)})
+                     "dispatch_source": source, "calibration": entry, "where": where, "path": str(path)})
         table.add_row(profile, name, f"{rec.gflops or 0:.1f}", f"{rec.run_secs * 1e3:.4f}",
                       "" if rec.trials is None else str(rec.trials), rec.source or "",
                       _dispatch_label(choice, entry or rec.dispatch), source, where)
