@@ -110,6 +110,7 @@ def test_calibrate_stores_choices_that_cache_list_shows(tmp_path, monkeypatch):
     listed = json.loads(runner.invoke(cli.app, ["cache", "list", "--json"]).output)
     mine = [r for r in listed if r["workload"] == spec.name]
     assert [(r["choice"], r["dispatch_source"]) for r in mine] == [("vendor", dispatch.CALIBRATED)]
+    assert all(r.keys() == listed[0].keys() for r in listed)  # a calibrated row reads like a record's
     # the shipped records say nothing of the machine they were measured on: not applied here
     shipped = {r["dispatch_source"] for r in listed if r["where"] == "shipped" and r["dispatch"]}
     assert shipped == {dispatch.RECORD_ELSEWHERE}
