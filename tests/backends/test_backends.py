@@ -153,3 +153,34 @@ def test_unknown_kinds_have_no_backend():
     assert not base.supported(tgt)
     with pytest.raises(ValueError, match="backends for"):
         base.backend_for(tgt)
+
+
+def _shipped_float32():
+    import json
+
+    from tvmconv import knobs
+    from tvmconv.spec import spec_from_dict
+    from tvmconv.variants.compute import plan_from_dict
+
+    for path in sorted((knobs.shipped_dir() / "schedules" / "x86-avx2").glob("*.json")):
+        d = json.loads(path.read_text())
+        spec = spec_from_dict(d["spec"])
+        if spec.dtype == "float32":
+            yield spec, plan_from_dict(d["plan"])
+
+
+def test_transferred_plans_keep_their_vectors_and_fit_the_registers():
+    """Every shipped AVX2 plan moved to AVX-512: blocks of whole 16-lane vectors, as many vectors a
+    block as the record chose (where the group has the channels), a tile within 28 registers."""
+    seen = 0
+    for spec, plan in _shipped_float32():
+        assert blocking.transfer_plan(plan, spec, 8, 8, 16) == plan
+        moved = blocking.transfer_plan(plan, spec, 8, 16, 32)
+        if plan.kind == moved.kind == "ocvec":
+            seen += 1
+            assert moved.vb % 16 == 0 and moved.vb // 16 <= plan.vb // 8
+            assert moved.owi * (moved.vb // 16) <= 28 and moved.owi <= spec.out_size[-1]
+        elif plan.kind == moved.kind == "wvec":
+            assert moved.owi % 16 == 0 and moved.owi // 16 == max(1, min(plan.owi // 8, -(-spec.out_size[-1] // 16)))
+        assert moved.serial == plan.serial
+    assert seen > 50

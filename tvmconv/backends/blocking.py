@@ -152,3 +152,43 @@ def _best_tile(extent: int, limit: int, multiple_of: int = 1) -> int:
     per-tile overhead (reloading the weight vectors) that a larger tile amortises."""
     candidates = [t for t in range(1, limit + 1) if t % multiple_of == 0] or [limit]
     return min(candidates, key=lambda t: (-(-extent // t) * t) * (1 + 2 / t))
+
+
+def transfer_plan(plan: Plan, spec: Spec, from_lanes: int, to_lanes: int, vector_registers: int | None = None) -> Plan:
+    """``plan``, chosen for a target with ``from_lanes`` lanes, re-derived for one with ``to_lanes``
+    lanes and ``vector_registers`` registers: the decisions a plan makes in whole vectors (output
+    channels per block, the width tile of ``wvec``) keep their count of vectors, the register tile
+    is clipped to what the register file holds, and a blocking the new width does not allow (a
+    vector of channels wider than the group) becomes this target's own (``plan_for``). Rows per
+    task and the one-thread choice are shape decisions and stay.
+
+    An AVX2 record's ``ocvec`` of 16 channels (2 vectors of 8) becomes 32 channels (2 vectors of
+    16) on AVX-512: the record's choice of two vectors a block, on 512-bit registers."""
+    old, new = max(1, from_lanes), max(1, to_lanes)
+    base = plan_for(spec, new, vector_registers)
+    if old == new or plan.kind != base.kind:
+        return plan if old == new else dataclasses.replace(base, serial=plan.serial)
+    if plan.kind == "staged":
+        specs = dict(zip(("kx1_", "c1xk_"), spec.stages()))
+        return dataclasses.replace(plan, stages=tuple(
+            (prefix, transfer_plan(p, specs[prefix], old, new, vector_registers) if prefix in specs else p)
+            for prefix, p in plan.stages))
+    if plan.kind not in ("ocvec", "wvec"):
+        return plan
+    out_w = spec.out_size[-1]
+    if plan.kind == "ocvec":
+        units = max(1, plan.vb // old)
+        ocg = spec.c_out // spec.groups if isinstance(spec, ConvSpec) else spec.c_out
+        while units > 1 and units * new > ocg:
+            units -= 1
+        regs = _tile_registers(new, vector_registers)
+        owi = max(1, min(plan.owi, regs // units, out_w))
+        step = _tile_step(spec)
+        if owi % step and owi != out_w:
+            owi = max(step, owi - owi % step)
+        return dataclasses.replace(plan, vb=units * new, owi=owi)
+    if plan.kind == "wvec":
+        units = max(1, plan.owi // old)
+        owi = max(new, min(units * new, -(-out_w // new) * new))
+        return dataclasses.replace(plan, owi=owi)
+    return plan
