@@ -118,3 +118,49 @@ def test_bench_times_the_kernel_even_where_dispatch_chose_the_vendor(roof, monke
     with torch.no_grad(), pytest.raises(AssertionError, match="vendor path"):  # the op itself would dispatch
         case.op(*case.args, **case.kwargs, target=tgt)
     build.clear_memory_cache()
+
+
+@pytest.mark.parametrize("choice", ["tvmconv", "vendor"])
+def test_bench_with_dispatch_also_times_the_path_the_op_takes(roof, monkeypatch, choice):
+    """``dispatched``: a third timing, the op with dispatch on, which runs the vendor path exactly
+    where this machine's choice is 'vendor'; the kernel's own time is still measured."""
+    from tvmconv import functional as TF
+    from tvmconv.runtime import build, call
+
+    spec = conv(8, 9, 8, 3, 1, 1)
+    case = B.case_for(spec)
+    tgt = resolve("x86-avx2")
+    with torch.no_grad(), TF.capture_kernels() as ks:
+        case.op(*case.args, **case.kwargs, target=tgt)
+    monkeypatch.setattr(ks[-1], "dispatch", choice)
+    calls = []
+    real = call._vendor
+
+    def counted(s):
+        calls.append(s)
+        return real(s)
+
+    monkeypatch.setattr(call, "_vendor", counted)
+    rec = B.run_case(case, tgt, roof, rounds=3, dispatched=True)
+    assert rec["dispatch"] == choice and rec["dispatched_s"] > 0 and rec["tvmconv_s"] > 0
+    assert isinstance(rec["slower_than_vendor"], bool)
+    assert rec["dispatched_ratio"] == pytest.approx(rec["dispatched_s"] / rec["vendor_s"])
+    assert bool(calls) == (choice == "vendor")
+    build.clear_memory_cache()
+
+
+def test_bench_with_dispatch_settles_an_undecided_workload_first(roof):
+    """A workload not yet calibrated on this machine is decided (first-use calibration) before the
+    rounds are timed, so the timed op runs one path throughout."""
+    from tvmconv import functional as TF
+    from tvmconv.runtime import build, dispatch
+
+    spec = conv(8, 10, 8, 3, 1, 1)
+    case = B.case_for(spec)
+    tgt = resolve("x86-avx2")
+    with torch.no_grad(), TF.no_dispatch(), TF.capture_kernels() as ks:
+        case.op(*case.args, **case.kwargs, target=tgt)
+    assert ks[-1].dispatch == dispatch.UNDECIDED
+    rec = B.run_case(case, tgt, roof, rounds=3, dispatched=True)
+    assert rec["dispatch"] in ("tvmconv", "vendor") and rec["dispatch_source"] == dispatch.CALIBRATED
+    build.clear_memory_cache()

@@ -111,26 +111,54 @@ def on_device(case: Case, target: TargetInfo) -> Case:
                 tuple(move(a) for a in case.args), {k: move(v) for k, v in case.kwargs.items()}, case.count)
 
 
-def time_case(case: Case, target: TargetInfo, threads: int, *, rounds: int = 7) -> tuple[list, list]:
+def time_case(case: Case, target: TargetInfo, threads: int, *, rounds: int = 7,
+              dispatched: bool = False) -> tuple[list, ...]:
     """Seconds per call of the tvmconv kernel (dispatch off: the kernel itself, whatever tuning
-    recorded) and of the vendor path, interleaved, with ``threads`` PyTorch threads. On a CUDA
-    target (tensors on the GPU): GPU time from CUDA events, TF32 off (the backend's ``vendor_mode``)."""
+    recorded) and of the vendor path, interleaved, with ``threads`` PyTorch threads; ``dispatched``:
+    a third list, the op as a user calls it (dispatch on: the kernel or the vendor path, as chosen
+    for this machine), in the same rounds. On a CUDA target (tensors on the GPU): GPU time from
+    CUDA events, TF32 off (the backend's ``vendor_mode``)."""
     backend = target.backend
-    with torch.no_grad(), TF.no_dispatch(), backend.vendor_mode():
-        return tuple(backend.time([lambda: case.op(*case.args, **case.kwargs, target=target),
-                                   lambda: case.reference(*case.args, **case.kwargs)], rounds=rounds, threads=threads))
+    fns = [lambda: case.op(*case.args, **case.kwargs, target=target),
+           lambda: case.reference(*case.args, **case.kwargs)]
+    with torch.no_grad(), backend.vendor_mode():
+        if not dispatched:
+            with TF.no_dispatch():
+                return tuple(backend.time(fns, rounds=rounds, threads=threads))
+
+        def kernel():
+            with TF.no_dispatch():
+                fns[0]()
+
+        return tuple(backend.time([kernel, fns[1], fns[0]], rounds=rounds, threads=threads))
 
 
-def run_case(case: Case, target: TargetInfo, roof: Roofline, *, rounds: int = 7) -> dict:
-    """Check the case's output against the vendor's, then time both interleaved."""
+def settle_dispatch(case: Case, target: TargetInfo, kern, threads: int, *, rounds: int = 5,
+                    source: str = "calibrate") -> str:
+    """Decide ``kern``'s path on this machine from interleaved rounds of both paths, as ``tvmconv
+    calibrate`` does (``dispatch.settle`` stores it), unless it is decided already. Returns it."""
+    from ..runtime import dispatch
+
+    if kern.dispatch != dispatch.UNDECIDED:
+        return kern.dispatch
+    a, b = time_case(case, target, threads, rounds=rounds)
+    return dispatch.settle(kern, a, b, source)
+
+
+def run_case(case: Case, target: TargetInfo, roof: Roofline, *, rounds: int = 7, dispatched: bool = False) -> dict:
+    """Check the case's output against the vendor's, then time both interleaved; ``dispatched``:
+    the op as dispatched too (``dispatched_s``, and ``slower_than_vendor`` where it is slower than
+    the vendor path by more than the two measurements' spread)."""
     case = on_device(case, target)
     with torch.no_grad(), TF.no_dispatch(), torch_threads(roof.threads), target.backend.vendor_mode():
         with TF.capture_kernels() as kernels:
             got = case.op(*case.args, **case.kwargs, target=target)
         want = case.reference(*case.args, **case.kwargs)
     err = (got - want).abs().max().item() / max(1.0, want.abs().max().item())
-    a, b = time_case(case, target, roof.threads, rounds=rounds)
     kern = kernels[-1]
+    if dispatched:
+        settle_dispatch(case, target, kern, roof.threads)
+    a, b, *d = time_case(case, target, roof.threads, rounds=rounds, dispatched=dispatched)
     spec = kern.spec
     t, v = timing.median(a), timing.median(b)
     src = kern.schedule_source
@@ -143,7 +171,17 @@ def run_case(case: Case, target: TargetInfo, roof: Roofline, *, rounds: int = 7)
         "roofline_fraction": roof.min_seconds(spec.flops, spec.bytes_moved) / t,
         "vendor": case.vendor, "schedule": "tuned" if src.startswith("tuned") else src,
         "dispatch": kern.dispatch, "dispatch_source": kern.dispatch_source, "max_rel_err": err, "target": target.profile, "target_kind": target.kind,
+        **(_dispatched(d[0], b) if dispatched else {}),
     }
+
+
+def _dispatched(d: list[float], vendor: list[float]) -> dict:
+    """The op as dispatched against the vendor path in the same rounds: slower beyond the spread
+    where the ratio of medians exceeds 1 by more than the two interquartile ranges together."""
+    ratio = timing.median(d) / timing.median(vendor)
+    spread = math.hypot(timing.spread(d), timing.spread(vendor))
+    return {"dispatched_s": timing.median(d), "dispatched_spread": timing.spread(d), "dispatched_ratio": ratio,
+            "slower_than_vendor": ratio > 1 + spread}
 
 
 def goal_of(rec: dict) -> tuple[float, float | None]:

@@ -312,6 +312,9 @@ def bench(
     rounds: int = typer.Option(7, "--rounds", min=3),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write one JSON record per workload here."),
     png: Optional[Path] = typer.Option(None, "--png", help="Chart path (default: bench-<target>-<what>.png)."),
+    dispatched: bool = typer.Option(False, "--dispatch", help="Also time each op as a user calls it (dispatch "
+                                    "on: the path chosen for this machine, calibrating first where undecided) "
+                                    "and list those slower than the vendor path beyond the measured spread."),
 ):
     """Time tuned tvmconv kernels against the vendor path (PyTorch/oneDNN, or the PyTorch op
     sequence for fused variants) in the same process, interleaved, with the machine's roofline."""
@@ -343,7 +346,7 @@ def bench(
     with console.status("benchmarking...") as status:
         for i, c in enumerate(cases):
             status.update(f"[{i + 1}/{len(cases)}] {c.label}")
-            records.append(B.run_case(c, tgt, roof, rounds=rounds))
+            records.append(B.run_case(c, tgt, roof, rounds=rounds, dispatched=dispatched))
     ms = (lambda s, d: f"{s * 1e3:.3f} ±{d:.0%}")  # spread: interquartile range relative to the median
     table = Table("workload", "family", "MFLOP", "tvmconv ms", "vendor ms", "ratio", "GFLOP/s", "roofline",
                   "schedule", "dispatch", "goal")
@@ -361,6 +364,12 @@ def bench(
     missed = [r["workload"] for r in records if not B.meets_goal(r)]
     goals = tgt.backend.bench_goal_text
     console.print(f"{len(records) - len(missed)}/{len(records)} workloads meet their goal ({goals})")
+    if dispatched:
+        slower = [r for r in records if r["slower_than_vendor"]]
+        geo_d = math.exp(sum(math.log(r["dispatched_ratio"]) for r in records) / len(records))
+        console.print(f"dispatch on: geomean ratio {geo_d:.3f} against the vendor path; {len(slower)} of {len(records)} "
+                      f"slower than it beyond the measured spread"
+                      + "".join(f"\n  {r['workload']}: {r['dispatched_ratio']:.2f} ({r['dispatch']})" for r in slower))
     label = suite or (Path(model).stem if model else op or ("spec" if spec else "variants"))
     png = png or Path(f"bench-{tgt.profile}-{label}.png")
     try:
