@@ -156,6 +156,7 @@ def test_first_use_times_both_paths_then_stores_the_choice(here, monkeypatch, tv
     (entry,) = _stored(here)["choices"].values()
     assert entry["choice"] == choice and entry["source"] == "first use" and entry["calls"] == 2 * dispatch.CALLS
     assert (entry["tvmconv_s"], entry["vendor_s"]) == (tvmconv_s, vendor_s) and entry["schedule"] == "default"
+    assert (entry["tvmconv_best_s"], entry["vendor_best_s"]) == (tvmconv_s, vendor_s)  # what the rule compared
     _conv(x, w)
     assert len(paths.taken) == FIRST_USE  # decided: no more timing
 

@@ -18,7 +18,10 @@ workload without a vendor path always runs the kernel. The file::
 
     {"format": 1, "machine": {"key", "device", "profile", "threads"},
      "choices": {"<cache.schedule_key>": {"workload", "profile", "choice", "tvmconv_s", "vendor_s",
-                                           "calls", "source", "schedule", "measured_at"}}}
+                                           "tvmconv_best_s", "vendor_best_s", "calls", "source",
+                                           "schedule", "measured_at"}}}
+
+``*_s`` are medians (what a table shows), ``*_best_s`` the best times ``rule`` decided on.
 
 ``source`` is ``first use`` or ``calibrate``; ``schedule`` is the kernel's schedule
 (``cache.schedule_id`` of its record, or ``default``): a choice made for another schedule is not
@@ -78,7 +81,7 @@ def _entries(obj) -> dict[str, dict]:
             raise ValueError(f"choices[{key!r}].choice is not one of {DISPATCH_CHOICES}")
         if not isinstance(e.get("schedule"), str):
             raise ValueError(f"choices[{key!r}].schedule is not a string")
-        for name in ("tvmconv_s", "vendor_s"):
+        for name in ("tvmconv_s", "vendor_s", "tvmconv_best_s", "vendor_best_s"):
             v = e.get(name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                 raise ValueError(f"choices[{key!r}].{name} is not a number")
@@ -191,6 +194,7 @@ def settle(kern, tvmconv_s: list[float], vendor_s: list[float], source: str) -> 
     key = cache.schedule_key(kern.spec, kern.target)
     entry = {"workload": kern.spec.name, "profile": kern.target.profile, "choice": choice,
              "tvmconv_s": timing.median(tvmconv_s), "vendor_s": timing.median(vendor_s),
+             "tvmconv_best_s": min(tvmconv_s), "vendor_best_s": min(vendor_s),
              "calls": len(tvmconv_s) + len(vendor_s), "source": source, "schedule": kern.schedule_id,
              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with _lock:
