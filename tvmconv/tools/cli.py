@@ -7,7 +7,7 @@ import math
 import re
 import subprocess
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -45,8 +45,35 @@ def _print_json(rows: list[dict]) -> None:
     typer.echo(json.dumps(rows, indent=1))
 
 
+_OPS = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+
+
+# Options several commands share, declared once (typer reads the Annotated metadata; the default
+# stays in each signature)
+TargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", help="Profile name (see `tvmconv targets`); "
+                                                   "default: this host's.")]
+SuiteOpt = Annotated[Optional[str], typer.Option("--suite", help="A named suite of layer shapes, or 'all'.")]
+SpecOpt = Annotated[Optional[str], typer.Option("--spec", help="A workload as the JSON the untuned-warning prints.")]
+ModelFileOpt = Annotated[Optional[Path], typer.Option("--model", help="A torch.export'ed model (.pt2): every conv "
+                                                      "layer.")]
+InputShapeOpt = Annotated[Optional[str], typer.Option("--input-shape", help="The model's input shape (checked).")]
+JsonPathOpt = Annotated[Optional[Path], typer.Option("--json", help="Write one JSON record per workload here.")]
+AsJsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+# only this profile's entries (cache list, cache clear)
+ProfileFilterOpt = Annotated[Optional[str], typer.Option("--target", "-t", help="Only this profile.")]
+# one workload given by its numbers (tune, bench, export)
+OpOpt = Annotated[Optional[str], typer.Option("--op", help=f"One convolution: {', '.join(_OPS)}.")]
+ShapeOpt = Annotated[Optional[str], typer.Option("--shape", help="Input shape of --op, e.g. 1,64,56,56.")]
+WeightOpt = Annotated[Optional[str], typer.Option("--weight", help="Weight shape of --op, e.g. 64,64,3,3.")]
+StrideOpt = Annotated[str, typer.Option("--stride")]
+PaddingOpt = Annotated[str, typer.Option("--padding")]
+DilationOpt = Annotated[str, typer.Option("--dilation")]
+GroupsOpt = Annotated[int, typer.Option("--groups")]
+BiasOpt = Annotated[bool, typer.Option("--bias")]
+
+
 @app.command()
-def variants(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+def variants(as_json: AsJsonOpt = False):
     """List the registered convolution variants."""
     from ..variants.registry import VARIANTS
 
@@ -103,7 +130,7 @@ def check(
 
 
 @app.command()
-def targets(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+def targets(as_json: AsJsonOpt = False):
     """List the target profiles; marks the one detected for this host."""
     from ..backends.target import detect_profile_name, profiles
 
@@ -124,7 +151,7 @@ def targets(as_json: bool = typer.Option(False, "--json", help="Print JSON inste
 
 
 @app.command()
-def suites(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+def suites(as_json: AsJsonOpt = False):
     """List the named suites of layer shapes that tune, bench and export take (--suite)."""
     from .suites import SUITES, suite
 
@@ -151,37 +178,21 @@ def _ints(text: Optional[str], name: str):
     return vals[0] if len(vals) == 1 else vals
 
 
-_OPS = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
-
-
-# Options shared by tune, bench and export (one workload given by its numbers)
-_OP = typer.Option(None, "--op", help=f"One convolution: {', '.join(_OPS)}.")
-_SHAPE = typer.Option(None, "--shape", help="Input shape of --op, e.g. 1,64,56,56.")
-_WEIGHT = typer.Option(None, "--weight", help="Weight shape of --op, e.g. 64,64,3,3.")
-_STRIDE = typer.Option("1", "--stride")
-_PADDING = typer.Option("0", "--padding")
-_DILATION = typer.Option("1", "--dilation")
-_GROUPS = typer.Option(1, "--groups")
-_BIAS = typer.Option(False, "--bias")
-_SPEC = typer.Option(None, "--spec", help="A workload as the JSON the untuned-warning prints.")
-_INPUT_SHAPE = typer.Option(None, "--input-shape", help="The model's input shape (checked).")
-
-
 @app.command()
 def tune(
-    target: Optional[str] = typer.Option(None, "--target", "-t", help="Profile name (see `tvmconv targets`); default: this host's."),
-    suite: Optional[str] = typer.Option(None, "--suite", help="A named suite of layer shapes, or 'all'."),
-    op: Optional[str] = _OP,
-    shape: Optional[str] = _SHAPE,
-    weight: Optional[str] = _WEIGHT,
-    stride: str = _STRIDE,
-    padding: str = _PADDING,
-    dilation: str = _DILATION,
-    groups: int = _GROUPS,
-    bias: bool = _BIAS,
-    spec: Optional[str] = _SPEC,
-    model: Optional[Path] = typer.Option(None, "--model", help="A torch.export'ed model (.pt2): every conv layer."),
-    input_shape: Optional[str] = _INPUT_SHAPE,
+    target: TargetOpt = None,
+    suite: SuiteOpt = None,
+    op: OpOpt = None,
+    shape: ShapeOpt = None,
+    weight: WeightOpt = None,
+    stride: StrideOpt = "1",
+    padding: PaddingOpt = "0",
+    dilation: DilationOpt = "1",
+    groups: GroupsOpt = 1,
+    bias: BiasOpt = False,
+    spec: SpecOpt = None,
+    model: ModelFileOpt = None,
+    input_shape: InputShapeOpt = None,
     trials: int = typer.Option(64, "--trials", min=0, help="Measurements per workload (0: only distill what "
                                "the log holds, timing the best candidates through the op)."),
     rpc: Optional[str] = typer.Option(None, "--rpc", help="Measure through an RPC tracker: HOST:PORT:KEY."),
@@ -195,28 +206,17 @@ def tune(
                                      "path (the dispatch choice recorded after tuning)."),
     population: Optional[int] = typer.Option(None, "--population", min=2,
                                              help="Evolutionary search population (MetaSchedule's default: 512)."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write one JSON record per workload here."),
+    json_path: JsonPathOpt = None,
 ):
     """Tune workloads with MetaSchedule and store the best schedules in the cache. Interrupting
     loses nothing measured; running the same command again spends only the remaining budget."""
-    from ..spec import spec_from_dict
     from ..tuning.api import results_json
     from ..tuning.api import tune as run_tune
 
-    given = [x for x in (suite, op, spec, model) if x is not None]
-    if len(given) != 1:
-        raise typer.BadParameter("give exactly one of --suite, --op (with --shape/--weight), --spec or --model",
-                                 param_hint="--suite/--op/--spec/--model")
+    _exactly_one(suite, op, spec, model)
     _need_tune_extra()
     try:
-        if suite is not None:
-            what = suite
-        elif spec is not None:
-            what = spec_from_dict(json.loads(spec))
-        elif model is not None:
-            what = model
-        else:
-            what = _op_spec(op, shape, weight, stride, padding, dilation, groups, bias)
+        what = _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias)
         results = run_tune(what, target=target, trials=trials, rpc=rpc, cache_dir=cache_dir, seed=seed,
                            input_shape=_ints(input_shape, "--input-shape"), num_trials_per_iter=per_iter,
                            population=population, dispatch=not no_dispatch, rpc_timeout=rpc_timeout)
@@ -277,6 +277,12 @@ def _as_tuple(v):
     return v if isinstance(v, tuple) else (v,)
 
 
+def _exactly_one(suite, op, spec, model) -> None:
+    if sum(x is not None for x in (suite, op, spec, model)) != 1:
+        raise typer.BadParameter("give exactly one of --suite, --op (with --shape/--weight), --spec or --model",
+                                 param_hint="--suite/--op/--spec/--model")
+
+
 def _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias):
     """The workloads named by exactly one of --suite/--op/--spec/--model."""
     from ..spec import spec_from_dict
@@ -292,25 +298,25 @@ def _what(suite, op, spec, model, shape, weight, stride, padding, dilation, grou
 
 @app.command()
 def bench(
-    target: Optional[str] = typer.Option(None, "--target", "-t", help="Profile name; default: this host's."),
+    target: TargetOpt = None,
     suite: Optional[str] = typer.Option(None, "--suite", help="'variants' (default: every variant on the default "
                                         "shape), a suite name, or 'all'."),
-    op: Optional[str] = _OP,
-    shape: Optional[str] = _SHAPE,
-    weight: Optional[str] = _WEIGHT,
-    stride: str = _STRIDE,
-    padding: str = _PADDING,
-    dilation: str = _DILATION,
-    groups: int = _GROUPS,
-    bias: bool = _BIAS,
-    spec: Optional[str] = _SPEC,
+    op: OpOpt = None,
+    shape: ShapeOpt = None,
+    weight: WeightOpt = None,
+    stride: StrideOpt = "1",
+    padding: PaddingOpt = "0",
+    dilation: DilationOpt = "1",
+    groups: GroupsOpt = 1,
+    bias: BiasOpt = False,
+    spec: SpecOpt = None,
     model: Optional[str] = typer.Option(None, "--model", help="tvmconv.models names (comma-separated, or 'all'; "
                                         "end-to-end against their PyTorch twins) or a torch.export'ed .pt2 file "
                                         "(its conv layers)."),
-    input_shape: Optional[str] = _INPUT_SHAPE,
+    input_shape: InputShapeOpt = None,
     batch: str = typer.Option("1,8", "--batch", help="Batch sizes for --model NAME."),
     rounds: int = typer.Option(7, "--rounds", min=3),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write one JSON record per workload here."),
+    json_path: JsonPathOpt = None,
     png: Optional[Path] = typer.Option(None, "--png", help="Chart path (default: bench-<target>-<what>.png)."),
 ):
     """Time tuned tvmconv kernels against the vendor path (PyTorch/oneDNN, or the PyTorch op
@@ -397,18 +403,18 @@ def _bench_model(names, tgt, batches, rounds, json_path):
 def export_cmd(
     target: str = typer.Option(..., "--target", "-t", help="Profile name: arm64-linux, android-arm64, cuda-sm90..."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory to write."),
-    suite: Optional[str] = typer.Option(None, "--suite"),
-    op: Optional[str] = _OP,
-    shape: Optional[str] = _SHAPE,
-    weight: Optional[str] = _WEIGHT,
-    stride: str = _STRIDE,
-    padding: str = _PADDING,
-    dilation: str = _DILATION,
-    groups: int = _GROUPS,
-    bias: bool = _BIAS,
-    spec: Optional[str] = _SPEC,
-    model: Optional[Path] = typer.Option(None, "--model", help="A torch.export'ed model (.pt2): every conv layer."),
-    input_shape: Optional[str] = _INPUT_SHAPE,
+    suite: SuiteOpt = None,
+    op: OpOpt = None,
+    shape: ShapeOpt = None,
+    weight: WeightOpt = None,
+    stride: StrideOpt = "1",
+    padding: PaddingOpt = "0",
+    dilation: DilationOpt = "1",
+    groups: GroupsOpt = 1,
+    bias: BiasOpt = False,
+    spec: SpecOpt = None,
+    model: ModelFileOpt = None,
+    input_shape: InputShapeOpt = None,
     check: bool = typer.Option(False, "--check", help="Build the C example, run every kernel (under qemu for "
                                "aarch64) on random inputs and compare with PyTorch here."),
     check_python: Optional[str] = typer.Option(None, "--check-python", help="Also load every shared library "
@@ -419,10 +425,7 @@ def export_cmd(
     static libraries, a C header, a C example and a manifest (CPU); CUDA source and cubin (CUDA)."""
     from . import export as X
 
-    given = [x for x in (suite, op, spec, model) if x is not None]
-    if len(given) != 1:
-        raise typer.BadParameter("give exactly one of --suite, --op (with --shape/--weight), --spec or --model",
-                                 param_hint="--suite/--op/--spec/--model")
+    _exactly_one(suite, op, spec, model)
     try:
         what = _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias)
         with console.status("compiling...") as status:
@@ -456,13 +459,13 @@ def export_cmd(
 
 @app.command()
 def calibrate(
-    target: Optional[str] = typer.Option(None, "--target", "-t", help="Profile name; default: this host's."),
-    suite: Optional[str] = typer.Option(None, "--suite", help="A named suite of layer shapes, or 'all'."),
+    target: TargetOpt = None,
+    suite: SuiteOpt = None,
     model: Optional[str] = typer.Option(None, "--model", help="A tvmconv.models name (the kernels it runs) or a "
                                         "torch.export'ed .pt2 file (its conv layers)."),
-    spec: Optional[str] = _SPEC,
+    spec: SpecOpt = None,
     rounds: int = typer.Option(5, "--rounds", min=3, help="Interleaved timing rounds per workload."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: AsJsonOpt = False,
 ):
     """Decide on this machine, ahead of the first calls, which path each workload's op takes (its
     tvmconv kernel or the vendor path): both timed interleaved, the choices stored in the user
@@ -512,8 +515,8 @@ _PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # no separators, no
 
 
 @cache_app.command("list")
-def cache_list(target: Optional[str] = typer.Option(None, "--target", "-t", help="Only this profile."),
-               as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+def cache_list(target: ProfileFilterOpt = None,
+               as_json: AsJsonOpt = False):
     """Every tuned schedule record, shipped and user, with its measured time."""
     from ..runtime import cache as C
 
@@ -580,7 +583,7 @@ def cache_show(name: str = typer.Argument(..., help="A workload name (or a prefi
 
 @cache_app.command("clear")
 def cache_clear(
-    target: Optional[str] = typer.Option(None, "--target", "-t", help="Only this profile."),
+    target: ProfileFilterOpt = None,
     kernels_only: bool = typer.Option(False, "--kernels", help="Only the compiled kernels, keep schedules and logs."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
 ):
