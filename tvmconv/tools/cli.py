@@ -59,6 +59,10 @@ ModelFileOpt = Annotated[Optional[Path], typer.Option("--model", help="A torch.e
 InputShapeOpt = Annotated[Optional[str], typer.Option("--input-shape", help="The model's input shape (checked).")]
 JsonPathOpt = Annotated[Optional[Path], typer.Option("--json", help="Write one JSON record per workload here.")]
 AsJsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+BatchOpt = Annotated[Optional[str], typer.Option("--batch", help="Batch sizes, comma-separated (e.g. 1,8): every "
+                                                 "workload at each (a spec's N replaced; a .pt2 model's layers follow "
+                                                 "its input's batch). Default: as given (suites are at batch 1; bench "
+                                                 "--model NAME: 1,8).")]
 # only this profile's entries (cache list, cache clear)
 ProfileFilterOpt = Annotated[Optional[str], typer.Option("--target", "-t", help="Only this profile.")]
 # one workload given by its numbers (tune, bench, export)
@@ -193,6 +197,7 @@ def tune(
     spec: SpecOpt = None,
     model: ModelFileOpt = None,
     input_shape: InputShapeOpt = None,
+    batch: BatchOpt = None,
     trials: int = typer.Option(64, "--trials", min=0, help="Measurements per workload (0: only distill what "
                                "the log holds, timing the best candidates through the op)."),
     rpc: Optional[str] = typer.Option(None, "--rpc", help="Measure through an RPC tracker: HOST:PORT:KEY."),
@@ -214,12 +219,14 @@ def tune(
     from ..tuning.api import tune as run_tune
 
     _exactly_one(suite, op, spec, model)
+    sizes = _batches(batch)
     _need_tune_extra()
     try:
         what = _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias)
         results = run_tune(what, target=target, trials=trials, rpc=rpc, cache_dir=cache_dir, seed=seed,
                            input_shape=_ints(input_shape, "--input-shape"), num_trials_per_iter=per_iter,
-                           population=population, dispatch=not no_dispatch, rpc_timeout=rpc_timeout)
+                           population=population, dispatch=not no_dispatch, rpc_timeout=rpc_timeout,
+                           batch=sizes)
     except (ValueError, ConnectionError) as exc:
         _fail(str(exc))
     except OSError as exc:  # a full disk, a read-only cache (TuningLogError names the file and the cause)
@@ -277,6 +284,20 @@ def _as_tuple(v):
     return v if isinstance(v, tuple) else (v,)
 
 
+def _batches(text: Optional[str]) -> Optional[tuple[int, ...]]:
+    """``--batch``'s comma list of positive integers (None: not given)."""
+    if text is None:
+        return None
+    try:
+        sizes = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise typer.BadParameter(f"expected a comma-separated list of positive integers such as 1,8, got {text!r}",
+                                 param_hint="--batch")
+    return tuple(dict.fromkeys(sizes))
+
+
 def _exactly_one(suite, op, spec, model) -> None:
     if sum(x is not None for x in (suite, op, spec, model)) != 1:
         raise typer.BadParameter("give exactly one of --suite, --op (with --shape/--weight), --spec or --model",
@@ -314,7 +335,7 @@ def bench(
                                         "end-to-end against their PyTorch twins) or a torch.export'ed .pt2 file "
                                         "(its conv layers)."),
     input_shape: InputShapeOpt = None,
-    batch: str = typer.Option("1,8", "--batch", help="Batch sizes for --model NAME."),
+    batch: BatchOpt = None,
     rounds: int = typer.Option(7, "--rounds", min=3),
     json_path: JsonPathOpt = None,
     png: Optional[Path] = typer.Option(None, "--png", help="Chart path (default: bench-<target>-<what>.png)."),
@@ -329,6 +350,7 @@ def bench(
     if len(given) > 1:
         raise typer.BadParameter("give at most one of --suite, --op, --spec or --model",
                                  param_hint="--suite/--op/--spec/--model")
+    sizes = _batches(batch)
     try:
         tgt = resolve(target)
         why_not = tgt.backend.unavailable("bench")
@@ -336,10 +358,10 @@ def bench(
             raise ValueError(why_not)
         names = list(MODELS) if model == "all" else (model or "").split(",")
         if model is not None and all(n in MODELS for n in names):
-            return _bench_model(names, tgt, _as_tuple(_ints(batch, "--batch")), rounds, json_path)
+            return _bench_model(names, tgt, sizes or (1, 8), rounds, json_path)
         what = _what(suite or ("variants" if not given else None), op, spec, model, shape, weight, stride, padding,
                      dilation, groups, bias)
-        cases = B.cases(what, input_shape=_ints(input_shape, "--input-shape"))
+        cases = B.cases(what, input_shape=_ints(input_shape, "--input-shape"), batch=sizes)
     except (ValueError, TypeError) as exc:
         _fail(str(exc))
     roof = B.measure_roofline(tgt.num_cores, target=tgt)
@@ -415,6 +437,7 @@ def export_cmd(
     spec: SpecOpt = None,
     model: ModelFileOpt = None,
     input_shape: InputShapeOpt = None,
+    batch: BatchOpt = None,
     check: bool = typer.Option(False, "--check", help="Build the C example, run every kernel (under qemu for "
                                "aarch64) on random inputs and compare with PyTorch here."),
     check_python: Optional[str] = typer.Option(None, "--check-python", help="Also load every shared library "
@@ -426,11 +449,12 @@ def export_cmd(
     from . import export as X
 
     _exactly_one(suite, op, spec, model)
+    sizes = _batches(batch)
     try:
         what = _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias)
         with console.status("compiling...") as status:
             manifest = X.export(what, target, output, input_shape=_ints(input_shape, "--input-shape"),
-                                progress=lambda i, n, s: status.update(f"[{i + 1}/{n}] {s.name}"))
+                                batch=sizes, progress=lambda i, n, s: status.update(f"[{i + 1}/{n}] {s.name}"))
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     table = Table("workload", "schedule", "files")
@@ -464,6 +488,7 @@ def calibrate(
     model: Optional[str] = typer.Option(None, "--model", help="A tvmconv.models name (the kernels it runs) or a "
                                         "torch.export'ed .pt2 file (its conv layers)."),
     spec: SpecOpt = None,
+    batch: BatchOpt = None,
     rounds: int = typer.Option(5, "--rounds", min=3, help="Interleaved timing rounds per workload."),
     as_json: AsJsonOpt = False,
 ):
@@ -481,17 +506,18 @@ def calibrate(
     given = [x for x in (suite, model, spec) if x is not None]
     if len(given) != 1:
         _fail("give exactly one of --suite, --model or --spec")
+    sizes = _batches(batch)
     t0 = time.perf_counter()
     try:
         tgt = resolve(target)
         if spec is not None:
             what = spec_from_dict(json.loads(spec))
         elif model is not None and model in MODELS:
-            what = model_workloads(model, tgt)
+            what, sizes = model_workloads(model, tgt, sizes), None  # (run at each batch size)
         else:
             what = suite if suite is not None else Path(model)
         with console.status("calibrating...") as status:
-            rows = run_calibrate(what, tgt, rounds=rounds,
+            rows = run_calibrate(what, tgt, rounds=rounds, batch=sizes,
                                  progress=lambda i, n, s: status.update(f"[{i + 1}/{n}] {s.name}"))
     except (ValueError, TypeError) as exc:  # (json.JSONDecodeError is a ValueError)
         _fail(str(exc))
