@@ -198,6 +198,9 @@ def tune(
     model: ModelFileOpt = None,
     input_shape: InputShapeOpt = None,
     batch: BatchOpt = None,
+    untuned: bool = typer.Option(False, "--untuned", help="Every workload that ran untuned on this machine for "
+                                 "--target (the ops list them in the user cache; the untuned-warning names this "
+                                 "command); each leaves the list once tuned."),
     trials: int = typer.Option(64, "--trials", min=0, help="Measurements per workload (0: only distill what "
                                "the log holds, timing the best candidates through the op)."),
     rpc: Optional[str] = typer.Option(None, "--rpc", help="Measure through an RPC tracker: HOST:PORT:KEY."),
@@ -218,11 +221,16 @@ def tune(
     from ..tuning.api import results_json
     from ..tuning.api import tune as run_tune
 
-    _exactly_one(suite, op, spec, model)
+    _exactly_one(suite, op, spec, model, untuned or None)
     sizes = _batches(batch)
     _need_tune_extra()
     try:
-        what = _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias)
+        if untuned:
+            what = _untuned(target)
+            if not what:
+                return
+        else:
+            what = _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias)
         results = run_tune(what, target=target, trials=trials, rpc=rpc, cache_dir=cache_dir, seed=seed,
                            input_shape=_ints(input_shape, "--input-shape"), num_trials_per_iter=per_iter,
                            population=population, dispatch=not no_dispatch, rpc_timeout=rpc_timeout,
@@ -298,10 +306,27 @@ def _batches(text: Optional[str]) -> Optional[tuple[int, ...]]:
     return tuple(dict.fromkeys(sizes))
 
 
-def _exactly_one(suite, op, spec, model) -> None:
-    if sum(x is not None for x in (suite, op, spec, model)) != 1:
-        raise typer.BadParameter("give exactly one of --suite, --op (with --shape/--weight), --spec or --model",
+def _exactly_one(suite, op, spec, model, untuned=None) -> None:
+    if sum(x is not None for x in (suite, op, spec, model, untuned)) != 1:
+        more = ", --model or --untuned" if untuned is not None else " or --model"
+        raise typer.BadParameter(f"give exactly one of --suite, --op (with --shape/--weight), --spec{more}",
                                  param_hint="--suite/--op/--spec/--model")
+
+
+def _untuned(target: Optional[str]) -> list:
+    """The workloads ``tvmconv tune --untuned`` tunes: those listed as run untuned on ``target``'s
+    profile that still have no tuned record (empty: said so)."""
+    from ..backends.target import resolve
+    from ..runtime import untuned
+
+    profile = resolve(target).profile
+    if profile in untuned.UNNAMED:
+        raise ValueError(f"--untuned needs a target profile (see `tvmconv targets`); {target or 'this host'!r} "
+                         f"resolves to an unnamed '{profile}' target")
+    items = untuned.pending(profile)
+    if not items:
+        console.print(f"no untuned workloads are listed for {profile}: nothing to tune")
+    return items
 
 
 def _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias):

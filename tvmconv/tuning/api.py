@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..runtime import cache
+from ..runtime import cache, untuned
 from ..runtime.record import Candidate, Dispatch, ScheduleRecord, Validation
 from ..spec import Spec
 from ..backends.target import TargetInfo, profiles, resolve
@@ -154,6 +154,8 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
     check = interrupted is None and tgt.runs_here and measure.kind == "local"
     results = [_result(w, db, tgt, root, VALIDATE_TOP if check else 0, dispatch) for w in wls]
     build.clear_memory_cache()
+    if root.resolve() == cache.user_root().resolve():  # what the ops read: these no longer run untuned
+        untuned.forget([r.spec for r in results if r.record_path], tgt.profile)
     if interrupted is not None:
         raise interrupted
     return results
