@@ -585,26 +585,38 @@ def cache_list(target: ProfileFilterOpt = None,
         profile, name = rec.profile or path.parent.name, rec.name or path.stem
         choice, source, entry = CH.record_choice(rec)
         listed.add((profile, rec.key))
-        rows.append({"profile": profile, "workload": name, "gflops": rec.gflops, "run_secs": rec.run_secs,
-                     "trials": rec.trials, "schedule": rec.source,
-                     "dispatch": rec.dispatch.to_dict() if rec.dispatch else None, "choice": choice,
-                     "dispatch_source": source, "calibration": entry, "where": where, "path": str(path)})
-        table.add_row(profile, name, f"{rec.gflops or 0:.1f}", f"{rec.run_secs * 1e3:.4f}",
-                      "" if rec.trials is None else str(rec.trials), rec.source or "",
-                      _dispatch_label(choice, entry or rec.dispatch), source, where)
+        rows.append(_cache_row(profile, name, choice, source, entry, where, rec, path))
+        table.add_row(*_cache_cells(rows[-1], entry or rec.dispatch))
     for profile, key, entry in CH.calibrated(profile=target):  # choices of workloads listed with no record
         if (profile, key) in listed:
             continue
-        # the same keys as a record's row (None: it has no record), so that every row reads alike
-        rows.append({"profile": profile, "workload": entry.get("workload", key), "gflops": None, "run_secs": None,
-                     "trials": None, "schedule": entry.get("schedule"), "dispatch": None, "choice": entry["choice"],
-                     "dispatch_source": CH.CALIBRATED, "calibration": entry, "where": "user (dispatch)",
-                     "path": None})
-        table.add_row(profile, str(entry.get("workload", key)), "", "", "", entry["schedule"],
-                      _dispatch_label(entry["choice"], entry), CH.CALIBRATED, "user (dispatch)")
+        rows.append(_cache_row(profile, entry.get("workload", key), entry["choice"], CH.CALIBRATED, entry,
+                               "user (dispatch)", schedule=entry.get("schedule")))
+        table.add_row(*_cache_cells(rows[-1], entry))
     if as_json:
         return _print_json(rows)
     console.print(table)
+
+
+def _cache_row(profile: str, workload: str, choice: str | None, source: str, entry: dict | None, where: str,
+               rec=None, path: Path | None = None, schedule: str | None = None) -> dict:
+    """One row of ``cache list --json``: a tuned record's (``rec`` at ``path``) or, with neither, a
+    workload only calibrated here (its record fields None; ``schedule``: the one calibrated), so
+    that every row has the same keys."""
+    return {"profile": profile, "workload": workload, "gflops": rec.gflops if rec else None,
+            "run_secs": rec.run_secs if rec else None, "trials": rec.trials if rec else None,
+            "schedule": rec.source if rec else schedule,
+            "dispatch": rec.dispatch.to_dict() if rec and rec.dispatch else None, "choice": choice,
+            "dispatch_source": source, "calibration": entry, "where": where,
+            "path": str(path) if path is not None else None}
+
+
+def _cache_cells(row: dict, d) -> list[str]:
+    """The table's cells of a ``_cache_row`` (``d``: what ``_dispatch_label`` reads the times from)."""
+    rec = row["path"] is not None
+    return [row["profile"], str(row["workload"]), f"{row['gflops'] or 0:.1f}" if rec else "",
+            f"{row['run_secs'] * 1e3:.4f}" if rec else "", "" if row["trials"] is None else str(row["trials"]),
+            row["schedule"] or "", _dispatch_label(row["choice"], d), row["dispatch_source"], row["where"]]
 
 
 def _dispatch_label(choice: str | None, d) -> str:
