@@ -139,3 +139,17 @@ def test_bench_calibrate_and_export_pass_the_batch(monkeypatch, tmp_path):
     runner.invoke(cli.app, ["export", "-t", "x86-avx2", "-o", str(tmp_path / "x"), "--suite", "effnet",
                             "--batch", "1,8"])
     assert seen == {k: workloads("effnet", batch=[1, 8]) for k in ("bench", "calibrate", "export")}
+
+
+def test_calibrate_runs_a_named_model_at_each_batch_size_and_bench_cases_follow():
+    from tvmconv.backends.target import resolve
+    from tvmconv.tools import bench
+    from tvmconv.tools.calibrate import model_workloads
+
+    one = model_workloads("effnet", resolve("x86-avx2"))
+    both = model_workloads("effnet", resolve("x86-avx2"), (1, 2))
+    assert {s.n for s, _ in one} == {1}
+    assert sorted(both, key=str) == sorted(one + [(dataclasses.replace(s, n=2), c) for s, c in one], key=str)
+    # bench's default (every variant on its default shape) at another batch: the inputs carry it
+    cases = bench.cases("variants", batch=2)
+    assert len(cases) == len(bench.cases("variants")) and all(c.args[0].shape[0] == 2 for c in cases)
