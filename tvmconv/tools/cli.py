@@ -221,7 +221,7 @@ def tune(
     from ..tuning.api import results_json
     from ..tuning.api import tune as run_tune
 
-    _exactly_one(suite, op, spec, model, untuned or None)
+    _exactly_one(suite, op, spec, model, untuned=untuned)
     sizes = _batches(batch)
     _need_tune_extra()
     try:
@@ -306,11 +306,14 @@ def _batches(text: Optional[str]) -> Optional[tuple[int, ...]]:
     return tuple(dict.fromkeys(sizes))
 
 
-def _exactly_one(suite, op, spec, model, untuned=None) -> None:
-    if sum(x is not None for x in (suite, op, spec, model, untuned)) != 1:
-        more = ", --model or --untuned" if untuned is not None else " or --model"
-        raise typer.BadParameter(f"give exactly one of --suite, --op (with --shape/--weight), --spec{more}",
-                                 param_hint="--suite/--op/--spec/--model")
+def _exactly_one(suite, op, spec, model, **more) -> None:
+    """Refuse anything but one of --suite, --op, --spec, --model (and ``more``: ``untuned=flag``)."""
+    given = {"--suite": suite, "--op": op, "--spec": spec, "--model": model,
+             **{f"--{k}": v or None for k, v in more.items()}}
+    if sum(v is not None for v in given.values()) != 1:
+        names = [n + (" (with --shape/--weight)" if n == "--op" else "") for n in given]
+        raise typer.BadParameter(f"give exactly one of {', '.join(names[:-1])} or {names[-1]}",
+                                 param_hint="/".join(given))
 
 
 def _untuned(target: Optional[str]) -> list:
