@@ -27,7 +27,7 @@ from pathlib import Path
 import tvm
 from tvm.s_tir import Schedule
 
-from . import cache, dispatch
+from . import cache, dispatch, untuned
 from .record import ScheduleRecord
 from ..spec import Spec
 from ..backends.base import supported
@@ -115,14 +115,21 @@ def _last_line(exc: Exception) -> str:
 
 
 def _warn_untuned(spec: Spec, target: TargetInfo) -> None:
+    """The first untuned workload of the process is warned about at once; every one is noted
+    (``untuned``: when the process ends, one warning lists them all with one command)."""
     global _warned_untuned
     log.info("tvmconv: no tuned schedule for %s on %s", spec.name, target.profile)
-    if _warned_untuned or target.profile in ("custom", "host"):
+    if target.profile in untuned.UNNAMED:
+        return
+    untuned.note(spec, target)
+    if _warned_untuned:
         return
     _warned_untuned = True
     log.warning("tvmconv: no tuned schedule for %s on %s; using its default schedule. Tune it with:\n"
-                "    tvmconv tune --target %s --spec '%s'\n(shown once per process; TVMCONV_LOG_LEVEL=INFO lists "
-                "every untuned workload)", spec.name, target.profile, target.profile, spec.to_json())
+                "    tvmconv tune --target %s --spec '%s'\n(warned once per process: if more untuned workloads "
+                "follow, they are listed when the process ends, with one command that tunes them all; "
+                "TVMCONV_LOG_LEVEL=INFO names each as it comes)", spec.name, target.profile, target.profile,
+                spec.to_json())
 
 
 def choose(spec: Spec, target: TargetInfo) -> tuple[ScheduleRecord | None, str, TargetInfo]:

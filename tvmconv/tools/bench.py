@@ -271,14 +271,15 @@ def plot(records: list[dict], roof: Roofline, path) -> None:
     plt.close(fig)
 
 
-def cases(what, example_inputs=None, input_shape=None) -> list[Case]:
-    """``'variants'`` (every variant on the default shape), a suite name, specs, or a model's convs."""
+def cases(what, example_inputs=None, input_shape=None, batch=None) -> list[Case]:
+    """``'variants'`` (every variant on the default shape), a suite name, specs, or a model's convs;
+    ``batch``: each at each of these batch sizes (``tools.workloads.workloads``)."""
     from .workloads import workloads
 
-    if what == "variants":
+    if what == "variants" and batch is None:
         return variant_cases()
     out = []
-    for spec, count in workloads(what, example_inputs, input_shape):
+    for spec, count in workloads(what, example_inputs, input_shape, batch=batch):
         out.append(case_for(spec, count))
     return out
 

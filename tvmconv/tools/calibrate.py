@@ -16,25 +16,30 @@ from ..runtime import dispatch
 from . import bench
 
 
-def model_workloads(name: str, target: TargetInfo) -> list[tuple]:
-    """The kernels a ``tvmconv.models`` network runs on one input, as ``[(spec, count), ...]``."""
+def model_workloads(name: str, target: TargetInfo, batch=None) -> list[tuple]:
+    """The kernels a ``tvmconv.models`` network runs on one input (of each batch size in ``batch``,
+    default 1), as ``[(spec, count), ...]``."""
     from ..models import MODELS
+    from .workloads import batches
 
+    sizes = batches(batch) or (1,)
     model = MODELS[name](target=target.profile if target.profile != "custom" else None).eval()
     size = 32 if name == "effnet" else 224  # (as bench_models)
     with torch.no_grad(), TF.no_dispatch(), TF.capture_kernels() as kernels:
-        model(torch.randn(1, 3, size, size))
+        for n in sizes:
+            model(torch.randn(n, 3, size, size))
     counts: dict = {}
     for k in kernels:
         counts[k.spec] = counts.get(k.spec, 0) + 1
     return list(counts.items())
 
 
-def calibrate(what, target=None, *, rounds: int = 5, progress=None) -> list[dict]:
+def calibrate(what, target=None, *, rounds: int = 5, progress=None, batch=None) -> list[dict]:
     """Time each workload's kernel and vendor path on this machine and store the choice
     (``dispatch.settle``). ``what``: anything ``tools.workloads.workloads`` takes, or a list of
     ``(spec, count)``. One row per workload: ``workload``, ``tvmconv_s``, ``vendor_s``,
-    ``choice``, ``seconds`` (what calibrating it took, compiling included). Raises ValueError for a
+    ``choice``, ``seconds`` (what calibrating it took, compiling included). ``batch``: each
+    workload at each of these batch sizes (``tools.workloads.workloads``). Raises ValueError for a
     target that does not run here."""
     from .workloads import workloads
 
@@ -42,7 +47,7 @@ def calibrate(what, target=None, *, rounds: int = 5, progress=None) -> list[dict
     why_not = tgt.backend.unavailable("calibrate")
     if why_not:
         raise ValueError(why_not)
-    table = what if isinstance(what, list) and what and isinstance(what[0], tuple) else workloads(what)
+    table = workloads(what, batch=batch)  # (a list of (spec, count) comes back as it is)
     rows = []
     for i, (spec, count) in enumerate(table):
         if progress:

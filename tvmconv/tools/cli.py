@@ -7,7 +7,7 @@ import math
 import re
 import subprocess
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -45,8 +45,39 @@ def _print_json(rows: list[dict]) -> None:
     typer.echo(json.dumps(rows, indent=1))
 
 
+_OPS = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+
+
+# Options several commands share, declared once (typer reads the Annotated metadata; the default
+# stays in each signature)
+TargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", help="Profile name (see `tvmconv targets`); "
+                                                   "default: this host's.")]
+SuiteOpt = Annotated[Optional[str], typer.Option("--suite", help="A named suite of layer shapes, or 'all'.")]
+SpecOpt = Annotated[Optional[str], typer.Option("--spec", help="A workload as the JSON the untuned-warning prints.")]
+ModelFileOpt = Annotated[Optional[Path], typer.Option("--model", help="A torch.export'ed model (.pt2): every conv "
+                                                      "layer.")]
+InputShapeOpt = Annotated[Optional[str], typer.Option("--input-shape", help="The model's input shape (checked).")]
+JsonPathOpt = Annotated[Optional[Path], typer.Option("--json", help="Write one JSON record per workload here.")]
+AsJsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+BatchOpt = Annotated[Optional[str], typer.Option("--batch", help="Batch sizes, comma-separated (e.g. 1,8): every "
+                                                 "workload at each (a spec's N replaced; a .pt2 model's layers follow "
+                                                 "its input's batch). Default: as given (suites are at batch 1; bench "
+                                                 "--model NAME: 1,8).")]
+# only this profile's entries (cache list, cache clear)
+ProfileFilterOpt = Annotated[Optional[str], typer.Option("--target", "-t", help="Only this profile.")]
+# one workload given by its numbers (tune, bench, export)
+OpOpt = Annotated[Optional[str], typer.Option("--op", help=f"One convolution: {', '.join(_OPS)}.")]
+ShapeOpt = Annotated[Optional[str], typer.Option("--shape", help="Input shape of --op, e.g. 1,64,56,56.")]
+WeightOpt = Annotated[Optional[str], typer.Option("--weight", help="Weight shape of --op, e.g. 64,64,3,3.")]
+StrideOpt = Annotated[str, typer.Option("--stride")]
+PaddingOpt = Annotated[str, typer.Option("--padding")]
+DilationOpt = Annotated[str, typer.Option("--dilation")]
+GroupsOpt = Annotated[int, typer.Option("--groups")]
+BiasOpt = Annotated[bool, typer.Option("--bias")]
+
+
 @app.command()
-def variants(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+def variants(as_json: AsJsonOpt = False):
     """List the registered convolution variants."""
     from ..variants.registry import VARIANTS
 
@@ -103,7 +134,7 @@ def check(
 
 
 @app.command()
-def targets(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+def targets(as_json: AsJsonOpt = False):
     """List the target profiles; marks the one detected for this host."""
     from ..backends.target import detect_profile_name, profiles
 
@@ -124,7 +155,7 @@ def targets(as_json: bool = typer.Option(False, "--json", help="Print JSON inste
 
 
 @app.command()
-def suites(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+def suites(as_json: AsJsonOpt = False):
     """List the named suites of layer shapes that tune, bench and export take (--suite)."""
     from .suites import SUITES, suite
 
@@ -151,37 +182,25 @@ def _ints(text: Optional[str], name: str):
     return vals[0] if len(vals) == 1 else vals
 
 
-_OPS = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
-
-
-# Options shared by tune, bench and export (one workload given by its numbers)
-_OP = typer.Option(None, "--op", help=f"One convolution: {', '.join(_OPS)}.")
-_SHAPE = typer.Option(None, "--shape", help="Input shape of --op, e.g. 1,64,56,56.")
-_WEIGHT = typer.Option(None, "--weight", help="Weight shape of --op, e.g. 64,64,3,3.")
-_STRIDE = typer.Option("1", "--stride")
-_PADDING = typer.Option("0", "--padding")
-_DILATION = typer.Option("1", "--dilation")
-_GROUPS = typer.Option(1, "--groups")
-_BIAS = typer.Option(False, "--bias")
-_SPEC = typer.Option(None, "--spec", help="A workload as the JSON the untuned-warning prints.")
-_INPUT_SHAPE = typer.Option(None, "--input-shape", help="The model's input shape (checked).")
-
-
 @app.command()
 def tune(
-    target: Optional[str] = typer.Option(None, "--target", "-t", help="Profile name (see `tvmconv targets`); default: this host's."),
-    suite: Optional[str] = typer.Option(None, "--suite", help="A named suite of layer shapes, or 'all'."),
-    op: Optional[str] = _OP,
-    shape: Optional[str] = _SHAPE,
-    weight: Optional[str] = _WEIGHT,
-    stride: str = _STRIDE,
-    padding: str = _PADDING,
-    dilation: str = _DILATION,
-    groups: int = _GROUPS,
-    bias: bool = _BIAS,
-    spec: Optional[str] = _SPEC,
-    model: Optional[Path] = typer.Option(None, "--model", help="A torch.export'ed model (.pt2): every conv layer."),
-    input_shape: Optional[str] = _INPUT_SHAPE,
+    target: TargetOpt = None,
+    suite: SuiteOpt = None,
+    op: OpOpt = None,
+    shape: ShapeOpt = None,
+    weight: WeightOpt = None,
+    stride: StrideOpt = "1",
+    padding: PaddingOpt = "0",
+    dilation: DilationOpt = "1",
+    groups: GroupsOpt = 1,
+    bias: BiasOpt = False,
+    spec: SpecOpt = None,
+    model: ModelFileOpt = None,
+    input_shape: InputShapeOpt = None,
+    batch: BatchOpt = None,
+    untuned: bool = typer.Option(False, "--untuned", help="Every workload that ran untuned on this machine for "
+                                 "--target (the ops list them in the user cache; the untuned-warning names this "
+                                 "command); each leaves the list once tuned."),
     trials: int = typer.Option(64, "--trials", min=0, help="Measurements per workload (0: only distill what "
                                "the log holds, timing the best candidates through the op)."),
     rpc: Optional[str] = typer.Option(None, "--rpc", help="Measure through an RPC tracker: HOST:PORT:KEY."),
@@ -195,31 +214,27 @@ def tune(
                                      "path (the dispatch choice recorded after tuning)."),
     population: Optional[int] = typer.Option(None, "--population", min=2,
                                              help="Evolutionary search population (MetaSchedule's default: 512)."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write one JSON record per workload here."),
+    json_path: JsonPathOpt = None,
 ):
     """Tune workloads with MetaSchedule and store the best schedules in the cache. Interrupting
     loses nothing measured; running the same command again spends only the remaining budget."""
-    from ..spec import spec_from_dict
     from ..tuning.api import results_json
     from ..tuning.api import tune as run_tune
 
-    given = [x for x in (suite, op, spec, model) if x is not None]
-    if len(given) != 1:
-        raise typer.BadParameter("give exactly one of --suite, --op (with --shape/--weight), --spec or --model",
-                                 param_hint="--suite/--op/--spec/--model")
+    _exactly_one(suite, op, spec, model, untuned=untuned)
+    sizes = _batches(batch)
     _need_tune_extra()
     try:
-        if suite is not None:
-            what = suite
-        elif spec is not None:
-            what = spec_from_dict(json.loads(spec))
-        elif model is not None:
-            what = model
+        if untuned:
+            what = _untuned(target)
+            if not what:
+                return
         else:
-            what = _op_spec(op, shape, weight, stride, padding, dilation, groups, bias)
+            what = _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias)
         results = run_tune(what, target=target, trials=trials, rpc=rpc, cache_dir=cache_dir, seed=seed,
                            input_shape=_ints(input_shape, "--input-shape"), num_trials_per_iter=per_iter,
-                           population=population, dispatch=not no_dispatch, rpc_timeout=rpc_timeout)
+                           population=population, dispatch=not no_dispatch, rpc_timeout=rpc_timeout,
+                           batch=sizes)
     except (ValueError, ConnectionError) as exc:
         _fail(str(exc))
     except OSError as exc:  # a full disk, a read-only cache (TuningLogError names the file and the cause)
@@ -277,6 +292,46 @@ def _as_tuple(v):
     return v if isinstance(v, tuple) else (v,)
 
 
+def _batches(text: Optional[str]) -> Optional[tuple[int, ...]]:
+    """``--batch``'s comma list of positive integers (None: not given)."""
+    if text is None:
+        return None
+    try:
+        sizes = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise typer.BadParameter(f"expected a comma-separated list of positive integers such as 1,8, got {text!r}",
+                                 param_hint="--batch")
+    return tuple(dict.fromkeys(sizes))
+
+
+def _exactly_one(suite, op, spec, model, **more) -> None:
+    """Refuse anything but one of --suite, --op, --spec, --model (and ``more``: ``untuned=flag``)."""
+    given = {"--suite": suite, "--op": op, "--spec": spec, "--model": model,
+             **{f"--{k}": v or None for k, v in more.items()}}
+    if sum(v is not None for v in given.values()) != 1:
+        names = [n + (" (with --shape/--weight)" if n == "--op" else "") for n in given]
+        raise typer.BadParameter(f"give exactly one of {', '.join(names[:-1])} or {names[-1]}",
+                                 param_hint="/".join(given))
+
+
+def _untuned(target: Optional[str]) -> list:
+    """The workloads ``tvmconv tune --untuned`` tunes: those listed as run untuned on ``target``'s
+    profile that still have no tuned record (empty: said so)."""
+    from ..backends.target import resolve
+    from ..runtime import untuned
+
+    profile = resolve(target).profile
+    if profile in untuned.UNNAMED:
+        raise ValueError(f"--untuned needs a target profile (see `tvmconv targets`); {target or 'this host'!r} "
+                         f"resolves to an unnamed '{profile}' target")
+    items = untuned.pending(profile)
+    if not items:
+        console.print(f"no untuned workloads are listed for {profile}: nothing to tune")
+    return items
+
+
 def _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias):
     """The workloads named by exactly one of --suite/--op/--spec/--model."""
     from ..spec import spec_from_dict
@@ -292,25 +347,25 @@ def _what(suite, op, spec, model, shape, weight, stride, padding, dilation, grou
 
 @app.command()
 def bench(
-    target: Optional[str] = typer.Option(None, "--target", "-t", help="Profile name; default: this host's."),
+    target: TargetOpt = None,
     suite: Optional[str] = typer.Option(None, "--suite", help="'variants' (default: every variant on the default "
                                         "shape), a suite name, or 'all'."),
-    op: Optional[str] = _OP,
-    shape: Optional[str] = _SHAPE,
-    weight: Optional[str] = _WEIGHT,
-    stride: str = _STRIDE,
-    padding: str = _PADDING,
-    dilation: str = _DILATION,
-    groups: int = _GROUPS,
-    bias: bool = _BIAS,
-    spec: Optional[str] = _SPEC,
+    op: OpOpt = None,
+    shape: ShapeOpt = None,
+    weight: WeightOpt = None,
+    stride: StrideOpt = "1",
+    padding: PaddingOpt = "0",
+    dilation: DilationOpt = "1",
+    groups: GroupsOpt = 1,
+    bias: BiasOpt = False,
+    spec: SpecOpt = None,
     model: Optional[str] = typer.Option(None, "--model", help="tvmconv.models names (comma-separated, or 'all'; "
                                         "end-to-end against their PyTorch twins) or a torch.export'ed .pt2 file "
                                         "(its conv layers)."),
-    input_shape: Optional[str] = _INPUT_SHAPE,
-    batch: str = typer.Option("1,8", "--batch", help="Batch sizes for --model NAME."),
+    input_shape: InputShapeOpt = None,
+    batch: BatchOpt = None,
     rounds: int = typer.Option(7, "--rounds", min=3),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write one JSON record per workload here."),
+    json_path: JsonPathOpt = None,
     png: Optional[Path] = typer.Option(None, "--png", help="Chart path (default: bench-<target>-<what>.png)."),
     dispatched: bool = typer.Option(False, "--dispatch", help="Also time each op as a user calls it (dispatch "
                                     "on: the path chosen for this machine, calibrating first where undecided) "
@@ -326,6 +381,7 @@ def bench(
     if len(given) > 1:
         raise typer.BadParameter("give at most one of --suite, --op, --spec or --model",
                                  param_hint="--suite/--op/--spec/--model")
+    sizes = _batches(batch)
     try:
         tgt = resolve(target)
         why_not = tgt.backend.unavailable("bench")
@@ -333,10 +389,10 @@ def bench(
             raise ValueError(why_not)
         names = list(MODELS) if model == "all" else (model or "").split(",")
         if model is not None and all(n in MODELS for n in names):
-            return _bench_model(names, tgt, _as_tuple(_ints(batch, "--batch")), rounds, json_path)
+            return _bench_model(names, tgt, sizes or (1, 8), rounds, json_path)
         what = _what(suite or ("variants" if not given else None), op, spec, model, shape, weight, stride, padding,
                      dilation, groups, bias)
-        cases = B.cases(what, input_shape=_ints(input_shape, "--input-shape"))
+        cases = B.cases(what, input_shape=_ints(input_shape, "--input-shape"), batch=sizes)
     except (ValueError, TypeError) as exc:
         _fail(str(exc))
     roof = B.measure_roofline(tgt.num_cores, target=tgt)
@@ -406,18 +462,19 @@ def _bench_model(names, tgt, batches, rounds, json_path):
 def export_cmd(
     target: str = typer.Option(..., "--target", "-t", help="Profile name: arm64-linux, android-arm64, cuda-sm90..."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory to write."),
-    suite: Optional[str] = typer.Option(None, "--suite"),
-    op: Optional[str] = _OP,
-    shape: Optional[str] = _SHAPE,
-    weight: Optional[str] = _WEIGHT,
-    stride: str = _STRIDE,
-    padding: str = _PADDING,
-    dilation: str = _DILATION,
-    groups: int = _GROUPS,
-    bias: bool = _BIAS,
-    spec: Optional[str] = _SPEC,
-    model: Optional[Path] = typer.Option(None, "--model", help="A torch.export'ed model (.pt2): every conv layer."),
-    input_shape: Optional[str] = _INPUT_SHAPE,
+    suite: SuiteOpt = None,
+    op: OpOpt = None,
+    shape: ShapeOpt = None,
+    weight: WeightOpt = None,
+    stride: StrideOpt = "1",
+    padding: PaddingOpt = "0",
+    dilation: DilationOpt = "1",
+    groups: GroupsOpt = 1,
+    bias: BiasOpt = False,
+    spec: SpecOpt = None,
+    model: ModelFileOpt = None,
+    input_shape: InputShapeOpt = None,
+    batch: BatchOpt = None,
     check: bool = typer.Option(False, "--check", help="Build the C example, run every kernel (under qemu for "
                                "aarch64) on random inputs and compare with PyTorch here."),
     check_python: Optional[str] = typer.Option(None, "--check-python", help="Also load every shared library "
@@ -428,15 +485,13 @@ def export_cmd(
     static libraries, a C header, a C example and a manifest (CPU); CUDA source and cubin (CUDA)."""
     from . import export as X
 
-    given = [x for x in (suite, op, spec, model) if x is not None]
-    if len(given) != 1:
-        raise typer.BadParameter("give exactly one of --suite, --op (with --shape/--weight), --spec or --model",
-                                 param_hint="--suite/--op/--spec/--model")
+    _exactly_one(suite, op, spec, model)
+    sizes = _batches(batch)
     try:
         what = _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias)
         with console.status("compiling...") as status:
             manifest = X.export(what, target, output, input_shape=_ints(input_shape, "--input-shape"),
-                                progress=lambda i, n, s: status.update(f"[{i + 1}/{n}] {s.name}"))
+                                batch=sizes, progress=lambda i, n, s: status.update(f"[{i + 1}/{n}] {s.name}"))
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     table = Table("workload", "schedule", "files")
@@ -465,13 +520,14 @@ def export_cmd(
 
 @app.command()
 def calibrate(
-    target: Optional[str] = typer.Option(None, "--target", "-t", help="Profile name; default: this host's."),
-    suite: Optional[str] = typer.Option(None, "--suite", help="A named suite of layer shapes, or 'all'."),
+    target: TargetOpt = None,
+    suite: SuiteOpt = None,
     model: Optional[str] = typer.Option(None, "--model", help="A tvmconv.models name (the kernels it runs) or a "
                                         "torch.export'ed .pt2 file (its conv layers)."),
-    spec: Optional[str] = _SPEC,
+    spec: SpecOpt = None,
+    batch: BatchOpt = None,
     rounds: int = typer.Option(5, "--rounds", min=3, help="Interleaved timing rounds per workload."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: AsJsonOpt = False,
 ):
     """Decide on this machine, ahead of the first calls, which path each workload's op takes (its
     tvmconv kernel or the vendor path): both timed interleaved, the choices stored in the user
@@ -487,17 +543,18 @@ def calibrate(
     given = [x for x in (suite, model, spec) if x is not None]
     if len(given) != 1:
         _fail("give exactly one of --suite, --model or --spec")
+    sizes = _batches(batch)
     t0 = time.perf_counter()
     try:
         tgt = resolve(target)
         if spec is not None:
             what = spec_from_dict(json.loads(spec))
         elif model is not None and model in MODELS:
-            what = model_workloads(model, tgt)
+            what, sizes = model_workloads(model, tgt, sizes), None  # (run at each batch size)
         else:
             what = suite if suite is not None else Path(model)
         with console.status("calibrating...") as status:
-            rows = run_calibrate(what, tgt, rounds=rounds,
+            rows = run_calibrate(what, tgt, rounds=rounds, batch=sizes,
                                  progress=lambda i, n, s: status.update(f"[{i + 1}/{n}] {s.name}"))
     except (ValueError, TypeError) as exc:  # (json.JSONDecodeError is a ValueError)
         _fail(str(exc))
@@ -521,8 +578,8 @@ _PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # no separators, no
 
 
 @cache_app.command("list")
-def cache_list(target: Optional[str] = typer.Option(None, "--target", "-t", help="Only this profile."),
-               as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+def cache_list(target: ProfileFilterOpt = None,
+               as_json: AsJsonOpt = False):
     """Every tuned schedule record, shipped and user, with its measured time."""
     from ..runtime import cache as C
 
@@ -540,26 +597,38 @@ def cache_list(target: Optional[str] = typer.Option(None, "--target", "-t", help
         profile, name = rec.profile or path.parent.name, rec.name or path.stem
         choice, source, entry = CH.record_choice(rec)
         listed.add((profile, rec.key))
-        rows.append({"profile": profile, "workload": name, "gflops": rec.gflops, "run_secs": rec.run_secs,
-                     "trials": rec.trials, "schedule": rec.source,
-                     "dispatch": rec.dispatch.to_dict() if rec.dispatch else None, "choice": choice,
-                     "dispatch_source": source, "calibration": entry, "where": where, "path": str(path)})
-        table.add_row(profile, name, f"{rec.gflops or 0:.1f}", f"{rec.run_secs * 1e3:.4f}",
-                      "" if rec.trials is None else str(rec.trials), rec.source or "",
-                      _dispatch_label(choice, entry or rec.dispatch), source, where)
+        rows.append(_cache_row(profile, name, choice, source, entry, where, rec, path))
+        table.add_row(*_cache_cells(rows[-1], entry or rec.dispatch))
     for profile, key, entry in CH.calibrated(profile=target):  # choices of workloads listed with no record
         if (profile, key) in listed:
             continue
-        # the same keys as a record's row (None: it has no record), so that every row reads alike
-        rows.append({"profile": profile, "workload": entry.get("workload", key), "gflops": None, "run_secs": None,
-                     "trials": None, "schedule": entry.get("schedule"), "dispatch": None, "choice": entry["choice"],
-                     "dispatch_source": CH.CALIBRATED, "calibration": entry, "where": "user (dispatch)",
-                     "path": None})
-        table.add_row(profile, str(entry.get("workload", key)), "", "", "", entry["schedule"],
-                      _dispatch_label(entry["choice"], entry), CH.CALIBRATED, "user (dispatch)")
+        rows.append(_cache_row(profile, entry.get("workload", key), entry["choice"], CH.CALIBRATED, entry,
+                               "user (dispatch)", schedule=entry.get("schedule")))
+        table.add_row(*_cache_cells(rows[-1], entry))
     if as_json:
         return _print_json(rows)
     console.print(table)
+
+
+def _cache_row(profile: str, workload: str, choice: str | None, source: str, entry: dict | None, where: str,
+               rec=None, path: Path | None = None, schedule: str | None = None) -> dict:
+    """One row of ``cache list --json``: a tuned record's (``rec`` at ``path``) or, with neither, a
+    workload only calibrated here (its record fields None; ``schedule``: the one calibrated), so
+    that every row has the same keys."""
+    return {"profile": profile, "workload": workload, "gflops": rec.gflops if rec else None,
+            "run_secs": rec.run_secs if rec else None, "trials": rec.trials if rec else None,
+            "schedule": rec.source if rec else schedule,
+            "dispatch": rec.dispatch.to_dict() if rec and rec.dispatch else None, "choice": choice,
+            "dispatch_source": source, "calibration": entry, "where": where,
+            "path": str(path) if path is not None else None}
+
+
+def _cache_cells(row: dict, d) -> list[str]:
+    """The table's cells of a ``_cache_row`` (``d``: what ``_dispatch_label`` reads the times from)."""
+    rec = row["path"] is not None
+    return [row["profile"], str(row["workload"]), f"{row['gflops'] or 0:.1f}" if rec else "",
+            f"{row['run_secs'] * 1e3:.4f}" if rec else "", "" if row["trials"] is None else str(row["trials"]),
+            row["schedule"] or "", _dispatch_label(row["choice"], d), row["dispatch_source"], row["where"]]
 
 
 def _dispatch_label(choice: str | None, d) -> str:
@@ -589,7 +658,7 @@ def cache_show(name: str = typer.Argument(..., help="A workload name (or a prefi
 
 @cache_app.command("clear")
 def cache_clear(
-    target: Optional[str] = typer.Option(None, "--target", "-t", help="Only this profile."),
+    target: ProfileFilterOpt = None,
     kernels_only: bool = typer.Option(False, "--kernels", help="Only the compiled kernels, keep schedules and logs."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
 ):

@@ -62,14 +62,15 @@ def cname_of(spec: Spec) -> str:
     return "tvmconv_" + re.sub(r"[^A-Za-z0-9_]", "_", spec.name)
 
 
-def export(what, target, out_dir, *, example_inputs=None, input_shape=None, progress=None) -> dict:
-    """Compile every workload of ``what`` for ``target`` into ``out_dir``; returns the manifest."""
+def export(what, target, out_dir, *, example_inputs=None, input_shape=None, progress=None, batch=None) -> dict:
+    """Compile every workload of ``what`` for ``target`` into ``out_dir`` (``batch``: each workload
+    at each of these batch sizes, as ``tools.workloads.workloads`` takes it); returns the manifest."""
     from ..runtime import build
 
     tgt = resolve(target)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    items = workloads(what, example_inputs, input_shape)
+    items = workloads(what, example_inputs, input_shape, batch=batch)
     if not items:
         raise ValueError(f"no convolution workloads found in {what!r}")
     backend = tgt.backend

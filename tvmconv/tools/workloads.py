@@ -1,19 +1,24 @@
 """Turn what a user wants tuned into workloads: specs, suites, nn.Modules, torch.export files.
 
     workloads(spec | [spec, ...] | [(spec, count), ...] | "suite name" | nn.Module | "model.pt2",
-              example_inputs=...) -> [(spec, count), ...]
+              example_inputs=..., batch=None | 8 | (1, 8)) -> [(spec, count), ...]
 
 Models are captured with ``torch.export`` and every convolution node (``aten.conv1d/2d/3d``,
 ``aten.conv_transpose1d/2d/3d``, ``aten.convolution``) becomes a ConvSpec with the argument checks
 of the matching ``tvmconv.functional`` op; identical layers are counted, not repeated.
+
+``batch`` gives every workload again at each batch size (suites are defined at batch 1): a spec's
+``n`` is replaced; a model's layers follow its input's batch dimension (a layer that sees ``k``
+times the input's batch sees ``k * b``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from pathlib import Path
 
-from ..spec import Spec
+from ..spec import Spec, check_spec
 from .suites import SUITES, suite
 
 _CONV = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
@@ -77,6 +82,10 @@ def from_exported(ep) -> list[tuple[Spec, int]]:
 
 def from_module(model, example_inputs) -> list[tuple[Spec, int]]:
     """The convolution workloads of ``model`` called on ``example_inputs`` (a tensor or a tuple)."""
+    return from_exported(_export_module(model, example_inputs))
+
+
+def _export_module(model, example_inputs):
     import torch
 
     if example_inputs is None:
@@ -89,11 +98,22 @@ def from_module(model, example_inputs) -> list[tuple[Spec, int]]:
     except Exception as exc:  # noqa: BLE001 - export failures come in many types
         raise ValueError(f"model could not be captured with torch.export: {type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    return from_exported(ep)
+    return ep
 
 
 def from_file(path, input_shape=None) -> list[tuple[Spec, int]]:
     """The workloads of a ``torch.export.save``'d program (``.pt2``)."""
+    return from_exported(_load_file(path, input_shape))
+
+
+def _input_shapes(ep) -> tuple:
+    """The shapes of an exported program's user inputs, in order."""
+    user = set(ep.graph_signature.user_inputs)
+    return tuple(tuple(_val(n).shape) for n in ep.graph.nodes if n.op == "placeholder" and n.name in user
+                 and hasattr(_val(n), "shape"))
+
+
+def _load_file(path, input_shape=None):
     import torch
 
     path = Path(path)
@@ -106,22 +126,63 @@ def from_file(path, input_shape=None) -> list[tuple[Spec, int]]:
     except Exception as exc:  # noqa: BLE001
         raise ValueError(f"model {str(path)!r} is not a torch.export program: {exc}") from exc
     if input_shape is not None:
-        user = set(ep.graph_signature.user_inputs)
-        found = tuple(_val(n).shape for n in ep.graph.nodes if n.op == "placeholder" and n.name in user)
+        found = _input_shapes(ep)
         if found and tuple(found[0]) != tuple(input_shape):
             raise ValueError(f"input_shape {tuple(input_shape)} does not match the exported program's input "
                              f"{tuple(found[0])}; re-export the model with that shape")
-    return from_exported(ep)
+    return ep
 
 
-def workloads(what, example_inputs=None, input_shape=None) -> list[tuple[Spec, int]]:
-    """Normalise ``what`` into ``[(spec, count), ...]``."""
+def workloads(what, example_inputs=None, input_shape=None, batch=None) -> list[tuple[Spec, int]]:
+    """Normalise ``what`` into ``[(spec, count), ...]``; with ``batch`` (a positive int or a list of
+    them) every workload once per batch size (see the module's docstring)."""
+    sizes = batches(batch)
+    items, input_batch = _workloads(what, example_inputs, input_shape)
+    return items if sizes is None else rebatch(items, sizes, input_batch)
+
+
+def batches(batch) -> tuple[int, ...] | None:
+    """``batch`` (None, a positive int, or a list of them) as a tuple of sizes without repeats."""
+    if batch is None:
+        return None
+    sizes = (batch,) if isinstance(batch, int) else batch
+    try:
+        sizes = tuple(dict.fromkeys(sizes))
+    except TypeError:  # not iterable, or unhashable items
+        sizes = ()
+    if not sizes or any(type(b) is not int or b < 1 for b in sizes):
+        raise ValueError(f"batch must be a positive integer or a list of them (e.g. [1, 8]), got {batch!r}")
+    return sizes
+
+
+def rebatch(items, sizes, input_batch: int | None = None) -> list[tuple[Spec, int]]:
+    """``items`` once per batch size in ``sizes``, each spec's ``n`` replaced by the size or, for a
+    model's layers (``input_batch``: the batch of the input they were captured with), scaled from
+    the input's batch to it. Each new spec passes ``check_spec``."""
+    out: OrderedDict = OrderedDict()
+    for spec, count in items:
+        for b in sizes:
+            if input_batch is None:
+                n = b
+            elif spec.n % input_batch == 0:
+                n = spec.n // input_batch * b
+            else:
+                raise ValueError(f"batch: layer {spec.name} has batch {spec.n}, which is not a multiple of the "
+                                 f"model input's batch {input_batch}; export the model with the batch you want")
+            new = dataclasses.replace(spec, n=n)
+            check_spec(new)  # (a batch too large for 32-bit indexing is named here)
+            out[new] = out.get(new, 0) + count
+    return list(out.items())
+
+
+def _workloads(what, example_inputs, input_shape) -> tuple[list[tuple[Spec, int]], int | None]:
+    """``(workloads, batch of the model input they were captured with, or None: not a model)``."""
     if isinstance(what, Spec):
-        return [(what, 1)]
+        return [(what, 1)], None
     if isinstance(what, str) and (what in SUITES or what == "all"):
-        return suite(what)
+        return suite(what), None
     if isinstance(what, (str, Path)) and str(what).endswith((".pt2", ".pt")):
-        return from_file(what, input_shape)
+        return _from_program(_load_file(what, input_shape))
     if isinstance(what, (list, tuple)) and what:
         out: OrderedDict = OrderedDict()
         for item in what:
@@ -129,13 +190,18 @@ def workloads(what, example_inputs=None, input_shape=None) -> list[tuple[Spec, i
             if not isinstance(spec, Spec):
                 raise ValueError(f"workloads must be specs or (spec, count) pairs, got {item!r}")
             out[spec] = out.get(spec, 0) + count
-        return list(out.items())
+        return list(out.items()), None
     try:
         import torch
 
         if isinstance(what, torch.nn.Module):
-            return from_module(what, example_inputs)
+            return _from_program(_export_module(what, example_inputs))
     except ImportError:  # pragma: no cover
         pass
     raise ValueError(f"what to tune must be a spec, a list of specs, a suite name from "
                      f"{sorted(SUITES) + ['all']}, an nn.Module (with example_inputs) or a .pt2 file; got {what!r}")
+
+
+def _from_program(ep) -> tuple[list[tuple[Spec, int]], int | None]:
+    shapes = _input_shapes(ep)
+    return from_exported(ep), (int(shapes[0][0]) if shapes and shapes[0] else None)

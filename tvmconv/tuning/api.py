@@ -3,6 +3,7 @@
     import tvmconv
     tvmconv.tune("mobilenet_v1", target="x86-avx2", trials=200)
     tvmconv.tune(model, example_inputs=(x,), target="x86-avx2")          # every conv of a model
+    tvmconv.tune("resnet18", target="x86-avx2", batch=[1, 8])           # each layer at batch 1 and 8
     tvmconv.tune(spec, target="arm64-linux", rpc="127.0.0.1:9190:pi4")  # through an RPC tracker
 
 Records are appended to ``tuning_logs/<profile>/<target key>/`` as they are measured, so an
@@ -21,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..runtime import cache
+from ..runtime import cache, untuned
 from ..runtime.record import Candidate, Dispatch, ScheduleRecord, Validation
 from ..spec import Spec
 from ..backends.target import TargetInfo, profiles, resolve
@@ -79,7 +80,7 @@ def _measure(target: TargetInfo, prof, rpc, rpc_timeout: int):
 
 def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shape=None, rpc=None,
          cache_dir=None, progress: bool = True, seed: int | None = None, num_trials_per_iter: int = 64,
-         population: int | None = None, dispatch: bool = True, rpc_timeout: int = 120):
+         population: int | None = None, dispatch: bool = True, rpc_timeout: int = 120, batch=None):
     """Tune ``what`` (a spec, specs, a suite name, an nn.Module with ``example_inputs`` or a .pt2
     file) for ``target`` with ``trials`` measurements per workload. Returns one ``TuneResult`` per
     workload (trials, best time, GFLOP/s, the default schedule's time, the record written).
@@ -88,6 +89,8 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
     ``dispatch``: then time each tuned op against its vendor path and record the faster one.
     ``rpc_timeout``: seconds one trial may take on a remote device, waiting for a free one included;
     a device that drops fails its trials after that long and tuning goes on.
+    ``batch``: a positive int or a list of them: every workload at each batch size (a spec's ``n``
+    replaced; a model's layers follow its input's batch; ``tools.workloads.rebatch``).
     Raises ``tuning.log.TuningLogError`` (an OSError naming the file and the cause) where the
     log cannot be written (full disk, read-only cache); every record written before is kept."""
     from ..runtime import build
@@ -99,7 +102,7 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
         raise ValueError(f"trials must be a non-negative integer (0: only distill what the log holds), got {trials!r}")
     if not isinstance(rpc_timeout, int) or isinstance(rpc_timeout, bool) or rpc_timeout < 1:
         raise ValueError(f"rpc_timeout must be a positive number of seconds, got {rpc_timeout!r}")
-    items = workloads(what, example_inputs, input_shape)
+    items = workloads(what, example_inputs, input_shape, batch=batch)
     if not items:
         raise ValueError(f"no convolution workloads found in {what!r}")
     tgt = resolve(target)
@@ -151,6 +154,8 @@ def tune(what, *, target=None, trials: int = 64, example_inputs=None, input_shap
     check = interrupted is None and tgt.runs_here and measure.kind == "local"
     results = [_result(w, db, tgt, root, VALIDATE_TOP if check else 0, dispatch) for w in wls]
     build.clear_memory_cache()
+    if root.resolve() == cache.user_root().resolve():  # what the ops read: these no longer run untuned
+        untuned.forget([r.spec for r in results if r.record_path], tgt.profile)
     if interrupted is not None:
         raise interrupted
     return results
