@@ -15,6 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+# The end-of-process list of untuned workloads is for a user's process, not a test session's
+# hundreds of shapes (tests/runtime/test_untuned.py checks it in a process of its own)
+from tvmconv.runtime import untuned  # noqa: E402
+
+untuned._registered = True
+
 # Kernels use every core; tests stay deterministic about threads so timings don't matter here.
 torch.set_num_threads(2)
 
