@@ -11,6 +11,10 @@ from .timing import torch_threads
 from .toolchain import Toolchain
 
 
+# CPUs LLVM gives half-precision vector arithmetic without an mattr saying so (avx512fp16)
+_NATIVE_FP16_CPUS = ("sapphirerapids", "graniterapids", "graniterapids-d", "emeraldrapids")
+
+
 class LLVMBackend(Backend):
     kind = "llvm"
     device_type = "cpu"
@@ -28,10 +32,25 @@ class LLVMBackend(Backend):
 
     # -- facts -------------------------------------------------------------------------------
     def tile_registers(self, dtype: str) -> int:
-        """Vector registers the default schedule's register tile may hold at ``dtype``."""
+        """Vectors of ``dtype`` the default schedule's register tile may hold (``blocking._tile_registers``)."""
         from .blocking import _tile_registers
 
-        return _tile_registers(self.lanes(dtype), self.facts.vector_registers)
+        return _tile_registers(self.lanes(dtype), self.facts.vector_registers, self.registers_per_vector(dtype))
+
+    def registers_per_vector(self, dtype: str) -> int:
+        """SIMD registers one vector of ``dtype`` takes in the arithmetic: 2 for float16 where the
+        target has no half-precision arithmetic (x86 without avx512fp16, aarch64 without fullfp16)
+        -- LLVM converts every half vector to floats, twice as wide, for each multiply and add
+        (vcvtph2ps/vcvtps2ph around vmulps and vaddps on AVX2) -- else 1."""
+        if dtype != "float16":
+            return 1
+        d = self.target.dict
+        feats = " ".join(d.get("mattr", []))
+        native = "+avx512fp16" in feats or "+fullfp16" in feats or d.get("mcpu", "") in _NATIVE_FP16_CPUS
+        return 1 if native else 2
+
+    def _blocking_args(self, dtype: str) -> dict:
+        return {"widen": self.registers_per_vector(dtype), "l1d_bytes": self.facts.l1d_bytes}
 
     # -- where the kernels run ---------------------------------------------------------------
     @property
@@ -64,12 +83,13 @@ class LLVMBackend(Backend):
     def default_plan(self, spec):
         from .blocking import plan_for
 
-        return plan_for(spec, self.lanes(spec.dtype), self.facts.vector_registers)
+        return plan_for(spec, self.lanes(spec.dtype), self.facts.vector_registers, **self._blocking_args(spec.dtype))
 
     def plan_candidates(self, spec) -> list:
         from .blocking import plan_candidates
 
-        return plan_candidates(spec, self.lanes(spec.dtype), vector_registers=self.facts.vector_registers)
+        return plan_candidates(spec, self.lanes(spec.dtype), vector_registers=self.facts.vector_registers,
+                               **self._blocking_args(spec.dtype))
 
     def default_schedule(self, spec, plan=None):
         """``(Schedule, Plan)``; ``plan``: another blocking than ``default_plan``'s."""

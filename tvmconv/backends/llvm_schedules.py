@@ -31,7 +31,6 @@ from tvm.s_tir.schedule import ScheduleError
 from ..spec import Spec
 
 from ..variants import DepthwiseSeparableSpec
-from .blocking import plan_for
 from ..variants.compute import Plan, prim_func
 
 log = logging.getLogger("tvmconv")
@@ -39,8 +38,7 @@ log = logging.getLogger("tvmconv")
 
 def default_for(spec: Spec, target):
     """``default_schedule`` with the plan, vector lanes and cores of ``target`` (a TargetInfo)."""
-    lanes = target.lanes(spec.dtype)
-    return default_schedule(spec, plan_for(spec, lanes, target.facts.vector_registers), lanes, target.num_cores)
+    return default_schedule(spec, target.backend.default_plan(spec), target.lanes(spec.dtype), target.num_cores)
 
 
 def default_schedule(spec: Spec, plan: Plan, vector_lanes: int, cores: int):
