@@ -91,6 +91,28 @@ class LLVMBackend(Backend):
         return plan_candidates(spec, self.lanes(spec.dtype), vector_registers=self.facts.vector_registers,
                                **self._blocking_args(spec.dtype))
 
+    def transfer_record(self, record, spec, source):
+        """A record of a profile with the same vector width and register file is replayed as it is.
+        One of another width is transferred: its plan re-derived for this target's lanes and
+        registers (``blocking.transfer_plan``: the record's vectors a block and pixel tile, on
+        this width) under this target's default schedule -- not its trace, whose splits are in
+        the other width's lanes (docs/design.md: measured, replaying the old code was slower than
+        our own default; the default on the transferred plan was as fast as it or faster)."""
+        from .blocking import transfer_plan
+        from .llvm_schedules import trace_json
+        from ..variants.compute import plan_from_dict, plan_to_dict
+
+        dtype = spec.dtype
+        old, new = source.lanes(dtype), self.lanes(dtype)
+        same_regs = source.facts.vector_registers == self.facts.vector_registers
+        if old == new and same_regs:
+            return record
+        plan = transfer_plan(plan_from_dict(record.plan), spec, old, new, self.facts.vector_registers,
+                             widen=self.registers_per_vector(dtype))
+        sch, used = self.default_schedule(spec, plan)
+        return record.replace(plan=plan_to_dict(used), trace=trace_json(sch), transferred_from=source.profile,
+                              dispatch=None, validated=None)
+
     def default_schedule(self, spec, plan=None):
         """``(Schedule, Plan)``; ``plan``: another blocking than ``default_plan``'s."""
         from .llvm_schedules import default_schedule

@@ -41,6 +41,28 @@ def default_for(spec: Spec, target):
     return default_schedule(spec, target.backend.default_plan(spec), target.lanes(spec.dtype), target.num_cores)
 
 
+def trace_json(sch: Schedule) -> list:
+    """``sch``'s trace as the plain JSON a ``ScheduleRecord`` holds (``Trace.apply_json_to_schedule``
+    replays it), without importing MetaSchedule (an op must not import the search)."""
+    from tvm_ffi import Array, Map
+    from tvm.tirx import FloatImm, IntImm
+
+    def plain(obj):
+        if obj is None or isinstance(obj, (bool, int, float)):
+            return obj
+        if isinstance(obj, (IntImm, FloatImm)):
+            return obj.value
+        if isinstance(obj, str):
+            return str(obj)
+        if isinstance(obj, (Array, list, tuple)):
+            return [plain(x) for x in obj]
+        if isinstance(obj, (Map, dict)):
+            return {plain(k): plain(v) for k, v in obj.items()}
+        raise TypeError(f"a trace holds {type(obj).__name__}")
+
+    return plain(sch.trace.as_json())
+
+
 def default_schedule(spec: Spec, plan: Plan, vector_lanes: int, cores: int):
     """Return ``(sch, plan)``: the default schedule of ``spec`` (``sch.mod`` is the IRModule,
     ``sch.trace`` replays it on ``prim_func(spec, plan)``)."""
