@@ -41,7 +41,7 @@ class LayerReport:
     name: str
     kind: str  # what it became, e.g. "Conv2d", "DepthwiseSeparableConv2d", or "kept"
     workloads: list[str] = field(default_factory=list)
-    schedule: str = ""  # "tuned", "default", "mixed" or "" (not run)
+    schedule: str = ""  # "tuned", "transferred", "default", "mixed" or "" (not run)
     tvmconv_s: float | None = None
     torch_s: float | None = None
     reason: str = ""  # why it was kept
@@ -318,7 +318,8 @@ def _layer(name: str, mod: nn.Module, original, args, time_layers: bool) -> Laye
     with torch.no_grad(), TF.capture_kernels() as kernels:
         mod(*args)
     r.workloads = list(dict.fromkeys(k.spec.name for k in kernels))
-    sources = {"tuned" if k.schedule_source.startswith("tuned") else "default" for k in kernels}
+    sources = {k.schedule_source.split(":", 1)[0] if k.schedule_source.startswith(("tuned:", "transferred:"))
+               else "default" for k in kernels}
     r.schedule = sources.pop() if len(sources) == 1 else ("mixed" if sources else "")
     if time_layers:
         with torch.no_grad():

@@ -373,9 +373,13 @@ def test_records_of_two_targets_are_kept_apart(tuned, monkeypatch):
     assert len({cache.log_dir(root, t) for t in (avx2, avx512, other_cpu)}) == 3
     assert cache.find_record(SPEC, avx2) is not None
     assert cache.find_record(SPEC, avx512) is None and cache.find_record(SPEC, other_cpu) is None
-    # a profile listing x86-avx2 as compatible still finds the record, built for x86-avx2
-    rec, _, built_for = build.tuned_record(SPEC, avx512)
-    assert built_for.profile == "x86-avx2" and rec.target == avx2.key_dict
+    # a profile listing x86-avx2 as compatible still finds the record (tuned on x86-avx2)...
+    rec, _, found_on = build.tuned_record(SPEC, avx512)
+    assert found_on.profile == "x86-avx2" and rec.target == avx2.key_dict
+    # ...and builds it transferred to its own 512-bit vectors, for x86-avx512, not as AVX2 code
+    moved, source, build_target = build.choose(SPEC, avx512)
+    assert build_target is avx512 and moved.transferred_from == "x86-avx2"
+    assert source.startswith("transferred:") and source.endswith(" from x86-avx2")
 
 
 def test_a_record_replaces_a_faster_one_only_after_beating_it_in_the_same_run(tmp_path):

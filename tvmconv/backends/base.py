@@ -72,6 +72,14 @@ class Backend:
         ``plan_candidates`` instead of ``default_plan``'s blocking."""
         raise NotImplementedError
 
+    def transfer_record(self, record, spec, source: TargetInfo):
+        """``record`` (a ``ScheduleRecord`` of ``spec`` tuned on ``source``, a profile this target
+        lists as ``compatible``) as a record to compile for this target: the record itself where
+        its schedule suits this target as it is, a record re-derived for this target (its
+        ``transferred_from`` set) where it does not, or None where it cannot be (the default
+        schedule is used). Never a schedule to be compiled as ``source``'s code."""
+        return None
+
     def default_module(self, spec):
         """``(IRModule, Plan)`` of the default schedule."""
         sch, plan = self.default_schedule(spec)

@@ -22,32 +22,43 @@ def serial_estimate(spec: Spec) -> float:
     return max(spec.flops / 30e9, spec.bytes_moved / 8e9)
 
 
-def _tile_registers(V: int, vector_registers: int | None = None) -> int:
-    """Vector registers a register tile may hold, of the target's ``vector_registers`` (its facts)
-    with ``V`` lanes a vector: the file less 4 on 32 registers (28 of AVX-512's 32), less 3 on 16
-    (13 of AVX2's); the rest hold the broadcast input and the weights.
+def _tile_registers(V: int, vector_registers: int | None = None, widen: int = 1) -> int:
+    """Vectors of ``V`` lanes a register tile may hold on a file of ``vector_registers`` SIMD
+    registers (the target's facts), each vector of the arithmetic taking ``widen`` registers.
 
-    The rule keyed on lanes before the facts existed (``28 if V >= 16 else 13``) and the shipped
-    schedules were tuned under it, so the numbers stay exactly its own for now: narrower vectors
-    count at most 16 registers, so NEON's 32 (and AVX-512's at float64) are budgeted 13 -- issue
-    22 revisits NEON's 32 registers -- and float16 on AVX2 (16 lanes, 16 registers) keeps its 28.
-    ``vector_registers`` None: the count the old rule assumed from the lanes."""
-    wide = V >= 16
-    regs = vector_registers if vector_registers else (32 if wide else 16)
-    counted = regs if wide else min(regs, 16)
-    if wide and counted < 32:
-        counted = 32  # float16 on AVX2: the lane-keyed rule's 28 (issue 22)
-    return counted - 4 if counted >= 32 else counted - 3
+    The file less what a step of the reduction needs besides the tile: the broadcast input and the
+    weight vectors of a two-vector block (3 vectors), and one register a 32 kept free for the
+    loads LLVM hoists ahead of the FMAs -- AVX2's 16 give 13 and AVX-512's 32 give 28, the budgets
+    the shipped AVX2 records and the AVX-512 defaults were tuned and measured under; NEON's 32 give
+    28 (the lane-keyed rule before the facts gave it 13). ``widen`` 2: float16 without native
+    half-precision arithmetic (AVX2, AVX-512 without avx512fp16, NEON without fullfp16), which LLVM
+    computes in float32 -- a vector of 16 halves is converted to two registers of 8 floats for
+    every multiply and add (see ``LLVMBackend.registers_per_vector``); counting it as one spilled
+    the tile (float16 on AVX2 was budgeted 28 vectors, 56 registers of 16).
+    ``vector_registers`` None: 32 where a vector holds 16 lanes or more, else 16 (the ISA default)."""
+    regs = vector_registers if vector_registers else (32 if V >= 16 else 16)
+    w = max(1, widen)
+    return max(1, (regs - 3 * w - regs // 32) // w)
 
 
-def plan_for(spec: Spec, vector_lanes: int, vector_registers: int | None = None) -> Plan:
-    """Choose the compute blocking for ``spec`` on a target with ``vector_lanes`` lanes of dtype
-    and ``vector_registers`` SIMD registers (see ``_tile_registers``)."""
-    plan = _blocking(spec, max(1, vector_lanes), vector_registers)
+def plan_for(spec: Spec, vector_lanes: int, vector_registers: int | None = None, *, widen: int = 1,
+             l1d_bytes: int = 0) -> Plan:
+    """Choose the compute blocking for ``spec`` on a target with ``vector_lanes`` lanes of dtype,
+    ``vector_registers`` SIMD registers of which a vector of the arithmetic takes ``widen`` (see
+    ``_tile_registers``) and an L1 data cache of ``l1d_bytes`` (0: 32 KiB; see ``wvec_rows``)."""
+    plan = _blocking(spec, max(1, vector_lanes), _tile_registers(max(1, vector_lanes), vector_registers, widen),
+                     _row_budget(l1d_bytes))
     return dataclasses.replace(plan, serial=serial_estimate(spec) < SERIAL_BELOW_S)
 
 
-def _blocking(spec: Spec, V: int, vregs: int | None = None) -> Plan:
+def _row_budget(l1d_bytes: int) -> int:
+    """The bytes of input rows a ``wvec`` task stages: half of the L1 data cache (0: of 32 KiB), the
+    other half for the weights, the register tile's write-back and the next task's rows."""
+    return (l1d_bytes or 32768) // 2
+
+
+def _blocking(spec: Spec, V: int, regs: int, row_bytes: int) -> Plan:
+    """The blocking of ``plan_for``, with ``regs`` vectors for the register tile."""
     if isinstance(spec, ConvSpec):
         ocg = spec.c_out // spec.groups
         out_w = spec.out_size[-1]
@@ -59,19 +70,17 @@ def _blocking(spec: Spec, V: int, vregs: int | None = None) -> Plan:
             # Two vectors of output channels when there are enough, else one; the pixel tile fills
             # the remaining registers (AVX2/NEON: 16 registers, AVX-512: 32).
             vb = 2 * V if ocg >= 2 * V else V
-            regs = _tile_registers(V, vregs)
             owi = max(1, min(regs // (vb // V), out_w))
             return Plan("ocvec", vb=vb, owi=_best_tile(out_w, owi, multiple_of=_tile_step(spec)))
         if not spec.transposed:
             owi = _best_tile(out_w, 2 * V, multiple_of=V) if out_w >= V else V
-            return Plan("wvec", owi=owi, rows=wvec_rows(spec, owi))
+            return Plan("wvec", owi=owi, rows=wvec_rows(spec, owi, row_bytes))
         return Plan("plain")
     if isinstance(spec, SpatialSeparableSpec):
-        return Plan("staged", stages=tuple((prefix, _blocking(st, V, vregs)) for prefix, st in
+        return Plan("staged", stages=tuple((prefix, _blocking(st, V, regs, row_bytes)) for prefix, st in
                                            zip(("kx1_", "c1xk_"), spec.stages())))
     if isinstance(spec, DepthwiseSeparableSpec):
         vb = 2 * V if spec.c_out >= 2 * V else V
-        regs = _tile_registers(V, vregs)
         return Plan("ocvec", vb=vb, owi=_best_tile(spec.out_size[-1], max(1, regs // (vb // V))))
     return Plan("plain")
 
@@ -88,18 +97,19 @@ def _tile_step(spec: Spec) -> int:
 _MAX_TILE_STRIDE = 8
 
 
-def plan_candidates(spec: Spec, vector_lanes: int, limit: int = 16, vector_registers: int | None = None) -> list[Plan]:
+def plan_candidates(spec: Spec, vector_lanes: int, limit: int = 16, vector_registers: int | None = None, *,
+                    widen: int = 1, l1d_bytes: int = 0) -> list[Plan]:
     """Other blockings of the default schedule worth measuring (the hand-written sketch's knobs:
     output channels per block and the output-width register tile), best-guess first, at most
     ``limit``, excluding ``plan_for``'s choice. Tuning measures them before the search."""
     V = max(1, vector_lanes)
-    base = plan_for(spec, V, vector_registers)
+    base = plan_for(spec, V, vector_registers, widen=widen, l1d_bytes=l1d_bytes)
     # Small kernels: also the other side of the one-thread threshold, measured first
     flip = [dataclasses.replace(base, serial=not base.serial)] if serial_estimate(spec) < 6 * SERIAL_BELOW_S else []
     if base.kind == "staged" or base.kind == "plain":
         return flip[:limit]
     out_w = spec.out_size[-1]
-    regs = _tile_registers(V, vector_registers)
+    regs = _tile_registers(V, vector_registers, widen)
     cands = []
     if base.kind == "ocvec":
         ocg = spec.c_out // spec.groups if isinstance(spec, ConvSpec) else spec.c_out
@@ -112,7 +122,7 @@ def plan_candidates(spec: Spec, vector_lanes: int, limit: int = 16, vector_regis
     else:  # wvec: the width tile in whole vectors, and the rows per task
         out_h = spec.out_size[-2] if len(spec.out_size) > 1 else 1
         for t in range(V, max(V, min(-(-out_w // V) * V, 4 * V)) + 1, V):
-            r0 = wvec_rows(spec, t)
+            r0 = wvec_rows(spec, t, _row_budget(l1d_bytes))
             for r in sorted({r0, max(1, r0 // 2), max(1, r0 // 4), min(out_h, 2 * r0), out_h}):
                 cands.append(Plan("wvec", owi=t, rows=r))
 
@@ -154,7 +164,8 @@ def _best_tile(extent: int, limit: int, multiple_of: int = 1) -> int:
     return min(candidates, key=lambda t: (-(-extent // t) * t) * (1 + 2 / t))
 
 
-def transfer_plan(plan: Plan, spec: Spec, from_lanes: int, to_lanes: int, vector_registers: int | None = None) -> Plan:
+def transfer_plan(plan: Plan, spec: Spec, from_lanes: int, to_lanes: int, vector_registers: int | None = None, *,
+                  widen: int = 1) -> Plan:
     """``plan``, chosen for a target with ``from_lanes`` lanes, re-derived for one with ``to_lanes``
     lanes and ``vector_registers`` registers: the decisions a plan makes in whole vectors (output
     channels per block, the width tile of ``wvec``) keep their count of vectors, the register tile
@@ -165,13 +176,13 @@ def transfer_plan(plan: Plan, spec: Spec, from_lanes: int, to_lanes: int, vector
     An AVX2 record's ``ocvec`` of 16 channels (2 vectors of 8) becomes 32 channels (2 vectors of
     16) on AVX-512: the record's choice of two vectors a block, on 512-bit registers."""
     old, new = max(1, from_lanes), max(1, to_lanes)
-    base = plan_for(spec, new, vector_registers)
+    base = plan_for(spec, new, vector_registers, widen=widen)
     if old == new or plan.kind != base.kind:
         return plan if old == new else dataclasses.replace(base, serial=plan.serial)
     if plan.kind == "staged":
         specs = dict(zip(("kx1_", "c1xk_"), spec.stages()))
         return dataclasses.replace(plan, stages=tuple(
-            (prefix, transfer_plan(p, specs[prefix], old, new, vector_registers) if prefix in specs else p)
+            (prefix, transfer_plan(p, specs[prefix], old, new, vector_registers, widen=widen) if prefix in specs else p)
             for prefix, p in plan.stages))
     if plan.kind not in ("ocvec", "wvec"):
         return plan
@@ -181,7 +192,7 @@ def transfer_plan(plan: Plan, spec: Spec, from_lanes: int, to_lanes: int, vector
         ocg = spec.c_out // spec.groups if isinstance(spec, ConvSpec) else spec.c_out
         while units > 1 and units * new > ocg:
             units -= 1
-        regs = _tile_registers(new, vector_registers)
+        regs = _tile_registers(new, vector_registers, widen)
         owi = max(1, min(plan.owi, regs // units, out_w))
         step = _tile_step(spec)
         if owi % step and owi != out_w:

@@ -31,7 +31,6 @@ from tvm.s_tir.schedule import ScheduleError
 from ..spec import Spec
 
 from ..variants import DepthwiseSeparableSpec
-from .blocking import plan_for
 from ..variants.compute import Plan, prim_func
 
 log = logging.getLogger("tvmconv")
@@ -39,8 +38,29 @@ log = logging.getLogger("tvmconv")
 
 def default_for(spec: Spec, target):
     """``default_schedule`` with the plan, vector lanes and cores of ``target`` (a TargetInfo)."""
-    lanes = target.lanes(spec.dtype)
-    return default_schedule(spec, plan_for(spec, lanes, target.facts.vector_registers), lanes, target.num_cores)
+    return default_schedule(spec, target.backend.default_plan(spec), target.lanes(spec.dtype), target.num_cores)
+
+
+def trace_json(sch: Schedule) -> list:
+    """``sch``'s trace as the plain JSON a ``ScheduleRecord`` holds (``Trace.apply_json_to_schedule``
+    replays it), without importing MetaSchedule (an op must not import the search)."""
+    from tvm_ffi import Array, Map
+    from tvm.tirx import FloatImm, IntImm
+
+    def plain(obj):
+        if obj is None or isinstance(obj, (bool, int, float)):
+            return obj
+        if isinstance(obj, (IntImm, FloatImm)):
+            return obj.value
+        if isinstance(obj, str):
+            return str(obj)
+        if isinstance(obj, (Array, list, tuple)):
+            return [plain(x) for x in obj]
+        if isinstance(obj, (Map, dict)):
+            return {plain(k): plain(v) for k, v in obj.items()}
+        raise TypeError(f"a trace holds {type(obj).__name__}")
+
+    return plain(sch.trace.as_json())
 
 
 def default_schedule(spec: Spec, plan: Plan, vector_lanes: int, cores: int):

@@ -6,7 +6,9 @@
 2. a compiled library in the user cache (``kernels/<profile>/<lib key>.so``): loaded, not rebuilt,
    when its manifest and the directory pass ``cache.library_ok``;
 3. otherwise the schedule is chosen -- the tuned record from the shipped or user cache (falling
-   back through the profile's ``compatible`` profiles), else the default schedule with a warning
+   back through the profile's ``compatible`` profiles: a record of one with another vector width
+   is transferred, re-derived for this target by its backend, and always compiled for this
+   target), else the default schedule with a warning
    once per process naming the command that would tune it -- compiled, and the library written
    to the user cache (atomically, when its lock is free).
 
@@ -50,7 +52,9 @@ class Kernel:
     func: object
     executable: object
     compile_seconds: float
-    schedule_source: str  # "default", "unscheduled" (fallback) or "tuned:<record file>"
+    # "default", "unscheduled" (fallback), "tuned:<record file>" or, for a record of a compatible
+    # profile re-derived for this target, "transferred:<record file> from <profile>"
+    schedule_source: str
     loaded_from: str = ""  # the cached library it was loaded from, if any
     # "tvmconv", "vendor" (measured faster on this machine) or "undecided" (the op's first calls
     # time both: runtime/dispatch.py), and where that came from (dispatch.CALIBRATED, ...)
@@ -132,14 +136,39 @@ def _warn_untuned(spec: Spec, target: TargetInfo) -> None:
                 spec.to_json())
 
 
+def from_record(source: str) -> bool:
+    """Whether a kernel's ``schedule_source`` names a record (tuned here, or transferred)."""
+    return source.startswith(("tuned:", "transferred:"))
+
+
+def record_file(source: str) -> str | None:
+    """The record file a ``schedule_source`` names, or None."""
+    if not from_record(source):
+        return None
+    return source.split(":", 1)[1].split(" from ", 1)[0]
+
+
 def choose(spec: Spec, target: TargetInfo) -> tuple[ScheduleRecord | None, str, TargetInfo]:
-    """Which schedule ``spec`` gets on ``target``: ``(record or None, source label, build target)``."""
+    """Which schedule ``spec`` gets on ``target``: ``(record or None, source label, build target)``.
+    The build target is ``target`` itself: a record of a compatible profile is the backend's
+    transfer of it (``Backend.transfer_record``), never that profile's code."""
     if not supported(target):
         return None, "unscheduled", target
     found = tuned_record(spec, target)
     if found:
         record, path, rec_target = found
-        return record, f"tuned:{path.name}", rec_target
+        if rec_target is target:
+            return record, f"tuned:{path.name}", target
+        try:
+            moved = target.backend.transfer_record(record, spec, rec_target)
+        except Exception as exc:  # noqa: BLE001 - a record that cannot be transferred must not break the op
+            log.warning("tvmconv: record %s of %s does not transfer to %s (%s); using the default schedule",
+                        path.name, rec_target.profile, target.profile, _last_line(exc))
+            moved = None
+        if moved is record:
+            return record, f"tuned:{path.name}", target
+        if moved is not None:
+            return moved, f"transferred:{path.name} from {rec_target.profile}", target
     _warn_untuned(spec, target)
     return None, "default", target
 
@@ -153,7 +182,7 @@ def schedule(spec: Spec, target: TargetInfo, record: ScheduleRecord | None, sour
             return apply_record(spec, record), plan_from_dict(record.plan), source
         except Exception as exc:  # noqa: BLE001 - a stale record must not break the op
             log.warning("tvmconv: tuned record %s no longer applies (%s); using the default schedule",
-                        source.removeprefix("tuned:"), _last_line(exc))
+                        record_file(source), _last_line(exc))
     mod, plan = target.backend.default_module(spec)
     return mod, plan, "default"
 
@@ -315,7 +344,9 @@ def compile_spec(spec: Spec, target: TargetInfo, record: ScheduleRecord | None =
     if record is None:
         record, source, build_target = choose(spec, target)
     else:
-        source, build_target = f"tuned:{record.name or spec.name}", target
+        name = record.name or spec.name
+        source = f"transferred:{name} from {record.transferred_from}" if record.transferred_from else f"tuned:{name}"
+        build_target = target
     path = None
     backend = target.backend
     torch_callable = backend.torch_callable  # the ops call it (on the CPU, or a GPU)
@@ -358,7 +389,7 @@ def compile_spec(spec: Spec, target: TargetInfo, record: ScheduleRecord | None =
         cache.save_library(path, ex.export_library, path.stem, spec, build_target)
     func = ex["main"] if torch_callable else None
     kern = Kernel(spec, target, plan, func, ex, time.perf_counter() - t0, source)
-    kern = _with_dispatch(kern, record if source.startswith("tuned") else None)
+    kern = _with_dispatch(kern, record if from_record(source) else None)
     return _with_pack(kern, ex) if backend.packs_weights else kern
 
 

@@ -235,6 +235,9 @@ class ScheduleRecord(_Part):
     tuned_at: str | None = _f("str", None)
     dispatch: Dispatch | None = None
     validated: Validation | None = None
+    # The profile a record was tuned on where the runtime re-derived it for another target of a
+    # different vector width (``Backend.transfer_record``); made in memory, never read from a file
+    transferred_from: str | None = field(default=None, compare=True)
     record_format: int = RECORD_FORMAT
     extra: Mapping = field(default_factory=dict, compare=False)
 
@@ -276,7 +279,11 @@ class ScheduleRecord(_Part):
 
     @property
     def schedule(self) -> list:
-        """What identifies its schedule: ``[plan, trace]`` (``cache.schedule_id`` hashes it)."""
+        """What identifies its schedule: ``[plan, trace]`` (``cache.schedule_id`` hashes it), and
+        for a transferred record the profile it came from, so its library and its dispatch choice
+        are never those of the original (nor of a build of the original for this target)."""
+        if self.transferred_from is not None:
+            return [self.plan, self.trace, {"transferred_from": self.transferred_from}]
         return [self.plan, self.trace]
 
     @property

@@ -169,7 +169,7 @@ def run_case(case: Case, target: TargetInfo, roof: Roofline, *, rounds: int = 7,
         "tvmconv_s": t, "tvmconv_spread": timing.spread(a), "vendor_s": v, "vendor_spread": timing.spread(b),
         "ratio": t / v, "speedup": v / t, "gflops": spec.flops / t / 1e9,
         "roofline_fraction": roof.min_seconds(spec.flops, spec.bytes_moved) / t,
-        "vendor": case.vendor, "schedule": "tuned" if src.startswith("tuned") else src,
+        "vendor": case.vendor, "schedule": src.split(":", 1)[0] if src.startswith(("tuned:", "transferred:")) else src,
         "dispatch": kern.dispatch, "dispatch_source": kern.dispatch_source, "max_rel_err": err, "target": target.profile, "target_kind": target.kind,
         **(_dispatched(d[0], b) if dispatched else {}),
     }

@@ -85,8 +85,8 @@ def export(what, target, out_dir, *, example_inputs=None, input_shape=None, prog
         mod, _plan, source = build.schedule(spec, build_target, record, source)
         cname = cname_of(spec)
         func = mod["main"].with_attr("global_symbol", cname)
-        e = Exported(spec, cname, count, "tuned" if source.startswith("tuned") else source,
-                     source.removeprefix("tuned:") if source.startswith("tuned") else None)
+        e = Exported(spec, cname, count, source.split(":", 1)[0] if build.from_record(source) else source,
+                     build.record_file(source))
         e.files = backend.export_kernel(func, cname, out, build_target, tools)
         exported.append(e)
     manifest = {"format": MANIFEST_FORMAT, "target": tgt.profile, "tvm_target": tgt.key_dict,

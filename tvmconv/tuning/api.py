@@ -254,7 +254,7 @@ def op_times(spec, tgt: TargetInfo, records: list[ScheduleRecord], rounds: int =
 
     case = bench.case_for(spec)
     kernels = [build.compile_spec(spec, tgt, rec) for rec in records]
-    ok = [i for i, k in enumerate(kernels) if k.schedule_source.startswith("tuned")]
+    ok = [i for i, k in enumerate(kernels) if build.from_record(k.schedule_source)]
 
     def call(kern):
         def run():
