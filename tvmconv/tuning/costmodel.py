@@ -54,8 +54,12 @@ def load(path: str | Path, num_cores: int | None = None) -> ms.cost_model.XGBMod
     """The model saved at ``path`` (``train`` / ``XGBModel.save``), ready to predict: where it
     holds fewer samples than MetaSchedule's warm-up count, that count is lowered to what it holds
     (else its booster would be ignored until the run had measured that many)."""
+    import warnings
+
     model = new_model(num_cores)
-    model.load(str(path))
+    with warnings.catch_warnings():  # (XGBoost guesses the format of MetaSchedule's "model.bin", rightly)
+        warnings.simplefilter("ignore", UserWarning)
+        model.load(str(path))
     if model.booster is not None and model.data_size:
         model.num_warmup_samples = min(model.num_warmup_samples, model.data_size)
     model.last_train_size = model.data_size

@@ -192,7 +192,9 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
     seeds = []  # the sketch at the fastest blocking's tiles: where the search starts, one batch for all
     for w, var in zip(workloads, variants):
         w.search_plan, w.search_mod, searched = search_start(w, target, db, var)
-        w.done_before = 1 + searched  # the budget counts the default and the search's trials (the seed's too)
+        # A trial is a schedule compiled and timed: the budget counts the plan phase's too (which
+        # is measured in full however small the budget: it is cheap and usually most of the gain)
+        w.done_before = sum(len(db.records.get(h, ())) for h in {w.shash, *(db.shash(m) for _, m, _ in var)})
         if not searched and backend.searches_sketch and planned:
             try:
                 seeds.append((w, sketch_seed(w.spec, w.search_plan, w.search_mod, target)))
