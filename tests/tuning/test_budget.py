@@ -169,3 +169,12 @@ def test_bad_time_limit_is_a_clear_error():
 
     with pytest.raises(ValueError, match="time_limit"):
         tune([conv(8, 10, 16, 3, 1, 1)], target="x86-avx2", time_limit="soon")
+
+
+def test_cli_time_limit_is_passed_on_and_checked():
+    from typer.testing import CliRunner
+
+    from tvmconv.tools import cli
+
+    out = CliRunner().invoke(cli.app, ["tune", "--suite", "mobilenet_v1", "--time-limit", "soon"])
+    assert out.exit_code != 0 and "time_limit" in out.output and "Traceback" not in out.output

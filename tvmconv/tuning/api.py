@@ -107,7 +107,8 @@ def tune(what, *, target=None, trials: int | None = None, example_inputs=None, i
     from . import child as tune_child
     from .budget import TRIALS_WITH_LIMIT, parse_duration
     from .log import TuningLog, as_log_error, log_error
-    from .seeds import seed_plans
+    from .seeds import records as seed_records
+    from .seeds import remember, seed_plans
     from .space import known_exhausted, prepare
 
     limit = parse_duration(time_limit)
@@ -133,7 +134,8 @@ def tune(what, *, target=None, trials: int | None = None, example_inputs=None, i
                                     "format": cache.CACHE_FORMAT_VERSION})
     except OSError as exc:  # a read-only or full cache: say so, not a traceback
         raise log_error(log_dir, exc) from exc
-    seeds = [seed_plans(spec, tgt, root) for spec, _ in items] if trials else None
+    pool = seed_records(tgt, root)  # (with trials=0 too: distilling looks for their plans' trials in the log)
+    seeds = [remember(log_dir, spec, tgt, seed_plans(spec, tgt, root, pool=pool)) for spec, _ in items]
     wls = prepare(items, tgt, seeds)
     check = tgt.runs_here and measure.kind == "local"
     plan = _plan(wls, tgt, t0, limit, check)
@@ -152,25 +154,24 @@ def tune(what, *, target=None, trials: int | None = None, example_inputs=None, i
                          cost_model=str(cost_model) if cost_model else None)
     interrupted, cut = None, False
     offset = _log_size(log_dir)
+    if bar:
+        bar.start()
     try:
-        if bar:
-            bar.start()
-        with _sigterm_as_interrupt():
-            if trials:
-                # (the backstop: the search stops itself at its deadline, a batch never runs long past it)
-                stop_at = plan.search + 0.5 * (plan.end - plan.search) if plan else None
-                cut = tune_child.run(job, update, on_phase=bar.phase if bar else None, stop_at=stop_at)
-    except KeyboardInterrupt as exc:
-        interrupted = exc
-    except OSError as exc:
-        err = as_log_error(exc)  # a write the disk refused, in the search's own files too
-        if err is exc:
-            raise
-        raise err from None
-    finally:
+        try:
+            with _sigterm_as_interrupt():
+                if trials:
+                    # (the backstop: the search stops itself at its deadline, a batch never runs long past it)
+                    stop_at = plan.search + 0.5 * (plan.end - plan.search) if plan else None
+                    cut = tune_child.run(job, update, on_phase=bar.phase if bar else None, stop_at=stop_at)
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+        except OSError as exc:
+            err = as_log_error(exc)  # a write the disk refused, in the search's own files too
+            if err is exc:
+                raise
+            raise err from None
         if bar:
             bar.phase("distilling the log")
-    try:
         db = TuningLog(log_dir, report=not trials)  # what the child wrote (it reported what it skipped)
         for w in wls:
             w.shash = db.shash(w.mod)
@@ -202,12 +203,12 @@ LIMITED_PER_ITER = 16
 
 def _plan(wls, tgt: TargetInfo, t0: float, limit: float | None, check: bool):
     """The run's deadlines (``budget.Deadlines``) under ``limit``, or None: the validation reserve
-    from one kernel compile timed now (the default schedule of the first workload)."""
+    from one kernel compile timed now (the default schedule of the largest workload)."""
     from .budget import Deadlines, validation_reserve
 
     if limit is None:
         return None
-    compile_s = _time_one_compile(wls[0], tgt) if check else 0.0
+    compile_s = _time_one_compile(max(wls, key=lambda w: w.spec.flops), tgt) if check else 0.0
     reserve = validation_reserve(len(wls), compile_s) if check else validation_reserve(0, 0.0)
     plan = Deadlines.plan(t0, limit, reserve)
     log.info("tvmconv: time limit %.0f s: %.1f s kept for distilling (one compile: %.2f s), the search "

@@ -169,7 +169,12 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
     # batches the builder compiles in parallel, each started only where it can end by the deadline
     order = sorted(range(len(workloads)), key=lambda i: -workloads[i].spec.flops * workloads[i].weight)
     for i in order:
-        todo += [(it, i) for it in _unmeasured(workloads[i], variants[i], db)]
+        w, var = workloads[i], variants[i]
+        logged = sum(len(db.records.get(h, ())) for h in {w.shash, *(db.shash(m) for _, m, _ in var)})
+        if logged >= trials:  # a resumed run with its budget spent: a seed that appeared since waits for more
+            own = set(backend.plan_candidates(w.spec))
+            var = [v for v in var if v[0] in own or v[0] not in w.seeds]
+        todo += [(it, i) for it in _unmeasured(w, var, db)]
     k, cost, planned = 0, _BatchCost(), True
     while k < len(todo):
         t0 = time.time()

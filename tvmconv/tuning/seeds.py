@@ -14,7 +14,7 @@ from ..backends.target import TargetInfo, profiles
 from ..runtime import cache
 from ..runtime.record import ScheduleRecord
 from ..spec import Spec
-from ..variants.compute import Plan, plan_from_dict
+from ..variants.compute import Plan, plan_from_dict, plan_to_dict
 
 SEEDS = 2  # plans per workload: the nearest records' (each one trial of the plan phase)
 
@@ -46,30 +46,38 @@ def _ints(v) -> list[int] | None:
     return None
 
 
-def nearest_records(spec: Spec, target: TargetInfo, root: Path | None = None,
-                    n: int = SEEDS) -> list[ScheduleRecord]:
-    """Up to ``n`` records of ``spec``'s variant nearest its shape (``distance``), among the
-    shipped records and those under ``root`` (default: the user cache), of ``target``'s profile
-    and the profiles it is compatible with; nearest first."""
+def records(target: TargetInfo, root: Path | None = None) -> list[tuple[ScheduleRecord, Path]]:
+    """The shipped records and those under ``root`` (default: the user cache) of ``target``'s
+    profile and the profiles it is compatible with."""
     prof = profiles().get(target.profile)
     names = [target.profile, *(prof.compatible if prof else ())]
     roots = [cache.shipped_root()] + ([Path(root)] if root is not None else [cache.user_root()])
-    want = spec.to_dict()
-    found = []
-    seen = set()
+    out, seen = [], set()
     for r in roots:
         for name in names:
             for rec, path in cache.list_records(r, name):
-                d = distance(want, rec.spec)
-                if d is None or path.resolve() in seen:
-                    continue
-                seen.add(path.resolve())
-                found.append((d, str(path), rec))
+                if path.resolve() not in seen:
+                    seen.add(path.resolve())
+                    out.append((rec, path))
+    return out
+
+
+def nearest_records(spec: Spec, target: TargetInfo, root: Path | None = None, n: int = SEEDS,
+                    pool: list | None = None) -> list[ScheduleRecord]:
+    """Up to ``n`` records of ``spec``'s variant nearest its shape (``distance``) among
+    ``records(target, root)`` (or ``pool``, what it returned); nearest first."""
+    want = spec.to_dict()
+    found = []
+    for rec, path in (records(target, root) if pool is None else pool):
+        d = distance(want, rec.spec)
+        if d is not None:
+            found.append((d, str(path), rec))
     found.sort(key=lambda e: (e[0], e[1]))
     return [rec for _, _, rec in found[:n]]
 
 
-def seed_plans(spec: Spec, target: TargetInfo, root: Path | None = None, n: int = SEEDS) -> list[Plan]:
+def seed_plans(spec: Spec, target: TargetInfo, root: Path | None = None, n: int = SEEDS,
+               pool: list | None = None) -> list[Plan]:
     """The plans of ``nearest_records``, transferred from their profile's vector width to
     ``target``'s (``transfer_plan``); distinct, nearest first. A record of an unknown profile or
     a plan that does not parse is skipped."""
@@ -77,7 +85,7 @@ def seed_plans(spec: Spec, target: TargetInfo, root: Path | None = None, n: int 
     to_lanes = target.lanes(spec.dtype)
     regs = target.facts.vector_registers or None
     out: list[Plan] = []
-    for rec in nearest_records(spec, target, root, n):
+    for rec in nearest_records(spec, target, root, n, pool):
         prof = known.get(rec.profile or "")
         if prof is None:
             continue
@@ -88,4 +96,29 @@ def seed_plans(spec: Spec, target: TargetInfo, root: Path | None = None, n: int 
             continue
         if moved not in out:
             out.append(moved)
+    return out
+
+
+def remember(log_dir: Path, spec: Spec, target: TargetInfo, plans: list[Plan]) -> list[Plan]:
+    """``plans`` and every seed plan an earlier run of ``log_dir`` measured for ``spec``
+    (``seeds.json`` beside the log): the nearest records change as records are written, and a
+    plan measured once stays a candidate (its trials in the log are counted and distilled, with
+    ``trials=0`` too). Earlier plans first."""
+    path = Path(log_dir) / "seeds.json"
+    key = cache.schedule_key(spec, target)
+    try:
+        with cache.lock(path):
+            known = cache.read_json(path) or {}
+            old = []
+            for d in known.get(key, []):
+                try:
+                    old.append(plan_from_dict(d))
+                except Exception:  # noqa: BLE001 - a plan of an older format
+                    continue
+            out = old + [p for p in plans if p not in old]
+            if len(out) > len(old):
+                known[key] = [plan_to_dict(p) for p in out]
+                cache.write_json(path, known)
+    except OSError:  # a read-only or full cache: the run's own log writes fail too, and say so
+        return list(plans)
     return out
