@@ -108,7 +108,7 @@ def tune(what, *, target=None, trials: int | None = None, example_inputs=None, i
     from .budget import TRIALS_WITH_LIMIT, parse_duration
     from .log import TuningLog, as_log_error, log_error
     from .seeds import records as seed_records
-    from .seeds import remember, seed_plans
+    from .seeds import remember, remembered, seed_plans
     from .space import known_exhausted, prepare
 
     limit = parse_duration(time_limit)
@@ -135,7 +135,7 @@ def tune(what, *, target=None, trials: int | None = None, example_inputs=None, i
     except OSError as exc:  # a read-only or full cache: say so, not a traceback
         raise log_error(log_dir, exc) from exc
     pool = seed_records(tgt, root)  # (with trials=0 too: distilling looks for their plans' trials in the log)
-    seeds = [remember(log_dir, spec, tgt, seed_plans(spec, tgt, root, pool=pool)) for spec, _ in items]
+    seeds = [remembered(log_dir, spec, tgt, seed_plans(spec, tgt, root, pool=pool)) for spec, _ in items]
     wls = prepare(items, tgt, seeds)
     check = tgt.runs_here and measure.kind == "local"
     plan = _plan(wls, tgt, t0, limit, check)
@@ -163,8 +163,10 @@ def tune(what, *, target=None, trials: int | None = None, example_inputs=None, i
                     # (the backstop: the search stops itself at its deadline, a batch never runs long past it)
                     stop_at = plan.search + 0.5 * (plan.end - plan.search) if plan else None
                     cut = tune_child.run(job, update, on_phase=bar.phase if bar else None, stop_at=stop_at)
+                    remember(log_dir, tgt, [(spec, plans) for (spec, _), plans in zip(items, seeds)])
         except KeyboardInterrupt as exc:
             interrupted = exc
+            remember(log_dir, tgt, [(spec, plans) for (spec, _), plans in zip(items, seeds)])
         except OSError as exc:
             err = as_log_error(exc)  # a write the disk refused, in the search's own files too
             if err is exc:

@@ -99,26 +99,36 @@ def seed_plans(spec: Spec, target: TargetInfo, root: Path | None = None, n: int 
     return out
 
 
-def remember(log_dir: Path, spec: Spec, target: TargetInfo, plans: list[Plan]) -> list[Plan]:
+def remembered(log_dir: Path, spec: Spec, target: TargetInfo, plans: list[Plan]) -> list[Plan]:
     """``plans`` and every seed plan an earlier run of ``log_dir`` measured for ``spec``
-    (``seeds.json`` beside the log): the nearest records change as records are written, and a
-    plan measured once stays a candidate (its trials in the log are counted and distilled, with
-    ``trials=0`` too). Earlier plans first."""
+    (``seeds.json`` beside the log, ``remember``): the nearest records change as records are
+    written, and a plan measured once stays a candidate (its trials in the log are counted and
+    distilled, with ``trials=0`` too). Earlier plans first."""
+    known = cache.read_json(Path(log_dir) / "seeds.json") or {}
+    old = []
+    for d in known.get(cache.schedule_key(spec, target), []) if isinstance(known, dict) else []:
+        try:
+            old.append(plan_from_dict(d))
+        except Exception:  # noqa: BLE001 - a plan of an older format
+            continue
+    return old + [p for p in plans if p not in old]
+
+
+def remember(log_dir: Path, target: TargetInfo, seeds: list[tuple[Spec, list[Plan]]]) -> None:
+    """Add each spec's seed plans to ``seeds.json`` beside the log (after a run measured them).
+    A cache that refuses the write keeps the log's trials and loses only this note."""
     path = Path(log_dir) / "seeds.json"
-    key = cache.schedule_key(spec, target)
     try:
         with cache.lock(path):
             known = cache.read_json(path) or {}
-            old = []
-            for d in known.get(key, []):
-                try:
-                    old.append(plan_from_dict(d))
-                except Exception:  # noqa: BLE001 - a plan of an older format
-                    continue
-            out = old + [p for p in plans if p not in old]
-            if len(out) > len(old):
-                known[key] = [plan_to_dict(p) for p in out]
+            changed = False
+            for spec, plans in seeds:
+                key = cache.schedule_key(spec, target)
+                old = known.get(key, [])
+                new = old + [d for d in map(plan_to_dict, plans) if d not in old]
+                if len(new) > len(old):
+                    known[key], changed = new, True
+            if changed:
                 cache.write_json(path, known)
-    except OSError:  # a read-only or full cache: the run's own log writes fail too, and say so
-        return list(plans)
-    return out
+    except OSError:
+        pass
