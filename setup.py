@@ -1,4 +1,4 @@
-"""Build step: the repository's top-level ``targets/`` and ``schedules/`` travel inside the wheel
+"""Build step: the repository's top-level ``targets/``, ``schedules/`` and ``costmodels/`` travel inside the wheel
 as ``tvmconv/_shipped/`` (found through importlib.resources, see knobs.shipped_dir) without a
 second copy in git. The raw tuning logs (tuning_logs/, about 90 MB) stay in the repository."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-SHIPPED = ("targets", "schedules")
+SHIPPED = ("targets", "schedules", "costmodels")
 
 
 class BuildPyWithShipped(build_py):

@@ -125,6 +125,12 @@ class Backend:
     intrinsics_module = ""  # the ``tvm.s_tir.tensor_intrin`` module MetaSchedule's rules look up
     searches_sketch = False  # the search space is the default schedule as a sketch (else MetaSchedule's own)
 
+    def cost_model_family(self) -> str | None:
+        """The shipped MetaSchedule cost model this target's search starts from
+        (``costmodels/<family>.tar``, ``tuning.costmodel``); None: none, the search's model starts
+        empty."""
+        return None
+
     def search_threads(self) -> int:
         """Threads the search itself may use."""
         import os

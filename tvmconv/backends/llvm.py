@@ -145,6 +145,9 @@ class LLVMBackend(Backend):
         return {"shared": so.name, "object": obj.name}
 
     # -- tuning ------------------------------------------------------------------------------
+    def cost_model_family(self) -> str | None:
+        return "x86" if self.intrinsics_module == "x86" else None  # (the shipped logs are x86's)
+
     def search_threads(self) -> int:
         return self.cores
 

@@ -201,8 +201,10 @@ def tune(
     untuned: bool = typer.Option(False, "--untuned", help="Every workload that ran untuned on this machine for "
                                  "--target (the ops list them in the user cache; the untuned-warning names this "
                                  "command); each leaves the list once tuned."),
-    trials: int = typer.Option(64, "--trials", min=0, help="Measurements per workload (0: only distill what "
-                               "the log holds, timing the best candidates through the op)."),
+    trials: Optional[int] = typer.Option(None, "--trials", min=0, help="Trials per workload, a trial being a "
+                                         "schedule compiled and timed (the default and plan candidates too); "
+                                         "default 64, with --time-limit a cap (1000); 0: only distill the log."),
+    time_limit: Optional[str] = typer.Option(None, "--time-limit", help="End the whole run within this: 90s, 10m, 1h."),
     rpc: Optional[str] = typer.Option(None, "--rpc", help="Measure through an RPC tracker: HOST:PORT:KEY."),
     rpc_timeout: int = typer.Option(120, "--rpc-timeout", min=1, help="Seconds one trial may take on a remote "
                                     "device, waiting for a free one included; a dropped device's trials fail "
@@ -234,7 +236,7 @@ def tune(
         results = run_tune(what, target=target, trials=trials, rpc=rpc, cache_dir=cache_dir, seed=seed,
                            input_shape=_ints(input_shape, "--input-shape"), num_trials_per_iter=per_iter,
                            population=population, dispatch=not no_dispatch, rpc_timeout=rpc_timeout,
-                           batch=sizes)
+                           batch=sizes, time_limit=time_limit)
     except (ValueError, ConnectionError) as exc:
         _fail(str(exc))
     except OSError as exc:  # a full disk, a read-only cache (TuningLogError names the file and the cause)

@@ -8,7 +8,8 @@ workers included), then distills what the log holds. Every record is already fsy
 measured is lost; the next run resumes.
 
 Protocol: the parent writes one pickled ``Job`` to the child's stdin and keeps stdin open; the
-child writes one JSON line per progress update to its stdout (anything else it prints goes to
+child writes one JSON line per progress update (``{"i": ...}``) or change of phase
+(``{"phase": text}``) to its stdout (anything else it prints goes to
 stderr) and a last line ``{"done": true}`` or ``{"error": <pickled exception, base64>}``. When
 the parent dies, the child's stdin reaches end of file and the child kills its process group.
 However the run ends (done, error, interrupt, SIGTERM), the parent ends with SIGKILL to the
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,15 +50,31 @@ class Job:
     seed: int | None
     num_trials_per_iter: int
     population: int | None
+    deadline: float | None = None  # time.time() by which the search stops (budget.Deadlines.search)
+    seeds: list | None = None  # per spec, the nearest records' plans (seeds.seed_plans)
+    cost_model: str | None = None  # a saved cost model to start from (costmodel)
 
 
-def run(job: Job, on_update=None, stop_grace_s: float = 10.0) -> None:
-    """Run ``job`` in a child process; ``on_update(index, trials, failed, best_s, exhausted)`` per batch.
+def run(job: Job, on_update=None, stop_grace_s: float = 10.0, on_phase=None, stop_at: float | None = None) -> bool:
+    """Run ``job`` in a child process; ``on_update(index, trials, failed, best_s, exhausted)`` per
+    batch, ``on_phase(text)`` as the search moves on. ``stop_at`` (``time.time()``): the child is
+    stopped then if it has not ended (its search stops at ``job.deadline`` by itself: this is the
+    backstop; every trial measured is in the log already). Returns whether it was stopped so.
     Re-raises the child's exception; on KeyboardInterrupt stops the child and re-raises."""
     job = dataclasses.replace(job, log_dir=os.path.abspath(job.log_dir))
+    stopped = threading.Event()
     with tempfile.TemporaryDirectory(prefix="tvmconv-tune-") as home:
         proc = subprocess.Popen([sys.executable, "-m", __name__], cwd=home, env=_child_env(home),
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+        timer = None
+        if stop_at is not None:
+            def backstop():
+                stopped.set()
+                _stop(proc, 0)
+
+            timer = threading.Timer(max(0.0, stop_at - time.time()), backstop)
+            timer.daemon = True
+            timer.start()
         try:
             proc.stdin.write(pickle.dumps(job))
             proc.stdin.flush()
@@ -65,6 +83,8 @@ def run(job: Job, on_update=None, stop_grace_s: float = 10.0) -> None:
                 msg = json.loads(line)
                 if "error" in msg:
                     error = pickle.loads(base64.b64decode(msg["error"]))
+                elif "phase" in msg and on_phase is not None:
+                    on_phase(msg["phase"])
                 elif "i" in msg and on_update is not None:
                     on_update(msg["i"], msg["trials"], msg["failed"], msg["best_s"], msg.get("exhausted", False))
             code = proc.wait()
@@ -72,14 +92,19 @@ def run(job: Job, on_update=None, stop_grace_s: float = 10.0) -> None:
             _stop(proc, stop_grace_s)
             raise
         finally:
+            if timer is not None:
+                timer.cancel()
             _stop(proc, 0)  # on every path: workers the child left behind
             proc.stdin.close()
             proc.stdout.close()
     if error is not None:
         raise error
+    if stopped.is_set():
+        return True
     if code != 0:
         raise RuntimeError(f"the tuning process exited with status {code} (see its messages above); the records "
                            f"measured before are kept, run the same command again to resume")
+    return False
 
 
 def _child_env(home: str) -> dict[str, str]:
@@ -144,7 +169,7 @@ def _main() -> None:
         from .scheduler import tune
         from .space import prepare
 
-        wls = prepare(job.specs, job.target)
+        wls = prepare(job.specs, job.target, job.seeds)
         index = {id(w): i for i, w in enumerate(wls)}
 
         def update(_i, w):
@@ -153,7 +178,8 @@ def _main() -> None:
 
         db = TuningLog(Path(job.log_dir))
         tune(wls, job.target, db, trials=job.trials, measure=job.measure, seed=job.seed,
-             on_update=update, num_trials_per_iter=job.num_trials_per_iter, population=job.population)
+             on_update=update, num_trials_per_iter=job.num_trials_per_iter, population=job.population,
+             deadline=job.deadline, on_phase=lambda text: send({"phase": text}), cost_model=job.cost_model)
     except Exception as exc:  # noqa: BLE001 - handed to the parent, which raises it
         if db is not None and db.write_error is not None:  # the cause, whatever TVM made of it on the way out
             exc = db.write_error

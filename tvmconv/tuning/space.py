@@ -52,28 +52,33 @@ class Workload:
     best_s: float | None = None
     exhausted: bool = False  # the search found nothing left to measure before the budget was spent
     space: str = ""  # its design space (space_id)
+    seeds: tuple = ()  # plans of the nearest records, moved to this target (seeds.seed_plans)
 
 
 def workload(spec: Spec, plan: Plan) -> tvm.IRModule:
     return tvm.IRModule({"main": prim_func(spec, plan)})
 
 
-def prepare(specs: list[tuple[Spec, float]], target: TargetInfo) -> list[Workload]:
+def prepare(specs: list[tuple[Spec, float]], target: TargetInfo, seeds: list | None = None) -> list[Workload]:
+    """The workloads of ``specs`` (``(spec, occurrences)``); ``seeds``: per spec, the plans of the
+    nearest records (``seeds.seed_plans``) its plan phase measures too."""
     out = []
-    for spec, weight in specs:
+    for k, (spec, weight) in enumerate(specs):
         sch, plan = target.backend.default_schedule(spec)
         out.append(Workload(spec=spec, weight=weight, plan=plan, mod=workload(spec, plan),
-                            default_trace=trace_json(sch)))
+                            default_trace=trace_json(sch), seeds=tuple(seeds[k]) if seeds else ()))
     return out
 
 
 def plan_variants(w: Workload, target: TargetInfo) -> list[tuple[Plan, tvm.IRModule, Schedule]]:
-    """The default schedule under each of ``plan_candidates`` (skipping those whose specific
-    schedule does not apply): ``(plan, workload module, scheduled)``. Empty where the backend has
+    """The default schedule under each of ``plan_candidates`` and ``w.seeds`` (skipping those
+    whose specific schedule does not apply): ``(plan, workload module, scheduled)``. Empty where the backend has
     no candidates (CUDA: the search starts from the plain compute)."""
     backend = target.backend
     out = []
-    for plan in backend.plan_candidates(w.spec):
+    plans = list(backend.plan_candidates(w.spec))
+    plans += [p for p in w.seeds if p != w.plan and p not in plans]  # the nearest records' plans
+    for plan in plans:
         try:
             sch, used = backend.default_schedule(w.spec, plan)
         except Exception:  # noqa: BLE001 - a blocking the compute cannot take
