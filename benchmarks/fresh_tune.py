@@ -4,7 +4,7 @@
         --out benchmarks/results/x86-avx512-fresh-tune
 
 Per suite: ``tvmconv tune --suite S --time-limit L`` into an empty user cache with the shipped
-records and logs hidden (a shipped root holding only the target profiles), then ``tvmconv bench
+records and logs hidden (a shipped root holding only the target profiles and the cost models), then ``tvmconv bench
 --suite S`` on what it tuned, then ``tvmconv bench --suite S`` of the shipped records (an empty
 cache, the shipped root as installed) right after, on the same machine. Writes ``<out>.jsonl``
 (every bench row, with ``suite`` and ``run``: ``fresh`` or ``shipped``; one ``tune`` row per
@@ -51,8 +51,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="tvmconv-fresh-") as tmp:
         tmp = Path(tmp)
-        hidden = tmp / "shipped-hidden"  # the profiles only: no schedules/, no tuning_logs/
-        shutil.copytree(REPO / "targets", hidden / "targets")
+        hidden = tmp / "shipped-hidden"  # the profiles and cost models only: no schedules/, no tuning_logs/
+        for kept in ("targets", "costmodels"):
+            shutil.copytree(REPO / kept, hidden / kept)
         for suite in args.suites:
             base = {k: v for k, v in os.environ.items() if k not in ("TVMCONV_SHIPPED_DIR", "TVMCONV_CACHE_DIR")}
             fresh = {**base, "TVMCONV_CACHE_DIR": str(tmp / f"fresh-{suite}"), "TVMCONV_SHIPPED_DIR": str(hidden)}

@@ -73,7 +73,7 @@ def test_two_untuned_workloads_one_warning_at_the_end_with_one_command(tmp_path,
 
     handed = []
 
-    def prepare(items, tgt):
+    def prepare(items, tgt, *seeds):
         handed.append((items, tgt.profile))
         raise KeyboardInterrupt  # (tune's own way out: says so and exits 130)
 

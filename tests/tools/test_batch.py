@@ -103,7 +103,7 @@ def test_tune_hands_each_workload_at_each_batch_size(monkeypatch):
 
     handed = []
 
-    def prepare(items, tgt):
+    def prepare(items, tgt, *seeds):
         handed.append(items)
         raise _Stop
 
