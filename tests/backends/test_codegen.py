@@ -78,37 +78,36 @@ def _check_fits(be, plan: Plan, dtype: str) -> list[int]:
     return tiles
 
 
+def _is_zmm(ops: str) -> bool:
+    return "%zmm" in ops
+
+
+def _is_neon_quad(ops: str) -> bool:
+    return re.match(r"v\d+\.4s, v\d+\.4s, v\d+\.(4s|s\[\d\])", ops) is not None
+
+
+# (profile, the fused multiply-adds in its assembly, whether one works on a full-width vector)
+ISAS = {"x86-avx512": (X86_FMA, _is_zmm), "arm64-linux": (ARM_FMLA, _is_neon_quad)}
+
+
+@pytest.mark.parametrize("profile", sorted(ISAS))
 @pytest.mark.parametrize("name,label", CASES)
-def test_x86_avx512_builds_use_zmm_registers_and_the_tile_fits(name, label):
+def test_builds_use_full_width_registers_and_the_tile_fits(name, label, profile):
+    """x86-avx512: FMAs on 512-bit zmm registers; arm64-linux: NEON fmla on .4s vectors."""
     spec = _spec(name, label)
-    tgt = resolve("x86-avx512")
+    tgt = resolve(profile)
     mod, plan = tgt.backend.default_module(spec)
     assert (plan.kind == "plain") == (name in PLAIN), plan
     tiles = _check_fits(tgt.backend, plan, spec.dtype)
     if name in PLAIN:
         return
-    fmas = X86_FMA.findall(_asm(mod, tgt))
-    zmm = [ops for ops in fmas if "%zmm" in ops]
-    # every vector of the tile gets an FMA per step of the reduction, on a 512-bit register
-    assert len(zmm) >= max(tiles), (len(zmm), tiles)
+    pattern, full_width = ISAS[profile]
+    fmas = pattern.findall(_asm(mod, tgt))
+    wide = [ops for ops in fmas if full_width(ops)]
+    # every vector of the tile gets an FMA per step of the reduction, on a full-width register
+    assert len(wide) >= max(tiles), (len(wide), tiles)
     if not isinstance(spec, DepthwiseSeparableSpec):  # (its depthwise stage is LLVM-vectorised, narrower)
-        assert len(zmm) == len(fmas), [f for f in fmas if "%zmm" not in f][:3]
-
-
-@pytest.mark.parametrize("name,label", CASES)
-def test_arm64_builds_use_neon_registers_and_the_tile_fits(name, label):
-    spec = _spec(name, label)
-    tgt = resolve("arm64-linux")
-    mod, plan = tgt.backend.default_module(spec)
-    assert (plan.kind == "plain") == (name in PLAIN), plan
-    tiles = _check_fits(tgt.backend, plan, spec.dtype)
-    if name in PLAIN:
-        return
-    fmlas = ARM_FMLA.findall(_asm(mod, tgt))
-    quad = [ops for ops in fmlas if re.match(r"v\d+\.4s, v\d+\.4s, v\d+\.(4s|s\[\d\])", ops)]
-    assert len(quad) >= max(tiles), (len(quad), tiles)
-    if not isinstance(spec, DepthwiseSeparableSpec):
-        assert len(quad) == len(fmlas), [f for f in fmlas if f not in quad][:3]
+        assert len(wide) == len(fmas), [f for f in fmas if not full_width(f)][:3]
 
 
 def test_neon_tiles_use_the_32_registers():
