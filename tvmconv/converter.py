@@ -31,6 +31,7 @@ from . import functional as TF
 from . import nn as tnn
 from .backends import timing
 from .backends.target import resolve
+from .runtime import build
 
 SUPPORTED = (torch.float32, torch.float64)
 _ACTS = (nn.ReLU, nn.ReLU6)
@@ -318,8 +319,7 @@ def _layer(name: str, mod: nn.Module, original, args, time_layers: bool) -> Laye
     with torch.no_grad(), TF.capture_kernels() as kernels:
         mod(*args)
     r.workloads = list(dict.fromkeys(k.spec.name for k in kernels))
-    sources = {k.schedule_source.split(":", 1)[0] if k.schedule_source.startswith(("tuned:", "transferred:"))
-               else "default" for k in kernels}
+    sources = {build.record_kind(k.schedule_source) or "default" for k in kernels}
     r.schedule = sources.pop() if len(sources) == 1 else ("mixed" if sources else "")
     if time_layers:
         with torch.no_grad():

@@ -198,8 +198,5 @@ def transfer_plan(plan: Plan, spec: Spec, from_lanes: int, to_lanes: int, vector
         if owi % step and owi != out_w:
             owi = max(step, owi - owi % step)
         return dataclasses.replace(plan, vb=units * new, owi=owi)
-    if plan.kind == "wvec":
-        units = max(1, plan.owi // old)
-        owi = max(new, min(units * new, -(-out_w // new) * new))
-        return dataclasses.replace(plan, owi=owi)
-    return plan
+    units = max(1, plan.owi // old)  # wvec: the width tile in whole vectors
+    return dataclasses.replace(plan, owi=max(new, min(units * new, -(-out_w // new) * new)))

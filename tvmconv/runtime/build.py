@@ -136,9 +136,20 @@ def _warn_untuned(spec: Spec, target: TargetInfo) -> None:
                 spec.to_json())
 
 
+def record_source(name: str, transferred_from: str | None = None) -> str:
+    """The ``schedule_source`` of a kernel built from record file ``name``: ``tuned:<name>``, or
+    ``transferred:<name> from <profile>`` for a record of a compatible profile re-derived here."""
+    return f"transferred:{name} from {transferred_from}" if transferred_from else f"tuned:{name}"
+
+
 def from_record(source: str) -> bool:
     """Whether a kernel's ``schedule_source`` names a record (tuned here, or transferred)."""
     return source.startswith(("tuned:", "transferred:"))
+
+
+def record_kind(source: str) -> str | None:
+    """``tuned`` or ``transferred`` for a ``schedule_source`` that names a record, else None."""
+    return source.split(":", 1)[0] if from_record(source) else None
 
 
 def record_file(source: str) -> str | None:
@@ -158,7 +169,7 @@ def choose(spec: Spec, target: TargetInfo) -> tuple[ScheduleRecord | None, str, 
     if found:
         record, path, rec_target = found
         if rec_target is target:
-            return record, f"tuned:{path.name}", target
+            return record, record_source(path.name), target
         try:
             moved = target.backend.transfer_record(record, spec, rec_target)
         except Exception as exc:  # noqa: BLE001 - a record that cannot be transferred must not break the op
@@ -166,9 +177,9 @@ def choose(spec: Spec, target: TargetInfo) -> tuple[ScheduleRecord | None, str, 
                         path.name, rec_target.profile, target.profile, _last_line(exc))
             moved = None
         if moved is record:
-            return record, f"tuned:{path.name}", target
+            return record, record_source(path.name), target
         if moved is not None:
-            return moved, f"transferred:{path.name} from {rec_target.profile}", target
+            return moved, record_source(path.name, rec_target.profile), target
     _warn_untuned(spec, target)
     return None, "default", target
 
@@ -344,9 +355,7 @@ def compile_spec(spec: Spec, target: TargetInfo, record: ScheduleRecord | None =
     if record is None:
         record, source, build_target = choose(spec, target)
     else:
-        name = record.name or spec.name
-        source = f"transferred:{name} from {record.transferred_from}" if record.transferred_from else f"tuned:{name}"
-        build_target = target
+        source, build_target = record_source(record.name or spec.name, record.transferred_from), target
     path = None
     backend = target.backend
     torch_callable = backend.torch_callable  # the ops call it (on the CPU, or a GPU)

@@ -28,6 +28,7 @@ from ..spec import Spec
 from ..variants import ConvSpec
 from ..backends.llvm import LLVMBackend
 from ..backends.target import TargetInfo, resolve
+from ..runtime import build
 
 # Goals by family (issue 4 on CPUs, issue 6 on CUDA): each backend's ``bench_goal``
 GOALS = LLVMBackend.BENCH_GOALS
@@ -169,7 +170,7 @@ def run_case(case: Case, target: TargetInfo, roof: Roofline, *, rounds: int = 7,
         "tvmconv_s": t, "tvmconv_spread": timing.spread(a), "vendor_s": v, "vendor_spread": timing.spread(b),
         "ratio": t / v, "speedup": v / t, "gflops": spec.flops / t / 1e9,
         "roofline_fraction": roof.min_seconds(spec.flops, spec.bytes_moved) / t,
-        "vendor": case.vendor, "schedule": src.split(":", 1)[0] if src.startswith(("tuned:", "transferred:")) else src,
+        "vendor": case.vendor, "schedule": build.record_kind(src) or src,
         "dispatch": kern.dispatch, "dispatch_source": kern.dispatch_source, "max_rel_err": err, "target": target.profile, "target_kind": target.kind,
         **(_dispatched(d[0], b) if dispatched else {}),
     }
