@@ -14,7 +14,6 @@ Shapes use N batch, C channels, (D, H, W) or L spatial sizes, K kernel sizes.
 
 from __future__ import annotations
 
-import functools
 import inspect
 
 import torch
@@ -28,36 +27,36 @@ _TARGET = inspect.Parameter("target", inspect.Parameter.KEYWORD_ONLY, default=No
 
 
 def _make(v: Variant):
-    """The public op of ``v``: parse the arguments, run the spec's kernel."""
-    parse = v.parse
+    """The public op of ``v``: parse the arguments, run the spec's kernel. Calls that need autograd,
+    or that torch.compile traces, go through ``torch.ops.tvmconv`` (tvmconv.ops); plain inference
+    calls run the kernel directly (no dispatcher overhead, and one Python frame: a 10 us layer
+    feels each one)."""
+    parse, name = v.parse, v.name
 
     def op(*args, target=None, **kwargs):
+        if _compiling() or (_grad_enabled() and _any_requires_grad(args, kwargs)):
+            from . import ops
+
+            if target is not None:
+                kwargs["target"] = target
+            return ops._call(name, args, kwargs)
         spec, a, tensors, unbatched = parse(*args, **kwargs)
         return _run(spec, a, tensors, target, unbatched)
 
-    op.__name__ = op.__qualname__ = v.name
+    op.__name__ = op.__qualname__ = name
     op.__doc__ = parse.__doc__
+    op.__module__ = __name__
     sig = inspect.signature(parse)
     op.__signature__ = sig.replace(parameters=[*sig.parameters.values(), _TARGET])
-    return _traceable(op)
-
-
-# -- autograd and torch.compile go through the custom ops ---------------------------------------
-def _traceable(fn):
-    """Calls that need autograd, or that torch.compile traces, go through ``torch.ops.tvmconv``
-    (tvmconv.ops); plain inference calls run the kernel directly (no dispatcher overhead)."""
-    name = fn.__name__
-
-    @functools.wraps(fn)
-    def op(*args, **kwargs):
-        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(
-                isinstance(t, torch.Tensor) and t.requires_grad for t in (*args, *kwargs.values()))):
-            from . import ops
-
-            return ops._call(name, args, kwargs)
-        return fn(*args, **kwargs)
-
     return op
+
+
+_compiling = torch.compiler.is_compiling
+_grad_enabled = torch.is_grad_enabled
+
+
+def _any_requires_grad(args, kwargs) -> bool:
+    return any(isinstance(t, torch.Tensor) and t.requires_grad for t in (*args, *kwargs.values()))
 
 
 def _added(v: Variant) -> None:

@@ -9,6 +9,9 @@
     TVMCONV_SPIN_COUNT  how long TVM's idle kernel threads spin before sleeping (TVM's
                         TVM_THREAD_POOL_SPIN_COUNT; default 0: sleep at once, so PyTorch ops
                         between tvmconv kernels get the cores)
+    TVMCONV_PARALLEL_LAUNCH_US  what one parallel launch of TVM's CPU thread pool costs here, in
+                        microseconds (default: measured once per machine, backends/launch.py);
+                        kernels estimated below about twice it run on one thread
     TVMCONV_TARGETS_DIR extra target profiles (default $TVMCONV_CACHE_DIR/targets); read only while
                         no other user can write it
     TVMCONV_SHIPPED_DIR root holding the shipped targets/, schedules/ and tuning_logs/
@@ -96,6 +99,19 @@ def spin_count() -> int:
     if not env.isdigit():
         raise ValueError(f"TVMCONV_SPIN_COUNT must be a non-negative integer, got {env!r}")
     return int(env)
+
+
+def parallel_launch_us() -> float | None:
+    env = os.environ.get("TVMCONV_PARALLEL_LAUNCH_US")
+    if not env:
+        return None
+    try:
+        value = float(env)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1e4:
+        raise ValueError(f"TVMCONV_PARALLEL_LAUNCH_US must be microseconds between 0 and 10000, got {env!r}")
+    return value
 
 
 def targets_dir() -> Path:

@@ -115,7 +115,8 @@ def test_default_plans_use_the_backend_facts():
     for name in CPU_FACTS:
         tgt = resolve(name)
         assert tgt.backend.default_plan(spec) == blocking.plan_for(spec, tgt.lanes("float32"),
-                                                                   tgt.facts.vector_registers)
+                                                                   tgt.facts.vector_registers,
+                                                                   serial_below_s=tgt.backend.serial_below_s())
 
 
 # -- the toolchain --------------------------------------------------------------------------------

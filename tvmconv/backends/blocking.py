@@ -12,8 +12,9 @@ from ..variants import ConvSpec, DepthwiseSeparableSpec, SpatialSeparableSpec
 from ..variants.compute import Plan
 
 
-# Below this estimated single-thread time a kernel runs on one thread: waking TVM's sleeping
-# workers costs about 7 us per parallel launch on the machines measured (see backends/__init__.py).
+# Below this estimated single-thread time a kernel runs on one thread, where the target's machine
+# was not measured: waking TVM's sleeping workers cost about 7 us a launch on the Zen 3. A target
+# that runs here passes its own threshold (backends/launch.py: 25 to 50 us on the AVX-512 Xeon VM).
 SERIAL_BELOW_S = 10e-6
 
 
@@ -42,13 +43,14 @@ def _tile_registers(V: int, vector_registers: int | None = None, widen: int = 1)
 
 
 def plan_for(spec: Spec, vector_lanes: int, vector_registers: int | None = None, *, widen: int = 1,
-             l1d_bytes: int = 0) -> Plan:
+             l1d_bytes: int = 0, serial_below_s: float = SERIAL_BELOW_S) -> Plan:
     """Choose the compute blocking for ``spec`` on a target with ``vector_lanes`` lanes of dtype,
     ``vector_registers`` SIMD registers of which a vector of the arithmetic takes ``widen`` (see
-    ``_tile_registers``) and an L1 data cache of ``l1d_bytes`` (0: 32 KiB; see ``wvec_rows``)."""
+    ``_tile_registers``) and an L1 data cache of ``l1d_bytes`` (0: 32 KiB; see ``wvec_rows``);
+    one thread where ``serial_estimate`` is below ``serial_below_s`` (``launch.serial_below_s``)."""
     plan = _blocking(spec, max(1, vector_lanes), _tile_registers(max(1, vector_lanes), vector_registers, widen),
                      _row_budget(l1d_bytes))
-    return dataclasses.replace(plan, serial=serial_estimate(spec) < SERIAL_BELOW_S)
+    return dataclasses.replace(plan, serial=serial_estimate(spec) < serial_below_s)
 
 
 def _row_budget(l1d_bytes: int) -> int:
@@ -98,14 +100,14 @@ _MAX_TILE_STRIDE = 8
 
 
 def plan_candidates(spec: Spec, vector_lanes: int, limit: int = 16, vector_registers: int | None = None, *,
-                    widen: int = 1, l1d_bytes: int = 0) -> list[Plan]:
+                    widen: int = 1, l1d_bytes: int = 0, serial_below_s: float = SERIAL_BELOW_S) -> list[Plan]:
     """Other blockings of the default schedule worth measuring (the hand-written sketch's knobs:
     output channels per block and the output-width register tile), best-guess first, at most
     ``limit``, excluding ``plan_for``'s choice. Tuning measures them before the search."""
     V = max(1, vector_lanes)
-    base = plan_for(spec, V, vector_registers, widen=widen, l1d_bytes=l1d_bytes)
+    base = plan_for(spec, V, vector_registers, widen=widen, l1d_bytes=l1d_bytes, serial_below_s=serial_below_s)
     # Small kernels: also the other side of the one-thread threshold, measured first
-    flip = [dataclasses.replace(base, serial=not base.serial)] if serial_estimate(spec) < 6 * SERIAL_BELOW_S else []
+    flip = [dataclasses.replace(base, serial=not base.serial)] if serial_estimate(spec) < 6 * serial_below_s else []
     if base.kind == "staged" or base.kind == "plain":
         return flip[:limit]
     out_w = spec.out_size[-1]
@@ -165,24 +167,34 @@ def _best_tile(extent: int, limit: int, multiple_of: int = 1) -> int:
 
 
 def transfer_plan(plan: Plan, spec: Spec, from_lanes: int, to_lanes: int, vector_registers: int | None = None, *,
-                  widen: int = 1) -> Plan:
+                  widen: int = 1, l1d_bytes: int = 0, serial_below_s: float | None = None) -> Plan:
     """``plan``, chosen for a target with ``from_lanes`` lanes, re-derived for one with ``to_lanes``
     lanes and ``vector_registers`` registers: the decisions a plan makes in whole vectors (output
     channels per block, the width tile of ``wvec``) keep their count of vectors, the register tile
     is clipped to what the register file holds, and a blocking the new width does not allow (a
     vector of channels wider than the group) becomes this target's own (``plan_for``). Rows per
-    task and the one-thread choice are shape decisions and stay.
+    task are a shape decision and stay. The one-thread choice is this machine's where
+    ``serial_below_s`` is given (a parallel launch costs what it costs here), else the record's.
 
     An AVX2 record's ``ocvec`` of 16 channels (2 vectors of 8) becomes 32 channels (2 vectors of
     16) on AVX-512: the record's choice of two vectors a block, on 512-bit registers."""
+    moved = _transferred(plan, spec, from_lanes, to_lanes, vector_registers, widen, l1d_bytes)
+    if serial_below_s is None:
+        return moved
+    return dataclasses.replace(moved, serial=serial_estimate(spec) < serial_below_s)
+
+
+def _transferred(plan: Plan, spec: Spec, from_lanes: int, to_lanes: int, vector_registers: int | None,
+                 widen: int, l1d_bytes: int) -> Plan:
     old, new = max(1, from_lanes), max(1, to_lanes)
-    base = plan_for(spec, new, vector_registers, widen=widen)
+    base = plan_for(spec, new, vector_registers, widen=widen, l1d_bytes=l1d_bytes)
     if old == new or plan.kind != base.kind:
         return plan if old == new else dataclasses.replace(base, serial=plan.serial)
     if plan.kind == "staged":
         specs = dict(zip(("kx1_", "c1xk_"), spec.stages()))
         return dataclasses.replace(plan, stages=tuple(
-            (prefix, transfer_plan(p, specs[prefix], old, new, vector_registers, widen=widen) if prefix in specs else p)
+            (prefix, _transferred(p, specs[prefix], old, new, vector_registers, widen, l1d_bytes)
+             if prefix in specs else p)
             for prefix, p in plan.stages))
     if plan.kind not in ("ocvec", "wvec"):
         return plan

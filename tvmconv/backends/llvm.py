@@ -49,8 +49,16 @@ class LLVMBackend(Backend):
         native = "+avx512fp16" in feats or "+fullfp16" in feats or d.get("mcpu", "") in _NATIVE_FP16_CPUS
         return 1 if native else 2
 
+    def serial_below_s(self) -> float:
+        """The single-thread time below which a kernel runs on one thread: from what a parallel
+        launch costs on the machine that runs the target (backends/launch.py)."""
+        from .launch import parallel_launch_s, serial_below_s
+
+        return serial_below_s(parallel_launch_s(self.target), self.cores)
+
     def _blocking_args(self, dtype: str) -> dict:
-        return {"widen": self.registers_per_vector(dtype), "l1d_bytes": self.facts.l1d_bytes}
+        return {"widen": self.registers_per_vector(dtype), "l1d_bytes": self.facts.l1d_bytes,
+                "serial_below_s": self.serial_below_s()}
 
     # -- where the kernels run ---------------------------------------------------------------
     @property
@@ -110,7 +118,7 @@ class LLVMBackend(Backend):
         if old == new and same_regs:
             return record
         plan = transfer_plan(plan_from_dict(record.plan), spec, old, new, self.facts.vector_registers,
-                             widen=self.registers_per_vector(dtype))
+                             **self._blocking_args(dtype))
         sch, used = self.default_schedule(spec, plan)
         return record.replace(plan=plan_to_dict(used), trace=trace_json(sch), transferred_from=source.profile,
                               dispatch=None, validated=None)

@@ -34,7 +34,7 @@ from .record import ScheduleRecord
 from ..spec import Spec
 from ..backends.base import supported
 from ..backends.target import TargetInfo, profiles
-from ..variants.compute import Plan, plan_from_dict, prim_func
+from ..variants.compute import Plan, plan_from_dict, plan_to_dict, prim_func
 
 log = logging.getLogger("tvmconv")
 
@@ -343,8 +343,10 @@ def packed_layout(spec: Spec, plan: Plan) -> tuple[int, tuple[int, ...]]:
 
 
 def _lib_key(spec: Spec, target: TargetInfo, record: ScheduleRecord | None) -> str:
+    # the default schedule's plan depends on this machine (its one-thread threshold: backends/launch.py)
+    schedule = record.schedule if record else {"default": plan_to_dict(target.backend.default_plan(spec))}
     return cache.digest({"code": _CODE_VERSION, "abi": "natural+pack", "target": target.dict, "spec": spec.to_dict(),
-                         "schedule": record.schedule if record else "default"})[:32]
+                         "schedule": schedule})[:32]
 
 
 def compile_spec(spec: Spec, target: TargetInfo, record: ScheduleRecord | None = None) -> Kernel:
