@@ -14,6 +14,7 @@ import torch
 from .. import knobs, reference
 from .._args import Args
 from ..backends import base as _base
+from ..backends.target import TargetInfo
 from ..spec import Spec, check_spec
 from . import build, dispatch
 
@@ -91,10 +92,13 @@ def _run(spec: Spec, a: Args, tensors: list[torch.Tensor | None], target=None, u
         raise SpecOnly(spec)
     # the ops' per-call path: a repeated call finds its checked spec and target in one lookup
     # (each step alone costs about a microsecond, which is most of a 10 us layer)
-    key = (spec, a.device, target, knobs.default_target()) if target is None or type(target) is str else None
+    hashable = target is None or isinstance(target, (str, TargetInfo))  # (not a target dict)
+    key = (spec, a.device, target, knobs.default_target()) if hashable else None
     tgt = _RESOLVED.get(key) if key is not None else None
     if tgt is None:
-        check_spec(spec)
+        if spec not in _CHECKED:  # check_spec is not free: once per spec
+            check_spec(spec)
+            _CHECKED.add(spec)
         tgt = _resolve(a, target)
         if key is not None:
             if len(_RESOLVED) > 4096:
@@ -146,6 +150,7 @@ def _calibrating(kern, vendor, a: Args, tensors: list) -> torch.Tensor:
     return out
 
 
+_CHECKED: set = set()  # specs that passed check_spec
 _RESOLVED: dict = {}  # (spec, device, target, TVMCONV_TARGET) -> the target of a call that passed the checks
 
 
