@@ -149,6 +149,29 @@ def test_bench_with_dispatch_also_times_the_path_the_op_takes(roof, monkeypatch,
     build.clear_memory_cache()
 
 
+@pytest.mark.parametrize("recheck, slower", [([1.0] * 7, False), ([1.5] * 7, True)])
+def test_a_dispatched_op_is_slower_only_if_a_recheck_agrees(monkeypatch, recheck, slower):
+    """One run's spread is narrower than a shared machine's run-to-run noise: a path flagged in
+    the bench's rounds is timed again (twice the rounds, the op first) and stays flagged only if
+    it is slower beyond the spread there too."""
+    from tvmconv.backends.llvm import LLVMBackend
+
+    case, tgt = B.case_for(conv(8, 9, 8, 3, 1, 1)), resolve("x86-avx2")
+    timed = []
+
+    def time(_backend, fns, *, rounds, threads=None):
+        timed.append(rounds)
+        return [recheck, [1.0] * rounds]
+
+    monkeypatch.setattr(LLVMBackend, "time", time)
+    out = B._dispatched(case, tgt, 1, [2.0, 2.0, 2.1], [1.0, 1.0, 1.1], 3)
+    assert out["dispatched_ratio"] == pytest.approx(2.0) and timed == [7]
+    assert out["dispatched_recheck_ratio"] == pytest.approx(recheck[0]) and out["slower_than_vendor"] is slower
+    # not slower in the bench's rounds: no recheck
+    out = B._dispatched(case, tgt, 1, [1.0, 1.0, 1.0], [1.0, 1.0, 1.0], 3)
+    assert not out["slower_than_vendor"] and "dispatched_recheck_ratio" not in out and timed == [7]
+
+
 def test_bench_with_dispatch_settles_an_undecided_workload_first(roof):
     """A workload not yet calibrated on this machine is decided (first-use calibration) before the
     rounds are timed, so the timed op runs one path throughout."""

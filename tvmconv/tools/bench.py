@@ -172,17 +172,31 @@ def run_case(case: Case, target: TargetInfo, roof: Roofline, *, rounds: int = 7,
         "roofline_fraction": roof.min_seconds(spec.flops, spec.bytes_moved) / t,
         "vendor": case.vendor, "schedule": build.record_kind(src) or src,
         "dispatch": kern.dispatch, "dispatch_source": kern.dispatch_source, "max_rel_err": err, "target": target.profile, "target_kind": target.kind,
-        **(_dispatched(d[0], b) if dispatched else {}),
+        **(_dispatched(case, target, roof.threads, d[0], b, rounds) if dispatched else {}),
     }
 
 
-def _dispatched(d: list[float], vendor: list[float]) -> dict:
-    """The op as dispatched against the vendor path in the same rounds: slower beyond the spread
-    where the ratio of medians exceeds 1 by more than the two interquartile ranges together."""
+def _dispatched(case: Case, target: TargetInfo, threads: int, d: list[float], vendor: list[float],
+                rounds: int) -> dict:
+    """The op as dispatched against the vendor path in the same rounds. Slower beyond the spread
+    where the ratio of medians exceeds 1 by more than the two interquartile ranges together, in
+    these rounds and again in a recheck of twice as many, the op timed first: on a shared VM one
+    run's spread is narrower than the run-to-run noise (the same 400 us call measured 400 to 490 us
+    in consecutive runs on the AVX-512 Xeon), so one run alone flags a path that the next clears."""
+    ratio, slower = _slower(d, vendor)
+    out = {"dispatched_s": timing.median(d), "dispatched_spread": timing.spread(d), "dispatched_ratio": ratio}
+    if slower:
+        op = lambda: case.op(*case.args, **case.kwargs, target=target)  # noqa: E731
+        ref = lambda: case.reference(*case.args, **case.kwargs)  # noqa: E731
+        with torch.no_grad(), target.backend.vendor_mode():
+            d2, v2 = target.backend.time([op, ref], rounds=2 * rounds + 1, threads=threads)
+        out["dispatched_recheck_ratio"], slower = _slower(d2, v2)
+    return {**out, "slower_than_vendor": slower}
+
+
+def _slower(d: list[float], vendor: list[float]) -> tuple[float, bool]:
     ratio = timing.median(d) / timing.median(vendor)
-    spread = math.hypot(timing.spread(d), timing.spread(vendor))
-    return {"dispatched_s": timing.median(d), "dispatched_spread": timing.spread(d), "dispatched_ratio": ratio,
-            "slower_than_vendor": ratio > 1 + spread}
+    return ratio, ratio > 1 + math.hypot(timing.spread(d), timing.spread(vendor))
 
 
 def goal_of(rec: dict) -> tuple[float, float | None]:

@@ -371,7 +371,8 @@ def bench(
     png: Optional[Path] = typer.Option(None, "--png", help="Chart path (default: bench-<target>-<what>.png)."),
     dispatched: bool = typer.Option(False, "--dispatch", help="Also time each op as a user calls it (dispatch "
                                     "on: the path chosen for this machine, calibrating first where undecided) "
-                                    "and list those slower than the vendor path beyond the measured spread."),
+                                    "and list those slower than the vendor path beyond the measured spread (in the "
+                                    "bench's rounds and in a recheck)."),
 ):
     """Time tuned tvmconv kernels against the vendor path (PyTorch/oneDNN, or the PyTorch op
     sequence for fused variants) in the same process, interleaved, with the machine's roofline."""
@@ -426,8 +427,9 @@ def bench(
         slower = [r for r in records if r["slower_than_vendor"]]
         geo_d = math.exp(sum(math.log(r["dispatched_ratio"]) for r in records) / len(records))
         console.print(f"dispatch on: geomean ratio {geo_d:.3f} against the vendor path; {len(slower)} of {len(records)} "
-                      f"slower than it beyond the measured spread"
-                      + "".join(f"\n  {r['workload']}: {r['dispatched_ratio']:.2f} ({r['dispatch']})" for r in slower))
+                      f"slower than it beyond the measured spread, in the rounds and in a recheck"
+                      + "".join(f"\n  {r['workload']}: {r['dispatched_ratio']:.2f}, recheck "
+                                f"{r['dispatched_recheck_ratio']:.2f} ({r['dispatch']})" for r in slower))
     label = suite or (Path(model).stem if model else op or ("spec" if spec else "variants"))
     png = png or Path(f"bench-{tgt.profile}-{label}.png")
     try:
