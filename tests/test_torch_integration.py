@@ -197,7 +197,9 @@ MODEL_CASES = [("mobilenet_v1", dict(width_mult=0.25), (1, 3, 64, 64)),
                ("shufflenet_v1", dict(groups=3), (1, 3, 64, 64)),
                ("shufflenet_v1", dict(groups=8), (1, 3, 32, 32)),
                ("effnet", {}, (2, 3, 32, 32)),
-               ("channelnet", {}, (1, 3, 32, 32))]
+               ("channelnet", {}, (1, 3, 32, 32)),
+               ("mobilenet_v2", dict(width_mult=0.25), (1, 3, 32, 32)),
+               ("resnet18", {}, (1, 3, 32, 32))]
 
 
 @pytest.fixture(scope="module", params=MODEL_CASES, ids=lambda c: f"{c[0]}-{c[1]}")
@@ -219,7 +221,7 @@ def test_model_matches_its_pytorch_twin(model_pair):
 
 def test_convert_twin(model_pair):
     tv, twin, x = model_pair
-    fast = tvmconv.convert(twin, (x,), report=False, time_layers=False)
+    fast = tvmconv.convert(twin, (x,), dispatch=False, time_layers=False)
     rep = fast.tvmconv_report
     assert rep.converted and not rep.kept and rep.max_abs_error < 1e-4
     for name, m in fast.named_modules():  # plain torch convs left only as parameter holders of fused modules
@@ -266,7 +268,7 @@ def test_convert_resnet_style_model_with_inductor():
                           nn.ReLU6(), nn.Conv2d(16, 32, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(32, 10)).eval()
     x = torch.randn(2, 3, 32, 32)
-    fast = tvmconv.convert(model, (x,), report=False, time_layers=False)
+    fast = tvmconv.convert(model, (x,), dispatch=False, time_layers=False)
     kinds = [r.kind for r in fast.tvmconv_report.converted]
     assert "DepthwiseSeparableConv2d" in kinds and kinds.count("Conv2d") == 3
     with torch.no_grad():
@@ -285,7 +287,7 @@ def test_convert_keeps_what_it_cannot_run_and_reports_untraceable_models():
         def forward(self, x):
             return self.b(self.a(x).to(torch.bfloat16)).float()
 
-    fast = tvmconv.convert(M2(), (mixed_in,), report=False, time_layers=False)
+    fast = tvmconv.convert(M2(), (mixed_in,), dispatch=False, time_layers=False)
     kept = fast.tvmconv_report.kept
     assert [r.name for r in kept] == ["b"] and "bfloat16" in kept[0].reason
     assert [r.name for r in fast.tvmconv_report.converted] == ["a"]

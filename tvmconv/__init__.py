@@ -27,6 +27,7 @@ _LAZY = {
     "nn": ("nn", None),
     "models": ("models", None),
     "convert": ("converter", "convert"),
+    "workloads": ("converter", "workloads"),
     "tune": ("tuning.api", "tune"),
     "VARIANTS": ("variants.registry", "VARIANTS"),
 }
@@ -46,4 +47,4 @@ def __dir__():
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["functional", "ops", "nn", "models", "convert", "tune", "VARIANTS", "__version__"]
+__all__ = ["functional", "ops", "nn", "models", "convert", "workloads", "tune", "VARIANTS", "__version__"]

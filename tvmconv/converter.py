@@ -1,50 +1,60 @@
 """``tvmconv.convert``: run a model's convolutions on tvmconv kernels.
 
-    fast = tvmconv.convert(model.eval(), (x,))          # prints a per-layer report
+    fast = tvmconv.convert(model.eval(), (x,))          # quiet; fast.tvmconv_report holds the report
+    fast.tvmconv_report.print()                          # per layer and end to end, before and after
+    json.dumps(fast.tvmconv_report.to_dict())
     fast = torch.compile(fast, fullgraph=True)          # tvmconv ops are custom ops: no graph break
 
-What is replaced (in a deep copy; the original is untouched, parameters are shared):
-* ``nn.Conv1d/2d/3d`` and ``nn.ConvTranspose1d/2d/3d`` -> their ``tvmconv.nn`` drop-ins;
-* inside ``nn.Sequential`` containers, recognised patterns become one fused kernel:
-  depthwise conv [-> ReLU/ReLU6] -> 1x1 conv [-> ReLU/ReLU6] (``DepthwiseSeparableConv2d``),
-  grouped conv [-> ReLU] -> ``nn.ChannelShuffle`` (``ShuffledGroupConv2d``), and depthwise 1x3
-  [-> act] -> ``MaxPool2d((2, 1))`` -> depthwise 3x1 [-> act] (``EffNetCore``). A pattern that
-  fills a whole Sequential replaces it (submodule names, so state_dict keys, are kept);
-* tvmconv.nn modules running the ``torch`` backend switch to ``tvmconv``.
+The model (a deep copy: the original is untouched) is traced with torch.fx and rewritten on its
+graph (tvmconv/graph.py): eval-mode BatchNorm is folded into the convolution before it, fusable
+patterns become one kernel (depthwise -> act -> pointwise -> act, grouped conv -> channel shuffle,
+EffNet's 1x3 -> pool -> 3x1) wherever they occur, across nesting and functional calls, and every
+other convolution becomes its tvmconv.nn drop-in. Residual adds and all other ops stay PyTorch.
+The result is an ``fx.GraphModule`` with the model's submodule names.
 
-The converted model is run on ``example_inputs`` and its outputs are compared with the original's
-(float32 tolerance); a mismatch raises. Layers that cannot run on tvmconv (dtype, device, padding
-mode) stay as they were and are listed in the report with the reason. A model that cannot run on
-``example_inputs`` is returned unchanged, with the reason in the report and a warning.
+A layer stays PyTorch where tvmconv is not faster on this machine: each replacement is timed
+against the nodes it replaces (interleaved rounds) and the choice is stored with the machine's
+dispatch choices (runtime/dispatch.py), so later conversions and the ops agree; ``dispatch=False``
+converts every layer. ``filter_fn(name, module) -> False`` leaves a module alone.
+
+A model torch.fx cannot trace (data-dependent control flow) has its convolutions swapped one by
+one instead (no folding, no fused patterns; the report says why). The converted model is run on
+``example_inputs`` and compared with the original (float32 tolerance); a mismatch raises. Layers
+that cannot run on tvmconv (dtype, device, padding mode) stay, with the reason in the report. A
+model that cannot run on ``example_inputs`` is returned unchanged, with the reason and a warning.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from . import functional as TF
+from . import graph
+from . import knobs
 from . import nn as tnn
 from .backends import timing
 from .backends.target import resolve
-from .runtime import build
+from .runtime import build, dispatch
 
+log = logging.getLogger("tvmconv")
 SUPPORTED = (torch.float32, torch.float64)
-_ACTS = (nn.ReLU, nn.ReLU6)
 
 
 @dataclass
 class LayerReport:
-    name: str
+    name: str  # the replaced module's qualified name (the first, for a fused pattern)
     kind: str  # what it became, e.g. "Conv2d", "DepthwiseSeparableConv2d", or "kept"
+    covered: list[str] = field(default_factory=list)  # the modules it replaces
     workloads: list[str] = field(default_factory=list)
-    schedule: str = ""  # "tuned", "transferred", "default", "mixed" or "" (not run)
-    tvmconv_s: float | None = None
-    torch_s: float | None = None
+    schedule: str = ""  # "tuned", "transferred", "default" or "" (not run)
+    tvmconv_s: float | None = None  # the replacement alone, dispatch off
+    torch_s: float | None = None  # the PyTorch nodes it replaces
     reason: str = ""  # why it was kept
 
     @property
@@ -55,7 +65,12 @@ class LayerReport:
 @dataclass
 class ConversionReport:
     layers: list[LayerReport] = field(default_factory=list)
+    folded: list[str] = field(default_factory=list)  # BatchNorm modules folded into convolutions
+    traced: bool = True  # False: torch.fx could not trace the model (``note`` says why)
+    note: str = ""
     max_abs_error: float | None = None
+    torch_s: float | None = None  # the whole model, before (the original)
+    tvmconv_s: float | None = None  # and after, timed interleaved on example_inputs
     error: str = ""  # set when the model could not be converted at all
 
     @property
@@ -65,6 +80,19 @@ class ConversionReport:
     @property
     def kept(self) -> list[LayerReport]:
         return [r for r in self.layers if r.kind == "kept"]
+
+    @property
+    def speedup(self) -> float | None:
+        return self.torch_s / self.tvmconv_s if self.tvmconv_s and self.torch_s else None
+
+    def to_dict(self) -> dict:
+        """The report as plain data (``json.dumps`` takes it), with each layer's speed-up and the
+        end-to-end one."""
+        out = asdict(self)
+        for d, r in zip(out["layers"], self.layers):
+            d["speedup"] = r.speedup
+        out["speedup"] = self.speedup
+        return out
 
     def table(self):
         from rich.table import Table
@@ -76,19 +104,30 @@ class ConversionReport:
             t.add_row(r.name, r.kind, "\n".join(r.workloads) or "(not run)", r.schedule or "-", ms(r.tvmconv_s),
                       ms(r.torch_s), f"{r.speedup:.2f}x" if r.speedup else "-")
         for r in self.kept:
-            t.add_row(r.name, "kept", r.reason, "", "", "", "")
+            t.add_row(r.name, "kept", r.reason, "", ms(r.tvmconv_s), ms(r.torch_s), f"{r.speedup:.2f}x" if r.speedup
+                      else "")
+        if self.speedup:
+            t.add_row("whole model", "", "", "", ms(self.tvmconv_s), ms(self.torch_s), f"{self.speedup:.2f}x",
+                      style="bold")
         return t
+
+    def summary(self) -> str:
+        if self.error:
+            return f"not converted: {self.error}"
+        text = (f"{len(self.converted)} layers on tvmconv, {len(self.kept)} kept PyTorch, {len(self.folded)} "
+                f"BatchNorm folded")
+        if self.max_abs_error is not None:
+            text += f"; outputs match the original (max abs difference {self.max_abs_error:.3g})"
+        if self.speedup:
+            text += f"; whole model {self.torch_s * 1e3:.3f} -> {self.tvmconv_s * 1e3:.3f} ms ({self.speedup:.2f}x)"
+        return text + (f"; {self.note}" if self.note else "")
 
     def print(self) -> None:
         from rich.console import Console
 
         console = Console()
         console.print(self.table())
-        if self.error:
-            console.print(f"[red]not converted:[/red] {self.error}")
-        elif self.max_abs_error is not None:
-            console.print(f"{len(self.converted)} layers on tvmconv, {len(self.kept)} kept; outputs match the "
-                          f"original (max abs difference {self.max_abs_error:.3g})")
+        console.print(self.summary())
 
 
 def _tensors(obj) -> list[torch.Tensor]:
@@ -113,146 +152,13 @@ def _unsupported(m: nn.Module, target) -> str:
     return ""
 
 
-def _is_conv2d(m, *, depthwise=None, kernel=None, pointwise=False) -> bool:
-    if type(m) is not nn.Conv2d or m.padding_mode != "zeros" or isinstance(m.padding, str):
-        return False
-    if depthwise and not (m.groups == m.in_channels and m.out_channels % m.in_channels == 0 and m.groups > 1):
-        return False
-    if kernel is not None and m.kernel_size != kernel:
-        return False
-    if pointwise and not (m.kernel_size == (1, 1) and m.stride == (1, 1) and m.padding == (0, 0) and m.groups == 1):
-        return False
-    return True
-
-
-def _act_at(mods, i):
-    """(activation name, length) of an optional ReLU/ReLU6 at ``mods[i]``."""
-    if i < len(mods) and isinstance(mods[i], _ACTS):
-        return tnn._act_name(mods[i]), 1
-    return None, 0
-
-
-def _match(mods: list[nn.Module], i: int, target):
-    """A fused replacement for a pattern starting at ``mods[i]``: (module, length) or None."""
-    m = mods[i]
-    if not isinstance(m, nn.Conv2d) or _unsupported(m, target):
-        return None
-    # depthwise -> [act] -> pointwise -> [act]
-    if _is_conv2d(m, depthwise=True):
-        a1, n1 = _act_at(mods, i + 1)
-        j = i + 1 + n1
-        if j < len(mods) and _is_conv2d(mods[j], pointwise=True) and mods[j].in_channels == m.out_channels:
-            a2, n2 = _act_at(mods, j + 1)
-            return tnn.DepthwiseSeparableConv2d.from_convs(m, mods[j], a1, a2, target=None), j + 1 + n2 - i
-    # depthwise 1x3 -> [act] -> maxpool 2x1 -> depthwise 3x1 -> [act]
-    if _is_conv2d(m, depthwise=True, kernel=(1, 3)) and m.stride == (1, 1) and m.padding == (0, 1) \
-            and m.out_channels == m.in_channels:
-        a1, n1 = _act_at(mods, i + 1)
-        j = i + 1 + n1
-        pool = mods[j] if j < len(mods) else None
-        if isinstance(pool, nn.MaxPool2d) and nn.modules.utils._pair(pool.kernel_size) == (2, 1) and \
-                nn.modules.utils._pair(pool.stride) == (2, 1) and nn.modules.utils._pair(pool.padding) == (0, 0) \
-                and nn.modules.utils._pair(pool.dilation) == (1, 1) and not pool.ceil_mode and j + 1 < len(mods):
-            c = mods[j + 1]
-            if _is_conv2d(c, depthwise=True, kernel=(3, 1)) and c.stride == (1, 1) and c.padding == (1, 0) \
-                    and c.in_channels == c.out_channels == m.out_channels:
-                a2, n2 = _act_at(mods, j + 2)
-                if a1 == a2:
-                    return tnn.EffNetCore.from_convs(m, c, a1, target=None), j + 2 + n2 - i
-    # grouped conv -> [relu] -> channel shuffle
-    if type(m) is nn.Conv2d and m.padding_mode == "zeros" and not isinstance(m.padding, str):
-        k = i + 1
-        if k < len(mods) and type(mods[k]) is nn.ReLU:
-            k += 1
-        if k < len(mods) and isinstance(mods[k], nn.ChannelShuffle) and m.out_channels % mods[k].groups == 0:
-            new = tnn.ShuffledGroupConv2d.__new__(tnn.ShuffledGroupConv2d)
-            new.__dict__ = dict(m.__dict__)
-            new._init_tvmconv(None)
-            new.shuffle_groups = mods[k].groups
-            return new, k + 1 - i  # the ReLU commutes with the shuffle: it stays, the shuffle goes
-    return None
-
-
-def _fuse_sequentials(root: nn.Module, target, fused: dict[str, tuple[list[str], nn.Module]]) -> None:
-    for name, seq in list(root.named_modules()):
-        if not isinstance(seq, nn.Sequential):
-            continue
-        keys = list(seq._modules)
-        mods = [seq._modules[k] for k in keys]
-        i = 0
-        while i < len(mods):
-            found = _match(mods, i, target)
-            if found is None:
-                i += 1
-                continue
-            new, n = found
-            covered = [f"{name}.{k}" if name else k for k in keys[i:i + n]]
-            if i == 0 and n == len(mods) and name and not isinstance(new, tnn.ShuffledGroupConv2d):
-                parent_name, _, attr = name.rpartition(".")
-                parent = root.get_submodule(parent_name) if parent_name else root
-                setattr(parent, attr, new)
-                fused[name] = (covered, new)
-                break
-            seq._modules[keys[i]] = new
-            keep_relu = isinstance(new, tnn.ShuffledGroupConv2d) and n == 3
-            for k in keys[i + 1:i + n]:
-                if not (keep_relu and isinstance(seq._modules[k], nn.ReLU)):
-                    seq._modules[k] = nn.Identity()
-            fused[covered[0]] = (covered, new)
-            i += n
-
-
-def _swap_leaves(root: nn.Module, target, converted: dict[str, nn.Module], kept: dict[str, str]) -> None:
-    owned: list[str] = []  # fused modules: their nn.Conv2d children only hold parameters
-    for name, m in list(root.named_modules()):
-        if any(name.startswith(p + ".") for p in owned):
-            continue
-        if isinstance(m, tnn.TvmconvModule) and not getattr(m, "container", False):
-            owned.append(name)
-        if isinstance(m, tnn.TvmconvModule):
-            if m.backend == "torch":
-                m.backend = "tvmconv"
-                if not getattr(m, "container", False):
-                    converted[name] = m
-            continue
-        cls = tnn.DROP_IN.get(type(m))
-        if cls is None:
-            continue
-        why = _unsupported(m, target)
-        if why:
-            kept[name] = why
-            continue
-        new = cls.__new__(cls)
-        new.__dict__ = dict(m.__dict__)  # the same parameters, buffers and hyper-parameters
-        new._init_tvmconv(None)
-        parent_name, _, attr = name.rpartition(".")
-        parent = root.get_submodule(parent_name) if parent_name else root
-        setattr(parent, attr, new)
-        converted[name] = new
-
-
-def _record_inputs(model: nn.Module, example_inputs) -> tuple[object, dict[str, tuple]]:
-    seen: dict[str, tuple] = {}
-    hooks = []
-    for name, m in model.named_modules():
-        def hook(_m, args, name=name):
-            if name not in seen:
-                seen[name] = tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
-        hooks.append(m.register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad():
-            out = model(*example_inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-    return out, seen
-
-
-def convert(model: nn.Module, example_inputs, target=None, *, report: bool = True, time_layers: bool = True,
-            rtol: float = 1e-4, atol: float = 1e-4) -> nn.Module:
+def convert(model: nn.Module, example_inputs, target=None, *, filter_fn=None, dispatch: bool = True,
+            time_layers: bool = True, report: bool = False, rtol: float = 1e-4, atol: float = 1e-4) -> nn.Module:
     """A copy of ``model`` whose convolutions run tvmconv kernels (see the module docstring).
-    ``example_inputs``: a tensor or a tuple of the model's positional inputs. The returned model
-    carries ``.tvmconv_report`` (a ``ConversionReport``); ``report=True`` prints it."""
+    ``example_inputs``: a tensor or a tuple of the model's positional inputs. ``dispatch``: keep a
+    layer PyTorch where it is faster on this machine. ``time_layers``: time each layer and the whole
+    model before and after. The returned model carries ``.tvmconv_report`` (a
+    ``ConversionReport``); ``report=True`` prints it, else its summary is logged (INFO)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert: argument 'model' must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(example_inputs, torch.Tensor):
@@ -260,73 +166,199 @@ def convert(model: nn.Module, example_inputs, target=None, *, report: bool = Tru
     if not isinstance(example_inputs, (tuple, list)):
         raise TypeError("convert: argument 'example_inputs' must be a tensor or a tuple of the model's inputs, "
                         f"got {type(example_inputs).__name__}")
+    if filter_fn is not None and not callable(filter_fn):
+        raise TypeError(f"convert: argument 'filter_fn' must be callable (name, module) -> bool, got {filter_fn!r}")
     tgt = resolve(target)
     rep = ConversionReport()
     try:
-        expected, inputs = _record_inputs(model, example_inputs)
+        with torch.no_grad():
+            expected = model(*example_inputs)
     except Exception as exc:  # noqa: BLE001 - any failure of the user's model is reported, not raised
         rep.error = f"the model does not run on example_inputs: {type(exc).__name__}: {exc}"
         warnings.warn(f"tvmconv.convert: {rep.error}; the model is returned unchanged", stacklevel=2)
         model.tvmconv_report = rep
-        if report:
-            rep.print()
+        _tell(rep, report)
         return model
     new = copy.deepcopy(model)
-    fused: dict[str, tuple[list[str], nn.Module]] = {}
-    converted: dict[str, nn.Module] = {}
-    kept: dict[str, str] = {}
-    _fuse_sequentials(new, tgt, fused)
-    _swap_leaves(new, tgt, converted, kept)
+    try:
+        gm = graph.trace(new)
+    except Exception as exc:  # noqa: BLE001 - torch.fx raises many kinds for an untraceable model
+        rep.traced = False
+        rep.note = (f"torch.fx cannot trace the model ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}): "
+                    "its convolutions were swapped one by one, without BatchNorm folding or fused patterns")
+        _swap_leaves(new, tgt, rep, filter_fn)
+    else:
+        new = _convert_graph(gm, example_inputs, tgt, target, rep, filter_fn=filter_fn, dispatch_on=dispatch,
+                             time_layers=time_layers)
     tnn.set_target(new, target)
     tnn.name_layers(new)
+    rep.max_abs_error = _check(new, example_inputs, expected, rtol, atol)
+    if time_layers:
+        with torch.no_grad():
+            a, b = tgt.backend.time([lambda: new(*example_inputs), lambda: model(*example_inputs)], rounds=5)
+        rep.tvmconv_s, rep.torch_s = timing.median(a), timing.median(b)
+    new.tvmconv_report = rep
+    _tell(rep, report)
+    return new
+
+
+def _tell(rep: ConversionReport, report: bool) -> None:
+    if report:
+        rep.print()
+    else:
+        log.info("tvmconv.convert: %s", rep.summary())
+
+
+def _check(new: nn.Module, example_inputs, expected, rtol: float, atol: float) -> float:
     with torch.no_grad():
         got = new(*example_inputs)
     exp_t, got_t = _tensors(expected), _tensors(got)
     if len(exp_t) != len(got_t) or any(a.shape != b.shape for a, b in zip(exp_t, got_t)):
         raise RuntimeError("tvmconv.convert: the converted model's outputs differ in structure from the original's")
-    err = max(((a.double() - b.double()).abs().max().item() for a, b in zip(exp_t, got_t)), default=0.0)
+    err = max(((a.double() - b.double()).abs().max().item() for a, b in zip(exp_t, got_t) if a.numel()), default=0.0)
     for a, b in zip(exp_t, got_t):
-        if not torch.allclose(b, a, rtol=rtol, atol=atol * max(1.0, a.abs().max().item())):
+        if not torch.allclose(b, a, rtol=rtol, atol=atol * max(1.0, a.abs().max().item() if a.numel() else 0.0)):
             raise RuntimeError(f"tvmconv.convert: the converted model's output differs from the original's by "
                                f"{err:.3g} (tolerance rtol={rtol}, atol={atol} relative to the output's scale); "
                                f"please report this model")
-    rep.max_abs_error = err
-    originals = dict(model.named_modules())
-    for name, (covered, mod) in fused.items():
-        seq = [originals[c] for c in covered]
-        rep.layers.append(_layer(name, mod, lambda x, seq=seq: _chain(seq, x), inputs.get(covered[0]), time_layers))
-    for name, mod in converted.items():
-        if name in fused:
-            continue
-        rep.layers.append(_layer(name, mod, originals[name], inputs.get(name), time_layers))
-    rep.layers += [LayerReport(name, "kept", reason=why) for name, why in kept.items()]
-    new.tvmconv_report = rep
-    if report:
-        rep.print()
-    return new
+    return err
 
 
-def _chain(mods, x):
-    for m in mods:
-        x = m(x)
-    return x
+def _convert_graph(gm: fx.GraphModule, example_inputs, tgt, target, rep: ConversionReport, *, filter_fn,
+                   dispatch_on: bool, time_layers: bool) -> fx.GraphModule:
+    """Fold, match, decide and apply on ``gm`` (see the module docstring); the layers go to ``rep``."""
+    rep.folded = graph.fold_batchnorm(gm)
+    found = graph.rewrites(gm, filter_fn)
+    inputs = _Recorder(gm, {rw.input for rw in found}).record(example_inputs)
+    chosen = []
+    for rw in found:
+        original = rw.original(gm)  # (before any rewrite changes the modules it calls)
+        layer, use = _decide(rw, original, inputs.get(rw.input), tgt, target, dispatch_on, time_layers)
+        rep.layers.append(layer)
+        if use:
+            chosen.append(rw)
+    for rw in chosen:
+        graph.apply(gm, rw)
+    return graph.finish(gm)
 
 
-def _layer(name: str, mod: nn.Module, original, args, time_layers: bool) -> LayerReport:
-    r = LayerReport(name, type(mod).__name__)
-    if args is None:
-        return r
-    with torch.no_grad(), TF.capture_kernels() as kernels:
-        mod(*args)
+class _Recorder(fx.Interpreter):
+    """Runs the graph once and keeps the values of ``wanted`` nodes (the replacements' inputs)."""
+
+    def __init__(self, gm: fx.GraphModule, wanted: set):
+        super().__init__(gm)
+        self.wanted, self.seen = wanted, {}
+
+    def run_node(self, n):
+        out = super().run_node(n)
+        if n in self.wanted and isinstance(out, torch.Tensor):
+            self.seen[n] = out.detach().clone()
+        return out
+
+    def record(self, example_inputs) -> dict:
+        with torch.no_grad():
+            self.run(*example_inputs)
+        return self.seen
+
+
+def _decide(rw: graph.Rewrite, original, x, tgt, target, dispatch_on: bool, time_layers: bool):
+    """``(layer report, whether to apply rw)``: tvmconv where it runs and (with ``dispatch_on``)
+    is not slower than the PyTorch nodes it replaces on this machine."""
+    r = LayerReport(rw.name, rw.kind, covered=rw.covered)
+    why = _unsupported(rw.module, tgt)
+    if why or x is None:
+        r.kind, r.reason = "kept", why or "not reached on example_inputs"
+        return r, False
+    mod = rw.module
+    tnn.set_target(mod, target)
+    try:
+        with torch.no_grad(), TF.capture_kernels() as kernels:
+            mod(x)
+    except (ValueError, TypeError) as exc:  # an argument tvmconv refuses and torch takes
+        r.kind, r.reason = "kept", f"{type(exc).__name__}: {exc}"
+        return r, False
     r.workloads = list(dict.fromkeys(k.spec.name for k in kernels))
     sources = {build.record_kind(k.schedule_source) or "default" for k in kernels}
     r.schedule = sources.pop() if len(sources) == 1 else ("mixed" if sources else "")
-    if time_layers:
+    kern = kernels[-1] if len(kernels) == 1 else None
+    decide = dispatch_on and knobs.dispatch() and kern is not None and kern.dispatch == dispatch.UNDECIDED
+    if time_layers or decide:
+        def kernel():
+            with TF.no_dispatch():
+                mod(x)
         with torch.no_grad():
-            a, b = timing.interleaved(lambda: mod(*args), lambda: original(*args), rounds=3, min_round_s=0.005,
-                                      warmup=1, settle_s=0.0)
+            a, b = tgt.backend.time([kernel, lambda: original(x)], rounds=5)
         r.tvmconv_s, r.torch_s = timing.median(a), timing.median(b)
-    return r
+        if decide:
+            dispatch.settle(kern, a, b, "convert")
+    if dispatch_on and knobs.dispatch() and kern is not None and kern.dispatch == "vendor":
+        r.kind, r.reason = "kept", f"PyTorch is faster on this machine ({kern.dispatch_source})"
+        return r, False
+    return r, True
 
 
-__all__ = ["convert", "ConversionReport", "LayerReport"]
+def workloads(model: nn.Module, example_inputs, *, filter_fn=None) -> list[tuple]:
+    """The kernels ``convert(model, example_inputs, dispatch=False, filter_fn=filter_fn)`` runs,
+    as ``[(spec, calls per forward), ...]`` in graph order: fused patterns as one spec, each at the
+    batch size its layer sees. Found without compiling a kernel (``functional.collect_specs``);
+    what ``tvmconv.tune(model)``, ``calibrate``, ``bench`` and ``export`` take for a model."""
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    new = copy.deepcopy(model).eval()
+    try:
+        gm = graph.trace(new)
+    except Exception:  # noqa: BLE001 - as convert: the convolutions one by one
+        _swap_leaves(new, resolve(None), ConversionReport(), filter_fn)
+        with torch.no_grad(), TF.collect_specs() as specs:
+            new(*example_inputs)
+    else:
+        graph.fold_batchnorm(gm)
+        found = graph.rewrites(gm, filter_fn)
+        inputs = _Recorder(gm, {rw.input for rw in found}).record(example_inputs)
+        with torch.no_grad(), TF.collect_specs() as specs:
+            for rw in found:
+                x = inputs.get(rw.input)
+                if x is None or _unsupported(rw.module, resolve(None)):
+                    continue
+                try:
+                    rw.module(x)
+                except (ValueError, TypeError):  # a layer convert keeps PyTorch
+                    continue
+    counts: dict = {}
+    for spec in specs:
+        counts[spec] = counts.get(spec, 0) + 1
+    return list(counts.items())
+
+
+def _swap_leaves(root: nn.Module, tgt, rep: ConversionReport, filter_fn) -> None:
+    """The untraceable model's fallback: each convolution module swapped for its drop-in, each
+    tvmconv.nn module switched to the tvmconv backend."""
+    owned: list[str] = []  # fused modules: their nn.Conv2d children only hold parameters
+    for name, m in list(root.named_modules()):
+        if any(name.startswith(p + ".") for p in owned) or (filter_fn is not None and name and not filter_fn(name, m)):
+            continue
+        if isinstance(m, tnn.TvmconvModule):
+            if not getattr(m, "container", False):
+                owned.append(name)
+            if m.backend == "torch":
+                m.backend = "tvmconv"
+                if not getattr(m, "container", False):
+                    rep.layers.append(LayerReport(name, type(m).__name__, covered=[name]))
+            continue
+        cls = tnn.DROP_IN.get(type(m))
+        if cls is None:
+            continue
+        why = _unsupported(m, tgt)
+        if why:
+            rep.layers.append(LayerReport(name, "kept", covered=[name], reason=why))
+            continue
+        new = cls.__new__(cls)
+        new.__dict__ = dict(m.__dict__)  # the same parameters, buffers and hyper-parameters
+        new._init_tvmconv(None)
+        parent_name, _, attr = name.rpartition(".")
+        parent = root.get_submodule(parent_name) if parent_name else root
+        setattr(parent, attr, new)
+        rep.layers.append(LayerReport(name, cls.__name__, covered=[name]))
+
+
+__all__ = ["convert", "workloads", "ConversionReport", "LayerReport"]

@@ -18,7 +18,7 @@ import inspect
 
 import torch
 
-from .runtime.call import SpecOnly, _run, capture_kernels, no_dispatch, spec_of  # noqa: F401 - public here
+from .runtime.call import SpecOnly, _run, capture_kernels, collect_specs, no_dispatch, spec_of  # noqa: F401 - public
 from .variants import registry
 from .variants.conv import conv_spec  # noqa: F401 - public here: finds the workloads of a model
 from .variants.registry import VARIANTS, Variant

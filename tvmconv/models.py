@@ -151,6 +151,85 @@ def channelnet(num_classes: int = 1000, *, backend: str = "tvmconv", target=None
     return _finish(_Classifier(nn.Sequential(*layers), 256, num_classes))
 
 
-MODELS = {"mobilenet_v1": mobilenet_v1, "shufflenet_v1": shufflenet_v1, "effnet": effnet, "channelnet": channelnet}
+# -- torchvision-style models: BatchNorm after every convolution, ReLU6/ReLU as functions or modules.
+# ``tvmconv.convert`` folds the BatchNorm and fuses them; ``backend="tvmconv"`` builds them with
+# tvmconv.nn convolutions and the BatchNorm unfolded (the training form).
+def _conv_bn(make: _Make, c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1, act=nn.ReLU6):
+    layers = [make.conv(c_in, c_out, k, stride, (k - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(c_out)]
+    return nn.Sequential(*layers, act()) if act else nn.Sequential(*layers)
 
-__all__ = ["mobilenet_v1", "shufflenet_v1", "effnet", "channelnet", "MODELS"]
+
+class InvertedResidual(nn.Module):
+    """MobileNet v2's block (torchvision's layout): 1x1 expansion (when ``expand > 1``), 3x3
+    depthwise with ``stride``, 1x1 projection without activation; ``x +`` it where shapes allow."""
+
+    def __init__(self, make: _Make, c_in: int, c_out: int, stride: int, expand: int):
+        super().__init__()
+        mid = c_in * expand
+        layers = [_conv_bn(make, c_in, mid, 1)] if expand != 1 else []
+        layers += [_conv_bn(make, mid, mid, 3, stride, groups=mid), _conv_bn(make, mid, c_out, 1, act=None)]
+        self.conv = nn.Sequential(*layers)
+        self.use_res = stride == 1 and c_in == c_out
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res else self.conv(x)
+
+
+def mobilenet_v2(width_mult: float = 1.0, num_classes: int = 1000, *, backend: str = "torch",
+                 target=None) -> nn.Module:
+    """MobileNet v2 (Sandler et al. 2018) as torchvision builds it, random weights: a 3x3/2 stem,
+    17 inverted residual blocks, a 1x1 to 1280 channels. ``(N, 3, H, W) -> (N, num_classes)``."""
+    if not width_mult > 0:
+        raise ValueError(f"argument 'width_mult' must be positive, got {width_mult}")
+    make = _Make(backend, target)
+
+    def ch(c: float) -> int:  # torchvision's _make_divisible(c, 8)
+        v = max(8, int(c + 4) // 8 * 8)
+        return v + 8 if v < 0.9 * c else v
+
+    c_in = ch(32 * width_mult)
+    layers: list[nn.Module] = [_conv_bn(make, 3, c_in, 3, 2)]
+    for t, c, n, s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                       (6, 320, 1, 1)):
+        for i in range(n):
+            layers.append(InvertedResidual(make, c_in, ch(c * width_mult), s if i == 0 else 1, t))
+            c_in = ch(c * width_mult)
+    last = ch(1280 * max(1.0, width_mult))
+    layers.append(_conv_bn(make, c_in, last, 1))
+    return _finish(_Classifier(nn.Sequential(*layers), last, num_classes))
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block: two 3x3 conv + BN, the shortcut a 1x1/2 conv + BN where shapes change."""
+
+    def __init__(self, make: _Make, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1, self.bn1 = make.conv(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out)
+        self.conv2, self.bn2 = make.conv(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(make.conv(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+def resnet18(num_classes: int = 1000, *, backend: str = "torch", target=None) -> nn.Module:
+    """ResNet-18 (He et al. 2016) as torchvision builds it, random weights: a 7x7/2 stem with BN,
+    3x3/2 max pool, four stages of two basic blocks. ``(N, 3, H, W) -> (N, num_classes)``."""
+    make = _Make(backend, target)
+    layers: list[nn.Module] = [make.conv(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+                               nn.MaxPool2d(3, 2, 1)]
+    c_in = 64
+    for c, s in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [BasicBlock(make, c_in, c, s), BasicBlock(make, c, c, 1)]
+        c_in = c
+    return _finish(_Classifier(nn.Sequential(*layers), 512, num_classes))
+
+
+MODELS = {"mobilenet_v1": mobilenet_v1, "shufflenet_v1": shufflenet_v1, "effnet": effnet, "channelnet": channelnet,
+          "mobilenet_v2": mobilenet_v2, "resnet18": resnet18}
+
+__all__ = ["mobilenet_v1", "shufflenet_v1", "effnet", "channelnet", "mobilenet_v2", "resnet18", "MODELS"]

@@ -91,6 +91,7 @@ def test_cli_bench_writes_json_and_chart(tmp_path):
 def test_model_bench_and_call_overhead():
     (rec,) = B.bench_models(["effnet"], resolve("x86-avx2"), batches=(2,), rounds=3)
     assert rec["batch"] == 2 and rec["max_abs_diff"] < 1e-4 and rec["tvmconv_s"] > 0 and rec["vendor_s"] > 0
+    assert rec["converted"] + rec["kept"] == len(rec["layers"]) == 9 and rec["layers_torch_s"] > 0
     o = B.call_overhead(n=50)
     assert set(o) == {"kernel_s", "functional_s", "custom_op_s", "module_s"} and all(v > 0 for v in o.values())
 

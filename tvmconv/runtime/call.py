@@ -26,6 +26,7 @@ class _State(threading.local):
         self.capture: list | None = None  # set by capture_kernels()
         self.no_dispatch = 0  # > 0 inside no_dispatch()
         self.spec_only = 0  # > 0 inside spec_of()
+        self.collect: list | None = None  # set by collect_specs()
         self.packed: dict[int, torch.Tensor] = {}  # id(kernel) -> its packed-weight buffer (_packed)
         self.calibrating: dict[int, dispatch.Calibration] = {}  # id(kernel) -> its first-use timing here
 
@@ -65,6 +66,18 @@ def capture_kernels():
         _state.capture = outer
 
 
+@contextlib.contextmanager
+def collect_specs():
+    """Inside the block (in this thread), each op call appends its spec to the yielded list and
+    returns PyTorch's result (its vendor path) without building a kernel: what a model would run,
+    found without compiling it. An op with no vendor path runs its kernel."""
+    outer, _state.collect = _state.collect, []
+    try:
+        yield _state.collect
+    finally:
+        _state.collect = outer
+
+
 class SpecOnly(Exception):  # noqa: N818 - not an error: how spec_of ends a call early
     """Raised by an op called under ``spec_of`` once its spec is known."""
 
@@ -90,6 +103,16 @@ def _run(spec: Spec, a: Args, tensors: list[torch.Tensor | None], target=None, u
     """Run ``spec``'s kernel on ``tensors`` (None entries are absent optional arguments)."""
     if _state.spec_only:
         raise SpecOnly(spec)
+    if _state.collect is not None:
+        if spec not in _CHECKED:
+            check_spec(spec)
+            _CHECKED.add(spec)
+        _state.collect.append(spec)
+        vendor = _vendor(spec)
+        if vendor is not None:
+            out = vendor(*tensors).contiguous()
+            out = out.squeeze(0) if unbatched else out
+            return out.numpy() if a.numpy else out
     # the ops' per-call path: a repeated call finds its checked spec and target in one lookup
     # (each step alone costs about a microsecond, which is most of a 10 us layer)
     hashable = target is None or isinstance(target, (str, TargetInfo))  # (not a target dict)

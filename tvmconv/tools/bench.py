@@ -300,25 +300,39 @@ def cases(what, example_inputs=None, input_shape=None, batch=None) -> list[Case]
 
 
 def bench_models(names, target: TargetInfo, batches=(1, 8), *, rounds: int = 7, size: int | None = None) -> list[dict]:
-    """End-to-end latency of tvmconv.models against their plain-PyTorch twins (identical weights)."""
+    """End-to-end latency of tvmconv.models converted (``tvmconv.convert`` of the plain-PyTorch
+    model, at each batch size: BatchNorm folded, patterns fused, layers where PyTorch is faster
+    here kept) against the plain-PyTorch model, interleaved. Each row also has the sum of the
+    converted layers' times (``layers_s``; the same layers in PyTorch: ``layers_torch_s``): what
+    the whole takes beyond it is the rest of the model (pooling, adds, the classifier) and the
+    calls between layers."""
+    from ..converter import convert
     from ..models import MODELS
 
     out = []
     for name in names:
         torch.manual_seed(0)
-        tv = MODELS[name](target=target.profile if target.profile != "custom" else None).eval()
         twin = MODELS[name](backend="torch").eval()
-        twin.load_state_dict(tv.state_dict())
         s = size or (32 if name == "effnet" else 224)
         for n in batches:
             x = torch.randn(n, 3, s, s)
+            with torch_threads(target.num_cores):
+                fast = convert(twin, (x,), target=target if target.profile == "custom" else target.profile)
+            rep = fast.tvmconv_report
             with torch.no_grad(), torch_threads(target.num_cores):
-                diff = (tv(x) - twin(x)).abs().max().item()
-                a, b = timing.interleaved(lambda: tv(x), lambda: twin(x), rounds=rounds, min_round_s=0.05)
+                diff = (fast(x) - twin(x)).abs().max().item()
+                a, b = timing.interleaved(lambda: fast(x), lambda: twin(x), rounds=rounds, min_round_s=0.05)
             t, v = timing.median(a), timing.median(b)
+            layers = [r for r in rep.layers if r.torch_s is not None]
             out.append({"workload": name, "batch": n, "input": [n, 3, s, s], "tvmconv_s": t, "vendor_s": v,
                         "tvmconv_spread": timing.spread(a), "vendor_spread": timing.spread(b), "ratio": t / v,
-                        "speedup": v / t, "max_abs_diff": diff, "vendor": "plain-PyTorch twin", "target": target.profile})
+                        "speedup": v / t, "max_abs_diff": diff, "vendor": "plain-PyTorch model",
+                        "target": target.profile, "converted": len(rep.converted), "kept": len(rep.kept),
+                        "folded": len(rep.folded),
+                        "layers_s": sum(r.torch_s if r.kind == "kept" else r.tvmconv_s for r in layers),
+                        "layers_torch_s": sum(r.torch_s for r in layers),
+                        "layers": [{"name": r.name, "kind": r.kind, "tvmconv_s": r.tvmconv_s, "torch_s": r.torch_s}
+                                   for r in rep.layers]})
     return out
 
 

@@ -16,21 +16,20 @@ from ..runtime import dispatch
 from . import bench
 
 
-def model_workloads(name: str, target: TargetInfo, batch=None) -> list[tuple]:
-    """The kernels a ``tvmconv.models`` network runs on one input (of each batch size in ``batch``,
-    default 1), as ``[(spec, count), ...]``."""
+def model_workloads(name: str, target: TargetInfo | None = None, batch=None) -> list[tuple]:
+    """The kernels ``tvmconv.convert`` runs for a ``tvmconv.models`` network (its plain-PyTorch
+    form) on one input of each batch size in ``batch`` (default 1), as ``[(spec, count), ...]``
+    (``converter.workloads``: nothing is compiled)."""
+    from ..converter import workloads
     from ..models import MODELS
     from .workloads import batches
 
-    sizes = batches(batch) or (1,)
-    model = MODELS[name](target=target.profile if target.profile != "custom" else None).eval()
+    model = MODELS[name](backend="torch").eval()
     size = 32 if name == "effnet" else 224  # (as bench_models)
-    with torch.no_grad(), TF.no_dispatch(), TF.capture_kernels() as kernels:
-        for n in sizes:
-            model(torch.randn(n, 3, size, size))
     counts: dict = {}
-    for k in kernels:
-        counts[k.spec] = counts.get(k.spec, 0) + 1
+    for n in batches(batch) or (1,):
+        for spec, c in workloads(model, (torch.randn(n, 3, size, size),)):
+            counts[spec] = counts.get(spec, 0) + c
     return list(counts.items())
 
 

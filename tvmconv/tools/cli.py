@@ -54,8 +54,9 @@ TargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", help="Profil
                                                    "default: this host's.")]
 SuiteOpt = Annotated[Optional[str], typer.Option("--suite", help="A named suite of layer shapes, or 'all'.")]
 SpecOpt = Annotated[Optional[str], typer.Option("--spec", help="A workload as the JSON the untuned-warning prints.")]
-ModelFileOpt = Annotated[Optional[Path], typer.Option("--model", help="A torch.export'ed model (.pt2): every conv "
-                                                      "layer.")]
+ModelFileOpt = Annotated[Optional[Path], typer.Option("--model", help="A tvmconv.models name (the kernels "
+                                                      "tvmconv.convert runs for it) or a torch.export'ed model "
+                                                      "(.pt2): its tvmconv ops and conv layers.")]
 InputShapeOpt = Annotated[Optional[str], typer.Option("--input-shape", help="The model's input shape (checked).")]
 JsonPathOpt = Annotated[Optional[Path], typer.Option("--json", help="Write one JSON record per workload here.")]
 AsJsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -343,6 +344,11 @@ def _what(suite, op, spec, model, shape, weight, stride, padding, dilation, grou
     if spec is not None:
         return spec_from_dict(json.loads(spec))
     if model is not None:
+        from ..models import MODELS
+        from .calibrate import model_workloads
+
+        if str(model) in MODELS and not Path(model).exists():
+            return model_workloads(str(model))
         return Path(model)
     return _op_spec(op, shape, weight, stride, padding, dilation, groups, bias)
 
@@ -449,10 +455,12 @@ def _bench_model(names, tgt, batches, rounds, json_path):
     console.print(f"{B.machine()}; target {tgt.profile} ({tgt.num_cores} threads)")
     with console.status("timing models..."):
         records = B.bench_models(names, tgt, batches, rounds=rounds)
-    table = Table("model", "batch", "tvmconv ms", "PyTorch twin ms", "ratio", "speed-up", "max |diff|")
+    table = Table("model", "batch", "converted ms", "PyTorch ms", "speed-up", "layers converted/kept",
+                  "sum of layers ms (PyTorch)", "max |diff|")
     for r in records:
         table.add_row(r["workload"], str(r["batch"]), f"{r['tvmconv_s'] * 1e3:.2f}", f"{r['vendor_s'] * 1e3:.2f}",
-                      f"{r['ratio']:.2f}", f"{r['speedup']:.2f}x", f"{r['max_abs_diff']:.1e}")
+                      f"{r['speedup']:.2f}x", f"{r['converted']}/{r['kept']}",
+                      f"{r['layers_s'] * 1e3:.2f} ({r['layers_torch_s'] * 1e3:.2f})", f"{r['max_abs_diff']:.1e}")
     console.print(table)
     o = B.call_overhead()
     console.print(f"per-call overhead on a tiny conv2d: kernel {o['kernel_s'] * 1e6:.1f} us, tvmconv.functional "

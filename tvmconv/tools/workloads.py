@@ -3,9 +3,11 @@
     workloads(spec | [spec, ...] | [(spec, count), ...] | "suite name" | nn.Module | "model.pt2",
               example_inputs=..., batch=None | 8 | (1, 8)) -> [(spec, count), ...]
 
-Models are captured with ``torch.export`` and every convolution node (``aten.conv1d/2d/3d``,
-``aten.conv_transpose1d/2d/3d``, ``aten.convolution``) becomes a ConvSpec with the argument checks
-of the matching ``tvmconv.functional`` op; identical layers are counted, not repeated.
+An nn.Module gives the kernels ``tvmconv.convert`` runs for it (``converter.workloads``: fused
+patterns as one spec, BatchNorm folded). A ``torch.export`` program (.pt2) gives its ``tvmconv.*``
+nodes (a converted model, exported) and its convolution nodes (``aten.conv1d/2d/3d``,
+``aten.conv_transpose1d/2d/3d``, ``aten.convolution``), each a spec with the argument checks of
+the matching ``tvmconv.functional`` op; identical layers are counted, not repeated.
 
 ``batch`` gives every workload again at each batch size (suites are defined at batch 1): a spec's
 ``n`` is replaced; a model's layers follow its input's batch dimension (a layer that sees ``k``
@@ -59,6 +61,9 @@ def from_exported(ep) -> list[tuple[Spec, int]]:
     ops = _conv_ops()
     table: OrderedDict = OrderedDict()
     for node in ep.graph.nodes:
+        spec = _tvmconv_node(node) if node.op == "call_function" else None
+        if spec is not None:
+            table[spec] = table.get(spec, 0) + 1
         if node.op != "call_function" or node.target not in ops:
             continue
         op, nd, names, transposed = ops[node.target]
@@ -78,6 +83,24 @@ def from_exported(ep) -> list[tuple[Spec, int]]:
         spec = conv_spec(op, nd, *cpu, transposed=transposed, **kw)[0]
         table[spec] = table.get(spec, 0) + 1
     return list(table.items())
+
+
+def _tvmconv_node(node):
+    """The spec of a ``tvmconv.*`` custom-op node (its schema's arguments are the functional op's,
+    in order), else None."""
+    import torch
+
+    from .. import ops
+
+    name = getattr(getattr(node.target, "_schema", None), "name", "")
+    if not name.startswith(f"{ops.NAMESPACE}::") or name.split("::", 1)[1] not in ops.OPS:
+        return None
+    op = ops.OPS[name.split("::", 1)[1]]
+    args = [torch.empty(tuple(v.shape), dtype=v.dtype) if isinstance(v := _val(a), torch.Tensor) else v
+            for a in node.args[:-1]]  # (the last is the target)
+    from ..functional import spec_of
+
+    return spec_of(op.functional, *args)
 
 
 def from_module(model, example_inputs) -> list[tuple[Spec, int]]:
@@ -195,7 +218,7 @@ def _workloads(what, example_inputs, input_shape) -> tuple[list[tuple[Spec, int]
         import torch
 
         if isinstance(what, torch.nn.Module):
-            return _from_program(_export_module(what, example_inputs))
+            return _from_model(what, example_inputs)
     except ImportError:  # pragma: no cover
         pass
     raise ValueError(f"what to tune must be a spec, a list of specs, a suite name from "
@@ -205,3 +228,16 @@ def _workloads(what, example_inputs, input_shape) -> tuple[list[tuple[Spec, int]
 def _from_program(ep) -> tuple[list[tuple[Spec, int]], int | None]:
     shapes = _input_shapes(ep)
     return from_exported(ep), (int(shapes[0][0]) if shapes and shapes[0] else None)
+
+
+def _from_model(model, example_inputs) -> tuple[list[tuple[Spec, int]], int | None]:
+    import torch
+
+    from ..converter import workloads as model_workloads
+
+    if example_inputs is None:
+        raise ValueError("example_inputs is required to find the workloads of an nn.Module (a tensor or a "
+                         "tuple of tensors shaped like the model's inputs)")
+    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    first = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() else None
+    return model_workloads(model, inputs), (int(first.shape[0]) if first is not None else None)

@@ -1,0 +1,161 @@
+"""Graph passes (tvmconv/graph.py) and what convert builds on them: BatchNorm folding against the
+eval-mode model, patterns across nesting and functional calls, per-machine keep, the one list of
+workloads."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import tvmconv
+from tvmconv import graph
+from tvmconv import functional as TF
+from tvmconv.backends.llvm import LLVMBackend
+from tvmconv.runtime import build
+
+
+def _bn(c: int, g: torch.Generator, cls=nn.BatchNorm2d) -> nn.Module:
+    bn = cls(c).eval()
+    with torch.no_grad():  # statistics and affine terms far from the identity
+        bn.running_mean.uniform_(-1, 1, generator=g)
+        bn.running_var.uniform_(0.25, 4, generator=g)
+        bn.weight.uniform_(0.5, 2, generator=g)
+        bn.bias.uniform_(-1, 1, generator=g)
+    return bn
+
+
+@pytest.mark.parametrize("conv, bn, shape", [
+    (lambda: nn.Conv1d(4, 6, 3, padding=1), nn.BatchNorm1d, (2, 4, 9)),
+    (lambda: nn.Conv2d(4, 6, 3, stride=2, bias=False), nn.BatchNorm2d, (2, 4, 9, 9)),
+    (lambda: nn.Conv2d(4, 8, 3, groups=4, padding=1), nn.BatchNorm2d, (1, 4, 7, 7)),
+    (lambda: nn.Conv3d(2, 4, 3), nn.BatchNorm3d, (1, 2, 5, 5, 5)),
+    (lambda: nn.ConvTranspose2d(4, 6, 4, 2, 1), nn.BatchNorm2d, (1, 4, 5, 5)),
+])
+def test_batchnorm_folds_into_the_conv_before_it(rng, conv, bn, shape):
+    model = nn.Sequential(conv(), None).eval()
+    model[1] = _bn(model[0].weight.shape[1 if isinstance(model[0], nn.ConvTranspose2d) else 0], rng, bn)
+    x = torch.randn(shape, generator=rng)
+    gm = graph.trace(model)
+    assert graph.fold_batchnorm(gm) == ["1"]
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in gm.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(gm(x), model(x), rtol=1e-5, atol=1e-5)
+    assert isinstance(model[1], bn)  # the model's own modules are unchanged
+
+
+def test_batchnorm_stays_where_folding_would_change_the_model(rng):
+    class Shared(nn.Module):  # the conv's output also feeds the residual: the BN cannot go into it
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(4, 4, 3, padding=1), _bn(4, rng)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y) + y
+
+    model = Shared().eval()
+    assert graph.fold_batchnorm(graph.trace(model)) == []
+    model.train()  # training mode: batch statistics, nothing to fold
+    model = nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4)).train()
+    assert graph.fold_batchnorm(graph.trace(model)) == []
+
+
+class _Functional(nn.Module):
+    """The patterns spread over nested modules and functional calls, with BatchNorm and a residual."""
+
+    def __init__(self, g):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.inner = nn.ModuleDict({"dw": nn.Conv2d(16, 16, 3, padding=1, groups=16), "bn": _bn(16, g)})
+        self.pw = nn.Sequential(nn.Conv2d(16, 24, 1), _bn(24, g))
+        self.group = nn.Conv2d(24, 24, 1, groups=3)
+        self.a = nn.Conv2d(24, 24, (1, 3), padding=(0, 1), groups=24)
+        self.b = nn.Conv2d(24, 24, (3, 1), padding=(1, 0), groups=24)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        y = F.relu6(self.inner["bn"](self.inner["dw"](x)))
+        y = torch.relu(self.pw(y))
+        y = torch.channel_shuffle(F.relu(self.group(y)), 3) + y  # the shuffle's input has one user
+        y = F.max_pool2d(self.a(y).relu(), (2, 1))
+        return F.relu(self.b(y))
+
+
+def test_patterns_match_across_nesting_and_functional_calls(rng):
+    model = _Functional(rng).eval()
+    gm = graph.trace(model)
+    assert graph.fold_batchnorm(gm) == ["inner.bn", "pw.1"]
+    kinds = [(rw.kind, rw.covered) for rw in graph.rewrites(gm)]
+    assert kinds == [("Conv2d", ["stem"]), ("DepthwiseSeparableConv2d", ["inner.dw", "pw.0"]),
+                     ("ShuffledGroupConv2d", ["group"]), ("EffNetCore", ["a", "b"])]
+    x = torch.randn(1, 3, 8, 8, generator=rng)
+    fast = tvmconv.convert(model, (x,), dispatch=False, time_layers=False)
+    assert [r.kind for r in fast.tvmconv_report.layers] == [k for k, _ in kinds]
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+    # filter_fn leaves a module, and any pattern holding it, alone
+    kept = graph.rewrites(graph.trace(model), lambda name, m: name != "pw.0")
+    assert "DepthwiseSeparableConv2d" not in [rw.kind for rw in kept] and "inner.dw" in [rw.name for rw in kept]
+
+
+def test_a_value_with_two_users_is_not_fused(rng):
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dw, self.pw = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 8, 1)
+
+        def forward(self, x):
+            y = F.relu(self.dw(x))
+            return self.pw(y) + y  # y feeds the add too: the fused kernel would not produce it
+
+    assert [rw.kind for rw in graph.rewrites(graph.trace(Branchy()))] == ["Conv2d", "Conv2d"]
+
+
+def test_convert_keeps_pytorch_where_it_is_faster_here(rng, monkeypatch, tmp_path):
+    """Each replacement is timed against the nodes it replaces; where PyTorch wins on this machine
+    the layer stays PyTorch and the choice is stored with the machine's dispatch choices."""
+    monkeypatch.setenv("TVMCONV_MACHINE", "convert test machine")
+    monkeypatch.setattr(build, "_cache", {})
+
+    def time(_backend, fns, *, rounds=7, threads=None):  # PyTorch (the second) always twice as fast
+        return [[2e-3] * rounds, [1e-3] * rounds]
+
+    monkeypatch.setattr(LLVMBackend, "time", time)
+    model = _Functional(rng).eval()
+    x = torch.randn(1, 3, 8, 8, generator=rng)
+    fast = tvmconv.convert(model, (x,))
+    rep = fast.tvmconv_report
+    assert not rep.converted and len(rep.kept) == 4
+    assert all("PyTorch is faster" in r.reason and r.speedup == pytest.approx(0.5) for r in rep.kept)
+    assert not any(isinstance(m, tvmconv.nn.TvmconvModule) for m in fast.modules())
+    d = json.loads(json.dumps(rep.to_dict()))
+    assert d["speedup"] == pytest.approx(0.5) and len(d["layers"]) == 4 and d["folded"] == ["inner.bn", "pw.1"]
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+    # the choices were stored: a second conversion reads them instead of timing again
+    monkeypatch.setattr(build, "_cache", {})
+    fast = tvmconv.convert(model, (x,), time_layers=False)
+    assert len(fast.tvmconv_report.kept) == 4 and fast.tvmconv_report.kept[0].tvmconv_s is None
+
+
+def test_workloads_are_the_kernels_convert_runs(rng, tmp_path):
+    model = tvmconv.models.mobilenet_v2(width_mult=0.25, num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32, generator=rng)
+    found = tvmconv.workloads(model, (x,))
+    fast = tvmconv.convert(model, (x,), dispatch=False, time_layers=False)
+    with torch.no_grad(), TF.no_dispatch(), TF.capture_kernels() as kernels:
+        fast(x)
+    ran: dict = {}
+    for k in kernels:
+        ran[k.spec] = ran.get(k.spec, 0) + 1
+    assert found == list(ran.items()) and all(s.n == 2 for s, _ in found)
+    assert {s.variant for s, _ in found} == {"conv2d", "depthwise_separable_conv2d"}
+    # the converted model, exported: its tvmconv.* nodes are the same workloads
+    path = tmp_path / "fast.pt2"
+    torch.export.save(torch.export.export(fast, (x,)), str(path))
+    from tvmconv.tools.workloads import workloads
+
+    assert workloads(path) == found
+    assert workloads(model, example_inputs=(x,)) == found  # what tune(model) takes

@@ -1,0 +1,323 @@
+"""Passes over a model traced with torch.fx: what ``tvmconv.convert`` applies to a model.
+
+    gm = trace(model)                     # tvmconv.nn modules stay single calls
+    folded = fold_batchnorm(gm)           # eval-mode BatchNorm folded into the conv before it
+    for rw in rewrites(gm): ...           # fusable patterns and single convolutions, not yet applied
+    apply(gm, rw)                         # one of them, in place
+
+A pattern is matched on the dataflow, not on neighbours in an ``nn.Sequential``: across nesting,
+between modules and functional calls (``F.relu``, ``torch.channel_shuffle``, ``F.max_pool2d``),
+wherever each intermediate value has one user. Residual adds and every other op stay PyTorch.
+
+* depthwise conv -> [act] -> 1x1 conv -> [act]              -> ``DepthwiseSeparableConv2d``
+* grouped conv -> [ReLU] -> channel shuffle                  -> ``ShuffledGroupConv2d`` -> [ReLU]
+* depthwise 1x3 -> [act] -> max-pool 2x1 -> depthwise 3x1 -> [act]  -> ``EffNetCore``
+* any other ``nn.Conv*d`` / ``nn.ConvTranspose*d``           -> its ``tvmconv.nn`` drop-in
+* a ``tvmconv.nn`` module running the ``torch`` backend      -> the same module on ``tvmconv``
+
+Activations are ReLU and ReLU6 (modules, ``F.relu``, ``torch.relu``, ``x.relu()``, ``F.relu6``,
+``F.hardtanh(x, 0, 6)``). BatchNorm folding uses torch's ``fuse_conv_bn_eval``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from . import nn as tnn
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_TRANSPOSES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_RELU_FNS = {F.relu: "relu", torch.relu: "relu", torch.relu_: "relu", F.relu6: "relu6"}
+_SHUFFLE_FNS = (F.channel_shuffle, torch.channel_shuffle, torch.native_channel_shuffle)
+
+
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, with every tvmconv.nn module but the containers kept as one call (their
+    forward checks arguments that a trace cannot give them)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if isinstance(m, tnn.TvmconvModule):
+            return not getattr(m, "container", False)
+        return super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """``model`` as an ``fx.GraphModule`` sharing its modules and parameters. Raises what torch.fx
+    raises for a model it cannot trace (data-dependent control flow)."""
+    tracer = _Tracer()
+    graph = tracer.trace(model)
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+# -- reading the graph ----------------------------------------------------------------------------
+def _module(gm: fx.GraphModule, node, types) -> nn.Module | None:
+    if isinstance(node, fx.Node) and node.op == "call_module":
+        m = gm.get_submodule(node.target)
+        if type(m) in types:  # exact types: a subclass may compute something else
+            return m
+    return None
+
+
+def _calls(gm: fx.GraphModule, target: str) -> int:
+    return sum(1 for n in gm.graph.nodes if n.op == "call_module" and n.target == target)
+
+
+def _only_user(node: fx.Node) -> fx.Node | None:
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def act_of(gm: fx.GraphModule, node: fx.Node, arg: fx.Node) -> str | None:
+    """'relu' or 'relu6' when ``node`` applies that activation to ``arg`` (and nothing else)."""
+    if not isinstance(node, fx.Node) or not node.args or node.args[0] is not arg:
+        return None
+    if node.op == "call_module":
+        m = gm.get_submodule(node.target)
+        return tnn._act_name(m) if type(m) in (nn.ReLU, nn.ReLU6, nn.Hardtanh) and len(node.args) == 1 else None
+    if node.op == "call_method" and node.target in ("relu", "relu_") and len(node.args) == 1:
+        return "relu"
+    if node.op != "call_function":
+        return None
+    if node.target in _RELU_FNS and len(node.args) == 1:
+        return _RELU_FNS[node.target]
+    if node.target is F.hardtanh:
+        lo = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", -1.0)
+        hi = node.args[2] if len(node.args) > 2 else node.kwargs.get("max_val", 1.0)
+        return "relu6" if (lo, hi) == (0, 6) else None
+    return None
+
+
+def _then_act(gm, node: fx.Node) -> tuple[str | None, list[fx.Node]]:
+    """The activation applied to ``node`` by its only user, if any: ``(name, [that user])``."""
+    user = _only_user(node)
+    act = act_of(gm, user, node) if user is not None else None
+    return (act, [user]) if act else (None, [])
+
+
+def _shuffle_groups(gm, node: fx.Node, arg: fx.Node) -> int | None:
+    if not isinstance(node, fx.Node) or not node.args or node.args[0] is not arg:
+        return None
+    if node.op == "call_module" and type(gm.get_submodule(node.target)) is nn.ChannelShuffle:
+        return gm.get_submodule(node.target).groups
+    if node.op == "call_function" and node.target in _SHUFFLE_FNS:
+        groups = node.args[1] if len(node.args) > 1 else node.kwargs.get("groups")
+        return groups if isinstance(groups, int) else None
+    return None
+
+
+def _pool_2x1(gm, node: fx.Node, arg: fx.Node) -> bool:
+    """``node`` is a 2x1 max-pool with stride 2x1 of ``arg``, no padding, dilation or ceil mode."""
+    if not isinstance(node, fx.Node) or not node.args or node.args[0] is not arg:
+        return False
+    pair = nn.modules.utils._pair
+    if node.op == "call_module":
+        p = gm.get_submodule(node.target)
+        return (type(p) is nn.MaxPool2d and pair(p.kernel_size) == (2, 1) and pair(p.stride) == (2, 1)
+                and pair(p.padding) == (0, 0) and pair(p.dilation) == (1, 1) and not p.ceil_mode
+                and not p.return_indices)
+    if node.op == "call_function" and node.target in (F.max_pool2d, torch.max_pool2d):
+        names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
+        kw = {**dict(zip(names, node.args[1:])), **node.kwargs}
+        stride = kw.get("stride") or kw.get("kernel_size")
+        return (pair(kw.get("kernel_size")) == (2, 1) and pair(stride) == (2, 1) and pair(kw.get("padding", 0)) == (0, 0)
+                and pair(kw.get("dilation", 1)) == (1, 1) and not kw.get("ceil_mode", False)
+                and not kw.get("return_indices", False))
+    return False
+
+
+def _conv2d(m, *, depthwise=False, kernel=None, pointwise=False) -> bool:
+    if type(m) is not nn.Conv2d or m.padding_mode != "zeros" or isinstance(m.padding, str):
+        return False
+    if depthwise and not (m.groups == m.in_channels and m.out_channels % m.in_channels == 0 and m.groups > 1):
+        return False
+    if kernel is not None and m.kernel_size != kernel:
+        return False
+    return not pointwise or (m.kernel_size == (1, 1) and m.stride == (1, 1) and m.padding == (0, 0)
+                             and m.groups == 1)
+
+
+# -- BatchNorm --------------------------------------------------------------------------------------
+def fold_batchnorm(gm: fx.GraphModule) -> list[str]:
+    """Fold each eval-mode BatchNorm whose input is a convolution used nowhere else into that
+    convolution (a folded copy replaces it; the model's own modules are not changed). Returns the
+    BatchNorm modules folded."""
+    folded = []
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or len(node.args) != 1:
+            continue
+        bn = gm.get_submodule(node.target)
+        if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or bn.training or not bn.track_running_stats:
+            continue
+        prev = node.args[0]
+        conv = _module(gm, prev, _CONVS + _CONV_TRANSPOSES)
+        if conv is None or conv.training or len(prev.users) != 1 or _calls(gm, prev.target) != 1:
+            continue
+        if bn.running_mean is None or bn.num_features != (conv.out_channels):
+            continue
+        gm.add_submodule(prev.target, fuse_conv_bn_eval(conv, bn, transpose=type(conv) in _CONV_TRANSPOSES))
+        node.replace_all_uses_with(prev)
+        gm.graph.erase_node(node)
+        folded.append(node.target)
+    gm.graph.lint()
+    gm.recompile()
+    gm.delete_all_unused_submodules()
+    return folded
+
+
+# -- rewrites ----------------------------------------------------------------------------------------
+@dataclass
+class Rewrite:
+    """One replacement, not yet applied: ``nodes`` (the first takes the input; the last's value is
+    what the replacement computes) become one call of ``module``; ``after`` re-applies a ReLU the
+    shuffle commuted with."""
+
+    name: str  # the first covered module's qualified name
+    kind: str  # the tvmconv module's class name
+    module: nn.Module
+    nodes: list[fx.Node]
+    covered: list[str] = field(default_factory=list)  # qualified names of the modules it replaces
+    after: str | None = None
+
+    @property
+    def input(self) -> fx.Node:
+        return self.nodes[0].args[0]
+
+    def original(self, gm: fx.GraphModule) -> Callable:
+        """The replaced nodes as a callable of the input: the PyTorch path this rewrite competes with."""
+        g = fx.Graph()
+        env = {self.input: g.placeholder("x")}
+        for n in self.nodes:
+            env[n] = g.node_copy(n, lambda a: env[a])
+        g.output(env[self.nodes[-1]])
+        return fx.GraphModule(gm, g)
+
+
+def rewrites(gm: fx.GraphModule, filter_fn: Callable[[str, nn.Module], bool] | None = None) -> list[Rewrite]:
+    """Every rewrite of ``gm``, in graph order, each node in at most one (fused patterns first).
+    ``filter_fn(name, module) -> False`` leaves a module (and any pattern holding it) alone."""
+    taken: set = set()
+    out: list[Rewrite] = []
+    keep = (lambda n: True) if filter_fn is None else (
+        lambda n: n.op != "call_module" or filter_fn(n.target, gm.get_submodule(n.target)))
+    for node in gm.graph.nodes:
+        if node in taken or node.op != "call_module" or _calls(gm, node.target) != 1:
+            continue
+        rw = _fused(gm, node) or _single(gm, node)
+        if rw is None or any(n in taken for n in rw.nodes) or not all(keep(n) for n in rw.nodes):
+            continue
+        taken.update(rw.nodes)
+        rw.covered = [n.target for n in rw.nodes if n.op == "call_module"]
+        out.append(rw)
+    return out
+
+
+def _fused(gm, node: fx.Node) -> Rewrite | None:
+    m = gm.get_submodule(node.target)
+    if _conv2d(m, depthwise=True):
+        if rw := _depthwise_separable(gm, node, m):
+            return rw
+    if _conv2d(m, depthwise=True, kernel=(1, 3)):
+        if rw := _effnet_core(gm, node, m):
+            return rw
+    if _conv2d(m):
+        return _shuffled(gm, node, m)
+    return None
+
+
+def _depthwise_separable(gm, node, dw) -> Rewrite | None:
+    a1, acts1 = _then_act(gm, node)
+    last = acts1[-1] if acts1 else node
+    nxt = _only_user(last)
+    pw = _module(gm, nxt, (nn.Conv2d,))
+    if pw is None or not _conv2d(pw, pointwise=True) or pw.in_channels != dw.out_channels or nxt.args != (last,) \
+            or _calls(gm, nxt.target) != 1:
+        return None
+    a2, acts2 = _then_act(gm, nxt)
+    return Rewrite(node.target, "DepthwiseSeparableConv2d", tnn.DepthwiseSeparableConv2d.from_convs(dw, pw, a1, a2),
+                   [node, *acts1, nxt, *acts2])
+
+
+def _effnet_core(gm, node, a) -> Rewrite | None:
+    if a.stride != (1, 1) or a.padding != (0, 1) or a.out_channels != a.in_channels:
+        return None
+    a1, acts1 = _then_act(gm, node)
+    last = acts1[-1] if acts1 else node
+    pool = _only_user(last)
+    if pool is None or not _pool_2x1(gm, pool, last):
+        return None
+    nxt = _only_user(pool)
+    b = _module(gm, nxt, (nn.Conv2d,))
+    if b is None or not _conv2d(b, depthwise=True, kernel=(3, 1)) or b.stride != (1, 1) or b.padding != (1, 0) \
+            or not (b.in_channels == b.out_channels == a.out_channels) or nxt.args != (pool,) \
+            or _calls(gm, nxt.target) != 1:
+        return None
+    a2, acts2 = _then_act(gm, nxt)
+    if a1 != a2:
+        return None
+    return Rewrite(node.target, "EffNetCore", tnn.EffNetCore.from_convs(a, b, a1), [node, *acts1, pool, nxt, *acts2])
+
+
+def _shuffled(gm, node, conv) -> Rewrite | None:
+    user = _only_user(node)
+    relu = user if user is not None and act_of(gm, user, node) == "relu" else None
+    last = relu or node
+    shuffle = _only_user(last)
+    groups = _shuffle_groups(gm, shuffle, last) if shuffle is not None else None
+    if not groups or conv.out_channels % groups:
+        return None
+    new = tnn.ShuffledGroupConv2d.__new__(tnn.ShuffledGroupConv2d)
+    new.__dict__ = dict(conv.__dict__)
+    new._init_tvmconv(None)
+    new.shuffle_groups = groups
+    # the ReLU commutes with the shuffle (a permutation of channels): it runs after the fused conv
+    return Rewrite(node.target, "ShuffledGroupConv2d", new, [node, *([relu] if relu else []), shuffle],
+                   after="relu" if relu else None)
+
+
+def _single(gm, node) -> Rewrite | None:
+    m = gm.get_submodule(node.target)
+    if isinstance(m, tnn.TvmconvModule):
+        if m.backend != "torch" or getattr(m, "container", False):
+            return None
+        new = copy.copy(m)  # the same parameters, on the tvmconv backend
+        new.backend = "tvmconv"
+        return Rewrite(node.target, type(m).__name__, new, [node])
+    cls = tnn.DROP_IN.get(type(m))
+    if cls is None:
+        return None
+    new = cls.__new__(cls)
+    new.__dict__ = dict(m.__dict__)  # the same parameters, buffers and hyper-parameters
+    new._init_tvmconv(None)
+    return Rewrite(node.target, cls.__name__, new, [node])
+
+
+def apply(gm: fx.GraphModule, rw: Rewrite) -> None:
+    """Replace ``rw``'s nodes in ``gm`` by one call of its module, installed under ``rw.name``
+    (fused modules hold the replaced convolutions as children). Call ``finish`` after the last."""
+    first, last = rw.nodes[0], rw.nodes[-1]
+    gm.add_submodule(rw.name, rw.module)
+    with gm.graph.inserting_before(first):
+        new = gm.graph.call_module(rw.name, (rw.input,))
+        if rw.after == "relu":
+            new = gm.graph.call_function(F.relu, (new,))
+    last.replace_all_uses_with(new)
+    for n in reversed(rw.nodes):
+        gm.graph.erase_node(n)
+
+
+def finish(gm: fx.GraphModule) -> fx.GraphModule:
+    gm.graph.eliminate_dead_code()
+    gm.graph.lint()
+    gm.recompile()
+    gm.delete_all_unused_submodules()
+    return gm
+
+
+__all__ = ["trace", "fold_batchnorm", "rewrites", "apply", "finish", "Rewrite", "act_of"]
