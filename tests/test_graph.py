@@ -159,3 +159,23 @@ def test_workloads_are_the_kernels_convert_runs(rng, tmp_path):
 
     assert workloads(path) == found
     assert workloads(model, example_inputs=(x,)) == found  # what tune(model) takes
+
+
+def test_a_model_fx_cannot_trace_has_its_convs_swapped_one_by_one(rng):
+    class Branching(nn.Module):  # data-dependent control flow: no graph
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.b(y) if y.sum() > -1e9 else y
+
+    model = Branching().eval()
+    x = torch.randn(1, 3, 8, 8, generator=rng)
+    fast = tvmconv.convert(model, (x,), time_layers=False)
+    rep = fast.tvmconv_report
+    assert not rep.traced and "cannot trace" in rep.note and [r.kind for r in rep.layers] == ["Conv2d", "Conv2d"]
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+    assert [s.c_out for s, _ in tvmconv.workloads(model, (x,))] == [4, 4]

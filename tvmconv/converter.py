@@ -345,20 +345,17 @@ def _swap_leaves(root: nn.Module, tgt, rep: ConversionReport, filter_fn) -> None
                 if not getattr(m, "container", False):
                     rep.layers.append(LayerReport(name, type(m).__name__, covered=[name]))
             continue
-        cls = tnn.DROP_IN.get(type(m))
-        if cls is None:
+        if type(m) not in tnn.DROP_IN:
             continue
         why = _unsupported(m, tgt)
         if why:
             rep.layers.append(LayerReport(name, "kept", covered=[name], reason=why))
             continue
-        new = cls.__new__(cls)
-        new.__dict__ = dict(m.__dict__)  # the same parameters, buffers and hyper-parameters
-        new._init_tvmconv(None)
+        new = graph.drop_in(m)
         parent_name, _, attr = name.rpartition(".")
         parent = root.get_submodule(parent_name) if parent_name else root
         setattr(parent, attr, new)
-        rep.layers.append(LayerReport(name, cls.__name__, covered=[name]))
+        rep.layers.append(LayerReport(name, type(new).__name__, covered=[name]))
 
 
 __all__ = ["convert", "workloads", "ConversionReport", "LayerReport"]

@@ -272,9 +272,7 @@ def _shuffled(gm, node, conv) -> Rewrite | None:
     groups = _shuffle_groups(gm, shuffle, last) if shuffle is not None else None
     if not groups or conv.out_channels % groups:
         return None
-    new = tnn.ShuffledGroupConv2d.__new__(tnn.ShuffledGroupConv2d)
-    new.__dict__ = dict(conv.__dict__)
-    new._init_tvmconv(None)
+    new = drop_in(conv, tnn.ShuffledGroupConv2d)
     new.shuffle_groups = groups
     # the ReLU commutes with the shuffle (a permutation of channels): it runs after the fused conv
     return Rewrite(node.target, "ShuffledGroupConv2d", new, [node, *([relu] if relu else []), shuffle],
@@ -289,13 +287,20 @@ def _single(gm, node) -> Rewrite | None:
         new = copy.copy(m)  # the same parameters, on the tvmconv backend
         new.backend = "tvmconv"
         return Rewrite(node.target, type(m).__name__, new, [node])
-    cls = tnn.DROP_IN.get(type(m))
+    new = drop_in(m)
+    return Rewrite(node.target, type(new).__name__, new, [node]) if new is not None else None
+
+
+def drop_in(m: nn.Module, cls=None) -> nn.Module | None:
+    """``m`` (a torch.nn convolution) as its tvmconv.nn drop-in (or ``cls``), sharing its
+    parameters, buffers and hyper-parameters; None for a module that has none."""
+    cls = cls or tnn.DROP_IN.get(type(m))
     if cls is None:
         return None
     new = cls.__new__(cls)
-    new.__dict__ = dict(m.__dict__)  # the same parameters, buffers and hyper-parameters
+    new.__dict__ = dict(m.__dict__)
     new._init_tvmconv(None)
-    return Rewrite(node.target, cls.__name__, new, [node])
+    return new
 
 
 def apply(gm: fx.GraphModule, rw: Rewrite) -> None:
@@ -320,4 +325,4 @@ def finish(gm: fx.GraphModule) -> fx.GraphModule:
     return gm
 
 
-__all__ = ["trace", "fold_batchnorm", "rewrites", "apply", "finish", "Rewrite", "act_of"]
+__all__ = ["trace", "fold_batchnorm", "rewrites", "apply", "finish", "drop_in", "Rewrite", "act_of"]
