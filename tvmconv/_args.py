@@ -18,6 +18,11 @@ SUPPORTED_DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.fl
 _NP_DTYPES = {np.dtype("float32"), np.dtype("float64"), np.dtype("float16")}
 
 
+class Empty(ValueError):
+    """An empty tensor argument, or an empty output: the op answers as PyTorch does (an empty
+    tensor where PyTorch returns one, this error where PyTorch raises; functional.py)."""
+
+
 class Args:
     """The tensors of one call, converted to torch tensors (CPU, or all on one CUDA device),
     remembering whether the caller gave NumPy arrays (then the result is returned as NumPy)."""
@@ -71,8 +76,8 @@ class Args:
                 raise ValueError(f"{self.op}: argument '{name}' must be {want}, got {value.dim()}-D "
                                  f"tensor of shape {tuple(value.shape)}")
         if value.numel() == 0:
-            raise ValueError(f"{self.op}: argument '{name}' is empty (shape {tuple(value.shape)}); "
-                             f"every dimension must be at least 1")
+            raise Empty(f"{self.op}: argument '{name}' is empty (shape {tuple(value.shape)}); every dimension must "
+                        f"be at least 1 (except where PyTorch returns an empty tensor for it)")
         if value.requires_grad and torch.is_grad_enabled():
             raise RuntimeError(f"{self.op}: argument '{name}' requires grad, but tvmconv kernels have no "
                                f"backward yet; call it under torch.no_grad() or detach the tensor")
@@ -148,7 +153,7 @@ def check_shape(t: torch.Tensor | None, expected: tuple[int, ...], name: str, op
 
 def check_out_size(in_size, out_size, kernel, padding, dilation, op: str) -> None:
     if any(o < 1 for o in out_size):
-        raise ValueError(
+        raise (Empty if min(out_size) == 0 else ValueError)(
             f"{op}: input spatial size {tuple(in_size)} padded by {tuple(padding)} is smaller than the "
             f"dilated kernel (kernel {tuple(kernel)}, dilation {tuple(dilation)}): output size would be "
             f"{tuple(out_size)}")

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import torch
 
+from ._args import Empty
 from .runtime.call import SpecOnly, _run, capture_kernels, collect_specs, no_dispatch, spec_of  # noqa: F401 - public
 from .variants import registry
 from .variants.conv import conv_spec  # noqa: F401 - public here: finds the workloads of a model
@@ -40,7 +42,10 @@ def _make(v: Variant):
             if target is not None:
                 kwargs["target"] = target
             return ops._call(name, args, kwargs)
-        spec, a, tensors, unbatched = parse(*args, **kwargs)
+        try:
+            spec, a, tensors, unbatched = parse(*args, **kwargs)
+        except Empty as exc:
+            return _as_torch(v, exc, args, kwargs)
         return _run(spec, a, tensors, target, unbatched)
 
     op.__name__ = op.__qualname__ = name
@@ -53,6 +58,22 @@ def _make(v: Variant):
 
 _compiling = torch.compiler.is_compiling
 _grad_enabled = torch.is_grad_enabled
+
+
+def _as_torch(v: Variant, exc: Empty, args, kwargs):
+    """A call with an empty argument or output: PyTorch's answer (its reference), an empty tensor
+    of the right shape, where PyTorch gives one; ``exc`` where it raises (or for NumPy input)."""
+    refused = ValueError(str(exc))  # (the documented class, not the subclass)
+    if any(isinstance(t, np.ndarray) for t in (*args, *kwargs.values())):
+        raise refused from None
+    try:
+        with torch.no_grad():
+            out = v.reference(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - PyTorch refuses it too: our error names the argument
+        raise refused from None
+    if not isinstance(out, torch.Tensor) or out.numel():
+        raise refused from None  # (a reference that computes something from an empty tensor is no answer)
+    return out.contiguous()
 
 
 def _any_requires_grad(args, kwargs) -> bool:
