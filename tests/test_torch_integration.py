@@ -4,6 +4,8 @@ torch.export. References: torch.nn, torch.nn.functional and tvmconv.reference.""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -295,3 +297,44 @@ def test_convert_keeps_what_it_cannot_run_and_reports_untraceable_models():
     with pytest.warns(UserWarning, match="does not run on example_inputs"):
         same = tvmconv.convert(mixed, (torch.randn(1, 5, 8, 8),), report=False)
     assert same is mixed and "does not run" in same.tvmconv_report.error
+
+
+# -- torch semantics -------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, shapes, kw", [
+    ("conv2d", ((2, 4, 7, 7), (6, 2, 3, 3), (6,)), dict(padding=1, groups=2, stride=2)),
+    ("conv1d", ((4, 9), (6, 4, 3), None), dict(dilation=2)),  # unbatched
+    ("conv_transpose2d", ((2, 4, 5, 5), (4, 3, 3, 3), (3,)), dict(stride=2, padding=1, output_padding=1)),
+    ("conv3d", ((1, 2, 4, 4, 4), (3, 2, 2, 2, 2), None), {}),
+])
+def test_plain_conv_backward_is_pytorchs(rng, monkeypatch, name, shapes, kw):
+    """The gradients of the plain convolutions come from aten.convolution_backward on the saved
+    tensors: PyTorch's exactly, and the forward is not run again."""
+    import tvmconv.ops as tops
+
+    leaves = [None if s is None else torch.randn(s, generator=rng, dtype=torch.float64) for s in shapes]
+    mine = [None if t is None else t.clone().requires_grad_() for t in leaves]
+    ref = [None if t is None else t.clone().requires_grad_() for t in leaves]
+    out = getattr(TF, name)(*mine, **kw)
+    want = getattr(F, name)(*ref, **kw)
+    monkeypatch.setitem(vars(tops.OPS[name]), "reference", None)  # a recomputed forward would fail now
+    g = torch.randn(want.shape, generator=rng, dtype=torch.float64)
+    out.backward(g)
+    want.backward(g)
+    for a, b in zip(mine, ref):
+        if a is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-10)
+
+
+def test_channels_last_in_channels_last_out(rng):
+    x = torch.randn(2, 8, 9, 9, generator=rng).to(memory_format=torch.channels_last)
+    w = torch.randn(16, 8, 3, 3, generator=rng)
+    want = F.conv2d(x, w, padding=1)
+    with torch.no_grad():
+        for ctx in (TF.no_dispatch(), contextlib.nullcontext()):  # the kernel, and the op as dispatched
+            with ctx:
+                got = TF.conv2d(x, w, padding=1)
+            assert got.is_contiguous(memory_format=torch.channels_last) and got.stride() == want.stride()
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    compiled = torch.compile(lambda a: TF.conv2d(a, w, padding=1), fullgraph=True, backend="eager")
+    with torch.no_grad():
+        assert compiled(x).stride() == want.stride()

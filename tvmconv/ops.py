@@ -8,9 +8,10 @@ that call them without a graph break and ``torch.export`` captures them as ``tvm
 The fake implementation is the independent PyTorch reference applied to fake tensors: shapes
 agree with the kernel by construction, and ``opcheck`` verifies it.
 
-Autograd: the forward runs the tvmconv kernel; the backward recomputes the PyTorch reference and
-differentiates it (correct gradients, PyTorch speed). ``deform_conv2d`` has no PyTorch reference
-to differentiate and raises a clear error in backward.
+Autograd: the forward runs the tvmconv kernel. The plain convolutions' backward is PyTorch's
+``aten.convolution_backward`` on the saved input and weight; the fused variants' recomputes the
+PyTorch reference and differentiates it (correct gradients, PyTorch speed). ``deform_conv2d``
+has no PyTorch reference to differentiate and raises a clear error in backward.
 
 ``OPS`` is name -> ``CustomOp`` (schema, functional op, reference), made from each registered
 variant (tvmconv.variants); a variant registered later gets its custom op too. Tests loop over it.
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from . import functional as TF
+from .runtime.call import memory_format
 from ._args import conv_padding, int_tuple
 from .variants import registry
 from .variants.registry import VARIANTS, Variant
@@ -76,7 +78,10 @@ def _fake(op: CustomOp):
         if op.fake is not None:
             return op.fake(*args[:-1])
         out = op.reference(*args[:-1])
-        return out.new_empty(out.shape)  # contiguous, as the kernel's output
+        # dense, as the kernel's output: channels_last after a channels_last input, as torch's
+        x = args[0]
+        fmt = memory_format(x) if out.dim() == 4 else torch.contiguous_format
+        return out.new_empty(out.shape).contiguous(memory_format=fmt)
     return fake
 
 
@@ -85,7 +90,39 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(*[t for t in inputs if isinstance(t, torch.Tensor)])
 
 
+_CONVS = {f"conv{nd}d": (nd, False) for nd in (1, 2, 3)} | {f"conv_transpose{nd}d": (nd, True) for nd in (1, 2, 3)}
+
+
+def _conv_backward(op: CustomOp):
+    """The plain convolutions' backward: ``aten.convolution_backward``, PyTorch's own, from the
+    saved input and weight (no forward recomputed)."""
+    nd, transposed = _CONVS[op.name]
+
+    def backward(ctx, grad):
+        x, w, b, *rest = ctx.inputs
+        x, w = ctx.saved_tensors[:2]
+        if transposed:
+            stride, padding, output_padding, groups, dilation = rest[:5]
+        else:
+            (stride, padding, dilation, groups), output_padding = rest[:4], [0] * nd
+        need = ctx.needs_input_grad
+        unbatched = x.dim() == nd + 1
+        if unbatched:
+            x, grad = x.unsqueeze(0), grad.unsqueeze(0)
+        bias_sizes = None if b is None else [w.shape[1] * groups if transposed else w.shape[0]]
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            grad.contiguous(), x, w, bias_sizes, stride, padding, dilation, transposed, output_padding, groups,
+            [need[0], need[1], b is not None and need[2]])
+        if unbatched and gx is not None:
+            gx = gx.squeeze(0)
+        return (gx, gw, gb) + (None,) * (len(ctx.inputs) - 3)
+    return backward
+
+
 def _backward(op: CustomOp):
+    if op.name in _CONVS:
+        return _conv_backward(op)
+
     def backward(ctx, grad):
         if op.reference is None:
             raise RuntimeError(f"tvmconv.{op.name}: no backward (its reference is not differentiable); use "

@@ -138,12 +138,26 @@ def _run(spec: Spec, a: Args, tensors: list[torch.Tensor | None], target=None, u
             out = _calibrating(kern, vendor, a, tensors)
         # dense, as the kernel's output and the custom op's fake (a vendor path such as
         # channel_wise_conv's ends in a permuted view): a no-op where it already is
-        out = out.contiguous()
+        out = out.contiguous(memory_format=memory_format(tensors[0]) if out.dim() == 4 else _CONTIGUOUS)
     else:
         out = _kernel_out(kern, a, tensors)
+        if out.dim() == 4 and memory_format(tensors[0]) is _CHANNELS_LAST:
+            out = out.contiguous(memory_format=_CHANNELS_LAST)
     if unbatched:
         out = out.squeeze(0)
     return out.numpy() if a.numpy else out
+
+
+_CHANNELS_LAST, _CONTIGUOUS = torch.channels_last, torch.contiguous_format
+
+
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The layout an op's output takes, as torch's convolutions choose it: channels_last for a 4-D
+    input laid out channels_last (and not also plain contiguous: 1x1 images, one channel), else
+    contiguous. The kernels compute NCHW; a channels_last output is a copy."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=_CHANNELS_LAST):
+        return _CHANNELS_LAST
+    return _CONTIGUOUS
 
 
 def _kernel_out(kern, a: Args, tensors: list) -> torch.Tensor:
