@@ -9,6 +9,8 @@
     TVMCONV_SPIN_COUNT  how long TVM's idle kernel threads spin before sleeping (TVM's
                         TVM_THREAD_POOL_SPIN_COUNT; default 0: sleep at once, so PyTorch ops
                         between tvmconv kernels get the cores)
+    TVMCONV_SHARED_POOL 1 (default): compiled CPU kernels run their parallel loops on PyTorch's OpenMP
+                        thread pool (backends/openmp.py); 0: on TVM's own pool
     TVMCONV_PARALLEL_LAUNCH_US  what one parallel launch of TVM's CPU thread pool costs here, in
                         microseconds (default: measured once per machine, backends/launch.py);
                         kernels estimated below about twice it run on one thread
@@ -99,6 +101,10 @@ def spin_count() -> int:
     if not env.isdigit():
         raise ValueError(f"TVMCONV_SPIN_COUNT must be a non-negative integer, got {env!r}")
     return int(env)
+
+
+def shared_pool() -> bool:
+    return (_env("TVMCONV_SHARED_POOL") or "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def parallel_launch_us() -> float | None:

@@ -93,6 +93,15 @@ class Backend:
     def before_compile(self) -> None:
         """Set up what ``tvm.compile`` needs for this kind (once per process is enough)."""
 
+    def adopt_library(self, path) -> None:
+        """Set up a kernel library TVM has just loaded from ``path`` to run here (nothing by default)."""
+
+    @property
+    def thread_pool(self) -> str:
+        """The thread pool this kind's kernels run on here: part of the machine key, since what a
+        parallel launch costs depends on it ("" where there is none to choose)."""
+        return ""
+
     def toolchain(self):
         """The ``Toolchain`` that links this target's libraries (None: TVM's own, e.g. CUDA)."""
         return None

@@ -8,7 +8,9 @@ VM with AVX-512 (futex wake-ups through the hypervisor). A kernel of 10 us on on
 of a transferred record is made from this measurement: below ``serial_below_s`` a kernel runs on
 one thread.
 
-The measurement times a trivial kernel split over ``threads`` tasks against its one-thread twin
+The cost depends on the pool a kernel runs on: kernels share PyTorch's OpenMP pool where they can
+(backends/openmp.py), whose workers are often awake from the op before, and the pool is part of
+the machine key. The measurement times a trivial kernel split over ``threads`` tasks against its one-thread twin
 (interleaved rounds, medians) and is kept per machine (``backends.machine``) in the user cache's
 ``machine/<key>.json``. ``TVMCONV_PARALLEL_LAUNCH_US`` replaces it (tests; a target built here
 for another machine uses ``DEFAULT_LAUNCH_S``).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import tempfile
 import time
 
 from .. import knobs
@@ -97,10 +100,15 @@ def measure(target: TargetInfo, *, rounds: int = 7, calls: int = 100) -> float:
     out = torch.empty(spec.kernel_out_shape)
     plan = plan_for(spec, backend.lanes(spec.dtype), backend.facts.vector_registers)
     fns = []
-    for serial in (True, False):
-        sch, _ = backend.default_schedule(spec, dataclasses.replace(plan, serial=serial))
-        f = tvm.compile(sch.mod, target=target.tvm())["main"]
-        fns.append(lambda f=f: [f(*args, out) for _ in range(calls)])
-    one, split = interleaved_many(fns, rounds=rounds, min_round_s=0.0, warmup=1)
+    with tempfile.TemporaryDirectory(prefix="tvmconv-launch-") as tmp:
+        for serial in (True, False):
+            sch, _ = backend.default_schedule(spec, dataclasses.replace(plan, serial=serial))
+            # loaded as the ops load a kernel: on the thread pool they use (backends/openmp.py)
+            path = f"{tmp}/{'one' if serial else 'split'}.so"
+            backend.export_library(tvm.compile(sch.mod, target=target.tvm()), path)
+            f = tvm.runtime.load_module(path)["main"]
+            backend.adopt_library(path)
+            fns.append(lambda f=f: [f(*args, out) for _ in range(calls)])
+        one, split = interleaved_many(fns, rounds=rounds, min_round_s=0.0, warmup=1)
     threads = max(1, target.num_cores)
     return max(0.0, (median(split) - median(one) / threads) / calls)

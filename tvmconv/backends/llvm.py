@@ -69,6 +69,18 @@ class LLVMBackend(Backend):
     def packs_weights(self) -> bool:
         return self.target.runs_here
 
+    def adopt_library(self, path) -> None:
+        if self.target.runs_here:
+            from .openmp import share_pool
+
+            share_pool(path)
+
+    @property
+    def thread_pool(self) -> str:
+        from .openmp import pool
+
+        return pool() if self.target.runs_here else ""
+
     def unavailable(self, action: str) -> str | None:
         if self.target.runs_here:
             return None

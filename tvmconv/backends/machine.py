@@ -56,8 +56,11 @@ def cpu_model() -> str:
 def _machine(target: TargetInfo, override: str | None) -> Machine:
     device = override or target.backend.device_model()
     threads = target.backend.cores
-    blob = json.dumps({"device": device, "target": target.key_dict, "threads": threads}, sort_keys=True,
-                      separators=(",", ":"))
+    facts = {"device": device, "target": target.key_dict, "threads": threads}
+    pool = target.backend.thread_pool
+    if pool not in ("", "tvm"):  # (TVM's own pool: the keys measured before there was a choice)
+        facts["pool"] = pool
+    blob = json.dumps(facts, sort_keys=True, separators=(",", ":"))
     return Machine(hashlib.sha256(blob.encode()).hexdigest()[:12], device, target.profile, threads)
 
 

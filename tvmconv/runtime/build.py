@@ -364,7 +364,7 @@ def compile_spec(spec: Spec, target: TargetInfo, record: ScheduleRecord | None =
     if torch_callable and source != "unscheduled":
         lib_key = _lib_key(spec, build_target, record)
         path = cache.kernel_path(target, lib_key)
-        lib = _load_library(path, lib_key, spec)
+        lib = _load_library(path, lib_key, spec, target)
         if lib is not None:
             plan = backend.default_plan(spec)
             if record is not None:
@@ -397,7 +397,9 @@ def compile_spec(spec: Spec, target: TargetInfo, record: ScheduleRecord | None =
             mod = natural_signature(mod, spec) if torch_callable else mod
         ex = tvm.compile(mod, target=target.tvm())
     if path is not None:
-        cache.save_library(path, ex.export_library, path.stem, spec, build_target)
+        if cache.save_library(path, ex.export_library, path.stem, spec, build_target):
+            # run what the next process will load, set up as the backend sets up a loaded library
+            ex = _load_library(path, path.stem, spec, target) or ex
     func = ex["main"] if torch_callable else None
     kern = Kernel(spec, target, plan, func, ex, time.perf_counter() - t0, source)
     kern = _with_dispatch(kern, record if from_record(source) else None)
@@ -423,14 +425,16 @@ def _with_dispatch(kern: Kernel, record: ScheduleRecord | None) -> Kernel:
     return kern
 
 
-def _load_library(path: Path, lib_key: str, spec: Spec):
+def _load_library(path: Path, lib_key: str, spec: Spec, target: TargetInfo):
     if not cache.library_ok(path, lib_key, spec):
         return None
     try:
-        return tvm.runtime.load_module(str(path))
+        lib = tvm.runtime.load_module(str(path))
     except Exception as exc:  # noqa: BLE001 - intact but unloadable (a missing runtime symbol...)
         cache.set_aside(path, f"does not load: {_last_line(exc)}")
         return None
+    target.backend.adopt_library(path)
+    return lib
 
 
 def load(spec: Spec, target: TargetInfo) -> Kernel:

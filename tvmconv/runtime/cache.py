@@ -243,7 +243,7 @@ def manifest_path(lib: Path) -> Path:
     return lib.with_suffix(".json")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -260,7 +260,7 @@ def _library_problem(path: Path, st: os.stat_result, key: str, spec: dict) -> st
         return f"no readable manifest {manifest_path(path).name}"
     if not isinstance(man, dict) or man.get("key") != key or digest(man.get("spec")) != digest(spec):
         return "its manifest names another kernel"
-    if man.get("size") != st.st_size or man.get("sha256") != _sha256(path):
+    if man.get("size") != st.st_size or man.get("sha256") != file_sha256(path):
         return "its bytes do not match its manifest (truncated or altered)"
     return None
 
@@ -284,27 +284,30 @@ def library_ok(path: Path, key: str, spec: Spec) -> bool:
     return False
 
 
-def save_library(path: Path, export: Callable[[str], None], key: str, spec: Spec, target: TargetInfo) -> None:
+def save_library(path: Path, export: Callable[[str], None], key: str, spec: Spec, target: TargetInfo) -> bool:
     """Store the library ``export(file)`` writes at ``path`` with its manifest, unless another
-    process holds the lock (never waited for: storing is optional) or the directory is untrusted.
-    Failures are logged at INFO: the op runs from memory."""
+    process holds the lock (never waited for: storing is optional), the directory is untrusted or
+    a file is there. Failures are logged at INFO: the op runs from memory. True where it stored it."""
     if not trusted(path.parent):
-        return
+        return False
     try:
         with lock(path, timeout=LIBRARY_LOCK_TIMEOUT_S):
             if os.path.lexists(path):
-                return
+                return False
             with atomic_path(path, suffix=".so") as tmp:  # TVM picks how to link from the suffix
                 export(str(tmp))
                 # the manifest first (the library is renamed into place after this block): a reader
                 # never finds a library without its manifest
                 write_json(manifest_path(path), {"format": CACHE_FORMAT_VERSION, "key": key, "spec": spec.to_dict(),
                                                  "target": target.dict, "size": tmp.stat().st_size,
-                                                 "sha256": _sha256(tmp)})
+                                                 "sha256": file_sha256(tmp)})
+        return True
     except Timeout:
         log.info("tvmconv: %s.lock is held by another process; not caching the compiled kernel", path)
+        return False
     except Exception as exc:  # noqa: BLE001 - no C compiler, read-only cache...: run from memory
         log.info("tvmconv: could not cache the compiled kernel at %s: %s", path, exc)
+        return False
 
 
 # -- schedule records ----------------------------------------------------------------------------

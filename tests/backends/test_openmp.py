@@ -1,0 +1,104 @@
+"""CPU kernels' parallel loops on PyTorch's OpenMP pool (backends/openmp.py)."""
+
+import ctypes
+import os
+import shutil
+import sys
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tvmconv.functional as TF
+from tvmconv import knobs
+from tvmconv.backends import openmp
+from tvmconv.backends.machine import machine_of
+from tvmconv.backends.target import resolve
+from tvmconv.runtime import build
+
+# (where both are there the pool must be shared: a skip on pool() would hide a broken launcher)
+pytestmark = pytest.mark.skipif(not (sys.platform == "linux" and shutil.which(os.environ.get("CC", "gcc"))),
+                                reason="the shared pool needs Linux and a C compiler")
+
+
+class _Env(ctypes.Structure):
+    _fields_ = [("sync_handle", ctypes.c_void_p), ("num_task", ctypes.c_int32)]
+
+
+_LAMBDA = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Env), ctypes.c_void_p)
+_LAUNCH = ctypes.CFUNCTYPE(ctypes.c_int, _LAMBDA, ctypes.c_void_p, ctypes.c_int)
+
+
+def _launch(num_task: int, fail_at: int = -1):
+    """Run the launcher on a Python task that records ``(task_id, penv.num_task, thread)``."""
+    seen = []
+
+    def task(task_id, env, _):
+        seen.append((task_id, env.contents.num_task, threading.get_ident()))
+        return -1 if task_id == fail_at else 0
+
+    rc = _LAUNCH(openmp._launcher())(_LAMBDA(task), None, num_task)
+    return rc, seen
+
+
+@pytest.mark.parametrize("num_task, expect", [(0, None), (1, 1), (5, 5)])
+def test_the_launcher_runs_every_task_once(num_task, expect):
+    expect = expect or knobs.num_threads()  # 0: one per thread tvmconv's kernels may use
+    rc, seen = _launch(num_task)
+    assert rc == 0
+    assert sorted(t for t, _, _ in seen) == list(range(expect))
+    assert {n for _, n, _ in seen} == {expect}  # each task sees how many there are
+    if expect > 1 and torch.get_num_threads() > 1:
+        assert len({ident for _, _, ident in seen}) > 1  # and they ran on the pool, not one thread
+
+
+def test_a_failed_task_fails_the_launch():
+    rc, seen = _launch(4, fail_at=2)
+    assert rc == -1 and sorted(t for t, _, _ in seen) == [0, 1, 2, 3]
+
+
+def test_loaded_kernels_run_on_the_shared_pool_and_match_torch(tmp_path, monkeypatch):
+    monkeypatch.setenv("TVMCONV_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("TVMCONV_PARALLEL_LAUNCH_US", "0")  # split every kernel
+    monkeypatch.setenv("TVMCONV_DISPATCH", "0")  # the kernel, never the vendor path
+    x, w = torch.randn(1, 32, 28, 28), torch.randn(64, 32, 3, 3)
+    spec = TF.spec_of(TF.conv2d, x, w, padding=1)
+    for fresh in (True, False):  # compiled (then loaded from the cache), and loaded
+        build.clear_memory_cache()
+        for _ in range(20):  # the pool's threads take turns with torch's own ops between calls
+            out = TF.conv2d(x, w, padding=1)
+            torch.add(x, 1)
+        kern = build.load(spec, resolve(None))
+        assert (kern.loaded_from == "") == fresh and not kern.plan.serial
+        lib = ctypes.CDLL(next(tmp_path.rglob("kernels/*/*.so")).as_posix())
+        assert ctypes.c_void_p.in_dll(lib, "__TVMBackendParallelLaunch").value == openmp._launcher()
+        torch.testing.assert_close(out, F.conv2d(x, w, padding=1), atol=1e-4, rtol=1e-4)
+    build.clear_memory_cache()
+
+
+def test_the_pool_is_part_of_the_machine_key(monkeypatch):
+    tgt = resolve(None)
+    shared = machine_of(tgt).key
+    monkeypatch.setenv("TVMCONV_SHARED_POOL", "0")
+    openmp._launcher.cache_clear()
+    try:
+        from tvmconv.backends import machine
+
+        machine._machine.cache_clear()
+        assert openmp.pool() == "tvm" and not openmp.share_pool("/nonexistent.so")
+        assert machine_of(tgt).key != shared  # launch costs and dispatch choices are measured per pool
+    finally:
+        monkeypatch.delenv("TVMCONV_SHARED_POOL")
+        openmp._launcher.cache_clear()
+        machine._machine.cache_clear()
+    assert machine_of(tgt).key == shared
+
+
+def test_a_file_left_under_the_launchers_name_is_compiled_over(tmp_path, monkeypatch):
+    monkeypatch.setenv("TVMCONV_CACHE_DIR", str(tmp_path))
+    first = openmp._compiled()
+    assert first.parent == tmp_path / "machine"
+    first.write_bytes(b"\x7fELF garbage")
+    again = openmp._compiled()
+    assert again == first and ctypes.CDLL(str(again)).tvmconv_parallel_launch

@@ -1,0 +1,166 @@
+"""TVM's parallel loops run on the process's OpenMP thread pool, PyTorch's, not on a second pool.
+
+A CPU kernel compiled by TVM splits its outer loop through ``__TVMBackendParallelLaunch``: a
+function pointer each loaded library holds, which TVM's runtime points at its own thread pool.
+PyTorch runs its ops on an OpenMP pool whose idle workers spin for a while (libgomp: 300,000
+spins) before sleeping. In a model mixing the two on 2 vCPUs, TVM's worker and PyTorch's spinning
+worker took turns on one core: ResNet-18's converted layers took 64.5 ms a pass in the model
+against 40.1 ms alone (benchmarks/results/x86-avx512-resnet18-in-model.md, Intel Xeon, AVX-512).
+``share_pool`` points a loaded library's launch at ``_LAUNCH_C`` below, which runs the tasks
+through the same OpenMP runtime (``GOMP_parallel``): whichever worker is awake takes the next
+loop, PyTorch's or ours.
+
+The launcher is compiled once per machine with the native C compiler (the one that links the
+kernels) into the user cache, and bound to the OpenMP runtime already mapped into this process
+(PyTorch's own copy first). Without a compiler, an OpenMP runtime, ``/proc`` or a writable cache,
+or with ``TVMCONV_SHARED_POOL=0``, libraries keep TVM's pool (``pool()`` says which).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .. import knobs
+
+log = logging.getLogger("tvmconv")
+
+# TVM's ABI (tvm/runtime/c_backend_api.h): the launch runs flambda(task_id, penv, cdata) for every
+# task id below penv->num_task; num_task 0 means "as many as the pool has". A kernel that returned
+# nonzero made the launch fail. TVM's CPU schedules use no TVMBackendParallelBarrier, so the env's
+# sync_handle stays NULL. A team smaller than asked (a nested region) runs the remaining ids in turn.
+_LAUNCH_C = r"""
+#include <stdint.h>
+typedef struct { void* sync_handle; int32_t num_task; } Env;
+typedef int (*Lambda)(int, Env*, void*);
+static void (*gomp_parallel)(void (*)(void*), void*, unsigned, unsigned);
+static int (*thread_num)(void);
+static int (*team_size)(void);
+static int threads = 1;
+struct job { Lambda f; void* cdata; Env env; int err; };
+
+static void run(void* p) {
+  struct job* j = p;
+  for (int t = thread_num(); t < j->env.num_task; t += team_size()) {
+    int r = j->f(t, &j->env, j->cdata);
+    if (r) __atomic_store_n(&j->err, r, __ATOMIC_RELAXED);
+  }
+}
+
+int tvmconv_parallel_launch(Lambda f, void* cdata, int num_task) {
+  struct job j = {f, cdata, {0, num_task > 0 ? num_task : threads}, 0};
+  if (j.env.num_task == 1) return f(0, &j.env, cdata);
+  gomp_parallel(run, &j, (unsigned)j.env.num_task, 0);
+  return j.err;
+}
+
+void tvmconv_parallel_bind(void* parallel, void* num, void* size, int n) {
+  gomp_parallel = parallel; thread_num = num; team_size = size; threads = n > 0 ? n : 1;
+}
+"""
+
+_RUNTIME = re.compile(r"/lib(gomp|omp|iomp5)[-.\w]*\.so[.\d]*$")
+
+
+def pool() -> str:
+    """Which pool this process's CPU kernels run on: ``"openmp"`` (shared with PyTorch) or ``"tvm"``."""
+    return "openmp" if _launcher() else "tvm"
+
+
+def share_pool(library: str | os.PathLike) -> bool:
+    """Point the parallel launch of ``library`` (a kernel library TVM has loaded) at the shared
+    pool. False, nothing changed, where the pool is not shared or the library has no parallel loop."""
+    launch = _launcher()
+    if not launch:
+        return False
+    try:  # (the path TVM dlopen'ed: the same handle, and no second copy)
+        slot = ctypes.c_void_p.in_dll(ctypes.CDLL(os.fspath(library)), "__TVMBackendParallelLaunch")
+    except (OSError, ValueError):  # no parallel loop in it
+        return False
+    slot.value = launch
+    return True
+
+
+def _openmp_runtime() -> str | None:
+    """The path of the OpenMP runtime mapped into this process: PyTorch's if it has one."""
+    import torch  # noqa: F401 - its OpenMP runtime is the pool worth sharing
+
+    try:
+        with open("/proc/self/maps") as f:
+            found = {line.split()[-1] for line in f if _RUNTIME.search(line.rstrip())}
+    except OSError:  # not Linux
+        return None
+    torch_dir = str(Path(torch.__file__).parent)
+    return min(found, key=lambda p: (not p.startswith(torch_dir), p), default=None)
+
+
+@functools.lru_cache(maxsize=1)
+def _launcher() -> int:
+    """The address of ``tvmconv_parallel_launch``, bound to this process's OpenMP runtime; 0 where
+    the pool cannot be shared."""
+    if not knobs.shared_pool():
+        return 0
+    runtime = _openmp_runtime()
+    if runtime is None:
+        log.info("tvmconv: no OpenMP runtime in this process; kernels keep TVM's thread pool")
+        return 0
+    try:
+        omp = ctypes.CDLL(runtime)
+        lib = ctypes.CDLL(str(_compiled()))
+        lib.tvmconv_parallel_bind(*(ctypes.cast(getattr(omp, name), ctypes.c_void_p)
+                                    for name in ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")),
+                                  ctypes.c_int(knobs.num_threads()))
+        return ctypes.cast(lib.tvmconv_parallel_launch, ctypes.c_void_p).value or 0
+    except (OSError, AttributeError, subprocess.SubprocessError) as exc:
+        log.info("tvmconv: kernels keep TVM's thread pool (%s)", exc)
+        return 0
+
+
+def _compiled() -> Path:
+    """The launcher's library: kept in the user cache's machine/ beside a manifest of its bytes
+    (a file someone left there under its name is compiled over, never loaded), else compiled into
+    a private temporary directory for this process."""
+    from ..runtime import cache  # (cache imports the backends)
+
+    cc = os.environ.get("CC", "gcc")
+    name = f"openmp-launch-{cache.digest({'cc': cc, 'source': _LAUNCH_C})[:12]}.so"
+    path = cache.user_root() / "machine" / name
+    if cache.trusted(path.parent):
+        try:
+            with cache.lock(path):
+                found = _manifest(path)
+                if found is None or cache.read_json(cache.manifest_path(path)) != found:
+                    with cache.atomic_path(path, suffix=".so") as tmp:
+                        _compile(cc, tmp)
+                        cache.write_json(cache.manifest_path(path), _manifest(tmp))
+            return path
+        except OSError as exc:  # a read-only cache
+            log.info("tvmconv: cannot keep the OpenMP launcher in %s (%s)", path.parent, exc)
+    path = Path(tempfile.mkdtemp(prefix="tvmconv-openmp-")) / name  # (mode 0o700)
+    _compile(cc, path)
+    return path
+
+
+def _manifest(path: Path) -> dict | None:
+    from ..runtime import cache
+
+    try:
+        return {"size": path.stat().st_size, "sha256": cache.file_sha256(path)}
+    except OSError:
+        return None
+
+
+def _compile(cc: str, out: Path) -> None:
+    src = out.with_suffix(".c")
+    try:
+        src.write_text(_LAUNCH_C)
+        subprocess.run([cc, "-O2", "-shared", "-fPIC", str(src), "-o", str(out)], check=True, capture_output=True,
+                       timeout=120)
+    finally:
+        src.unlink(missing_ok=True)
