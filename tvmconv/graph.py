@@ -12,6 +12,8 @@ wherever each intermediate value has one user. Residual adds and every other op 
 * depthwise conv -> [act] -> 1x1 conv -> [act]              -> ``DepthwiseSeparableConv2d``
 * grouped conv -> [ReLU] -> channel shuffle                  -> ``ShuffledGroupConv2d`` -> [ReLU]
 * depthwise 1x3 -> [act] -> max-pool 2x1 -> depthwise 3x1 -> [act]  -> ``EffNetCore``
+* x -> global average pool -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid -> times x
+  (torchvision's ``SqueezeExcitation``, or the same in functional calls) -> ``SqueezeExcitation``
 * any other ``nn.Conv*d`` / ``nn.ConvTranspose*d``           -> its ``tvmconv.nn`` drop-in
 * a ``tvmconv.nn`` module running the ``torch`` backend      -> the same module on ``tvmconv``
 
@@ -69,7 +71,7 @@ def _calls(gm: fx.GraphModule, target: str) -> int:
     return sum(1 for n in gm.graph.nodes if n.op == "call_module" and n.target == target)
 
 
-def _only_user(node: fx.Node) -> fx.Node | None:
+def only_user(node: fx.Node) -> fx.Node | None:
     users = list(node.users)
     return users[0] if len(users) == 1 else None
 
@@ -94,9 +96,9 @@ def act_of(gm: fx.GraphModule, node: fx.Node, arg: fx.Node) -> str | None:
     return None
 
 
-def _then_act(gm, node: fx.Node) -> tuple[str | None, list[fx.Node]]:
+def then_act(gm, node: fx.Node) -> tuple[str | None, list[fx.Node]]:
     """The activation applied to ``node`` by its only user, if any: ``(name, [that user])``."""
-    user = _only_user(node)
+    user = only_user(node)
     act = act_of(gm, user, node) if user is not None else None
     return (act, [user]) if act else (None, [])
 
@@ -220,6 +222,9 @@ def rewrites(gm: fx.GraphModule, filter_fn: Callable[[str, nn.Module], bool] | N
 
 def _fused(gm, node: fx.Node) -> Rewrite | None:
     m = gm.get_submodule(node.target)
+    if _conv2d(m, pointwise=True):
+        if rw := _squeeze_excitation(gm, node, m):
+            return rw
     if _conv2d(m, depthwise=True):
         if rw := _depthwise_separable(gm, node, m):
             return rw
@@ -232,14 +237,14 @@ def _fused(gm, node: fx.Node) -> Rewrite | None:
 
 
 def _depthwise_separable(gm, node, dw) -> Rewrite | None:
-    a1, acts1 = _then_act(gm, node)
+    a1, acts1 = then_act(gm, node)
     last = acts1[-1] if acts1 else node
-    nxt = _only_user(last)
+    nxt = only_user(last)
     pw = _module(gm, nxt, (nn.Conv2d,))
     if pw is None or not _conv2d(pw, pointwise=True) or pw.in_channels != dw.out_channels or nxt.args != (last,) \
             or _calls(gm, nxt.target) != 1:
         return None
-    a2, acts2 = _then_act(gm, nxt)
+    a2, acts2 = then_act(gm, nxt)
     return Rewrite(node.target, "DepthwiseSeparableConv2d", tnn.DepthwiseSeparableConv2d.from_convs(dw, pw, a1, a2),
                    [node, *acts1, nxt, *acts2])
 
@@ -247,28 +252,83 @@ def _depthwise_separable(gm, node, dw) -> Rewrite | None:
 def _effnet_core(gm, node, a) -> Rewrite | None:
     if a.stride != (1, 1) or a.padding != (0, 1) or a.out_channels != a.in_channels:
         return None
-    a1, acts1 = _then_act(gm, node)
+    a1, acts1 = then_act(gm, node)
     last = acts1[-1] if acts1 else node
-    pool = _only_user(last)
+    pool = only_user(last)
     if pool is None or not _pool_2x1(gm, pool, last):
         return None
-    nxt = _only_user(pool)
+    nxt = only_user(pool)
     b = _module(gm, nxt, (nn.Conv2d,))
     if b is None or not _conv2d(b, depthwise=True, kernel=(3, 1)) or b.stride != (1, 1) or b.padding != (1, 0) \
             or not (b.in_channels == b.out_channels == a.out_channels) or nxt.args != (pool,) \
             or _calls(gm, nxt.target) != 1:
         return None
-    a2, acts2 = _then_act(gm, nxt)
+    a2, acts2 = then_act(gm, nxt)
     if a1 != a2:
         return None
     return Rewrite(node.target, "EffNetCore", tnn.EffNetCore.from_convs(a, b, a1), [node, *acts1, pool, nxt, *acts2])
 
 
+def _squeeze_excitation(gm, node, fc1) -> Rewrite | None:
+    """``node`` (fc1) as the first conv of a squeeze-excitation block: the pool before it, then
+    ReLU, fc2, sigmoid and the product with the pool's input after it."""
+    pool = node.args[0] if len(node.args) == 1 else None
+    if not isinstance(pool, fx.Node) or not pool.args or not _global_avg_pool(gm, pool) or len(pool.users) != 1 \
+            or (pool.op == "call_module" and _calls(gm, pool.target) != 1):
+        return None
+    x = pool.args[0]
+    act = only_user(node)
+    fc2_node = only_user(act) if act is not None and act_of(gm, act, node) == "relu" else None
+    fc2 = _module(gm, fc2_node, (nn.Conv2d,))
+    if fc2 is None or not _conv2d(fc2, pointwise=True) or fc2_node.args != (act,) or _calls(gm, fc2_node.target) != 1 \
+            or (fc2.in_channels, fc2.out_channels) != (fc1.out_channels, fc1.in_channels):
+        return None
+    sig = only_user(fc2_node)
+    mul = only_user(sig) if sig is not None and _is_sigmoid(gm, sig, fc2_node) else None
+    if mul is None or not _is_product(mul, sig, x):
+        return None
+    return Rewrite(node.target, "SqueezeExcitation", tnn.SqueezeExcitation.from_convs(fc1, fc2),
+                   [pool, node, act, fc2_node, sig, mul])
+
+
+def _global_avg_pool(gm, node: fx.Node) -> bool:
+    """``node`` averages its input over the last two dims, keeping them (size 1)."""
+    if node.op == "call_module":
+        m = gm.get_submodule(node.target)
+        return type(m) is nn.AdaptiveAvgPool2d and nn.modules.utils._pair(m.output_size) == (1, 1)
+    if node.op == "call_function" and node.target is F.adaptive_avg_pool2d:
+        size = node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")
+        return size in (1, (1, 1), [1, 1])
+    if (node.op, node.target) in (("call_method", "mean"), ("call_function", torch.mean)):
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+        return keep is True and isinstance(dims, (tuple, list)) and sorted(dims) in ([2, 3], [-2, -1])
+    return False
+
+
+def _is_sigmoid(gm, node: fx.Node, arg: fx.Node) -> bool:
+    if node.args != (arg,) or node.kwargs:
+        return False
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)) is nn.Sigmoid
+    return (node.op == "call_function" and node.target in (torch.sigmoid, F.sigmoid)) or \
+        (node.op == "call_method" and node.target == "sigmoid")
+
+
+def _is_product(node: fx.Node, a: fx.Node, b: fx.Node) -> bool:
+    import operator
+
+    if node.kwargs or len(node.args) != 2 or set(node.args) != {a, b}:
+        return False
+    return (node.op == "call_function" and node.target in (operator.mul, torch.mul)) or \
+        (node.op == "call_method" and node.target == "mul")
+
+
 def _shuffled(gm, node, conv) -> Rewrite | None:
-    user = _only_user(node)
+    user = only_user(node)
     relu = user if user is not None and act_of(gm, user, node) == "relu" else None
     last = relu or node
-    shuffle = _only_user(last)
+    shuffle = only_user(last)
     groups = _shuffle_groups(gm, shuffle, last) if shuffle is not None else None
     if not groups or conv.out_channels % groups:
         return None

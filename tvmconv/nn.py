@@ -296,6 +296,14 @@ class SqueezeExcitation(TvmconvModule, nn.Module):
         self.fc2 = nn.Conv2d(squeeze_channels, input_channels, 1, **kw)
         self._init_tvmconv(target, backend)
 
+    @classmethod
+    def from_convs(cls, fc1: nn.Conv2d, fc2: nn.Conv2d, **kw):
+        m = cls.__new__(cls)
+        nn.Module.__init__(m)
+        m.fc1, m.fc2 = fc1, fc2
+        m._init_tvmconv(**kw)
+        return m
+
     def forward(self, x):
         if self._use_torch:
             return R.squeeze_excitation(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)

@@ -104,24 +104,18 @@ def _run(spec: Spec, a: Args, tensors: list[torch.Tensor | None], target=None, u
     if _state.spec_only:
         raise SpecOnly(spec)
     if _state.collect is not None:
-        if spec not in _CHECKED:
-            check_spec(spec)
-            _CHECKED.add(spec)
+        _check_once(spec)
         _state.collect.append(spec)
         vendor = _vendor(spec)
         if vendor is not None:
-            out = vendor(*tensors).contiguous()
-            out = out.squeeze(0) if unbatched else out
-            return out.numpy() if a.numpy else out
+            return _finish(vendor(*tensors), a, tensors, unbatched)
     # the ops' per-call path: a repeated call finds its checked spec and target in one lookup
     # (each step alone costs about a microsecond, which is most of a 10 us layer)
     hashable = target is None or isinstance(target, (str, TargetInfo))  # (not a target dict)
     key = (spec, a.device, target, knobs.default_target()) if hashable else None
     tgt = _RESOLVED.get(key) if key is not None else None
     if tgt is None:
-        if spec not in _CHECKED:  # check_spec is not free: once per spec
-            check_spec(spec)
-            _CHECKED.add(spec)
+        _check_once(spec)
         tgt = _resolve(a, target)
         if key is not None:
             if len(_RESOLVED) > 4096:
@@ -131,18 +125,26 @@ def _run(spec: Spec, a: Args, tensors: list[torch.Tensor | None], target=None, u
     if _state.capture is not None:
         _state.capture.append(kern)
     vendor = _vendor(spec) if kern.dispatch != "tvmconv" and _dispatch_enabled() else None
-    if vendor is not None:
-        if kern.dispatch == "vendor":
-            out = vendor(*tensors)
-        else:  # undecided: this call is one of the first-use calibration's
-            out = _calibrating(kern, vendor, a, tensors)
-        # dense, as the kernel's output and the custom op's fake (a vendor path such as
-        # channel_wise_conv's ends in a permuted view): a no-op where it already is
-        out = out.contiguous(memory_format=memory_format(tensors[0]) if out.dim() == 4 else _CONTIGUOUS)
-    else:
+    if vendor is None:
         out = _kernel_out(kern, a, tensors)
-        if out.dim() == 4 and memory_format(tensors[0]) is _CHANNELS_LAST:
-            out = out.contiguous(memory_format=_CHANNELS_LAST)
+    elif kern.dispatch == "vendor":
+        out = vendor(*tensors)
+    else:  # undecided: this call is one of the first-use calibration's
+        out = _calibrating(kern, vendor, a, tensors)
+    return _finish(out, a, tensors, unbatched)
+
+
+def _check_once(spec: Spec) -> None:
+    if spec not in _CHECKED:  # check_spec is not free: once per spec
+        check_spec(spec)
+        _CHECKED.add(spec)
+
+
+def _finish(out: torch.Tensor, a: Args, tensors: list, unbatched: bool):
+    """``out`` as the op returns it: dense in the layout torch's convolution would give (the kernels
+    write NCHW; a vendor path such as channel_wise_conv's ends in a permuted view), a no-op where it
+    already is; unbatched or as a NumPy array where the call was."""
+    out = out.contiguous(memory_format=memory_format(tensors[0]) if out.dim() == 4 else _CONTIGUOUS)
     if unbatched:
         out = out.squeeze(0)
     return out.numpy() if a.numpy else out
