@@ -58,6 +58,21 @@ def test_a_failed_task_fails_the_launch():
     assert rc == -1 and sorted(t for t, _, _ in seen) == [0, 1, 2, 3]
 
 
+def test_a_forked_child_runs_the_tasks_in_turn():
+    import multiprocessing as mp
+
+    _launch(2)  # the pool exists in the parent
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:  # libgomp's workers are not in the child: a pool launch would hang
+        rc, ids = pool.apply_async(_child_launch).get(timeout=60)
+    assert rc == 0 and ids == [0, 1, 2, 3]
+
+
+def _child_launch():
+    rc, seen = _launch(4)
+    return rc, sorted(t for t, _, _ in seen)
+
+
 def test_loaded_kernels_run_on_the_shared_pool_and_match_torch(tmp_path, monkeypatch):
     monkeypatch.setenv("TVMCONV_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("TVMCONV_PARALLEL_LAUNCH_US", "0")  # split every kernel

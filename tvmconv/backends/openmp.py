@@ -35,14 +35,16 @@ log = logging.getLogger("tvmconv")
 # task id below penv->num_task; num_task 0 means "as many as the pool has". A kernel that returned
 # nonzero made the launch fail. TVM's CPU schedules use no TVMBackendParallelBarrier, so the env's
 # sync_handle stays NULL. A team smaller than asked (a nested region) runs the remaining ids in turn.
+# libgomp's pool does not survive fork(): in a forked child the launch runs every task in turn.
 _LAUNCH_C = r"""
+#include <pthread.h>
 #include <stdint.h>
 typedef struct { void* sync_handle; int32_t num_task; } Env;
 typedef int (*Lambda)(int, Env*, void*);
 static void (*gomp_parallel)(void (*)(void*), void*, unsigned, unsigned);
 static int (*thread_num)(void);
 static int (*team_size)(void);
-static int threads = 1;
+static int threads = 1, forked;
 struct job { Lambda f; void* cdata; Env env; int err; };
 
 static void run(void* p) {
@@ -55,13 +57,22 @@ static void run(void* p) {
 
 int tvmconv_parallel_launch(Lambda f, void* cdata, int num_task) {
   struct job j = {f, cdata, {0, num_task > 0 ? num_task : threads}, 0};
-  if (j.env.num_task == 1) return f(0, &j.env, cdata);
+  if (j.env.num_task == 1 || forked) {
+    for (int t = 0; t < j.env.num_task; ++t) {
+      int r = f(t, &j.env, cdata);
+      if (r) j.err = r;
+    }
+    return j.err;
+  }
   gomp_parallel(run, &j, (unsigned)j.env.num_task, 0);
   return j.err;
 }
 
+static void in_child(void) { forked = 1; }
+
 void tvmconv_parallel_bind(void* parallel, void* num, void* size, int n) {
   gomp_parallel = parallel; thread_num = num; team_size = size; threads = n > 0 ? n : 1;
+  pthread_atfork(0, 0, in_child);
 }
 """
 
@@ -160,7 +171,7 @@ def _compile(cc: str, out: Path) -> None:
     src = out.with_suffix(".c")
     try:
         src.write_text(_LAUNCH_C)
-        subprocess.run([cc, "-O2", "-shared", "-fPIC", str(src), "-o", str(out)], check=True, capture_output=True,
-                       timeout=120)
+        subprocess.run([cc, "-O2", "-shared", "-fPIC", "-pthread", str(src), "-o", str(out)], check=True,
+                       capture_output=True, timeout=120)
     finally:
         src.unlink(missing_ok=True)
