@@ -1,7 +1,7 @@
 """The C toolchain a CPU target's libraries are linked with, written once for ``tvmconv export``
 and for tuning's builder: native (``$CC``, else gcc), a cross compiler named by the profile
-(``build: {"kind": "cross", "cc": ...}``) or the Android NDK (``build: {"kind": "ndk"}``, its
-clang++ named by ``TVM_NDK_CC``)."""
+(``build: {"kind": "cross", "cc": ...}``) or, for Android (``build: {"kind": "ndk"}``), the NDK's
+clang++ named by ``TVM_NDK_CC``, else zig without the NDK (backends/android.py)."""
 
 from __future__ import annotations
 
@@ -44,10 +44,14 @@ class Toolchain:
             ar = cc[:-3] + "ar" if cc.endswith("gcc") else "ar"
         elif kind == "ndk":
             cc = os.environ.get("TVM_NDK_CC")
-            if not cc:
-                raise ValueError(f"target {profile!r} builds with the Android NDK: set TVM_NDK_CC to the NDK's "
-                                 f"clang++ ({NDK_HELP})")
-            ar = str(Path(cc).with_name("llvm-ar"))
+            if cc:
+                ar = str(Path(cc).with_name("llvm-ar"))
+            else:  # no NDK: zig links for Android (backends/android.py)
+                from . import android
+
+                if android.zig() is None:
+                    raise ValueError(f"target {profile!r} links for Android: {android.HELP} ({NDK_HELP})")
+                kind, cc, ar = "zig", " ".join(android.cc()), "ar"
         else:
             cc, ar = os.environ.get("CC", "gcc"), "ar"
         runner: tuple = ()
@@ -59,7 +63,7 @@ class Toolchain:
         """Raise FileNotFoundError naming ``what`` where a tool is not on PATH: the cross compiler
         (any compiler with ``compiler_always``), and the runner."""
         if self.kind == "cross" or compiler_always:
-            _need(self.cc, what)
+            _need(self.cc.split()[0], what)
         if compiler_always and self.runner:
             _need(self.runner[0], f"{what} for an aarch64 target")
 
@@ -90,8 +94,21 @@ def export_library(executable, path: str, kind: str, cc: str) -> None:
         from tvm.support import ndk  # it reads TVM_NDK_CC itself
 
         executable.export_library(path, fcompile=ndk.create_shared)
+    elif kind == "zig":
+        executable.export_library(path, fcompile=_zig_shared)
     else:
         executable.export_library(path)
+
+
+def _zig_shared(output: str, objects: list, options=None) -> None:
+    """TVM's ``fcompile`` for Android without the NDK: a kernel library TVM's runtime loads, so
+    it names the runtime (``libtvm_runtime.so``) for the error hook it imports."""
+    from . import android
+
+    android.link_shared(Path(output), objects, Path(output).name, runtime_stub=True)
+
+
+_zig_shared.output_format = "so"
 
 
 def export_to_temp(rt_mod, kind: str, cc: str) -> str:

@@ -494,10 +494,17 @@ def export_cmd(
                                                "architecture (e.g. the one scripts/aarch64-python.sh makes)."),
 ):
     """Compile every workload for a target with its tuned (else default) schedule: shared and
-    static libraries, a C header, a C example and a manifest (CPU); CUDA source and cubin (CUDA)."""
+    static libraries, a C header, a C example and a manifest (CPU); CUDA source and cubin (CUDA).
+    With --model: the whole model as one library (its convolutions on tvmconv's kernels, every
+    other op through TVM), a C API, a header and an example."""
     from . import export as X
 
     _exactly_one(suite, op, spec, model)
+    if model is not None:
+        if batch is not None:
+            _fail("export --model takes the batch from --input-shape")
+        _export_model(target, output, str(model), _ints(input_shape, "--input-shape"), check)
+        return
     sizes = _batches(batch)
     try:
         what = _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias)
@@ -515,11 +522,8 @@ def export_cmd(
     if check:
         try:
             ok, total = X.check(output, log=console.print)
-        except subprocess.CalledProcessError as exc:  # the example did not build: show the compiler's words
-            output_text = (exc.stderr or b"").decode(errors="replace") + (exc.stdout or b"").decode(errors="replace")
-            typer.echo(output_text.rstrip(), err=True)
-            _fail(f"building the C example failed ({' '.join(map(str, exc.cmd))} exited {exc.returncode})",
-                  EXIT_FAILED)
+        except subprocess.CalledProcessError as exc:
+            _build_failed(exc, "the C example")
         console.print(f"{ok}/{total} kernels match PyTorch (static C example)")
         bad |= ok != total
     if check_python:
@@ -528,6 +532,49 @@ def export_cmd(
         bad |= ok != total
     if bad:
         raise typer.Exit(EXIT_DIFFERS)
+
+
+def _build_failed(exc: subprocess.CalledProcessError, what: str) -> NoReturn:
+    """Show the compiler's words (not a traceback) and fail."""
+    output_text = (exc.stderr or b"").decode(errors="replace") + (exc.stdout or b"").decode(errors="replace")
+    typer.echo(output_text.rstrip(), err=True)
+    _fail(f"building {what} failed ({' '.join(map(str, exc.cmd))} exited {exc.returncode})", EXIT_FAILED)
+
+
+def _export_model(target: str, output: Path, model: str, input_shape, check: bool) -> None:
+    """export --model: a tvmconv.models name (its plain-PyTorch form, seeded weights) or a .pt2."""
+    import torch
+
+    from ..models import MODELS
+    from . import export_model as XM
+
+    module = None
+    if model in MODELS and not Path(model).exists():
+        torch.manual_seed(0)
+        module = MODELS[model](backend="torch").eval()
+        input_shape = input_shape or (1, 3) + ((32, 32) if model == "effnet" else (224, 224))
+    try:
+        with console.status(f"compiling {model} for {target}..."):
+            manifest = XM.export_model(module if module is not None else Path(model), target, output,
+                                       input_shape=input_shape)
+    except subprocess.CalledProcessError as exc:
+        _build_failed(exc, "the model's library")
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    console.print(f"{model}: one library for {manifest['target']} in {output}: {manifest['library']} "
+                  f"({manifest['steps']} steps, {len(manifest['kernels'])} tvmconv kernels, "
+                  f"{manifest['weights_bytes'] / 1e6:.1f} MB of weights, {manifest['arena_bytes'] / 1e6:.1f} MB of "
+                  f"working memory), {manifest['header']}, example.c (manifest.json)")
+    if not check:
+        return
+    reference = module if module is not None else torch.export.load(str(model)).module()
+    try:
+        err = XM.check_model(output, reference, log=console.print)
+    except subprocess.CalledProcessError as exc:
+        _build_failed(exc, "the example")
+    except RuntimeError as exc:
+        _fail(str(exc), EXIT_DIFFERS)
+    console.print(f"the whole model matches PyTorch on 2 threads: max |diff| {err:.2e}")
 
 
 @app.command()

@@ -7,7 +7,7 @@ For CPU targets (x86, arm64-linux, android-arm64), per workload:
                    which a C program links statically with ``tvmconv_runtime.c`` (no TVM runtime);
 and once: ``tvmconv_kernels.h`` (the calling convention and a table of every kernel with its
 argument shapes), ``tvmconv_runtime.c`` (the four runtime hooks the kernels call: workspace
-allocation, a serial parallel-launch, error reporting), ``example.c`` (calls every kernel, or one
+allocation, a parallel launch on POSIX threads, error reporting), ``example.c`` (calls every kernel, or one
 on tensors read from files), ``Makefile`` and ``manifest.json``.
 For CUDA targets, per workload: ``<cname>.cu`` (CUDA source) and ``<cname>.cubin`` (nvcc), and the
 manifest.
@@ -35,7 +35,7 @@ from ..backends.target import resolve
 from ..backends.toolchain import Toolchain
 from .workloads import workloads
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: kernels take the op's own shapes (1: 3-D spatial views)
 _DTYPES = {"float32": (2, 32), "float64": (2, 64), "float16": (2, 16)}  # DLPack (code, bits)
 
 
@@ -51,10 +51,8 @@ class Exported:
     def to_dict(self) -> dict:
         s = self.spec
         return {"name": s.name, "cname": self.cname, "variant": s.variant, "count": self.count,
-                "args": [{"name": n, "shape": list(shape), "dtype": s.dtype} for n, shape in s.kernel_arg_shapes],
-                "output": {"shape": list(s.kernel_out_shape), "dtype": s.dtype},
-                "torch_args": [{"name": n, "shape": list(shape)} for n, shape in s.arg_shapes],
-                "torch_output": list(s.out_shape), "flops": s.flops, "schedule": self.schedule,
+                "args": [{"name": n, "shape": list(shape), "dtype": s.dtype} for n, shape in s.arg_shapes],
+                "output": {"shape": list(s.out_shape), "dtype": s.dtype}, "flops": s.flops, "schedule": self.schedule,
                 "record": self.record, "files": self.files, "spec": s.to_dict()}
 
 
@@ -84,7 +82,7 @@ def export(what, target, out_dir, *, example_inputs=None, input_shape=None, prog
         record, source, build_target = build.choose(spec, tgt)
         mod, _plan, source = build.schedule(spec, build_target, record, source)
         cname = cname_of(spec)
-        func = mod["main"].with_attr("global_symbol", cname)
+        func = build.natural_signature(mod, spec)["main"].with_attr("global_symbol", cname)  # the op's shapes
         e = Exported(spec, cname, count, source.split(":", 1)[0] if build.from_record(source) else source,
                      build.record_file(source))
         e.files = backend.export_kernel(func, cname, out, build_target, tools)
@@ -107,10 +105,15 @@ _HEADER = """\
  *     int rc = KERNEL(NULL, args, num_args, NULL);
  * with one TVMFFIAny per tensor (inputs in manifest order, then the output), each holding a
  * DLTensor* (type_index kTVMFFIDLTensorPtr = 7). The tensors are dense, row-major, on the CPU.
- * Link with libtvmconv_kernels.a and tvmconv_runtime.c (or TVM's runtime). rc != 0: error. */
+ * Link with libtvmconv_kernels.a and tvmconv_runtime.c (or TVM's runtime). rc != 0: error.
+ * Kernels split their outer loop over tvmconv_set_num_threads(n) threads (default: the
+ * TVMCONV_NUM_THREADS environment variable, else every online CPU). */
 #ifndef TVMCONV_KERNELS_H_
 #define TVMCONV_KERNELS_H_
 #include <stdint.h>
+#ifdef __cplusplus
+extern "C" {  /* the kernels and the runtime are C symbols: a C++ caller links them unmangled */
+#endif
 #ifndef DLPACK_DLPACK_H_
 typedef struct { int32_t device_type; int32_t device_id; } DLDevice;
 typedef struct { uint8_t code; uint8_t bits; uint16_t lanes; } DLDataType;
@@ -132,6 +135,8 @@ typedef struct {
   int64_t shape[8][5];
   uint8_t dtype_bits;        /* float 32 or 64 */
 } tvmconv_kernel_t;
+int tvmconv_set_num_threads(int n);  /* threads the kernels may use from now on; n < 1: one */
+int tvmconv_num_threads(void);       /* the threads they use */
 """
 
 
@@ -142,7 +147,7 @@ def _write_c_files(exported: list[Exported], tools: Toolchain, out: Path) -> Non
                      f"TVMFFIAny* result);")
     lines.append("static const tvmconv_kernel_t TVMCONV_KERNELS[] = {")
     for e in exported:
-        shapes = [shape for _, shape in e.spec.kernel_arg_shapes] + [e.spec.kernel_out_shape]
+        shapes = [shape for _, shape in e.spec.arg_shapes] + [e.spec.out_shape]
         if len(shapes) > 8 or any(len(s) > 5 for s in shapes):
             raise ValueError(f"export: {e.spec.name} has more arguments or dimensions than the C table holds")
         nd = ", ".join(str(len(s)) for s in shapes)
@@ -151,6 +156,7 @@ def _write_c_files(exported: list[Exported], tools: Toolchain, out: Path) -> Non
         lines.append(f'  {{"{e.spec.name}", __tvm_ffi_{e.cname}, {len(shapes)}, {{{nd}}}, {{{sh}}}, {bits}}},')
     lines.append("};")
     lines.append(f"#define TVMCONV_NUM_KERNELS {len(exported)}")
+    lines.append("#ifdef __cplusplus\n}  /* extern \"C\" */\n#endif")
     lines.append("#endif  /* TVMCONV_KERNELS_H_ */\n")
     (out / "tvmconv_kernels.h").write_text("\n".join(lines))
     (out / "tvmconv_runtime.c").write_text(_RUNTIME)
@@ -158,18 +164,54 @@ def _write_c_files(exported: list[Exported], tools: Toolchain, out: Path) -> Non
     objs = " ".join(f"{e.cname}.o" for e in exported)
     (out / "Makefile").write_text(
         f"CC = {tools.cc}\nAR = {tools.ar}\n\nexample: example.c tvmconv_runtime.c libtvmconv_kernels.a\n"
-        f"\t$(CC) -O2 -static -o $@ example.c tvmconv_runtime.c libtvmconv_kernels.a -lm\n\n"
+        f"\t$(CC) -O2 -static -pthread -o $@ example.c tvmconv_runtime.c libtvmconv_kernels.a -lm\n\n"
         f"libtvmconv_kernels.a: {objs}\n\trm -f $@\n\t$(AR) rcs $@ {objs}\n")
     subprocess.run([tools.ar, "rcs", str(out / "libtvmconv_kernels.a"), *[f"{e.cname}.o" for e in exported]],
                    cwd=out, check=True)
 
 
-_RUNTIME = r"""/* The runtime hooks tvmconv kernels call, for static linking without TVM's runtime:
- * workspace allocation, a serial parallel-launch (tasks run one after another on the calling
- * thread), and error reporting. Generated by `tvmconv export`. */
+# The libc functions the generated C calls, declared with the prototypes glibc and Android's bionic
+# share, so that the files need only the compiler's own headers: they build for Linux and, without
+# the NDK's headers, for Android (tools/android.py). pthread_mutex_t and pthread_cond_t differ in
+# size between the two (40 to 48 bytes), so they are opaque 64-byte blocks here; all zeros is
+# both libraries' static initializer.
+_LIBC = r"""#include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+int open(const char* path, int flags, ...);
+long read(int fd, void* buf, size_t n);
+int close(int fd);
+void* malloc(size_t n);
+void* calloc(size_t n, size_t size);
+void free(void* p);
+int posix_memalign(void** p, size_t align, size_t n);
+void* memcpy(void* dst, const void* src, size_t n);
+void* memset(void* p, int c, size_t n);
+char* getenv(const char* name);
+long strtol(const char* s, char** end, int base);
+int get_nprocs(void);
+int snprintf(char* buf, size_t n, const char* fmt, ...);
+long write(int fd, const void* buf, size_t n);
+#ifdef __cplusplus
+}
+#endif
+"""
+
+_RUNTIME = _LIBC + r"""
+/* The runtime hooks tvmconv kernels call, for static linking without TVM's runtime:
+ * workspace allocation, a parallel launch on a pool of POSIX threads, and error reporting.
+ * Generated by `tvmconv export`. */
+typedef unsigned long thread_t;  /* pthread_t */
+typedef struct { _Alignas(16) unsigned char opaque[64]; } lock_t;  /* pthread_mutex_t, pthread_cond_t */
+int pthread_create(thread_t* t, const void* attr, void* (*start)(void*), void* arg);
+int pthread_detach(thread_t t);
+int pthread_mutex_lock(lock_t* m);
+int pthread_mutex_unlock(lock_t* m);
+int pthread_cond_wait(lock_t* c, lock_t* m);
+int pthread_cond_signal(lock_t* c);
+int pthread_cond_broadcast(lock_t* c);
 
 typedef struct { void* sync_handle; int32_t num_task; } TVMParallelGroupEnv;
 typedef int (*FTVMParallelLambda)(int task_id, TVMParallelGroupEnv* penv, void* cdata);
@@ -182,19 +224,111 @@ static void* alloc_workspace(int device_type, int device_id, uint64_t nbytes, in
 static int free_workspace(int device_type, int device_id, void* ptr) {
   (void)device_type; (void)device_id; free(ptr); return 0;
 }
-static int parallel_launch(FTVMParallelLambda flambda, void* cdata, int num_task) {
-  (void)num_task;
-  TVMParallelGroupEnv env = {NULL, 1};
-  return flambda(0, &env, cdata);
+
+/* The pool: workers 1..spawned-1 wait for a new job (generation), each runs the tasks
+ * id, id + n, ... of it; the launching thread runs the tasks of id 0 and waits for the rest.
+ * One launch at a time (launch_mu): TVM's CPU kernels do not nest launches. */
+#define MAX_THREADS 1024
+static lock_t launch_mu, mu, go, finished;
+static int threads, spawned = 1, pending, job_n, job_err;
+static unsigned long generation, born[MAX_THREADS];  /* the generation a worker was started in */
+static FTVMParallelLambda job_f;
+static void* job_cdata;
+static TVMParallelGroupEnv job_env;
+
+static int run_tasks(int id, int n, FTVMParallelLambda f, TVMParallelGroupEnv* env, void* cdata) {
+  int err = 0;
+  for (int t = id; t < env->num_task; t += n) {
+    int r = f(t, env, cdata);
+    if (r) err = r;
+  }
+  return err;
 }
+
+static void* worker(void* arg) {
+  int id = (int)(intptr_t)arg;
+  unsigned long seen = born[id];
+  pthread_mutex_lock(&mu);
+  for (;;) {
+    while (generation == seen) pthread_cond_wait(&go, &mu);
+    seen = generation;
+    if (id < job_n) {
+      pthread_mutex_unlock(&mu);
+      int r = run_tasks(id, job_n, job_f, &job_env, job_cdata);
+      pthread_mutex_lock(&mu);
+      if (r) job_err = r;
+    }
+    if (--pending == 0) pthread_cond_signal(&finished);
+  }
+  return NULL;
+}
+
+static int default_threads(void) {
+  const char* env = getenv("TVMCONV_NUM_THREADS");
+  long n = env ? strtol(env, NULL, 10) : get_nprocs();
+  return n > 0 && n <= MAX_THREADS ? (int)n : 1;
+}
+
+int tvmconv_set_num_threads(int n) {
+  pthread_mutex_lock(&launch_mu);
+  threads = n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : n;
+  pthread_mutex_unlock(&launch_mu);
+  return 0;
+}
+
+int tvmconv_num_threads(void) {
+  pthread_mutex_lock(&launch_mu);
+  if (!threads) threads = default_threads();
+  int n = threads;
+  pthread_mutex_unlock(&launch_mu);
+  return n;
+}
+
+static int parallel_launch(FTVMParallelLambda f, void* cdata, int num_task) {
+  pthread_mutex_lock(&launch_mu);
+  if (!threads) threads = default_threads();
+  while (spawned < threads) {  /* a worker that cannot start leaves fewer threads */
+    thread_t t;
+    born[spawned] = generation;
+    if (pthread_create(&t, NULL, worker, (void*)(intptr_t)spawned) != 0) break;
+    pthread_detach(t);
+    ++spawned;
+  }
+  int n = threads < spawned ? threads : spawned;
+  TVMParallelGroupEnv env = {NULL, num_task > 0 ? num_task : n};
+  if (n == 1 || env.num_task == 1) {
+    int err = run_tasks(0, 1, f, &env, cdata);
+    pthread_mutex_unlock(&launch_mu);
+    return err;
+  }
+  pthread_mutex_lock(&mu);
+  job_f = f; job_cdata = cdata; job_env = env; job_n = n; job_err = 0;
+  pending = spawned - 1;
+  ++generation;
+  pthread_cond_broadcast(&go);
+  pthread_mutex_unlock(&mu);
+  int err = run_tasks(0, n, f, &job_env, cdata);
+  pthread_mutex_lock(&mu);
+  while (pending) pthread_cond_wait(&finished, &mu);
+  if (job_err) err = job_err;
+  pthread_mutex_unlock(&mu);
+  pthread_mutex_unlock(&launch_mu);
+  return err;
+}
+
 void* __TVMBackendAllocWorkspace = (void*)alloc_workspace;
 void* __TVMBackendFreeWorkspace = (void*)free_workspace;
 void* __TVMBackendParallelLaunch = (void*)parallel_launch;
 
 void TVMFFIErrorSetRaisedFromCStrParts(const char* kind, const char** parts, int32_t n) {
-  fprintf(stderr, "tvmconv kernel error: %s:", kind ? kind : "Error");
-  for (int32_t i = 0; i < n; ++i) fprintf(stderr, " %s", parts[i] ? parts[i] : "");
-  fprintf(stderr, "\n");
+  char line[1024];
+  int at = snprintf(line, sizeof line, "tvmconv kernel error: %s:", kind ? kind : "Error");
+  for (int32_t i = 0; i < n && at > 0 && at < (int)sizeof line; ++i)
+    at += snprintf(line + at, sizeof line - at, " %s", parts[i] ? parts[i] : "");
+  if (at < 0) at = 0;
+  if (at > (int)sizeof line - 2) at = (int)sizeof line - 2;
+  line[at] = '\n';
+  write(2, line, (size_t)at + 1);
 }
 """
 
@@ -268,7 +402,7 @@ int main(int argc, char** argv) {
     int64_t n = numel(k, k->num_args - 1);
     for (int64_t e = 0; e < n; ++e)
       sum += k->dtype_bits == 64 ? ((double*)data[k->num_args - 1])[e] : ((float*)data[k->num_args - 1])[e];
-    printf("%s: rc %d, output checksum %.6f\n", k->name, rc, sum);
+    printf("%s: rc %d, output checksum %.6f (%d threads)\n", k->name, rc, sum, tvmconv_num_threads());
     for (int i = 0; i < k->num_args; ++i) free(data[i]);
     if (rc != 0) return 1;
   }
@@ -356,8 +490,8 @@ def check_runtime(out_dir, python, *, atol: float = 1e-3, log=print) -> tuple[in
         for i, w in enumerate(wls):
             spec = spec_from_dict(w["spec"])
             full, kernel = reference.random_args(spec, torch.Generator().manual_seed(100 + i))
-            for j, t in enumerate(kernel):
-                np.save(f"{tmp}/{i}_{j}.npy", t.numpy())
+            for j, (t, (_, shape)) in enumerate(zip(kernel, spec.arg_shapes)):
+                np.save(f"{tmp}/{i}_{j}.npy", t.reshape(shape).numpy())
             wants[i] = reference.reference_for(spec)[1](*full)
         script = Path(tmp) / "run.py"
         script.write_text(_RUNTIME_CHECK)

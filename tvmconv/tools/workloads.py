@@ -17,6 +17,7 @@ times the input's batch sees ``k * b``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import OrderedDict
 from pathlib import Path
 
@@ -29,6 +30,7 @@ _CONVOLUTION = ("input", "weight", "bias", "stride", "padding", "dilation", "tra
                 "groups")
 
 
+@functools.lru_cache(maxsize=1)
 def _conv_ops():
     import torch
 
@@ -45,6 +47,14 @@ def _conv_ops():
     return ops
 
 
+def conv_op_names() -> set[str]:
+    """The names (``OpOverload.__name__``) of every node ``node_spec`` reads: TVM Relax's torch
+    importer looks converters up by them."""
+    from .. import ops
+
+    return {op.__name__ for op in _conv_ops()} | {f"{name}.default" for name in ops.OPS}
+
+
 def _val(arg):
     meta = getattr(arg, "meta", None)
     if meta is not None:
@@ -54,53 +64,61 @@ def _val(arg):
 
 def from_exported(ep) -> list[tuple[Spec, int]]:
     """The convolution workloads of a ``torch.export.ExportedProgram``."""
+    table: OrderedDict = OrderedDict()
+    for node in ep.graph.nodes:
+        found = node_spec(node)
+        if found is not None:
+            table[found[0]] = table.get(found[0], 0) + 1
+    return list(table.items())
+
+
+def node_spec(node) -> tuple[Spec, dict] | None:
+    """A convolution node of an exported program, a ``tvmconv.*`` op or an aten convolution, as
+    ``(spec, {argument name: the node's argument})``; None for any other node."""
     import torch
 
     from ..functional import conv_spec
 
-    ops = _conv_ops()
-    table: OrderedDict = OrderedDict()
-    for node in ep.graph.nodes:
-        spec = _tvmconv_node(node) if node.op == "call_function" else None
-        if spec is not None:
-            table[spec] = table.get(spec, 0) + 1
-        if node.op != "call_function" or node.target not in ops:
-            continue
-        op, nd, names, transposed = ops[node.target]
-        bound = dict(zip(names, node.args))
-        bound.update(node.kwargs)
-        x, w = _val(bound["input"]), _val(bound["weight"])
-        b = _val(bound.get("bias"))
-        if op == "convolution":
-            transposed = bool(bound["transposed"])
-            nd = w.dim() - 2
-            op = f"conv_transpose{nd}d" if transposed else f"conv{nd}d"
-        cpu = (torch.empty(tuple(x.shape), dtype=x.dtype), torch.empty(tuple(w.shape), dtype=w.dtype),
-               None if b is None else torch.empty(tuple(b.shape), dtype=b.dtype))
-        kw = {k: bound[k] for k in ("stride", "padding", "dilation", "groups") if k in bound}
-        if transposed:
-            kw["output_padding"] = bound.get("output_padding", 0)
-        spec = conv_spec(op, nd, *cpu, transposed=transposed, **kw)[0]
-        table[spec] = table.get(spec, 0) + 1
-    return list(table.items())
+    if node.op != "call_function":
+        return None
+    found = _tvmconv_node(node)
+    if found is not None or node.target not in _conv_ops():
+        return found
+    op, nd, names, transposed = _conv_ops()[node.target]
+    bound = dict(zip(names, node.args))
+    bound.update(node.kwargs)
+    x, w = _val(bound["input"]), _val(bound["weight"])
+    b = _val(bound.get("bias"))
+    if op == "convolution":
+        transposed = bool(bound["transposed"])
+        nd = w.dim() - 2
+        op = f"conv_transpose{nd}d" if transposed else f"conv{nd}d"
+    cpu = (torch.empty(tuple(x.shape), dtype=x.dtype), torch.empty(tuple(w.shape), dtype=w.dtype),
+           None if b is None else torch.empty(tuple(b.shape), dtype=b.dtype))
+    kw = {k: bound[k] for k in ("stride", "padding", "dilation", "groups") if k in bound}
+    if transposed:
+        kw["output_padding"] = bound.get("output_padding", 0)
+    return conv_spec(op, nd, *cpu, transposed=transposed, **kw)[0], bound
 
 
 def _tvmconv_node(node):
-    """The spec of a ``tvmconv.*`` custom-op node (its schema's arguments are the functional op's,
-    in order), else None."""
+    """``(spec, bound arguments)`` of a ``tvmconv.*`` custom-op node (its schema's arguments are
+    the functional op's, in order), else None."""
+    import inspect
+
     import torch
 
     from .. import ops
+    from ..functional import spec_of
 
     name = getattr(getattr(node.target, "_schema", None), "name", "")
     if not name.startswith(f"{ops.NAMESPACE}::") or name.split("::", 1)[1] not in ops.OPS:
         return None
     op = ops.OPS[name.split("::", 1)[1]]
-    args = [torch.empty(tuple(v.shape), dtype=v.dtype) if isinstance(v := _val(a), torch.Tensor) else v
-            for a in node.args[:-1]]  # (the last is the target)
-    from ..functional import spec_of
-
-    return spec_of(op.functional, *args)
+    args = node.args[:-1]  # (the last is the target)
+    values = [torch.empty(tuple(v.shape), dtype=v.dtype) if isinstance(v := _val(a), torch.Tensor) else v
+              for a in args]
+    return spec_of(op.functional, *values), dict(zip(inspect.signature(op.functional).parameters, args))
 
 
 def from_module(model, example_inputs) -> list[tuple[Spec, int]]:
