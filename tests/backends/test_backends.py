@@ -132,11 +132,17 @@ def test_native_and_cross_toolchains():
     assert resolve("cuda-sm90").backend.toolchain() is None
 
 
-def test_the_ndk_needs_tvm_ndk_cc(monkeypatch):
+def test_android_links_with_the_ndk_else_zig(monkeypatch):
+    from tvmconv.backends import android
+
     monkeypatch.delenv("TVM_NDK_CC", raising=False)
     be = resolve("android-arm64").backend
+    if android.zig() is not None:  # without the NDK, zig (the [android] extra) links
+        tools = be.toolchain()
+        assert tools.kind == "zig" and tools.cc.split()[1:] == ["cc", "-target", "aarch64-linux-android"]
+    monkeypatch.setattr(android, "zig", lambda: None)
     for ask in (be.toolchain, be.tuning_export):  # export's toolchain and tuning's builder
-        with pytest.raises(ValueError, match=r"'android-arm64' builds with the Android NDK: set TVM_NDK_CC"):
+        with pytest.raises(ValueError, match=r"'android-arm64' links for Android: install zig .*TVM_NDK_CC"):
             ask()
     monkeypatch.setenv("TVM_NDK_CC", "/ndk/bin/aarch64-linux-android24-clang++")
     tools = be.toolchain()
