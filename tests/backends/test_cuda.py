@@ -101,25 +101,14 @@ DIRECT_ROWS = ("base", "stride2", "k1x1", "depthwise_m2_s2", "odd_sizes", "rgb_o
 def test_direct_cuda_schedule_computes_the_reference(variant):
     """cuda_direct_schedule (the CUDA default where no dlight rule applies or compiles) on the shape
     table's rows that broke on the H100 (unit reductions, strided multiplier-2 depthwise, no
-    padding), its loops left unbound (``bind=False``: the same arithmetic, serial) and run on the CPU,
-    against the PyTorch reference."""
-    import tvm
-
-    from tvmconv import reference as R
+    padding), its thread loops run serially (``serial``) on the CPU, against the PyTorch reference."""
     from tvmconv.backends.cuda_schedules import cuda_direct_schedule
     from tvmconv.variants.registry import SHAPE_TABLE, VARIANTS
+
+    from .test_cuda_templates import run_serially
 
     v = VARIANTS[variant]
     for row in (r for r in SHAPE_TABLE if r.label in DIRECT_ROWS):
         case = v.make_case(row, torch.Generator().manual_seed(3))
         spec = TF.spec_of(v.op, *case.args, **case.kwargs)
-        full, views = R.random_args(spec, torch.Generator().manual_seed(4))
-        assert "blockIdx.x" in cuda_direct_schedule(spec).mod.script()
-        sch = cuda_direct_schedule(spec, bind=False)
-        ex = tvm.compile(sch.mod, target={"kind": "llvm"})
-        out_buf = sch.mod["main"].params[-1]
-        out = torch.empty(*[int(d) for d in out_buf.shape], dtype=torch.float32)
-        ex["main"](*[t.contiguous() for t in views], out)
-        want = R.reference_for(spec)[1](*full)
-        want = torch.as_tensor(want)
-        assert_close(out.reshape(want.shape), want, atol=2e-4, rtol=2e-4)
+        run_serially(spec, cuda_direct_schedule(spec).mod)

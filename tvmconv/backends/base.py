@@ -72,6 +72,11 @@ class Backend:
         ``plan_candidates`` instead of ``default_plan``'s blocking."""
         raise NotImplementedError
 
+    def template_schedules(self, spec) -> list:
+        """``[(Plan, Schedule), ...]``: hand-written schedules with knobs worth measuring while
+        tuning, beside the default (none where the plan candidates are the knobs)."""
+        return []
+
     def transfer_record(self, record, spec, source: TargetInfo):
         """``record`` (a ``ScheduleRecord`` of ``spec`` tuned on ``source``, a profile this target
         lists as ``compatible``) as a record to compile for this target: the record itself where

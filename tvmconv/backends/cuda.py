@@ -5,8 +5,10 @@ Its default schedules are in cuda_schedules.py."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import os
+from pathlib import Path
 
 from .base import Backend
 from .target import TargetInfo, make, profiles
@@ -62,6 +64,19 @@ class CUDABackend(Backend):
         from .cuda_schedules import cuda_default_schedule
 
         return cuda_default_schedule(spec, self.target), self.default_plan(spec)
+
+    def template_schedules(self, spec, top: int = 6) -> list:
+        """The ``top`` settings of the spec's template (cuda_templates.py) by its rough model:
+        ``tvmconv tune`` measures them before MetaSchedule's search (the GPU plan, all of them)."""
+        from .cuda_templates import candidates, plan, schedule
+
+        out = []
+        for knobs in candidates(spec, top):
+            try:
+                out.append((plan(spec), schedule(spec, knobs)))
+            except Exception:  # noqa: BLE001 - a setting the compute cannot take is not measured
+                continue
+        return out
 
     def compile_fallback(self, spec):
         # an unscheduled kernel would run on the host, on device memory: never that
@@ -168,6 +183,69 @@ def use_nvcc() -> None:
     that package, use the CUDA toolkit's nvcc."""
     if importlib.util.find_spec("cuda") is None or importlib.util.find_spec("cuda.bindings") is None:
         os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
+
+
+def compile_binary(source: str, target: TargetInfo) -> bytes:
+    """What TVM's runtime would compile ``source`` (a CUDA module's) into when a library holding
+    it is loaded, for the target's arch: its own hook, so NVRTC's cubin where the cuda-bindings
+    package is installed, else nvcc's fatbin."""
+    import tvm
+    from tvm.support import nvcc
+
+    use_nvcc()
+    with tvm.target.Target(target.tvm()):
+        return bytes(nvcc.tvm_callback_cuda_compile(source))
+
+
+def _binary_path(root: Path, source: str) -> Path:
+    return root / f"{hashlib.sha256(source.encode()).hexdigest()}.bin"
+
+
+def store_binary(root: Path, source: str, target: TargetInfo) -> Path:
+    """``compile_binary`` of ``source`` under ``root``, named by the source's hash (written whole
+    or not at all), for ``precompiled`` to serve."""
+    path = _binary_path(Path(root), source)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(compile_binary(source, target))
+        os.replace(tmp, path)
+    return path
+
+
+class precompiled:
+    """``with precompiled(root):`` libraries loaded inside take their CUDA binaries from ``root``
+    (``store_binary``'s) where it has them. TVM 0.27's runtime compiles a library's CUDA source
+    each time the library is loaded, through the ``tvm_callback_cuda_compile`` hook, one library
+    at a time: a second or two of nvcc per kernel, which many binaries built beforehand on many
+    cores avoid. Sources without a binary there are compiled as TVM would."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.served = self.compiled = 0  # (the plan logs them: a binary not served was compiled again)
+
+    def __enter__(self):
+        import tvm_ffi
+        from tvm.support import nvcc
+
+        use_nvcc()
+        self.before = nvcc.tvm_callback_cuda_compile
+
+        def serve(code):
+            path = _binary_path(self.root, code)
+            if path.is_file():
+                self.served += 1
+                return path.read_bytes()
+            self.compiled += 1
+            return self.before(code)
+
+        tvm_ffi.register_global_func("tvm_callback_cuda_compile", serve, override=True)
+        return self
+
+    def __exit__(self, *exc):
+        import tvm_ffi
+
+        tvm_ffi.register_global_func("tvm_callback_cuda_compile", self.before, override=True)
 
 
 def tvm_sees_gpu() -> bool:

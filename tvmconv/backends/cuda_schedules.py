@@ -1,9 +1,12 @@
 """Default (untuned) CUDA schedules (TVM-facing), of the CUDA backend (backends/cuda.py): dlight's
 general-reduction rule where it applies and is known to compute right, else one GPU thread per
 output element (``cuda_direct_schedule``), which is also the fallback where a schedule does not
-compile."""
+compile. ``serial`` runs any scheduled CUDA module's thread loops one after another, so that a CPU
+can check it (the templates of cuda_templates.py and these, in CI)."""
 
 from __future__ import annotations
+
+import re
 
 import tvm
 from tvm.s_tir import Schedule
@@ -41,13 +44,12 @@ def cuda_default_schedule(spec: Spec, target) -> Schedule:
     return found if found is not None else cuda_direct_schedule(spec)
 
 
-def cuda_direct_schedule(spec: Spec, threads: int = 256, bind: bool = True) -> Schedule:
+def cuda_direct_schedule(spec: Spec, threads: int = 256) -> Schedule:
     """One GPU thread per output element: producers (padding, gathers) inlined into their
     consumers, each remaining stage's spatial loops fused and split over blocks of ``threads``
     threads, reductions serial in the thread. Always valid: the CUDA default where dlight's
     general-reduction rule does not take the workload, and the fallback where a schedule does not
-    compile.
-    ``bind=False``: the same loops left serial (a CPU can run it: the tests check it so)."""
+    compile."""
     from tvm import tirx
 
     sch = Schedule(prim_func(spec))
@@ -76,9 +78,8 @@ def cuda_direct_schedule(spec: Spec, threads: int = 256, bind: bool = True) -> S
             sch.reorder(*spatial, *reduce)
         fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0] if spatial else sch.add_unit_loop(blk)
         bx, tx = sch.split(fused, [None, threads])
-        if bind:
-            sch.bind(bx, "blockIdx.x")
-            sch.bind(tx, "threadIdx.x")
+        sch.bind(bx, "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
         if reduce:
             sch.decompose_reduction(blk, reduce[0])
     return sch
@@ -87,3 +88,19 @@ def cuda_direct_schedule(spec: Spec, threads: int = 256, bind: bool = True) -> S
 def cuda_default(spec: Spec, target) -> tvm.IRModule:
     """``cuda_default_schedule``'s module."""
     return cuda_default_schedule(spec, target).mod
+
+
+# T.thread_binding(<extents, maybe T.int64(n)>, thread="...", <maybe annotations={...}>)
+_THREAD_LOOP = re.compile(r'T\.thread_binding\(((?:[^()]|\([^()]*\))*?),\s*thread="[A-Za-z.]+"(, annotations=\{[^{}]*\})?\)')
+
+
+def serial(mod: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` (a scheduled CUDA module) with its block and thread loops run one after another:
+    the same loops, buffers and shared-memory regions, on a CPU (``tvm.compile(..., "llvm")``).
+    Each thread's iteration fills the block's shared tiles itself before reading them, so the
+    result is the GPU's when the schedule is right, and wrong where a tile misses what a thread
+    reads. (TVM's Python has no statement mutator: the loops are rewritten in TVMScript.)"""
+    text, n = _THREAD_LOOP.subn(r"T.serial(\1\2)", mod.script())
+    if n == 0 or "thread_binding" in text:
+        raise ValueError("serial: the module has no thread loops, or ones this rewrite does not know")
+    return tvm.script.from_source(text)

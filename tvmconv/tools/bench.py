@@ -84,14 +84,21 @@ def _family(spec: ConvSpec) -> tuple[str, str]:
     return "standard", "compute"
 
 
+def family_of(spec: Spec) -> tuple[str, str]:
+    """``(family, kind)`` of a workload: the row it joins in the results, the goal it meets."""
+    if isinstance(spec, ConvSpec):
+        return _family(spec)
+    v = spec.variant
+    return {"depthwise_separable_conv2d": "depthwise_separable"}.get(v, v), VARIANTS[v].kind
+
+
 def case_for(spec: Spec, count: int = 1, seed: int = 0) -> Case:
     """Random inputs of ``spec``'s shapes, the tvmconv op and the vendor path that computes it."""
     kw = R.call_kwargs(spec)
     if kw is None:
         raise ValueError(f"bench: no vendor path for {spec.name} (asymmetric padding, or no PyTorch op)")
     v = spec.variant
-    family, kind = _family(spec) if isinstance(spec, ConvSpec) else (
-        {"depthwise_separable_conv2d": "depthwise_separable"}.get(v, v), VARIANTS[v].kind)
+    family, kind = family_of(spec)
     full, _ = R.random_args(spec, torch.Generator().manual_seed(seed))
     return Case(spec.name, family, kind, R.vendor_for(spec)[0], getattr(TF, v), getattr(R, v), tuple(full), kw,
                 count)

@@ -72,10 +72,11 @@ def prepare(specs: list[tuple[Spec, float]], target: TargetInfo, seeds: list | N
 
 def plan_variants(w: Workload, target: TargetInfo) -> list[tuple[Plan, tvm.IRModule, Schedule]]:
     """The default schedule under each of ``plan_candidates`` and ``w.seeds`` (skipping those
-    whose specific schedule does not apply): ``(plan, workload module, scheduled)``. Empty where the backend has
-    no candidates (CUDA: the search starts from the plain compute)."""
+    whose specific schedule does not apply), and the backend's ``template_schedules`` (CUDA's
+    templates): ``(plan, workload module, scheduled)``, what the plan phase measures before the
+    search."""
     backend = target.backend
-    out = []
+    out = [(plan, workload(w.spec, plan), sch) for plan, sch in backend.template_schedules(w.spec)]
     plans = list(backend.plan_candidates(w.spec))
     plans += [p for p in w.seeds if p != w.plan and p not in plans]  # the nearest records' plans
     for plan in plans:
