@@ -293,13 +293,15 @@ def _measure_all(specs, built, target, out: Path, work: Path, timer, deadline: f
     for b in built:
         by_workload.setdefault(b.workload, []).append(b)
     task = bar.add_task("measuring", total=len(specs)) if bar else None
-    results = []
+    results, longest = [], 5.0  # (seconds the longest workload took: none is started that would overrun)
     with cuda.precompiled(work / "cuda-bin") as binaries:
         for i, spec in enumerate(specs):
-            if time.time() > deadline - 5:
+            if time.time() + 1.5 * longest > deadline:
                 log.warning("budget spent: %d of %d workloads measured", i, len(specs))
                 break
+            started = time.time()
             row = measure_workload(spec, by_workload.get(i, []), target, out, timer)
+            longest = max(longest, time.time() - started)
             if row is not None:
                 results.append(row)
             if bar:
