@@ -112,3 +112,69 @@ def test_direct_cuda_schedule_computes_the_reference(variant):
         case = v.make_case(row, torch.Generator().manual_seed(3))
         spec = TF.spec_of(v.op, *case.args, **case.kwargs)
         run_serially(spec, cuda_direct_schedule(spec).mod)
+
+
+@pytest.fixture
+def counted_cuda_hook(monkeypatch):
+    """TVM's CUDA compile hook, counted (``calls``), with the binary cache installed in front of
+    it for the test; TVM's own hook back afterwards."""
+    import shutil
+
+    import tvm_ffi
+
+    from tvmconv.backends import cuda
+
+    if shutil.which("nvcc") is None:
+        pytest.skip("needs nvcc")
+    tvm_compile = cuda._tvm_hook()
+    calls = []
+
+    def counted(code):
+        calls.append(len(code))
+        return tvm_compile(code)
+
+    monkeypatch.setattr(cuda, "_tvm_compile", counted)
+    cuda.use_binary_cache.cache_clear()
+    cuda.use_binary_cache()
+    yield calls
+    cuda.use_binary_cache.cache_clear()
+    tvm_ffi.register_global_func("tvm_callback_cuda_compile", tvm_compile, override=True)
+
+
+def _cuda_source() -> str:
+    import tvm
+
+    from tvmconv.backends.cuda_schedules import cuda_direct_schedule
+
+    spec = TF.spec_of(TF.conv2d, torch.randn(1, 4, 6, 6), torch.randn(4, 4, 3, 3))
+    return tvm.compile(cuda_direct_schedule(spec).mod, target=resolve("cuda-sm90").tvm()).mod.imports[0].inspect_source()
+
+
+def test_cuda_binaries_are_compiled_once_and_kept_in_the_cache(counted_cuda_hook):
+    """TVM 0.27 compiles a CUDA library's source every time the library is loaded, through its
+    ``tvm_callback_cuda_compile`` hook: the binary cache answers it from the user cache after the
+    first time, and compiles over a file left there under a binary's name."""
+    import tvm
+    import tvm_ffi
+
+    from tvmconv.runtime import cache
+
+    hook = tvm_ffi.get_global_func("tvm_callback_cuda_compile")
+    src = _cuda_source()
+    with tvm.target.Target(resolve("cuda-sm90").tvm()):  # (on a GPU machine: the GPU's arch)
+        first = bytes(hook(src))
+        assert bytes(hook(src)) == first and len(counted_cuda_hook) == 1
+        (path,) = (cache.user_root() / "machine" / "cuda-bin").glob("*.bin")
+        path.write_bytes(b"not a binary")
+        assert bytes(hook(src)) == first and len(counted_cuda_hook) == 2
+        assert path.read_bytes() == first
+
+
+def test_the_binary_cache_never_fails_a_load(counted_cuda_hook):
+    """Where the cache cannot answer (no arch to key on: no GPU and no target here), TVM's own
+    compile runs, as it would without the cache, and says what it says."""
+    import tvm_ffi
+
+    with pytest.raises(Exception, match="No CUDA architecture"):
+        tvm_ffi.get_global_func("tvm_callback_cuda_compile")(_cuda_source())
+    assert len(counted_cuda_hook) == 1

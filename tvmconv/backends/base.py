@@ -98,6 +98,9 @@ class Backend:
     def before_compile(self) -> None:
         """Set up what ``tvm.compile`` needs for this kind (once per process is enough)."""
 
+    def before_load(self) -> None:
+        """Set up what loading a kernel library needs for this kind (nothing by default)."""
+
     def adopt_library(self, path) -> None:
         """Set up a kernel library TVM has just loaded from ``path`` to run here (nothing by default)."""
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import logging
 import os
 from pathlib import Path
 
 from .base import Backend
 from .target import TargetInfo, make, profiles
+
+log = logging.getLogger("tvmconv")
 
 # On CUDA (issue 6), against cuDNN through PyTorch: depthwise, grouped and fused variants faster;
 # the standard ones (dense, pointwise, dilated, 1-D, 3-D, transposed) within 10%
@@ -87,6 +90,10 @@ class CUDABackend(Backend):
     # -- toolchain ---------------------------------------------------------------------------
     def before_compile(self) -> None:
         use_nvcc()
+        use_binary_cache()
+
+    def before_load(self) -> None:
+        use_binary_cache()
 
     def export_kernel(self, func, cname: str, out, build_target, tools=None) -> dict:
         """``<cname>.cu`` (the CUDA source) and ``<cname>.cubin`` (nvcc, for the target's arch)."""
@@ -190,11 +197,9 @@ def compile_binary(source: str, target: TargetInfo) -> bytes:
     it is loaded, for the target's arch: its own hook, so NVRTC's cubin where the cuda-bindings
     package is installed, else nvcc's fatbin."""
     import tvm
-    from tvm.support import nvcc
 
-    use_nvcc()
     with tvm.target.Target(target.tvm()):
-        return bytes(nvcc.tvm_callback_cuda_compile(source))
+        return bytes(_tvm_hook()(source))
 
 
 def _binary_path(root: Path, source: str) -> Path:
@@ -213,12 +218,59 @@ def store_binary(root: Path, source: str, target: TargetInfo) -> Path:
     return path
 
 
+# TVM 0.27's runtime compiles a library's CUDA source each time the library is loaded, through
+# its ``tvm_callback_cuda_compile`` hook (a second or two of nvcc or NVRTC per kernel). The two
+# wrappers below answer that hook from files instead: the binary cache, for every process, and
+# ``precompiled``, for the GPU plan's binaries built beforehand on many cores.
+_HOOK = "tvm_callback_cuda_compile"
+_tvm_compile = None  # TVM's own hook, as registered before any of ours
+
+
+def _tvm_hook():
+    global _tvm_compile
+    import tvm_ffi
+
+    if _tvm_compile is None:
+        use_nvcc()
+        from tvm.support import nvcc  # noqa: F401 - registers TVM's hook
+
+        _tvm_compile = tvm_ffi.get_global_func(_HOOK)
+    return _tvm_compile
+
+
+@functools.lru_cache(maxsize=1)
+def use_binary_cache() -> None:
+    """Once per process: what TVM's hook compiles is kept in the user cache (``machine/cuda-bin/``,
+    named by the source, the GPU's compute capability, the compile mode and TVM's version, beside
+    a manifest of its bytes), and later loads, in this process or the next, read it back. Where
+    the cache cannot serve, TVM compiles as before: the cache never fails a load."""
+    import tvm_ffi
+
+    tvm_compile = _tvm_hook()
+
+    def cached(code):
+        try:
+            from tvm.support import nvcc
+            from tvm.target import Target
+
+            from ..runtime import cache  # (cache imports the backends)
+
+            key = {"source": code, "arch": nvcc.get_target_compute_version(Target.current(allow_none=True)),
+                   "mode": os.environ.get("TVM_CUDA_COMPILE_MODE", "nvrtc"), "tvm": cache.tvm_version()}
+            path = cache.user_root() / "machine" / "cuda-bin" / f"{cache.digest(key)[:32]}.bin"
+            if cache.keep(path, lambda tmp: tmp.write_bytes(bytes(tvm_compile(code)))):
+                return path.read_bytes()
+        except Exception as exc:  # noqa: BLE001 - never worse than TVM's own compile
+            log.info("tvmconv: CUDA binary cache unavailable (%s)", str(exc).splitlines()[-1] if str(exc) else exc)
+        return tvm_compile(code)
+
+    tvm_ffi.register_global_func(_HOOK, cached, override=True)
+
+
 class precompiled:
     """``with precompiled(root):`` libraries loaded inside take their CUDA binaries from ``root``
-    (``store_binary``'s) where it has them. TVM 0.27's runtime compiles a library's CUDA source
-    each time the library is loaded, through the ``tvm_callback_cuda_compile`` hook, one library
-    at a time: a second or two of nvcc per kernel, which many binaries built beforehand on many
-    cores avoid. Sources without a binary there are compiled as TVM would."""
+    (``store_binary``'s) where it has them, and are compiled by the hook in place before (the
+    binary cache, or TVM's) where not."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -226,10 +278,9 @@ class precompiled:
 
     def __enter__(self):
         import tvm_ffi
-        from tvm.support import nvcc
 
-        use_nvcc()
-        self.before = nvcc.tvm_callback_cuda_compile
+        _tvm_hook()
+        self.before = tvm_ffi.get_global_func(_HOOK)
 
         def serve(code):
             path = _binary_path(self.root, code)
@@ -239,13 +290,13 @@ class precompiled:
             self.compiled += 1
             return self.before(code)
 
-        tvm_ffi.register_global_func("tvm_callback_cuda_compile", serve, override=True)
+        tvm_ffi.register_global_func(_HOOK, serve, override=True)
         return self
 
     def __exit__(self, *exc):
         import tvm_ffi
 
-        tvm_ffi.register_global_func("tvm_callback_cuda_compile", self.before, override=True)
+        tvm_ffi.register_global_func(_HOOK, self.before, override=True)
 
 
 def tvm_sees_gpu() -> bool:

@@ -135,36 +135,18 @@ def _launcher() -> int:
 
 def _compiled() -> Path:
     """The launcher's library: kept in the user cache's machine/ beside a manifest of its bytes
-    (a file someone left there under its name is compiled over, never loaded), else compiled into
-    a private temporary directory for this process."""
+    (``cache.keep``: a file someone left there under its name is compiled over, never loaded),
+    else compiled into a private temporary directory for this process."""
     from ..runtime import cache  # (cache imports the backends)
 
     cc = os.environ.get("CC", "gcc")
     name = f"openmp-launch-{cache.digest({'cc': cc, 'source': _LAUNCH_C})[:12]}.so"
     path = cache.user_root() / "machine" / name
-    if cache.trusted(path.parent):
-        try:
-            with cache.lock(path):
-                found = _manifest(path)
-                if found is None or cache.read_json(cache.manifest_path(path)) != found:
-                    with cache.atomic_path(path, suffix=".so") as tmp:
-                        _compile(cc, tmp)
-                        cache.write_json(cache.manifest_path(path), _manifest(tmp))
-            return path
-        except OSError as exc:  # a read-only cache
-            log.info("tvmconv: cannot keep the OpenMP launcher in %s (%s)", path.parent, exc)
+    if cache.keep(path, lambda tmp: _compile(cc, tmp)):
+        return path
     path = Path(tempfile.mkdtemp(prefix="tvmconv-openmp-")) / name  # (mode 0o700)
     _compile(cc, path)
     return path
-
-
-def _manifest(path: Path) -> dict | None:
-    from ..runtime import cache
-
-    try:
-        return {"size": path.stat().st_size, "sha256": cache.file_sha256(path)}
-    except OSError:
-        return None
 
 
 def _compile(cc: str, out: Path) -> None:

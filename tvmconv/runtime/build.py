@@ -428,6 +428,7 @@ def _with_dispatch(kern: Kernel, record: ScheduleRecord | None) -> Kernel:
 def _load_library(path: Path, lib_key: str, spec: Spec, target: TargetInfo):
     if not cache.library_ok(path, lib_key, spec):
         return None
+    target.backend.before_load()
     try:
         lib = tvm.runtime.load_module(str(path))
     except Exception as exc:  # noqa: BLE001 - intact but unloadable (a missing runtime symbol...)

@@ -251,6 +251,35 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_manifest(path: Path) -> dict | None:
+    """``{"size", "sha256"}`` of the file at ``path`` (None: there is none)."""
+    try:
+        return {"size": path.stat().st_size, "sha256": file_sha256(path)}
+    except OSError:
+        return None
+
+
+def keep(path: Path, make: Callable[[Path], None]) -> bool:
+    """Make sure ``path`` (in the user cache) holds what ``make(tmp)`` writes, beside a manifest of
+    its bytes: made once under the lock, then found by the next caller and process. A file left
+    there under its name without a matching manifest is made over, never used. False where the
+    cache cannot hold it (a directory someone else may write, a read-only cache): the caller makes
+    its own, privately. What ``make`` raises, other than OSError, goes to the caller."""
+    if not trusted(path.parent):
+        return False
+    try:
+        with lock(path):
+            found = file_manifest(path)
+            if found is None or read_json(manifest_path(path)) != found:
+                with atomic_path(path, suffix=path.suffix) as tmp:
+                    make(tmp)
+                    write_json(manifest_path(path), file_manifest(tmp))
+        return True
+    except OSError as exc:
+        log.info("tvmconv: cannot keep %s in the cache (%s)", path.name, exc)
+        return False
+
+
 def _library_problem(path: Path, st: os.stat_result, key: str, spec: dict) -> str | None:
     if not stat.S_ISREG(st.st_mode):  # a symlink may point at any file at all
         return "not a regular file"
