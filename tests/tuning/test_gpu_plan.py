@@ -51,7 +51,7 @@ def test_rehearsal_writes_records_that_replay_and_compute_the_reference(tmp_path
         assert len(list((tmp_path / "cuda-bin").glob("*.bin"))) >= 7
 
 
-def test_a_candidate_that_does_not_compile_is_reported_not_fatal(tmp_path, monkeypatch):
+def test_a_candidate_that_does_not_compile_is_reported_not_fatal(tmp_path):
     target = resolve("cuda-sm90")
     spec = _specs()[0]
     jobs = gpu_plan.jobs_for([spec], 1)

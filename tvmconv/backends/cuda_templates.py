@@ -1,7 +1,7 @@
 """CUDA schedule templates with knobs (TVM-facing), of the CUDA backend (backends/cuda.py): what a
 GPU's scarce time is spent choosing among (``tvmconv.tuning.gpu_plan``), as the CPU side's plan
-search chooses among blockings. Each template is a ``Schedule`` of the compute as written
-(``Plan()``), so its trace is a record like any tuned one.
+search chooses among blockings. Each template is a ``Schedule`` of the spec's compute under
+``plan(spec)``, so its trace is a record like any tuned one.
 
 Three templates:
 
@@ -10,8 +10,8 @@ Three templates:
     K = input channels x taps -- tiled for a thread block. A block computes a channels x rows x
     columns output tile; input and weight tiles are staged in shared memory ``bk`` input channels
     at a time (all the taps of each), loaded by the block's threads together; each thread
-    accumulates a ``ci x yi x xi`` register tile. Standard, pointwise, grouped, dilated, 1-D and
-    3-D and transposed convolutions (these read their input through the caches), and the
+    accumulates a ``ci x yi x xi`` register tile. Standard, pointwise, grouped, dilated, 1-D,
+    3-D and transposed convolutions (these read input and weights through the caches), and the
     ShuffleNet unit, convolved in source-channel order and shuffled as it is written out.
     Depthwise convolutions take its register-tiled form: the input tile in shared memory, each
     thread's own filter taps in registers (``weights="local"``), no K loop.
@@ -36,7 +36,6 @@ import dataclasses
 import itertools
 from dataclasses import dataclass
 
-import tvm
 from tvm.s_tir import Schedule
 
 from ..spec import Spec
@@ -81,8 +80,11 @@ class Knobs:
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
     def label(self) -> str:
+        """``tiled c8x2 y4x1 x8x2 k16 u64`` (channels, rows, columns: threads x register tile),
+        with `` w-local``/`` x-global`` where weights or inputs are not staged in shared memory."""
+        where = "".join(f" {k}-{v}" for k, v in (("w", self.weights), ("x", self.inputs)) if v != "shared")
         return (f"{self.template} c{self.tc}x{self.ci} y{self.ty}x{self.yi} x{self.tx}x{self.xi} k{self.bk} "
-                f"u{self.unroll}{'' if self.weights == 'shared' else ' w-' + self.weights}{'' if self.inputs == 'shared' else ' x-' + self.inputs}")
+                f"u{self.unroll}{where}")
 
 
 # -- which template a spec takes ------------------------------------------------------------------
