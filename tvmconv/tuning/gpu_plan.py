@@ -428,9 +428,11 @@ class _bar:
 
     def __init__(self, on: bool):
         self.progress = None
-        if on:
+        try:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+        except ImportError:  # (a bare GPU machine: plan.log says what happens)
+            return
+        if on:
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("ETA"), TimeRemainingColumn())
 
