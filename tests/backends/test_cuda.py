@@ -157,6 +157,7 @@ def test_cuda_binaries_are_compiled_once_and_kept_in_the_cache(counted_cuda_hook
     import tvm
     import tvm_ffi
 
+    from tvmconv.backends import cuda
     from tvmconv.runtime import cache
 
     hook = tvm_ffi.get_global_func("tvm_callback_cuda_compile")
@@ -164,7 +165,8 @@ def test_cuda_binaries_are_compiled_once_and_kept_in_the_cache(counted_cuda_hook
     with tvm.target.Target(resolve("cuda-sm90").tvm()):  # (on a GPU machine: the GPU's arch)
         first = bytes(hook(src))
         assert bytes(hook(src)) == first and len(counted_cuda_hook) == 1
-        (path,) = (cache.user_root() / "machine" / "cuda-bin").glob("*.bin")
+        path = cuda.binary_path(src)
+        assert path.parent == cache.user_root() / "machine" / "cuda-bin" and path.read_bytes() == first
         path.write_bytes(b"not a binary")
         assert bytes(hook(src)) == first and len(counted_cuda_hook) == 2
         assert path.read_bytes() == first

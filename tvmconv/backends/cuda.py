@@ -5,7 +5,6 @@ Its default schedules are in cuda_schedules.py."""
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import logging
 import os
@@ -192,38 +191,13 @@ def use_nvcc() -> None:
         os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
 
 
-def compile_binary(source: str, target: TargetInfo) -> bytes:
-    """What TVM's runtime would compile ``source`` (a CUDA module's) into when a library holding
-    it is loaded, for the target's arch: its own hook, so NVRTC's cubin where the cuda-bindings
-    package is installed, else nvcc's fatbin."""
-    import tvm
-
-    with tvm.target.Target(target.tvm()):
-        return bytes(_tvm_hook()(source))
-
-
-def _binary_path(root: Path, source: str) -> Path:
-    return root / f"{hashlib.sha256(source.encode()).hexdigest()}.bin"
-
-
-def store_binary(root: Path, source: str, target: TargetInfo) -> Path:
-    """``compile_binary`` of ``source`` under ``root``, named by the source's hash (written whole
-    or not at all), for ``precompiled`` to serve."""
-    path = _binary_path(Path(root), source)
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(compile_binary(source, target))
-        os.replace(tmp, path)
-    return path
-
-
 # TVM 0.27's runtime compiles a library's CUDA source each time the library is loaded, through
-# its ``tvm_callback_cuda_compile`` hook (a second or two of nvcc or NVRTC per kernel). The two
-# wrappers below answer that hook from files instead: the binary cache, for every process, and
-# ``precompiled``, for the GPU plan's binaries built beforehand on many cores.
+# its ``tvm_callback_cuda_compile`` hook (a second or two of nvcc or NVRTC per kernel). The binary
+# cache answers that hook from the user cache instead; the GPU plan fills it ahead of its loads,
+# on many cores (``prebuild_binary``).
 _HOOK = "tvm_callback_cuda_compile"
-_tvm_compile = None  # TVM's own hook, as registered before any of ours
+_tvm_compile = None  # TVM's own hook, as registered before ours
+binary_stats = {"read": 0, "compiled": 0}  # this process's answers from the cache (the GPU plan logs them)
 
 
 def _tvm_hook():
@@ -238,28 +212,50 @@ def _tvm_hook():
     return _tvm_compile
 
 
+def binary_path(code: str) -> Path:
+    """Where the binary cache keeps the binary of CUDA source ``code``: named by the source, the
+    compute capability TVM compiles for now (the target in scope, else the GPU's), the compile
+    mode and TVM's version."""
+    from tvm.support import nvcc
+    from tvm.target import Target
+
+    from ..runtime import cache  # (cache imports the backends)
+
+    key = {"source": code, "arch": nvcc.get_target_compute_version(Target.current(allow_none=True)),
+           "mode": os.environ.get("TVM_CUDA_COMPILE_MODE", "nvrtc"), "tvm": cache.tvm_version()}
+    return cache.user_root() / "machine" / "cuda-bin" / f"{cache.digest(key)[:32]}.bin"
+
+
+def _cached_binary(code: str) -> bytes | None:
+    """The binary of ``code`` from the cache, compiled by TVM's hook into it first where it is not
+    there (beside a manifest of its bytes: ``cache.keep``); None where the cache cannot hold it."""
+    from ..runtime import cache
+
+    path, made = binary_path(code), []
+
+    def make(tmp: Path) -> None:
+        made.append(tmp)
+        tmp.write_bytes(bytes(_tvm_hook()(code)))
+
+    if not cache.keep(path, make):
+        return None
+    binary_stats["compiled" if made else "read"] += 1
+    return path.read_bytes()
+
+
 @functools.lru_cache(maxsize=1)
 def use_binary_cache() -> None:
-    """Once per process: what TVM's hook compiles is kept in the user cache (``machine/cuda-bin/``,
-    named by the source, the GPU's compute capability, the compile mode and TVM's version, beside
-    a manifest of its bytes), and later loads, in this process or the next, read it back. Where
-    the cache cannot serve, TVM compiles as before: the cache never fails a load."""
+    """Once per process: TVM's hook is answered from the binary cache, in this process and the
+    next. Where the cache cannot serve, TVM compiles as before: the cache never fails a load."""
     import tvm_ffi
 
     tvm_compile = _tvm_hook()
 
     def cached(code):
         try:
-            from tvm.support import nvcc
-            from tvm.target import Target
-
-            from ..runtime import cache  # (cache imports the backends)
-
-            key = {"source": code, "arch": nvcc.get_target_compute_version(Target.current(allow_none=True)),
-                   "mode": os.environ.get("TVM_CUDA_COMPILE_MODE", "nvrtc"), "tvm": cache.tvm_version()}
-            path = cache.user_root() / "machine" / "cuda-bin" / f"{cache.digest(key)[:32]}.bin"
-            if cache.keep(path, lambda tmp: tmp.write_bytes(bytes(tvm_compile(code)))):
-                return path.read_bytes()
+            found = _cached_binary(code)
+            if found is not None:
+                return found
         except Exception as exc:  # noqa: BLE001 - never worse than TVM's own compile
             log.info("tvmconv: CUDA binary cache unavailable (%s)", str(exc).splitlines()[-1] if str(exc) else exc)
         return tvm_compile(code)
@@ -267,36 +263,14 @@ def use_binary_cache() -> None:
     tvm_ffi.register_global_func(_HOOK, cached, override=True)
 
 
-class precompiled:
-    """``with precompiled(root):`` libraries loaded inside take their CUDA binaries from ``root``
-    (``store_binary``'s) where it has them, and are compiled by the hook in place before (the
-    binary cache, or TVM's) where not."""
+def prebuild_binary(source: str, target: TargetInfo) -> None:
+    """Compile ``source`` (a CUDA module's) into the binary cache for ``target``'s arch, where the
+    runtime will look for it when a library holding it is loaded on such a GPU."""
+    import tvm
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        self.served = self.compiled = 0  # (the plan logs them: a binary not served was compiled again)
-
-    def __enter__(self):
-        import tvm_ffi
-
-        _tvm_hook()
-        self.before = tvm_ffi.get_global_func(_HOOK)
-
-        def serve(code):
-            path = _binary_path(self.root, code)
-            if path.is_file():
-                self.served += 1
-                return path.read_bytes()
-            self.compiled += 1
-            return self.before(code)
-
-        tvm_ffi.register_global_func(_HOOK, serve, override=True)
-        return self
-
-    def __exit__(self, *exc):
-        import tvm_ffi
-
-        tvm_ffi.register_global_func(_HOOK, self.before, override=True)
+    with tvm.target.Target(target.tvm()):
+        if _cached_binary(source) is None:
+            raise OSError("the user cache cannot hold CUDA binaries")
 
 
 def tvm_sees_gpu() -> bool:

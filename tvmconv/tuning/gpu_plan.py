@@ -2,15 +2,15 @@
 
 Every candidate of every workload -- each knob setting of its CUDA template
 (``backends.cuda_templates.candidates``) and the default schedule -- is compiled on all the
-machine's cores at once, CUDA binaries included (nvcc, ahead of TVM's runtime, which would
-otherwise compile each library's source when it is loaded, one at a time). Then, workload by
-workload, each candidate's output is checked against cuDNN's and the correct ones are timed
+machine's cores at once, CUDA binaries included (into the binary cache, ahead of TVM's runtime,
+which would otherwise compile each library's source when it is loaded, one at a time). Then,
+workload by workload, each candidate's output is checked against cuDNN's and the correct ones are timed
 interleaved with cuDNN (TF32 off, ``cudnn.benchmark`` on: its best case) with CUDA events; the
 fastest becomes the workload's schedule record, with the dispatch choice those same rounds
 measured. Everything lands in ``out`` as it is measured, so a lease that ends early keeps what
 was done: ``schedules/<profile>/`` (records), ``plan.jsonl`` (per workload, the bench fields),
 ``candidates.jsonl`` (per candidate), ``summary.md`` and ``plan.log``; the compiled candidates
-(``kernels/``, ``cuda-bin/``) go to ``work``.
+(``kernels/``) go to ``work``, their binaries to the user cache.
 
 Rehearsal (``timer="stub"``): the same run on a machine without a GPU -- enumeration, parallel
 compilation, binaries, records, results, the time budget -- with made-up times and no kernel run.
@@ -84,7 +84,7 @@ def jobs_for(specs: list[Spec], per_workload: int) -> list[Job]:
 
 def build(job: Job, profile: str, out: str, binaries: bool) -> Built:
     """Schedule, compile and export one candidate into ``out/kernels``; with ``binaries``, its CUDA
-    binary too (``out/cuda-bin``, ``backends.cuda.precompiled`` serves it at load)."""
+    binary too (into the binary cache, which answers the load)."""
     from ..backends import cuda
     from ..backends.cuda_templates import Knobs, plan, schedule
     from ..backends.llvm_schedules import trace_json
@@ -109,7 +109,7 @@ def build(job: Job, profile: str, out: str, binaries: bool) -> Built:
         if over:  # (TVM compiles such a kernel; it would fail at launch)
             raise ValueError(over)
         if binaries:  # (where this fails, loading it fails too: the candidate is reported)
-            cuda.store_binary(Path(out) / "cuda-bin", source, target)
+            cuda.prebuild_binary(source, target)
         name = hashlib.sha256(json.dumps([job.spec, job.knobs], sort_keys=True).encode()).hexdigest()[:16]
         lib = Path(out) / "kernels" / f"{name}.so"
         lib.parent.mkdir(parents=True, exist_ok=True)
@@ -279,14 +279,14 @@ def run(specs: list[Spec], target: TargetInfo, out: Path, *, timer=None, workers
                             progress=(lambda n, total: bar.update(task, completed=n)) if bar else None)
         log.info("compiled %d of %d candidates in %.0f s (%d failed)", sum(b.library is not None for b in built),
                  len(jobs), time.time() - t0, sum(b.error is not None for b in built))
-        results = _measure_all(specs, built, target, out, work, timer, t0 + budget_s, bar)
+        results = _measure_all(specs, built, target, out, timer, t0 + budget_s, bar)
     _write_summary(out, results, target, timer, time.time() - t0, len(jobs))
     for lock in (out / "schedules").glob("*/*.lock"):  # (save_record's: the records are final)
         lock.unlink()
     return results
 
 
-def _measure_all(specs, built, target, out: Path, work: Path, timer, deadline: float, bar) -> list[dict]:
+def _measure_all(specs, built, target, out: Path, timer, deadline: float, bar) -> list[dict]:
     from ..backends import cuda
 
     by_workload: dict[int, list[Built]] = {}
@@ -294,19 +294,21 @@ def _measure_all(specs, built, target, out: Path, work: Path, timer, deadline: f
         by_workload.setdefault(b.workload, []).append(b)
     task = bar.add_task("measuring", total=len(specs)) if bar else None
     results, longest = [], 5.0  # (seconds the longest workload took: none is started that would overrun)
-    with cuda.precompiled(work / "cuda-bin") as binaries:
-        for i, spec in enumerate(specs):
-            if time.time() + 1.5 * longest > deadline:
-                log.warning("budget spent: %d of %d workloads measured", i, len(specs))
-                break
-            started = time.time()
-            row = measure_workload(spec, by_workload.get(i, []), target, out, timer)
-            longest = max(longest, time.time() - started)
-            if row is not None:
-                results.append(row)
-            if bar:
-                bar.update(task, completed=i + 1, description=f"measuring {spec.name[:40]}")
-    log.info("CUDA binaries at load: %d precompiled, %d compiled then", binaries.served, binaries.compiled)
+    cuda.use_binary_cache()
+    before = dict(cuda.binary_stats)
+    for i, spec in enumerate(specs):
+        if time.time() + 1.5 * longest > deadline:
+            log.warning("budget spent: %d of %d workloads measured", i, len(specs))
+            break
+        started = time.time()
+        row = measure_workload(spec, by_workload.get(i, []), target, out, timer)
+        longest = max(longest, time.time() - started)
+        if row is not None:
+            results.append(row)
+        if bar:
+            bar.update(task, completed=i + 1, description=f"measuring {spec.name[:40]}")
+    log.info("CUDA binaries at load: %d from the cache, %d compiled then",
+             cuda.binary_stats["read"] - before["read"], cuda.binary_stats["compiled"] - before["compiled"])
     return results
 
 
