@@ -1,6 +1,8 @@
 """``torch.compile(model, backend="tvmconv")`` (tvmconv/compile.py): fullgraph, eager's answers,
 BatchNorm folded in the graph from the current parameters, patterns fused."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -66,3 +68,88 @@ def test_unknown_options_are_refused(net):
     torch._dynamo.reset()
     with pytest.raises(Exception, match="unknown options"):
         torch.compile(net, backend="tvmconv", options={"fast": True})(torch.randn(1, 3, 8, 8))
+
+
+# -- in-place ops, training, dynamic shapes, dtypes (issue 33: each failed before) -----------------
+class _InPlace(nn.Module):
+    """Convolutions whose results (and an input, and a buffer) are changed in place, the result of
+    the in-place call unused."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 1)
+        self.register_buffer("calls", torch.zeros(()))
+        self.register_buffer("seen", torch.zeros(8))
+
+    def forward(self, x):
+        x.mul_(2)  # the caller's input
+        y = self.c1(x)
+        torch.relu_(y)
+        z = self.c2(y)
+        z.add_(1)
+        F.relu(z, inplace=True)
+        self.calls.add_(1)
+        self.seen.copy_(z.mean((0, 2, 3)))
+        return z
+
+
+@pytest.mark.parametrize("inductor", [False, True])
+def test_in_place_ops_whose_result_is_unused_are_kept(rng, inductor):
+    torch._dynamo.reset()
+    m, twin = _InPlace().eval(), _InPlace().eval()
+    twin.load_state_dict(m.state_dict())
+    x = torch.randn(1, 8, 10, 10, generator=rng)
+    fast = torch.compile(m, backend="tvmconv", options={"inductor": inductor})
+    with torch.no_grad():
+        for _ in range(2):
+            xa, xb = x.clone(), x.clone()
+            torch.testing.assert_close(fast(xa), twin(xb), rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(xa, xb)  # the input was doubled in place by both
+    assert m.calls.item() == twin.calls.item() == 2
+    torch.testing.assert_close(m.seen, twin.seen, rtol=1e-4, atol=1e-4)
+
+
+def test_training_updates_batchnorm_statistics(rng):
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3),
+                      nn.BatchNorm2d(8)).train()
+    twin = copy.deepcopy(m)
+    fast = torch.compile(m, backend="tvmconv", options={"inductor": False})
+    for _ in range(3):
+        x = torch.randn(2, 3, 8, 8, generator=rng)
+        torch.testing.assert_close(fast(x), twin(x), rtol=1e-4, atol=1e-4)
+    for bn, ref in ((m[1], twin[1]), (m[4], twin[4])):
+        assert bn.num_batches_tracked.item() == ref.num_batches_tracked.item() == 3
+        torch.testing.assert_close(bn.running_mean, ref.running_mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(bn.running_var, ref.running_var, rtol=1e-4, atol=1e-5)
+
+
+def test_dynamic_shapes_with_batchnorm(net, rng):
+    torch._dynamo.reset()
+    fast = torch.compile(net, backend="tvmconv", dynamic=True, options={"inductor": False})
+    with torch.no_grad():
+        for n, size in ((1, 8), (3, 10), (2, 12)):
+            x = torch.randn(n, 3, size, size, generator=rng)
+            torch.testing.assert_close(fast(x), net(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("inductor", [False, True])
+def test_bfloat16_stays_pytorch(net, rng, inductor):
+    torch._dynamo.reset()
+    m = net.to(torch.bfloat16)
+    seen = []
+
+    def spy(gm, example_inputs):
+        seen.append(tc.rewrite(gm))
+        return gm.forward
+
+    x = torch.randn(1, 3, 8, 8, generator=rng, dtype=torch.bfloat16)
+    with torch.no_grad():
+        want = m(x)
+        torch.testing.assert_close(torch.compile(m, backend=spy)(x), want)
+        torch._dynamo.reset()
+        got = torch.compile(m, backend="tvmconv", options={"inductor": inductor})(x)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
+    assert not any("tvmconv" in str(n.target) for n in seen[0].graph.nodes)

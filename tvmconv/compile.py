@@ -14,6 +14,13 @@ constant). On it, as ``tvmconv.convert`` does on a module graph:
 * every other ``conv1d/2d/3d`` becomes its ``torch.ops.tvmconv`` op, which runs the vendor path
   where that was measured faster on this machine (runtime/dispatch.py).
 
+The graph is the one TorchDynamo captured, in-place ops included (``torch.relu_``, ``x.add_``, a
+buffer's ``.copy_``, BatchNorm's running statistics and ``num_batches_tracked`` in training): the
+passes replace only the nodes they fuse and never drop another (fx's dead-code elimination takes an
+in-place call whose result is unused for pure), and a fold or fusion that would move a computation
+across an in-place op is not made. A convolution whose tensors have a dtype tvmconv does not run
+(bfloat16) stays PyTorch's.
+
 The rest of the graph goes to Inductor (``options={"inductor": False}``: runs as captured).
 torch's own "tvm" backend imports ``tvm.relay``, which TVM 0.27 removed.
 
@@ -29,6 +36,7 @@ from torch import fx
 
 from . import ops  # noqa: F401 - registers torch.ops.tvmconv.*
 from . import graph
+from ._args import SUPPORTED_DTYPES
 
 _CONV_FNS = {torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3, F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
 _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
@@ -60,7 +68,8 @@ def rewrite(gm: fx.GraphModule, target: str = "") -> fx.GraphModule:
     for node in list(g.nodes):
         if node in g.nodes and _conv(node) is not None:
             _fuse_or_swap(gm, node, target)
-    g.eliminate_dead_code()
+    # (no eliminate_dead_code: it would drop in-place calls whose result is unused, such as
+    # ``torch.relu_(y)`` or ``num_batches_tracked.add_(1)``; the passes erase what they replace)
     g.lint()
     gm.recompile()
     return gm
@@ -81,6 +90,8 @@ def _conv(node: fx.Node) -> dict | None:
     a = _bind(node, _CONV_ARGS, _CONV_DEFAULTS)
     if isinstance(a["padding"], str) or not isinstance(a["groups"], int):
         return None
+    if any(_dtype(n) not in SUPPORTED_DTYPES for n in (node, a["input"])):
+        return None  # bfloat16 (torch refuses a weight of another dtype), or a dtype not recorded
     nd = _CONV_FNS[node.target]
     a.update(nd=nd, stride=_ints(a["stride"], nd), padding=_ints(a["padding"], nd), dilation=_ints(a["dilation"], nd))
     return a
@@ -88,6 +99,36 @@ def _conv(node: fx.Node) -> dict | None:
 
 def _ints(v, nd: int) -> list[int]:
     return [int(v)] * nd if isinstance(v, int) else [int(x) for x in v]
+
+
+def _dtype(n) -> torch.dtype | None:
+    v = n.meta.get("example_value") if isinstance(n, fx.Node) else None
+    return v.dtype if isinstance(v, torch.Tensor) else None
+
+
+def _mutates(node: fx.Node) -> bool:
+    """Whether ``node`` may write a tensor in place (an in-place method or function, an op whose
+    schema mutates, a module call): a computation must not be moved across it."""
+    if node.op == "call_module":
+        return True
+    if node.op == "call_method":
+        return node.target.endswith("_") and not node.target.startswith("__")
+    if node.op != "call_function":
+        return False
+    schema = getattr(node.target, "_schema", None)
+    if schema is not None and schema.is_mutable:
+        return True
+    name = getattr(node.target, "__name__", "")
+    return (name.endswith("_") and not name.startswith("__")) or node.is_impure()
+
+
+def _between(first: fx.Node, last: fx.Node) -> list[fx.Node]:
+    """The nodes strictly between ``first`` and ``last`` in graph order."""
+    out, n = [], first.next
+    while n is not last and n.op != "root":
+        out.append(n)
+        n = n.next
+    return out
 
 
 def _shape(n) -> tuple | None:
@@ -103,7 +144,11 @@ def _fold_batchnorm(g: fx.Graph, bn: fx.Node) -> None:
     c = _conv(conv) if isinstance(conv, fx.Node) else None
     if c is None or a["training"] is not False or len(conv.users) != 1 or a["running_mean"] is None:
         return
-    with g.inserting_before(conv):
+    if any(_mutates(n) for n in _between(conv, bn)):
+        return  # the conv would move past an in-place op
+    # the fold and the conv go where the BatchNorm was: its arguments (an ``eps`` read by ``item()``
+    # under dynamic shapes) may be computed after the conv
+    with g.inserting_before(bn):
         s = g.call_function(torch.rsqrt, (g.call_function(torch.add, (a["running_var"], a["eps"])),))
         if a["weight"] is not None:
             s = g.call_function(torch.mul, (s, a["weight"]))
@@ -152,8 +197,11 @@ def _fuse_depthwise_separable(gm, node: fx.Node, dw: dict, target: str) -> bool:
             or pw["stride"] != [1, 1] or pw["padding"] != [0, 0] or pw["groups"] != 1:
         return False
     a2, end = _then_act(gm, pw_node)
+    pattern = {node, last, pw_node, end}
+    if any(_mutates(n) for n in _between(node, end) if n not in pattern):
+        return False  # the depthwise conv would move past an in-place op
     g = gm.graph
-    with g.inserting_before(node):
+    with g.inserting_before(end):  # (the pointwise weight may be computed after the depthwise conv)
         new = g.call_function(torch.ops.tvmconv.depthwise_separable_conv2d.default,
                               (x, wd, pw["weight"], dw["bias"], pw["bias"], dw["stride"], dw["padding"], dw["dilation"],
                                a1, a2, target))
