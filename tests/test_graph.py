@@ -38,7 +38,7 @@ def test_batchnorm_folds_into_the_conv_before_it(rng, conv, bn, shape):
     model[1] = _bn(model[0].weight.shape[1 if isinstance(model[0], nn.ConvTranspose2d) else 0], rng, bn)
     x = torch.randn(shape, generator=rng)
     gm = graph.trace(model)
-    assert graph.fold_batchnorm(gm) == ["1"]
+    assert [f.bn for f in graph.fold_batchnorm(gm)] == ["1"]
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in gm.modules())
     with torch.no_grad():
         torch.testing.assert_close(gm(x), model(x), rtol=1e-5, atol=1e-5)
@@ -86,7 +86,7 @@ class _Functional(nn.Module):
 def test_patterns_match_across_nesting_and_functional_calls(rng):
     model = _Functional(rng).eval()
     gm = graph.trace(model)
-    assert graph.fold_batchnorm(gm) == ["inner.bn", "pw.1"]
+    assert [f.bn for f in graph.fold_batchnorm(gm)] == ["inner.bn", "pw.1"]
     kinds = [(rw.kind, rw.covered) for rw in graph.rewrites(gm)]
     assert kinds == [("Conv2d", ["stem"]), ("DepthwiseSeparableConv2d", ["inner.dw", "pw.0"]),
                      ("ShuffledGroupConv2d", ["group"]), ("EffNetCore", ["a", "b"])]
@@ -227,3 +227,119 @@ def test_a_model_fx_cannot_trace_has_its_convs_swapped_one_by_one(rng):
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
     assert [s.c_out for s, _ in tvmconv.workloads(model, (x,))] == [4, 4]
+
+
+# -- what convert keeps of the model (issue 33: each failed before) --------------------------------
+def _state(m: nn.Module) -> dict:
+    return {k: v.clone() for k, v in m.state_dict().items()}
+
+
+def test_convert_leaves_a_training_model_as_it_was_and_converts_it_faithfully(rng):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Conv2d(8, 4, 1)).train()
+    twin = __import__("copy").deepcopy(model)
+    before, rng_before = _state(model), torch.get_rng_state()
+    x = torch.randn(2, 3, 8, 8, generator=rng)
+    fast = tvmconv.convert(model, (x,), dispatch=False)  # timed too: many forwards in training mode
+    for k, v in _state(model).items():  # the original: not one statistic moved
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert fast.tvmconv_report.folded == [] and fast.training
+    for k, v in _state(fast).items():  # the converted copy starts where the original is
+        if k in before:
+            torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    for _ in range(2):  # and follows it forward by forward, statistics included
+        torch.manual_seed(1)
+        a = fast(x)
+        torch.manual_seed(1)
+        torch.testing.assert_close(a, twin(x), rtol=1e-4, atol=1e-4)
+    assert fast.get_submodule("1").num_batches_tracked.item() == twin[1].num_batches_tracked.item() == 2
+    torch.testing.assert_close(fast.get_submodule("1").running_var, twin[1].running_var)
+
+
+class _Counting(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.register_buffer("calls", torch.zeros(()))
+        self.register_buffer("last", torch.zeros(4))
+
+    def forward(self, x):
+        self.calls.add_(1)
+        y = self.conv(x)
+        self.last.copy_(y.mean((0, 2, 3)))
+        return y + self.calls
+
+
+def test_convert_keeps_buffer_updates_in_forward(rng):
+    model = _Counting().eval()
+    x = torch.randn(1, 3, 8, 8, generator=rng)
+    fast = tvmconv.convert(model, (x,), dispatch=False)
+    assert model.calls.item() == 0 and fast.calls.item() == 0  # neither changed by convert's own runs
+    with torch.no_grad():
+        for i in (1, 2):
+            torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+            assert fast.calls.item() == model.calls.item() == i
+    torch.testing.assert_close(fast.last, model.last, rtol=1e-4, atol=1e-4)
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.dw, self.pw = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        return F.relu(self.pw(F.relu(self.dw(x))))
+
+
+def _hooked_net(g):
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), _bn(8, g), nn.ReLU(), _Block(),
+                         nn.Conv2d(8, 8, 3, groups=8, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+
+
+def test_convert_keeps_hooks_and_never_fuses_across_them(rng):
+    x = torch.randn(1, 3, 8, 8, generator=rng)
+    model = _hooked_net(rng)
+    seen: dict = {}
+
+    def hook(name):
+        return lambda m, inp, out: seen.setdefault(name, []).append(out.detach().clone())
+
+    for name in ("1", "3", "4"):  # a BatchNorm, a container, a depthwise conv that would fuse
+        model.get_submodule(name).register_forward_hook(hook(name))
+    model.register_forward_hook(hook("model"))
+    fast = tvmconv.convert(model, (x,), dispatch=False, time_layers=False)
+    rep = fast.tvmconv_report
+    assert rep.folded == [] and "DepthwiseSeparableConv2d" not in [r.kind for r in rep.layers]
+    assert set(rep.hooked) == {"1", "3", "4", "(the model)"} and "hooks" in rep.summary()
+    assert "3.dw" in [r.name for r in rep.converted]  # inside the hooked container, one by one
+    seen.clear()
+    with torch.no_grad():
+        got = fast(x)
+        theirs = {k: v[-1] for k, v in seen.items()}
+        seen.clear()
+        want = model(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert set(theirs) == {"1", "3", "4", "model"}
+    for k, v in seen.items():
+        torch.testing.assert_close(theirs[k], v[-1], rtol=1e-4, atol=1e-4)
+
+
+def test_the_converted_model_loads_the_originals_state_dict(rng):
+    model = _Functional(rng).eval()
+    x = torch.randn(1, 3, 8, 8, generator=rng)
+    fast = tvmconv.convert(model, (x,), dispatch=False, time_layers=False)
+    other = _Functional(torch.Generator().manual_seed(7)).eval()  # other weights, other statistics
+    fast.load_state_dict(other.state_dict())  # the original's keys: fused and folded modules too
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), other(x), rtol=1e-4, atol=1e-4)
+
+
+def test_batchnorm_in_bfloat16_is_not_folded(rng):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), _bn(8, rng), nn.ReLU()).eval().to(torch.bfloat16)
+    x = torch.randn(1, 3, 8, 8, generator=rng, dtype=torch.bfloat16)
+    fast = tvmconv.convert(model, (x,), dispatch=False, time_layers=False)
+    assert fast.tvmconv_report.folded == [] and [r.kind for r in fast.tvmconv_report.layers] == ["kept"]
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=0, atol=0)

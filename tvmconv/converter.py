@@ -17,6 +17,16 @@ against the nodes it replaces (interleaved rounds) and the choice is stored with
 dispatch choices (runtime/dispatch.py), so later conversions and the ops agree; ``dispatch=False``
 converts every layer. ``filter_fn(name, module) -> False`` leaves a module alone.
 
+The original is never run: its outputs, and its time, come from a copy, so a model in training
+mode keeps its BatchNorm statistics, and buffers a ``forward`` updates, as they were; the converted
+model starts from the same state (what convert's own runs changed in it is put back) and updates it
+per forward as eager does (a training-mode BatchNorm is not folded). Random draws in ``forward``
+(dropout) see the same seed in the original's run and the converted one, and the caller's random
+state is left as it was. Hooks: the model's own move to the converted model; a module with hooks
+is never folded or fused across and a container with hooks stays one call (its convolutions swapped
+one by one); the report lists them. The converted model loads the original's ``state_dict`` (keys
+of fused modules renamed, folded BatchNorm folded anew).
+
 A model torch.fx cannot trace (data-dependent control flow) has its convolutions swapped one by
 one instead (no folding, no fused patterns; the report says why). The converted model is run on
 ``example_inputs`` and compared with the original (float32 tolerance); a mismatch raises. Layers
@@ -27,12 +37,14 @@ model that cannot run on ``example_inputs`` is returned unchanged, with the reas
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from . import functional as TF
 from . import graph
@@ -66,12 +78,14 @@ class LayerReport:
 class ConversionReport:
     layers: list[LayerReport] = field(default_factory=list)
     folded: list[str] = field(default_factory=list)  # BatchNorm modules folded into convolutions
+    hooked: list[str] = field(default_factory=list)  # modules with hooks: kept whole, nothing fused across
     traced: bool = True  # False: torch.fx could not trace the model (``note`` says why)
     note: str = ""
     max_abs_error: float | None = None
     torch_s: float | None = None  # the whole model, before (the original)
     tvmconv_s: float | None = None  # and after, timed interleaved on example_inputs
     error: str = ""  # set when the model could not be converted at all
+    folds: list = field(default_factory=list, repr=False)  # (graph.Fold, the folded weight) per BatchNorm
 
     @property
     def converted(self) -> list[LayerReport]:
@@ -88,7 +102,8 @@ class ConversionReport:
     def to_dict(self) -> dict:
         """The report as plain data (``json.dumps`` takes it), with each layer's speed-up and the
         end-to-end one."""
-        out = asdict(self)
+        out = asdict(replace(self, folds=[]))
+        out.pop("folds")
         for d, r in zip(out["layers"], self.layers):
             d["speedup"] = r.speedup
         out["speedup"] = self.speedup
@@ -120,6 +135,8 @@ class ConversionReport:
             text += f"; outputs match the original (max abs difference {self.max_abs_error:.3g})"
         if self.speedup:
             text += f"; whole model {self.torch_s * 1e3:.3f} -> {self.tvmconv_s * 1e3:.3f} ms ({self.speedup:.2f}x)"
+        if self.hooked:
+            text += f"; modules with hooks kept whole, nothing fused across them: {', '.join(self.hooked)}"
         return text + (f"; {self.note}" if self.note else "")
 
     def print(self) -> None:
@@ -168,28 +185,40 @@ def convert(model: nn.Module, example_inputs, target=None, *, filter_fn=None, di
                         f"got {type(example_inputs).__name__}")
     if filter_fn is not None and not callable(filter_fn):
         raise TypeError(f"convert: argument 'filter_fn' must be callable (name, module) -> bool, got {filter_fn!r}")
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+        return _convert(model, example_inputs, target, filter_fn, dispatch, time_layers, report, rtol, atol)
+
+
+def _convert(model, example_inputs, target, filter_fn, dispatch, time_layers, report, rtol, atol) -> nn.Module:
     tgt = resolve(target)
     rep = ConversionReport()
+    ref = copy.deepcopy(model)  # run instead of the original, which stays untouched
     try:
-        with torch.no_grad():
-            expected = model(*example_inputs)
+        expected = _run_seeded(ref, example_inputs)
     except Exception as exc:  # noqa: BLE001 - any failure of the user's model is reported, not raised
         rep.error = f"the model does not run on example_inputs: {type(exc).__name__}: {exc}"
-        warnings.warn(f"tvmconv.convert: {rep.error}; the model is returned unchanged", stacklevel=2)
+        warnings.warn(f"tvmconv.convert: {rep.error}; the model is returned unchanged", stacklevel=3)
         model.tvmconv_report = rep
         _tell(rep, report)
         return model
     new = copy.deepcopy(model)
+    state = _State(new)  # what convert's own runs change in it (statistics, buffers) is put back
+    rep.hooked = [name or "(the model)" for name, m in new.named_modules() if graph.hooked(m)]
     gm, found = _plan(new, example_inputs, tgt, rep, filter_fn)
     if gm is not None:
-        new = _convert_graph(gm, found, tgt, target, rep, dispatch_on=dispatch, time_layers=time_layers)
+        converted = _convert_graph(gm, found, tgt, target, rep, dispatch_on=dispatch, time_layers=time_layers)
+        state.follow(converted, rep.folds)
+        graph.copy_hooks(new, converted)
+        new = converted
     tnn.set_target(new, target)
     tnn.name_layers(new)
+    state.restore()
     rep.max_abs_error = _check(new, example_inputs, expected, rtol, atol)
     if time_layers:
         with torch.no_grad():
-            a, b = tgt.backend.time([lambda: new(*example_inputs), lambda: model(*example_inputs)], rounds=5)
+            a, b = tgt.backend.time([lambda: new(*example_inputs), lambda: ref(*example_inputs)], rounds=5)
         rep.tvmconv_s, rep.torch_s = timing.median(a), timing.median(b)
+    state.restore()
     new.tvmconv_report = rep
     _tell(rep, report)
     return new
@@ -202,9 +231,66 @@ def _tell(rep: ConversionReport, report: bool) -> None:
         log.info("tvmconv.convert: %s", rep.summary())
 
 
+_SEED = 20261206  # the same random draws (dropout) in the original's run and the converted one's
+
+
+def _run_seeded(model: nn.Module, example_inputs):
+    """``model(*example_inputs)`` without autograd, on a fixed seed, the caller's random state kept."""
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_SEED)
+        return model(*example_inputs)
+
+
+class _State:
+    """A model's buffers as they were (``restore`` puts them back), and the original's
+    ``state_dict`` keys for the converted model (``follow``)."""
+
+    def __init__(self, model: nn.Module):
+        self.saved = [(b, b.detach().clone()) for b in model.buffers()]
+        self.names = {id(t): k for k, t in model.state_dict(keep_vars=True).items()}
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for b, v in self.saved:
+                b.copy_(v)
+
+    def follow(self, converted: nn.Module, folds: list) -> None:
+        """Let ``converted`` load the original's state_dict: a key whose tensor moved (into a fused
+        module) is renamed, and a folded BatchNorm with its convolution is folded anew (``folds``:
+        ``(graph.Fold, the folded convolution's weight)``)."""
+        now = converted.state_dict(keep_vars=True)
+        # the converted key -> the original's, for a tensor now (also) under another name
+        renamed = {k: self.names[id(t)] for k, t in now.items() if self.names.get(id(t), k) != k}
+        where = {id(t): k for k, t in now.items()}
+        refold = [(f, where[id(w)].rpartition(".")[0]) for f, w in folds if id(w) in where]
+        if renamed or refold:
+            converted._register_load_state_dict_pre_hook(functools.partial(_original_keys, renamed, set(now), refold))
+
+
+def _original_keys(renamed: dict, keys: set, refold: list, state_dict, prefix, *_):
+    """``load_state_dict`` pre-hook: the original model's keys as the converted model's."""
+    for f, into in refold:
+        conv, bn = prefix + f.conv + ".", prefix + f.bn + "."
+        stats = [bn + k for k in ("running_mean", "running_var")]
+        if conv + "weight" not in state_dict or not all(k in state_dict for k in stats):
+            continue
+        w, b = fuse_conv_bn_weights(state_dict.pop(conv + "weight"), state_dict.pop(conv + "bias", None),
+                                    state_dict.pop(stats[0]), state_dict.pop(stats[1]), f.eps,
+                                    state_dict.pop(bn + "weight", None), state_dict.pop(bn + "bias", None),
+                                    transpose=f.transpose)
+        state_dict.pop(bn + "num_batches_tracked", None)
+        state_dict[prefix + into + ".weight"], state_dict[prefix + into + ".bias"] = w.detach(), b.detach()
+    moved = set()
+    for new, old in renamed.items():
+        if prefix + old in state_dict and prefix + new not in state_dict:
+            state_dict[prefix + new] = state_dict[prefix + old]
+            moved.add(old)
+    for old in moved - keys:  # (a key the converted model also has stays)
+        state_dict.pop(prefix + old)
+
+
 def _check(new: nn.Module, example_inputs, expected, rtol: float, atol: float) -> float:
-    with torch.no_grad():
-        got = new(*example_inputs)
+    got = _run_seeded(new, example_inputs)
     exp_t, got_t = _tensors(expected), _tensors(got)
     if len(exp_t) != len(got_t) or any(a.shape != b.shape for a, b in zip(exp_t, got_t)):
         raise RuntimeError("tvmconv.convert: the converted model's outputs differ in structure from the original's")
@@ -229,8 +315,14 @@ def _plan(new: nn.Module, example_inputs, tgt, rep: ConversionReport, filter_fn)
                     "its convolutions were swapped one by one, without BatchNorm folding or fused patterns")
         _swap_leaves(new, tgt, rep, filter_fn)
         return None, []
-    rep.folded = graph.fold_batchnorm(gm)
+    folds = graph.fold_batchnorm(gm)
+    rep.folded = [f.bn for f in folds]
+    rep.folds = [(f, gm.get_submodule(f.conv).weight) for f in folds]
     found = graph.rewrites(gm, filter_fn)
+    for node in gm.graph.nodes:  # a container with hooks is one call: its convolutions one by one
+        m = gm.get_submodule(node.target) if node.op == "call_module" else None
+        if m is not None and graph.hooked(m) and next(m.children(), None) is not None:
+            _swap_leaves(m, tgt, rep, filter_fn, prefix=node.target + ".")
     inputs = _Recorder(gm, {rw.input for rw in found}).record(example_inputs)
     return gm, [(rw, inputs.get(rw.input)) for rw in found]
 
@@ -335,11 +427,13 @@ def workloads(model: nn.Module, example_inputs, *, filter_fn=None) -> list[tuple
     return list(counts.items())
 
 
-def _swap_leaves(root: nn.Module, tgt, rep: ConversionReport, filter_fn) -> None:
-    """The untraceable model's fallback: each convolution module swapped for its drop-in, each
-    tvmconv.nn module switched to the tvmconv backend."""
+def _swap_leaves(root: nn.Module, tgt, rep: ConversionReport, filter_fn, prefix: str = "") -> None:
+    """The untraceable model's fallback (and a hooked container's): each convolution module
+    swapped for its drop-in, each tvmconv.nn module switched to the tvmconv backend. ``prefix``:
+    ``root``'s qualified name in the model, with a dot."""
     owned: list[str] = []  # fused modules: their nn.Conv2d children only hold parameters
-    for name, m in list(root.named_modules()):
+    for local, m in list(root.named_modules()):
+        name = prefix + local if local else prefix.rstrip(".")
         if any(name.startswith(p + ".") for p in owned) or (filter_fn is not None and name and not filter_fn(name, m)):
             continue
         if isinstance(m, tnn.TvmconvModule):
@@ -357,7 +451,7 @@ def _swap_leaves(root: nn.Module, tgt, rep: ConversionReport, filter_fn) -> None
             rep.layers.append(LayerReport(name, "kept", covered=[name], reason=why))
             continue
         new = graph.drop_in(m)
-        parent_name, _, attr = name.rpartition(".")
+        parent_name, _, attr = local.rpartition(".")
         parent = root.get_submodule(parent_name) if parent_name else root
         setattr(parent, attr, new)
         rep.layers.append(LayerReport(name, type(new).__name__, covered=[name]))

@@ -19,6 +19,10 @@ wherever each intermediate value has one user. Residual adds and every other op 
 
 Activations are ReLU and ReLU6 (modules, ``F.relu``, ``torch.relu``, ``x.relu()``, ``F.relu6``,
 ``F.hardtanh(x, 0, 6)``). BatchNorm folding uses torch's ``fuse_conv_bn_eval``.
+
+A module with forward or backward hooks is never folded or fused across (its hooks would see
+another computation, or not run): it stays one call, a container included (``hooked``). In-place
+calls whose result is unused (``x.add_(1)``, a buffer's ``copy_``) stay in the graph.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class _Tracer(fx.Tracer):
     forward checks arguments that a trace cannot give them)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if hooked(m):  # traced through, its hooks would never run
+            return True
         if isinstance(m, tnn.TvmconvModule):
             return not getattr(m, "container", False)
         return super().is_leaf_module(m, qualname)
@@ -52,10 +58,35 @@ class _Tracer(fx.Tracer):
 
 def trace(model: nn.Module) -> fx.GraphModule:
     """``model`` as an ``fx.GraphModule`` sharing its modules and parameters. Raises what torch.fx
-    raises for a model it cannot trace (data-dependent control flow)."""
+    raises for a model it cannot trace (data-dependent control flow), and RuntimeError for one
+    whose ``forward`` changes a buffer or parameter in place from values the trace takes for
+    constants (``self.count.add_(1)``): torch.fx runs that update once, while tracing (``model``'s
+    state has moved), and leaves it out of the graph."""
+    state = model.state_dict(keep_vars=True)
+    versions = {k: t._version for k, t in state.items()}
     tracer = _Tracer()
     graph = tracer.trace(model)
+    moved = [k for k, t in state.items() if t._version != versions[k]]
+    if moved:
+        raise RuntimeError(f"forward changes {', '.join(moved[:3])} in place from constants; a trace would drop it")
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def hooked(m: nn.Module) -> bool:
+    """Whether ``m`` has forward (pre-)hooks or backward hooks of its own."""
+    return any(getattr(m, name, None) for name in _HOOKS)
+
+
+def copy_hooks(src: nn.Module, dst: nn.Module) -> None:
+    """Give ``dst`` the module hooks ``src`` has (``dst`` replaces ``src`` as a whole)."""
+    for name in dir(nn.Module()):
+        if name.endswith("_hooks") or "_hooks_" in name:
+            value = getattr(src, name, None)
+            if isinstance(value, dict) and value:
+                setattr(dst, name, copy.copy(value))
 
 
 # -- reading the graph ----------------------------------------------------------------------------
@@ -65,6 +96,10 @@ def _module(gm: fx.GraphModule, node, types) -> nn.Module | None:
         if type(m) in types:  # exact types: a subclass may compute something else
             return m
     return None
+
+
+def _hooked_node(gm: fx.GraphModule, node) -> bool:
+    return isinstance(node, fx.Node) and node.op == "call_module" and hooked(gm.get_submodule(node.target))
 
 
 def _calls(gm: fx.GraphModule, target: str) -> int:
@@ -146,10 +181,23 @@ def _conv2d(m, *, depthwise=False, kernel=None, pointwise=False) -> bool:
 
 
 # -- BatchNorm --------------------------------------------------------------------------------------
-def fold_batchnorm(gm: fx.GraphModule) -> list[str]:
-    """Fold each eval-mode BatchNorm whose input is a convolution used nowhere else into that
-    convolution (a folded copy replaces it; the model's own modules are not changed). Returns the
-    BatchNorm modules folded."""
+_FOLDABLE = (torch.float32, torch.float64)  # folding in bfloat16/float16 rounds the weights anew
+
+
+@dataclass(frozen=True)
+class Fold:
+    """A BatchNorm folded into the convolution before it (qualified module names)."""
+
+    bn: str
+    conv: str
+    eps: float
+    transpose: bool
+
+
+def fold_batchnorm(gm: fx.GraphModule) -> list[Fold]:
+    """Fold each eval-mode BatchNorm whose input is a float32/float64 convolution used nowhere else
+    into that convolution (a folded copy replaces it; the model's own modules are not changed),
+    neither module having hooks. Returns the folds made."""
     folded = []
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or len(node.args) != 1:
@@ -163,10 +211,13 @@ def fold_batchnorm(gm: fx.GraphModule) -> list[str]:
             continue
         if bn.running_mean is None or bn.num_features != (conv.out_channels):
             continue
-        gm.add_submodule(prev.target, fuse_conv_bn_eval(conv, bn, transpose=type(conv) in _CONV_TRANSPOSES))
+        if hooked(bn) or hooked(conv) or conv.weight.dtype not in _FOLDABLE:
+            continue
+        transpose = type(conv) in _CONV_TRANSPOSES
+        gm.add_submodule(prev.target, fuse_conv_bn_eval(conv, bn, transpose=transpose))
         node.replace_all_uses_with(prev)
         gm.graph.erase_node(node)
-        folded.append(node.target)
+        folded.append(Fold(node.target, prev.target, bn.eps, transpose))
     gm.graph.lint()
     gm.recompile()
     gm.delete_all_unused_submodules()
@@ -211,7 +262,9 @@ def rewrites(gm: fx.GraphModule, filter_fn: Callable[[str, nn.Module], bool] | N
     for node in gm.graph.nodes:
         if node in taken or node.op != "call_module" or _calls(gm, node.target) != 1:
             continue
-        rw = _fused(gm, node) or _single(gm, node)
+        rw = (None if _hooked_node(gm, node) else _fused(gm, node)) or _single(gm, node)
+        if rw is not None and len(rw.nodes) > 1 and any(_hooked_node(gm, n) for n in rw.nodes):
+            rw = _single(gm, node)  # never fused across a module with hooks
         if rw is None or any(n in taken for n in rw.nodes) or not all(keep(n) for n in rw.nodes):
             continue
         taken.update(rw.nodes)
@@ -378,11 +431,13 @@ def apply(gm: fx.GraphModule, rw: Rewrite) -> None:
 
 
 def finish(gm: fx.GraphModule) -> fx.GraphModule:
-    gm.graph.eliminate_dead_code()
+    # (no eliminate_dead_code: it takes an in-place call whose result is unused, a buffer's
+    # ``add_``, for dead; apply erases what it replaces)
     gm.graph.lint()
     gm.recompile()
     gm.delete_all_unused_submodules()
     return gm
 
 
-__all__ = ["trace", "fold_batchnorm", "rewrites", "apply", "finish", "drop_in", "Rewrite", "act_of"]
+__all__ = ["trace", "fold_batchnorm", "rewrites", "apply", "finish", "drop_in", "Rewrite", "Fold", "act_of", "hooked",
+           "copy_hooks"]
