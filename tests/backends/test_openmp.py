@@ -38,13 +38,13 @@ def _launch(num_task: int, fail_at: int = -1):
         seen.append((task_id, env.contents.num_task, threading.get_ident()))
         return -1 if task_id == fail_at else 0
 
-    rc = _LAUNCH(openmp._launcher())(_LAMBDA(task), None, num_task)
+    rc = _LAUNCH(openmp._launcher()[0])(_LAMBDA(task), None, num_task)
     return rc, seen
 
 
 @pytest.mark.parametrize("num_task, expect", [(0, None), (1, 1), (5, 5)])
 def test_the_launcher_runs_every_task_once(num_task, expect):
-    expect = expect or knobs.num_threads()  # 0: one per thread tvmconv's kernels may use
+    expect = expect or min(knobs.num_threads(), torch.get_num_threads())  # 0: one per thread, as torch's
     rc, seen = _launch(num_task)
     assert rc == 0
     assert sorted(t for t, _, _ in seen) == list(range(expect))
@@ -73,6 +73,43 @@ def _child_launch():
     return rc, sorted(t for t, _, _ in seen)
 
 
+def test_one_torch_thread_runs_the_tasks_in_turn():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rc, seen = _launch(0)
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0 and [t for t, _, _ in seen] == [0]
+
+
+# A process of its own: the launcher bound first in the child (the parent ran only PyTorch's
+# convolutions) as in a DataLoader worker, or bound in the parent, on either pool. (A child that
+# keeps several threads after its parent ran OpenMP hangs in PyTorch's own ops: DataLoader sets one.)
+_FORK = """
+import os, sys, torch, torch.nn.functional as F
+import tvmconv.functional as TF
+x, w = torch.randn(1, 16, 20, 20), torch.randn(32, 16, 3, 3)
+(TF.conv2d if sys.argv[1] == "kernel" else F.conv2d)(x, w)  # the parent's pool has run
+want = F.conv2d(x, w)
+pid = os.fork()
+if pid == 0:
+    torch.set_num_threads(1)
+    ok = torch.allclose(TF.conv2d(x, w), want, atol=1e-4, rtol=1e-4)
+    os._exit(0 if ok else 3)
+print(os.waitpid(pid, 0)[1])
+"""
+
+
+@pytest.mark.parametrize("case, pool", [("torch", "1"), ("kernel", "1"), ("kernel", "0")])
+def test_a_forked_child_runs_kernels_on_any_pool(tmp_path, case, pool):
+    import subprocess
+
+    env = {**os.environ, "TVMCONV_CACHE_DIR": str(tmp_path), "TVMCONV_SHARED_POOL": pool, "TVMCONV_DISPATCH": "0"}
+    out = subprocess.run([sys.executable, "-c", _FORK, case], env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0 and out.stdout.split()[-1] == "0", out.stderr[-2000:]
+
+
 def test_loaded_kernels_run_on_the_shared_pool_and_match_torch(tmp_path, monkeypatch):
     monkeypatch.setenv("TVMCONV_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("TVMCONV_PARALLEL_LAUNCH_US", "0")  # split every kernel
@@ -87,7 +124,7 @@ def test_loaded_kernels_run_on_the_shared_pool_and_match_torch(tmp_path, monkeyp
         kern = build.load(spec, resolve(None))
         assert (kern.loaded_from == "") == fresh and not kern.plan.serial
         lib = ctypes.CDLL(next(tmp_path.rglob("kernels/*/*.so")).as_posix())
-        assert ctypes.c_void_p.in_dll(lib, "__TVMBackendParallelLaunch").value == openmp._launcher()
+        assert ctypes.c_void_p.in_dll(lib, "__TVMBackendParallelLaunch").value == openmp._launcher()[0]
         torch.testing.assert_close(out, F.conv2d(x, w, padding=1), atol=1e-4, rtol=1e-4)
     build.clear_memory_cache()
 
@@ -102,6 +139,7 @@ def test_the_pool_is_part_of_the_machine_key(monkeypatch):
 
         machine._machine.cache_clear()
         assert openmp.pool() == "tvm" and not openmp.share_pool("/nonexistent.so")
+        assert openmp._launcher()[0]  # still in front of TVM's pool: a forked child runs in turn
         assert machine_of(tgt).key != shared  # launch costs and dispatch choices are measured per pool
     finally:
         monkeypatch.delenv("TVMCONV_SHARED_POOL")

@@ -32,10 +32,17 @@ from .. import knobs
 log = logging.getLogger("tvmconv")
 
 # TVM's ABI (tvm/runtime/c_backend_api.h): the launch runs flambda(task_id, penv, cdata) for every
-# task id below penv->num_task; num_task 0 means "as many as the pool has". A kernel that returned
-# nonzero made the launch fail. TVM's CPU schedules use no TVMBackendParallelBarrier, so the env's
-# sync_handle stays NULL. A team smaller than asked (a nested region) runs the remaining ids in turn.
-# libgomp's pool does not survive fork(): in a forked child the launch runs every task in turn.
+# task id below penv->num_task; num_task 0 means "as many as the pool has": here, OpenMP's thread
+# count now (torch.set_num_threads sets it). A kernel that returned nonzero made the launch fail.
+# TVM's CPU schedules use no TVMBackendParallelBarrier, so the env's sync_handle stays NULL. A team
+# smaller than asked (a nested region) runs the remaining ids in turn.
+# Neither libgomp's pool nor TVM's survives fork(): a parallel region in a child of a process that
+# had one waits forever (gomp_team_end; TVM's queues). So kernels launch here even where PyTorch's
+# pool is not shared (the launch then goes on to TVM's, ``tvm_launch``), and in a forked child the
+# launch runs every task in turn: the child is
+# told by pthread_atfork where the launcher was bound before the fork, else by Python's at-fork hook
+# (``_in_child``: this module was imported before the fork), and a child that set one thread
+# (DataLoader workers do: torch.set_num_threads(1)) runs in turn anyway.
 _LAUNCH_C = r"""
 #include <pthread.h>
 #include <stdint.h>
@@ -44,7 +51,9 @@ typedef int (*Lambda)(int, Env*, void*);
 static void (*gomp_parallel)(void (*)(void*), void*, unsigned, unsigned);
 static int (*thread_num)(void);
 static int (*team_size)(void);
-static int threads = 1, forked;
+static int (*max_threads)(void);
+static int (*tvm_launch)(Lambda, void*, int);  /* TVM's own pool, where PyTorch's is not shared */
+static int forked, most = 1;
 struct job { Lambda f; void* cdata; Env env; int err; };
 
 static void run(void* p) {
@@ -56,8 +65,13 @@ static void run(void* p) {
 }
 
 int tvmconv_parallel_launch(Lambda f, void* cdata, int num_task) {
-  struct job j = {f, cdata, {0, num_task > 0 ? num_task : threads}, 0};
-  if (j.env.num_task == 1 || forked) {
+  /* as many tasks as PyTorch's threads now (torch.set_num_threads sets OpenMP's count), at most
+     TVMCONV_NUM_THREADS */
+  if (!forked && !gomp_parallel) return tvm_launch(f, cdata, num_task);
+  int threads = forked ? 1 : max_threads();
+  if (threads > most) threads = most;
+  struct job j = {f, cdata, {0, num_task > 0 ? num_task : (threads > 0 ? threads : 1)}, 0};
+  if (j.env.num_task == 1 || threads <= 1) {
     for (int t = 0; t < j.env.num_task; ++t) {
       int r = f(t, &j.env, cdata);
       if (r) j.err = r;
@@ -68,26 +82,43 @@ int tvmconv_parallel_launch(Lambda f, void* cdata, int num_task) {
   return j.err;
 }
 
-static void in_child(void) { forked = 1; }
+void tvmconv_parallel_forked(void) { forked = 1; }
 
-void tvmconv_parallel_bind(void* parallel, void* num, void* size, int n) {
-  gomp_parallel = parallel; thread_num = num; team_size = size; threads = n > 0 ? n : 1;
-  pthread_atfork(0, 0, in_child);
+void tvmconv_parallel_bind(void* parallel, void* num, void* size, void* max, int cap, int in_child) {
+  gomp_parallel = parallel; thread_num = num; team_size = size; max_threads = max; forked = in_child;
+  most = cap > 0 ? cap : 1;
+  pthread_atfork(0, 0, tvmconv_parallel_forked);
+}
+
+void tvmconv_parallel_bind_tvm(void* launch, int in_child) {
+  tvm_launch = launch; forked = in_child;
+  pthread_atfork(0, 0, tvmconv_parallel_forked);
 }
 """
 
 _RUNTIME = re.compile(r"/lib(gomp|omp|iomp5)[-.\w]*\.so[.\d]*$")
+_forked = False  # this process is a fork of one that imported tvmconv
+
+
+def _in_child() -> None:
+    global _forked
+    _forked = True
+
+
+os.register_at_fork(after_in_child=_in_child)
 
 
 def pool() -> str:
     """Which pool this process's CPU kernels run on: ``"openmp"`` (shared with PyTorch) or ``"tvm"``."""
-    return "openmp" if _launcher() else "tvm"
+    return _launcher()[1]
 
 
 def share_pool(library: str | os.PathLike) -> bool:
-    """Point the parallel launch of ``library`` (a kernel library TVM has loaded) at the shared
-    pool. False, nothing changed, where the pool is not shared or the library has no parallel loop."""
-    launch = _launcher()
+    """Point the parallel launch of ``library`` (a kernel library TVM has loaded) at the launcher:
+    on the shared pool, or on TVM's (where the pool is not shared) but run in turn in a forked
+    child. False, nothing changed, where no launcher could be built (no C compiler: TVM's pool, as
+    loaded) or the library has no parallel loop."""
+    launch = _launcher()[0]
     if not launch:
         return False
     try:  # (the path TVM dlopen'ed: the same handle, and no second copy)
@@ -112,25 +143,31 @@ def _openmp_runtime() -> str | None:
 
 
 @functools.lru_cache(maxsize=1)
-def _launcher() -> int:
-    """The address of ``tvmconv_parallel_launch``, bound to this process's OpenMP runtime; 0 where
-    the pool cannot be shared."""
-    if not knobs.shared_pool():
-        return 0
-    runtime = _openmp_runtime()
-    if runtime is None:
+def _launcher() -> tuple[int, str]:
+    """``(address of tvmconv_parallel_launch or 0, the pool it runs on)``: bound to this process's
+    OpenMP runtime where the pool is shared, else to TVM's launch."""
+    runtime = _openmp_runtime() if knobs.shared_pool() else None
+    if knobs.shared_pool() and runtime is None:
         log.info("tvmconv: no OpenMP runtime in this process; kernels keep TVM's thread pool")
-        return 0
     try:
-        omp = ctypes.CDLL(runtime)
         lib = ctypes.CDLL(str(_compiled()))
-        lib.tvmconv_parallel_bind(*(ctypes.cast(getattr(omp, name), ctypes.c_void_p)
-                                    for name in ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")),
-                                  ctypes.c_int(knobs.num_threads()))
-        return ctypes.cast(lib.tvmconv_parallel_launch, ctypes.c_void_p).value or 0
-    except (OSError, AttributeError, subprocess.SubprocessError) as exc:
-        log.info("tvmconv: kernels keep TVM's thread pool (%s)", exc)
-        return 0
+        if runtime is not None:
+            omp = ctypes.CDLL(runtime)
+            lib.tvmconv_parallel_bind(*(ctypes.cast(getattr(omp, name), ctypes.c_void_p) for name in
+                                        ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads",
+                                         "omp_get_max_threads")),
+                                      ctypes.c_int(knobs.num_threads()), ctypes.c_int(int(_forked)))
+        else:
+            import tvm  # noqa: F401 - its runtime defines the launch
+
+            tvm_launch = ctypes.cast(ctypes.CDLL(None).TVMBackendParallelLaunch, ctypes.c_void_p)
+            lib.tvmconv_parallel_bind_tvm(tvm_launch, ctypes.c_int(int(_forked)))
+        return ctypes.cast(lib.tvmconv_parallel_launch, ctypes.c_void_p).value or 0, \
+            "openmp" if runtime is not None else "tvm"
+    except (OSError, AttributeError, TypeError, subprocess.SubprocessError) as exc:
+        log.warning("tvmconv: cannot build the kernels' thread-pool launcher (%s: %s); kernels run on TVM's own "
+                    "pool", type(exc).__name__, exc)
+        return 0, "tvm"
 
 
 def _compiled() -> Path:
