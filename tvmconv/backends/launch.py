@@ -64,19 +64,42 @@ def _stored(key: str, target: TargetInfo) -> float:
     from ..runtime import cache  # cache imports the backends
 
     path = cache.user_root() / "machine" / f"{key}.json"
-    found = cache.read_json(path) if cache.trusted(cache.user_root()) else None
+    found = cache.read_json(path) if cache.trusted(path.parent) else None
     if isinstance(found, dict) and isinstance(found.get("parallel_launch_s"), (int, float)) \
             and 0 <= found["parallel_launch_s"] < 1e-2:
         return float(found["parallel_launch_s"])
-    seconds = measure(target)
-    log.info("tvmconv: a parallel kernel launch costs %.1f us on this machine", seconds * 1e6)
     try:
-        with cache.lock(path):
+        seconds = measure(target)
+    except Exception as exc:  # noqa: BLE001 - no kernel could be built here: the op must still run
+        log.warning("tvmconv: cannot measure a parallel kernel launch here (%s: %s); assuming %.0f us",
+                    type(exc).__name__, exc, DEFAULT_LAUNCH_S * 1e6)
+        return DEFAULT_LAUNCH_S
+    log.info("tvmconv: a parallel kernel launch costs %.1f us on this machine", seconds * 1e6)
+    try:  # (another process holding the lock is storing its own measurement: never wait for it)
+        with cache.lock(path, timeout=cache.SHORT_LOCK_TIMEOUT_S):
             cache.write_json(path, {"format": 1, "parallel_launch_s": seconds, "threads": target.num_cores,
                                     "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    except OSError as exc:  # a read-only cache: measured again by the next process
+    except OSError as exc:  # a read-only cache, a held lock: measured again by the next process
         log.info("tvmconv: cannot keep the launch measurement in %s (%s)", path, exc)
     return seconds
+
+
+def _loaded(backend, executable, path: str):
+    """``executable``'s main function loaded as the ops load a kernel: from a library file, on the
+    thread pool they use (backends/openmp.py); from memory, on TVM's pool, where nothing can link
+    one (no C compiler), as the ops then run."""
+    import subprocess
+
+    import tvm
+
+    try:
+        backend.export_library(executable, path)
+    except (OSError, TypeError, RuntimeError, subprocess.SubprocessError) as exc:
+        log.info("tvmconv: timing the launch from memory (%s)", exc)
+        return executable["main"]
+    f = tvm.runtime.load_module(path)["main"]
+    backend.adopt_library(path)
+    return f
 
 
 def measure(target: TargetInfo, *, rounds: int = 7, calls: int = 100) -> float:
@@ -103,11 +126,7 @@ def measure(target: TargetInfo, *, rounds: int = 7, calls: int = 100) -> float:
     with tempfile.TemporaryDirectory(prefix="tvmconv-launch-") as tmp:
         for serial in (True, False):
             sch, _ = backend.default_schedule(spec, dataclasses.replace(plan, serial=serial))
-            # loaded as the ops load a kernel: on the thread pool they use (backends/openmp.py)
-            path = f"{tmp}/{'one' if serial else 'split'}.so"
-            backend.export_library(tvm.compile(sch.mod, target=target.tvm()), path)
-            f = tvm.runtime.load_module(path)["main"]
-            backend.adopt_library(path)
+            f = _loaded(backend, tvm.compile(sch.mod, target=target.tvm()), f"{tmp}/{'one' if serial else 'split'}.so")
             fns.append(lambda f=f: [f(*args, out) for _ in range(calls)])
         one, split = interleaved_many(fns, rounds=rounds, min_round_s=0.0, warmup=1)
     threads = max(1, target.num_cores)

@@ -27,6 +27,7 @@ asked for and whose bytes hash to the manifest's sha256 (``library_ok``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -50,6 +51,10 @@ log = logging.getLogger("tvmconv")
 
 CACHE_FORMAT_VERSION = 1
 LOCK_TIMEOUT_S = 120
+# What a first call may wait for a lock held by another (live or stopped) process, where it can do
+# without what the lock guards (a launch measurement to store, a launcher to share): then it
+# measures without storing, or builds its own
+SHORT_LOCK_TIMEOUT_S = 1.0
 # Storing a compiled library is optional (the op runs from memory without it): never wait for a
 # lock whose holder may be stopped or hung, only try it once
 LIBRARY_LOCK_TIMEOUT_S = 0
@@ -113,13 +118,16 @@ _warned_untrusted: set[Path] = set()
 
 
 def _dir_problem(d: Path) -> str | None:
-    """Why files in directory ``d`` could have been written by another user, or None."""
+    """Why files in directory ``d`` could have been written by another user (or it is no
+    directory), or None."""
     try:
         st = os.stat(d)
     except FileNotFoundError:
         return None
-    except OSError as exc:
+    except OSError as exc:  # (NotADirectoryError: a file where a directory above it should be)
         return f"cannot be inspected ({exc})"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory; tvmconv runs without its cache (set TVMCONV_CACHE_DIR to a directory)"
     me = os.geteuid()
     if st.st_uid not in (me, 0):  # root can change anything of ours anyway
         return f"is owned by uid {st.st_uid}, not by you (uid {me}); fix: chown {me} {d}"
@@ -144,7 +152,7 @@ def trusted(path: Path) -> bool:
         if why is not None:
             if d not in _warned_untrusted:
                 _warned_untrusted.add(d)
-                log.warning("tvmconv: not loading anything from %s: the directory %s", path, why)
+                log.warning("tvmconv: not loading anything from %s: %s %s", path, d, why)
             return False
     return True
 
@@ -209,11 +217,41 @@ def set_aside(path: Path, why: str) -> Path | None:
     return dest
 
 
-def read_json(path: Path):
-    """The parsed file, or None when it is absent or corrupt (a corrupt one is set aside)."""
+class NotRegular(OSError):
+    """A cache path that holds something other than a regular file (a link, a FIFO, a device)."""
+
+
+def open_regular(path: Path) -> int:
+    """A descriptor open for reading on the regular file at ``path``: never blocks (a FIFO left
+    there would block ``open`` until someone writes to it) and never follows a link there.
+    FileNotFoundError where there is none; NotRegular for anything else."""
     try:
-        text = path.read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # (O_NOFOLLOW on a symlink)
+            raise NotRegular(f"{path} is a symbolic link") from exc
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotRegular(f"{path} is not a regular file")
+    return fd
+
+
+def read_bytes(path: Path) -> bytes:
+    """The bytes of the regular file at ``path`` (``open_regular``)."""
+    with os.fdopen(open_regular(path), "rb") as f:
+        return f.read()
+
+
+def read_json(path: Path):
+    """The parsed file, or None when it is absent or corrupt (a corrupt one, or one that is not a
+    regular file, is set aside)."""
+    try:
+        text = read_bytes(path).decode()
     except FileNotFoundError:
+        return None
+    except NotRegular as exc:
+        _set_aside_if_user(path, str(exc))
         return None
     except OSError as exc:
         log.warning("tvmconv: cannot read cache file %s (%s); ignoring it", path, exc)
@@ -245,16 +283,17 @@ def manifest_path(lib: Path) -> Path:
 
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with os.fdopen(open_regular(path), "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
 def file_manifest(path: Path) -> dict | None:
-    """``{"size", "sha256"}`` of the file at ``path`` (None: there is none)."""
+    """``{"size", "sha256"}`` of the regular file at ``path`` (None: there is none, or a link or
+    a FIFO is there)."""
     try:
-        return {"size": path.stat().st_size, "sha256": file_sha256(path)}
+        return {"size": os.lstat(path).st_size, "sha256": file_sha256(path)}
     except OSError:
         return None
 
@@ -262,13 +301,14 @@ def file_manifest(path: Path) -> dict | None:
 def keep(path: Path, make: Callable[[Path], None]) -> bool:
     """Make sure ``path`` (in the user cache) holds what ``make(tmp)`` writes, beside a manifest of
     its bytes: made once under the lock, then found by the next caller and process. A file left
-    there under its name without a matching manifest is made over, never used. False where the
-    cache cannot hold it (a directory someone else may write, a read-only cache): the caller makes
-    its own, privately. What ``make`` raises, other than OSError, goes to the caller."""
+    there under its name without a matching manifest (or a link, a FIFO) is made over, never used.
+    False where the cache cannot hold it (a directory someone else may write, a read-only cache,
+    the lock held by another process for more than ``SHORT_LOCK_TIMEOUT_S``): the caller makes its
+    own, privately. What ``make`` raises, other than OSError, goes to the caller."""
     if not trusted(path.parent):
         return False
     try:
-        with lock(path):
+        with lock(path, timeout=SHORT_LOCK_TIMEOUT_S):
             found = file_manifest(path)
             if found is None or read_json(manifest_path(path)) != found:
                 with atomic_path(path, suffix=path.suffix) as tmp:
@@ -284,7 +324,7 @@ def _library_problem(path: Path, st: os.stat_result, key: str, spec: dict) -> st
     if not stat.S_ISREG(st.st_mode):  # a symlink may point at any file at all
         return "not a regular file"
     try:
-        man = json.loads(manifest_path(path).read_text())
+        man = json.loads(read_bytes(manifest_path(path)))
     except (OSError, ValueError):
         return f"no readable manifest {manifest_path(path).name}"
     if not isinstance(man, dict) or man.get("key") != key or digest(man.get("spec")) != digest(spec):
@@ -299,11 +339,11 @@ def library_ok(path: Path, key: str, spec: Spec) -> bool:
     Checked before it is loaded because loading runs its code: a truncated file kills the process
     (SIGBUS) and a foreign one computes something else. A library that fails is set aside, with
     one warning; one in an untrusted directory is left alone."""
+    if not trusted(path.parent):
+        return False
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        return False
-    if not trusted(path.parent):
         return False
     why = _library_problem(path, st, key, spec.to_dict())
     if why is None:
