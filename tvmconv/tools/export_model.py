@@ -18,11 +18,14 @@ Files: ``libtvmconv_model.so`` (the one library), ``libtvmconv_model.a`` (the sa
 ``tvmconv_model.h`` (its C API, ``extern "C"``), the sources they are built from, ``example.c``
 (runs the model on an input file or a fixed pattern, prints a checksum), a ``Makefile`` and
 ``manifest.json``. ``check_model`` builds the example, runs it (under qemu for aarch64) on random
-input on two threads and compares the output with PyTorch's.
+inputs on two threads and compares every output with PyTorch's, once it has made sure that every
+layer of the model moves the output (else a wrong kernel could pass); a ``tvmconv.models`` name is
+exported and checked as one seeded, calibrated model (``builtin_model``).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import tempfile
@@ -89,7 +92,7 @@ def lower(ep: torch.export.ExportedProgram, target) -> Program:
             mod, _, _ = build.schedule(spec, build_target, record, source)
             func = build.natural_signature(mod, spec)["main"].with_attr("op_pattern", 8)  # opaque: not fused
             gv = kernels[spec] = importer.block_builder.add_func(func, f"tvmconv_k{len(kernels)}")
-        args = [importer.env[bound[name]] for name, _ in spec.arg_shapes]
+        args = [_kernel_arg(importer, bound[name], shape, spec, name) for name, shape in spec.arg_shapes]
         return importer.block_builder.emit(relax.call_tir(gv, args, relax.TensorType(spec.out_shape, spec.dtype)))
 
     from .workloads import conv_op_names
@@ -102,6 +105,24 @@ def lower(ep: torch.export.ExportedProgram, target) -> Program:
     return _program(mod, {gv.name_hint: spec for spec, gv in kernels.items()})
 
 
+def _kernel_arg(importer, node, shape: tuple, spec, name: str):
+    """The Relax value of ``node`` (the op's argument ``name``) in the shape the kernel's buffer
+    takes (``spec.arg_shapes``). The functional op may view an argument anew: squeeze-excitation
+    takes its fc weights as the 1x1 convolutions' ``(C_r, C, 1, 1)`` and its kernel reads
+    ``(C_r, C)``; call_tir passes a tensor as it is, so the view is a reshape here (folded into
+    the constant)."""
+    from tvm import relax
+
+    value = importer.env[node]
+    have = tuple(int(d) for d in value.ty.shape)
+    if have == tuple(shape):
+        return value
+    if np.prod(have, dtype=np.int64) != np.prod(shape, dtype=np.int64):
+        raise ValueError(f"export --model: {spec.name}'s argument {name} is {have} in the model's program; its "
+                         f"kernel takes {tuple(shape)}")
+    return importer.block_builder.emit(relax.op.reshape(value, shape))
+
+
 def _program(mod, kernels: dict) -> Program:
     import tvm
     from tvm import relax, tirx
@@ -109,6 +130,7 @@ def _program(mod, kernels: dict) -> Program:
     main = mod["main"]
     buffers: list[Buffer] = []
     index: dict = {}  # relax var or constant -> buffer index
+    tuples: dict = {}  # relax var of a tuple -> its fields' buffer indices
     weights = bytearray()
 
     def buffer_of(expr) -> int:
@@ -125,18 +147,26 @@ def _program(mod, kernels: dict) -> Program:
         raise ValueError(f"export --model: the model's program uses {type(expr).__name__} {expr}, which the "
                          f"C driver cannot pass")
 
-    def tensor(var, kind: str) -> int:
-        ty = var.ty  # (a TensorType with a static shape: the program was exported with fixed shapes)
+    def tensor(ty, kind: str) -> int:
+        # (a TensorType with a static shape: the program was exported with fixed shapes)
         if not isinstance(ty, relax.TensorType) or ty.shape is None:
             raise ValueError(f"export --model: the model's program has a value of type {ty}; the C driver passes "
                              f"tensors of static shapes")
         buffers.append(Buffer(kind, tuple(int(d) for d in ty.shape), str(ty.dtype)))
-        index[var] = len(buffers) - 1
-        return index[var]
+        return len(buffers) - 1
 
-    inputs = [tensor(p, "input") for p in main.params]
+    def results(var) -> list[int]:
+        """The temps a call_tir writes: one, or one per field where it returns a tuple (a split)."""
+        if isinstance(var.ty, relax.TupleType):
+            tuples[var] = [tensor(f, "temp") for f in var.ty.fields]
+            return tuples[var]
+        index[var] = tensor(var.ty, "temp")
+        return [index[var]]
+
+    for p in main.params:
+        index[p] = tensor(p.ty, "input")
+    inputs = [index[p] for p in main.params]
     steps, funcs, call_tir = [], {}, tvm.ir.Op.get("relax.call_tir")
-    tuples: dict = {}
     for block in main.body.blocks:
         for b in block.bindings:
             v = b.value
@@ -144,9 +174,12 @@ def _program(mod, kernels: dict) -> Program:
                 gv, args = v.args[0], [buffer_of(a) for a in v.args[1].fields]
                 symbol = gv.name_hint if gv.name_hint.startswith("tvmconv_k") else f"tvmconv_op{len(funcs)}"
                 funcs.setdefault(gv.name_hint, symbol)
-                steps.append((funcs[gv.name_hint], [*args, tensor(b.var, "temp")]))
+                steps.append((funcs[gv.name_hint], [*args, *results(b.var)]))
+                _check_step(mod[gv.name_hint], kernels.get(gv.name_hint), funcs[gv.name_hint], steps[-1][1], buffers)
             elif isinstance(v, relax.Tuple):
                 tuples[b.var] = [buffer_of(f) for f in v.fields]
+            elif isinstance(v, relax.TupleGetItem) and v.tuple_value in tuples:
+                index[b.var] = tuples[v.tuple_value][v.index]  # a field of a split: a buffer of its own
             elif isinstance(v, (relax.Var, tvm.ir.Constant)):
                 index[b.var] = buffer_of(v)
             else:
@@ -161,9 +194,33 @@ def _program(mod, kernels: dict) -> Program:
                    {funcs[name]: spec for name, spec in kernels.items() if name in funcs})
 
 
+def _check_step(func, spec, symbol: str, args: list, buffers: list) -> None:
+    """Raise ValueError unless the step's buffers are what ``func`` (a PrimFunc) declares, one by
+    one: its generated code refuses anything else at run time (``tvmconv_model_run`` returning -1
+    on every call), so a mismatch is an export that could never run."""
+    from tvm import tirx
+
+    kernel = f"{symbol} ({spec.name})" if spec is not None else symbol
+    if not isinstance(func, tirx.PrimFunc):
+        return  # (refused by the caller, naming no step)
+    if len(func.params) != len(args):
+        raise ValueError(f"export --model: kernel {kernel} takes {len(func.params)} tensors; the model's program "
+                         f"passes {len(args)}")
+    for param, i in zip(func.params, args):
+        want = tuple(int(d) if isinstance(d, tirx.IntImm) else None for d in param.shape)
+        have = buffers[i].shape
+        if len(want) != len(have) or any(w is not None and w != h for w, h in zip(want, have)) \
+                or str(param.dtype) != buffers[i].dtype:
+            raise ValueError(f"export --model: kernel {kernel} takes argument {param.name} as "
+                             f"{str(param.dtype)} {want} ({len(want)}-D); the model's program passes "
+                             f"{buffers[i].dtype} {have} ({len(have)}-D)")
+
+
 def _plan_arena(buffers: list, steps: list, outputs: list) -> int:
     """Give each ``temp`` an arena offset, first fit among the ones alive at once (a temp lives from
-    the step writing it to the last reading it; outputs to the end). Returns the arena's size."""
+    the step writing it to the last reading it; outputs to the end). A step writes the temps that
+    first appear in its arguments (its last one, or several: a split's fields). Returns the
+    arena's size."""
     last = {}
     for i, (_, args) in enumerate(steps):
         for a in args:
@@ -171,19 +228,23 @@ def _plan_arena(buffers: list, steps: list, outputs: list) -> int:
     for o in outputs:
         last[o] = len(steps)
     live: list = []  # (start, end, buffer index) placed so far, with their last use
+    placed: set = set()
     top = 0
     for i, (_, args) in enumerate(steps):
-        out = args[-1]
         live = [(s, e, j) for s, e, j in live if last[j] >= i]
-        size = -(-buffers[out].nbytes // _ALIGN) * _ALIGN
-        start = 0
-        for s, e, _ in sorted(live):
-            if start + size <= s:
-                break
-            start = max(start, e)
-        buffers[out].offset = start
-        live.append((start, start + size, out))
-        top = max(top, start + size)
+        for out in args:
+            if buffers[out].kind != "temp" or out in placed:
+                continue
+            size = -(-buffers[out].nbytes // _ALIGN) * _ALIGN
+            start = 0
+            for s, e, _ in sorted(live):
+                if start + size <= s:
+                    break
+                start = max(start, e)
+            buffers[out].offset = start
+            live.append((start, start + size, out))
+            placed.add(out)
+            top = max(top, start + size)
     return top
 
 
@@ -249,28 +310,97 @@ def _build_android(out: Path) -> None:
 
 def exported_program(model, input_shape=None, example_inputs=None) -> torch.export.ExportedProgram:
     """``model`` captured by ``torch.export`` with its convolutions on tvmconv (see the module
-    docstring); a ``.pt2`` path is loaded as it is."""
+    docstring); a ``.pt2`` path is loaded as it is; a ``tvmconv.models`` name is ``builtin_model``'s."""
     from .. import converter
-    from ..models import MODELS
     from .workloads import _load_file
 
     if isinstance(model, (str, Path)) and str(model).endswith(".pt2"):
         return _load_file(Path(model), input_shape)
+    if example_inputs is None and input_shape is not None:
+        example_inputs = (torch.randn(*input_shape),)
     if isinstance(model, str):
-        if model not in MODELS:
-            raise ValueError(f"model {model!r} is neither a tvmconv.models name ({', '.join(MODELS)}) nor a .pt2 file")
-        model = MODELS[model](backend="torch")
+        model = builtin_model(model, None if example_inputs is None else tuple(example_inputs[0].shape))
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"export --model: model must be an nn.Module, a tvmconv.models name or a .pt2 path, got "
                         f"{type(model).__name__}")
     if example_inputs is None:
-        if input_shape is None:
-            raise ValueError("export --model: give the model's input shape (--input-shape 1,3,224,224)")
-        example_inputs = (torch.randn(*input_shape),)
+        raise ValueError("export --model: give the model's input shape (--input-shape 1,3,224,224)")
     model = model.eval()
     fast = converter.convert(model, example_inputs, dispatch=False, time_layers=False)
     with torch.no_grad():
         return torch.export.export(fast, tuple(example_inputs))
+
+
+def builtin_model(name: str, input_shape, *, seed: int = 0, **kwargs) -> torch.nn.Module:
+    """The ``tvmconv.models`` model ``name`` (``kwargs`` to its constructor) in its plain-PyTorch
+    form, random weights from ``seed`` then ``calibrate``d on ``input_shape`` ``(N, C, H, W)``: the
+    same model on every call, so what ``export_model`` exports for a name is what ``check_model``
+    compares with."""
+    from ..models import MODELS
+
+    if name not in MODELS:
+        raise ValueError(f"model {name!r} is neither a tvmconv.models name ({', '.join(MODELS)}) nor a .pt2 file")
+    if input_shape is None:
+        raise ValueError("export --model: give the model's input shape (--input-shape 1,3,224,224)")
+    if "input_size" in inspect.signature(MODELS[name]).parameters:  # (effnet's linear layer follows it)
+        kwargs.setdefault("input_size", int(input_shape[-1]))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MODELS[name](backend="torch", **kwargs)
+    return calibrate(model, input_shape, seed=seed)
+
+
+def _linear_layers() -> tuple:
+    """Layer types whose output is linear in their (weight, bias): ``calibrate`` rescales them."""
+    from torch import nn
+
+    from .. import nn as tnn
+
+    return (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear,
+            tnn.ChannelWiseConv)
+
+
+def calibrate(model: torch.nn.Module, input_shape, *, seed: int = 0, batch: int = 4, passes: int = 2):
+    """``model`` (changed in place; returned in eval mode) with its random weights made to matter.
+    Kaiming-init layers with fresh BatchNorm statistics make a deep model's activations vanish or
+    saturate: its output then hardly depends on its layers, and no comparison can tell a wrong
+    kernel. On seeded random inputs ``(batch, *input_shape[1:])``: each convolution / linear
+    layer's weight and bias scaled so that its output has unit std (LSUV initialisation, in one
+    pass: the output is linear in them), then every BatchNorm's running statistics measured in
+    train mode over ``passes`` batches (a cumulative average)."""
+    from torch import nn
+
+    g = torch.Generator().manual_seed(seed)
+    xs = [torch.randn(batch, *tuple(input_shape)[1:], generator=g) for _ in range(passes)]
+
+    def unit_std(layer, args, out):
+        std = float(out.std())
+        if std > 0:
+            layer.weight.div_(std)
+            if layer.bias is not None:
+                layer.bias.div_(std)
+            return out / std  # what the rescaled layer gives: later layers see it
+
+    model.eval()
+    hooks = [m.register_forward_hook(unit_std) for m in model.modules() if isinstance(m, _linear_layers())]
+    try:
+        with torch.no_grad():
+            model(xs[0])
+    finally:
+        for h in hooks:
+            h.remove()
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average of the batches' statistics
+        m.train()  # (only they: dropout and the like stay in eval mode)
+    with torch.no_grad():
+        for x in xs if norms else []:
+            model(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return model.eval()
 
 
 def _tensor_dict(b: Buffer) -> dict:
@@ -290,8 +420,10 @@ def _header(prog: Program) -> str:
     shapes = lambda idx: ", ".join("{" + ", ".join(map(str, prog.buffers[i].shape)) + "}" for i in idx)  # noqa: E731
     ndims = lambda idx: ", ".join(str(len(prog.buffers[i].shape)) for i in idx)  # noqa: E731
     most = max(len(prog.buffers[i].shape) for i in prog.inputs + prog.outputs)
+    nbytes = lambda idx: ", ".join(str(prog.buffers[i].nbytes) for i in idx)  # noqa: E731
     return _HEADER.format(n_in=len(prog.inputs), n_out=len(prog.outputs), most=most, in_nd=ndims(prog.inputs),
-                          out_nd=ndims(prog.outputs), in_shapes=shapes(prog.inputs), out_shapes=shapes(prog.outputs))
+                          out_nd=ndims(prog.outputs), in_shapes=shapes(prog.inputs), out_shapes=shapes(prog.outputs),
+                          in_bytes=nbytes(prog.inputs), out_bytes=nbytes(prog.outputs))
 
 
 def _driver(prog: Program) -> str:
@@ -360,9 +492,12 @@ static const int TVMCONV_MODEL_INPUT_NDIM[] = {{{in_nd}}};
 static const int64_t TVMCONV_MODEL_INPUT_SHAPE[][TVMCONV_MODEL_MAX_NDIM] = {{{in_shapes}}};
 static const int TVMCONV_MODEL_OUTPUT_NDIM[] = {{{out_nd}}};
 static const int64_t TVMCONV_MODEL_OUTPUT_SHAPE[][TVMCONV_MODEL_MAX_NDIM] = {{{out_shapes}}};
+static const int64_t TVMCONV_MODEL_INPUT_BYTES[] = {{{in_bytes}}};
+static const int64_t TVMCONV_MODEL_OUTPUT_BYTES[] = {{{out_bytes}}};
 typedef struct tvmconv_model tvmconv_model;
 tvmconv_model* tvmconv_model_create(void);
-int tvmconv_model_run(tvmconv_model* m, const void* const* inputs, void* const* outputs);  /* 0: done */
+/* 0: done; -1: m, inputs, outputs or any tensor pointer in them is NULL; else a kernel's error */
+int tvmconv_model_run(tvmconv_model* m, const void* const* inputs, void* const* outputs);
 void tvmconv_model_free(tvmconv_model* m);
 int tvmconv_set_num_threads(int n);  /* threads the kernels may use from now on; n < 1: one */
 int tvmconv_num_threads(void);
@@ -415,6 +550,11 @@ static void* data_of(const tvmconv_model* m, int b, const void* const* inputs) {
 
 int tvmconv_model_run(tvmconv_model* m, const void* const* given, void* const* outputs) {{
   if (!m || !given || !outputs) return -1;
+  /* every pointer first: a NULL found after the kernels ran would leave the outputs half written */
+  for (int i = 0; i < TVMCONV_MODEL_NUM_INPUTS; ++i)
+    if (!given[i]) return -1;
+  for (int o = 0; o < TVMCONV_MODEL_NUM_OUTPUTS; ++o)
+    if (!outputs[o]) return -1;
   const void* inputs[TVMCONV_MODEL_NUM_INPUTS];
   for (int i = 0; i < TVMCONV_MODEL_NUM_INPUTS; ++i) {{
     inputs[i] = given[i];
@@ -450,16 +590,11 @@ int tvmconv_model_run(tvmconv_model* m, const void* const* given, void* const* o
 """
 
 _EXAMPLE = _LIBC + r"""/* Runs the exported model once. Generated by `tvmconv export --model`.
- *   ./example                          a fixed input pattern; prints the output's checksum
- *   ./example input.bin output.bin     raw float tensors (the first input, the first output)
+ *   ./example                          a fixed input pattern; prints the first output's checksum
+ *   ./example in.bin... out.bin...     raw tensors: every input read from its file, then every
+ *                                      output written to its file (in the header's order)
  * (libc through the few declarations above: the same file builds for Linux and Android.) */
 #include "tvmconv_model.h"
-
-static size_t numel(const int64_t* shape, int ndim) {
-  size_t n = 1;
-  for (int d = 0; d < ndim; ++d) n *= (size_t)shape[d];
-  return n;
-}
 
 static int say(int fd, const char* text) {
   size_t n = 0;
@@ -485,26 +620,31 @@ int main(int argc, char** argv) {
   void* in[TVMCONV_MODEL_NUM_INPUTS];
   void* out[TVMCONV_MODEL_NUM_OUTPUTS];
   char line[256];
+  int files = argc == 1 + TVMCONV_MODEL_NUM_INPUTS + TVMCONV_MODEL_NUM_OUTPUTS;
+  if (argc != 1 && !files) return say(2, "usage: example [input.bin... output.bin...] (one file per tensor)\n");
   for (int i = 0; i < TVMCONV_MODEL_NUM_INPUTS; ++i) {
-    size_t n = numel(TVMCONV_MODEL_INPUT_SHAPE[i], TVMCONV_MODEL_INPUT_NDIM[i]);
-    float* x = (float*)malloc(n * sizeof(float));
+    size_t n = (size_t)TVMCONV_MODEL_INPUT_BYTES[i] / sizeof(float);
+    float* x = (float*)malloc((size_t)TVMCONV_MODEL_INPUT_BYTES[i] + 1);
+    if (!x) return say(2, "out of memory\n");
     for (size_t e = 0; e < n; ++e) x[e] = (float)((e * 7 + i * 3) % 11) / 11.0f - 0.5f;
+    if (files && file_io(argv[1 + i], x, (size_t)TVMCONV_MODEL_INPUT_BYTES[i], 0) != 0)
+      return say(2, "cannot read an input\n");
     in[i] = x;
   }
-  size_t n_in = numel(TVMCONV_MODEL_INPUT_SHAPE[0], TVMCONV_MODEL_INPUT_NDIM[0]);
-  if (argc == 3 && file_io(argv[1], in[0], n_in * sizeof(float), 0) != 0) return say(2, "cannot read the input\n");
-  for (int o = 0; o < TVMCONV_MODEL_NUM_OUTPUTS; ++o)
-    out[o] = malloc(numel(TVMCONV_MODEL_OUTPUT_SHAPE[o], TVMCONV_MODEL_OUTPUT_NDIM[o]) * sizeof(float));
+  for (int o = 0; o < TVMCONV_MODEL_NUM_OUTPUTS; ++o)  /* (+ 1: never malloc(0), whose NULL is no error) */
+    if (!(out[o] = malloc((size_t)TVMCONV_MODEL_OUTPUT_BYTES[o] + 1))) return say(2, "out of memory\n");
   tvmconv_model* m = tvmconv_model_create();
   if (!m) return say(2, "out of memory\n");
   int rc = tvmconv_model_run(m, (const void* const*)in, out);
   if (rc != 0) return say(2, "tvmconv_model_run failed\n");
-  size_t n = numel(TVMCONV_MODEL_OUTPUT_SHAPE[0], TVMCONV_MODEL_OUTPUT_NDIM[0]);
+  size_t n = (size_t)TVMCONV_MODEL_OUTPUT_BYTES[0] / sizeof(float);
   double sum = 0;
   for (size_t e = 0; e < n; ++e) sum += ((float*)out[0])[e];
   snprintf(line, sizeof line, "output checksum %.6f over %zu values (%d threads)\n", sum, n, tvmconv_num_threads());
   say(1, line);
-  if (argc == 3 && file_io(argv[2], out[0], n * sizeof(float), 1) != 0) return say(2, "cannot write the output\n");
+  for (int o = 0; files && o < TVMCONV_MODEL_NUM_OUTPUTS; ++o)
+    if (file_io(argv[1 + TVMCONV_MODEL_NUM_INPUTS + o], out[o], (size_t)TVMCONV_MODEL_OUTPUT_BYTES[o], 1) != 0)
+      return say(2, "cannot write an output\n");
   tvmconv_model_free(m);
   return 0;
 }
@@ -514,17 +654,50 @@ int main(int argc, char** argv) {
 # -- checking ------------------------------------------------------------------------------------
 def check_model(out_dir, model, *, threads: int = 2, atol: float = 1e-3, log=print) -> float:
     """Build the exported model's example, run it on ``threads`` threads (under qemu for aarch64)
-    on random input and compare with ``model`` (an ``nn.Module``, or a ``tvmconv.models`` name:
-    its plain-PyTorch form with the same initial weights) in PyTorch here. Returns the max abs
-    error; raises RuntimeError when it exceeds ``atol`` (relative to the output's scale)."""
+    on random inputs (every input of the model) and compare every output with ``model``'s in
+    PyTorch here: an ``nn.Module`` (the one exported), or a ``tvmconv.models`` name (its
+    ``builtin_model``, what ``export_model`` exports for the name). Returns the max abs error;
+    raises RuntimeError when it exceeds ``atol`` (relative to the output's scale), and first when
+    some layer of ``model`` does not move its output beyond that (``every_layer_matters``): the
+    comparison could not see a wrong kernel there."""
     import os
-
-    from ..backends.toolchain import Toolchain
 
     out = Path(out_dir)
     manifest = json.loads((out / "manifest.json").read_text())
+    if isinstance(model, str):
+        model = builtin_model(model, manifest["inputs"][0]["shape"])
+    g = torch.Generator().manual_seed(0)
+    xs = [_random_input(t, g) for t in manifest["inputs"]]
+    every_layer_matters(model, xs, atol)
+    with torch.no_grad():
+        want = _leaves(model.eval()(*xs))
+    if len(want) != len(manifest["outputs"]):
+        raise RuntimeError(f"the model gives {len(want)} outputs; the exported library {len(manifest['outputs'])}")
+    tools, example = _build_example(out, manifest)
+    with tempfile.TemporaryDirectory() as tmp:
+        srcs = [Path(tmp) / f"in{i}.bin" for i in range(len(xs))]
+        dsts = [Path(tmp) / f"out{o}.bin" for o in range(len(want))]
+        for src, x in zip(srcs, xs):
+            src.write_bytes(x.numpy().tobytes())
+        proc = subprocess.run([*tools.runner, str(out / example), *map(str, srcs + dsts)], capture_output=True,
+                              text=True, timeout=1800, env={**os.environ, "TVMCONV_NUM_THREADS": str(threads)})
+        if proc.returncode != 0:
+            raise RuntimeError(f"the example failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+        log(proc.stdout.strip())
+        got = [np.frombuffer(d.read_bytes(), dtype=w.numpy().dtype).reshape(w.shape) for d, w in zip(dsts, want)]
+    errs = [float(np.abs(a.astype(np.float64) - w.double().numpy()).max()) if a.size else 0.0
+            for a, w in zip(got, want)]
+    for o, (err, w) in enumerate(zip(errs, want)):
+        if err > _tolerance(w, atol):
+            raise RuntimeError(f"the exported model differs from PyTorch's: max |diff| {err:.3g} (output {o})")
+    return max(errs)
+
+
+def _build_example(out: Path, manifest: dict):
+    """The example built for running here: ``(toolchain, file name)``."""
+    from ..backends.toolchain import Toolchain
+
     tgt = resolve(manifest["target"])
-    tools = tgt.backend.toolchain()
     if tgt.dict.get("mtriple", "").endswith("android"):
         # no Android device here: the library's own objects (libtvmconv_model.a) linked into the
         # example by Linux's aarch64 toolchain, a glibc harness, and run under qemu
@@ -532,27 +705,79 @@ def check_model(out_dir, model, *, threads: int = 2, atol: float = 1e-3, log=pri
         linux.require("export --check of an Android model", compiler_always=True)
         subprocess.run([linux.cc, "-O2", "-static", "-pthread", "-o", "example-linux", "example.c",
                         "libtvmconv_model.a", "-lm"], cwd=out, check=True, capture_output=True)
-        tools, example = linux, "example-linux"
-    else:
-        subprocess.run(["make", "-s", "example"], cwd=out, check=True, capture_output=True)
-        example = "example"
-    shape = manifest["inputs"][0]["shape"]
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+        return linux, "example-linux"
+    subprocess.run(["make", "-s", "example"], cwd=out, check=True, capture_output=True)
+    return tgt.backend.toolchain(), "example"
+
+
+def _random_input(tensor: dict, g: torch.Generator) -> torch.Tensor:
+    """A seeded random tensor for a manifest's ``{"shape", "dtype"}``: normal floats, small ints."""
+    dtype = getattr(torch, tensor["dtype"])
+    if dtype.is_floating_point:
+        return torch.randn(*tensor["shape"], generator=g).to(dtype)
+    return torch.randint(0, 4, tuple(tensor["shape"]), generator=g).to(dtype)
+
+
+def _leaves(result) -> list:
+    """A model's outputs as the exported program lists them (its pytree's tensors, in order)."""
+    return [t for t in torch.utils._pytree.tree_leaves(result) if isinstance(t, torch.Tensor)]
+
+
+def _tolerance(want: torch.Tensor, atol: float) -> float:
+    """The check's bound on an output's error: ``atol``, relative to the output's scale when over 1."""
+    return atol * max(1.0, float(want.abs().max())) if want.numel() else atol
+
+
+def every_layer_matters(model: torch.nn.Module, inputs, atol: float = 1e-3) -> None:
+    """Raise RuntimeError unless zeroing each layer's weight (every parameter of 2 dims or more that
+    ``model``'s forward uses: convolutions, linear layers) moves ``model(*inputs)`` beyond the
+    check's tolerance. Else a wrong kernel for that layer passes the check unseen: with saturated
+    or vanishing activations (kaiming-init convolutions under fresh BatchNorm statistics) the
+    output is the same whatever the layers compute. Zeroes a copy's weights, one at a time."""
+    import copy
+
+    probe = copy.deepcopy(model).eval()
     with torch.no_grad():
-        want = model(x)
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
-        src.write_bytes(x.numpy().tobytes())
-        proc = subprocess.run([*tools.runner, str(out / example), str(src), str(dst)], capture_output=True,
-                              text=True, timeout=1800, env={**os.environ, "TVMCONV_NUM_THREADS": str(threads)})
-        if proc.returncode != 0:
-            raise RuntimeError(f"the example failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
-        log(proc.stdout.strip())
-        got = np.frombuffer(dst.read_bytes(), dtype=np.float32).reshape(want.shape)
-    err = float(np.abs(got - want.numpy()).max())
-    if err > atol * max(1.0, float(want.abs().max())):
-        raise RuntimeError(f"the exported model differs from PyTorch's: max |diff| {err:.3g}")
-    return err
+        want = _leaves(probe(*inputs))
+        bounds = [_tolerance(w, atol) for w in want]
+        for name, weight in _used_weights(probe, inputs):
+            kept = weight.detach().clone()
+            weight.zero_()
+            moved = [float((m.double() - w.double()).abs().max()) if w.numel() else 0.0
+                     for m, w in zip(_leaves(probe(*inputs)), want)]
+            weight.copy_(kept)
+            if not any(d > b for d, b in zip(moved, bounds)):
+                raise RuntimeError(
+                    f"the check cannot see layer {name}: zeroing its weight moves the model's output by "
+                    f"{max(moved, default=0.0):.3g} at most, within the check's tolerance {max(bounds):.3g}, so a "
+                    f"wrong kernel for it would pass. Check a model whose every layer matters on random inputs "
+                    f"(export_model.calibrate: weights scaled, BatchNorm statistics measured; a tvmconv.models "
+                    f"name is calibrated)")
 
 
-__all__ = ["export_model", "check_model", "exported_program", "lower"]
+def _used_weights(model: torch.nn.Module, inputs) -> list:
+    """``(name, parameter)`` of ``model``'s weights (float parameters of 2 dims or more) that its
+    forward on ``inputs`` uses: those autograd reaches from the outputs (an unused layer, say an
+    auxiliary head, is in no exported program either). All of them where autograd cannot tell."""
+    weights = [(n, p) for n, p in model.named_parameters() if p.dim() >= 2 and p.is_floating_point()]
+    if not weights:
+        return []
+    flags = [p.requires_grad for _, p in weights]
+    try:
+        for _, p in weights:
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            outs = [o for o in _leaves(model(*inputs)) if o.requires_grad]
+            if not outs:
+                return weights
+            grads = torch.autograd.grad([o.float().sum() for o in outs], [p for _, p in weights], allow_unused=True)
+    except RuntimeError:
+        return weights
+    finally:
+        for (_, p), flag in zip(weights, flags):
+            p.requires_grad_(flag)
+    return [w for w, grad in zip(weights, grads) if grad is not None]
+
+
+__all__ = ["export_model", "check_model", "exported_program", "lower", "builtin_model", "calibrate",
+           "every_layer_matters"]
