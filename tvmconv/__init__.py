@@ -5,6 +5,7 @@ device and callable on PyTorch tensors and NumPy arrays.
     y = TF.conv2d(x, w, b, stride=2, padding=1, groups=4)
     tvmconv.tune("mobilenet_v1", target="x86-avx2", trials=200)   # tuned schedules, cached
     fast = tvmconv.convert(model.eval(), (x,))                      # a model's convs on tvmconv
+    fast = tvmconv.compile(model.eval(), (x,))                      # the whole model, one module
 
 The submodules load on first use (PEP 562), so ``import tvmconv`` and the command line's
 ``--help`` do not pay for importing PyTorch and TVM. Importing ``tvmconv.functional`` (or using
@@ -27,6 +28,7 @@ _LAZY = {
     "nn": ("nn", None),
     "models": ("models", None),
     "convert": ("converter", "convert"),
+    "compile": ("compiler", "compile"),
     "workloads": ("converter", "workloads"),
     "tune": ("tuning.api", "tune"),
     "VARIANTS": ("variants.registry", "VARIANTS"),
@@ -47,4 +49,4 @@ def __dir__():
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["functional", "ops", "nn", "models", "convert", "workloads", "tune", "VARIANTS", "__version__"]
+__all__ = ["functional", "ops", "nn", "models", "convert", "compile", "workloads", "tune", "VARIANTS", "__version__"]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from tvmconv import lowering
 from tvmconv import models as M
 from tvmconv.tools import export_model as XM
 
@@ -206,7 +207,7 @@ def test_a_step_whose_buffers_its_kernel_refuses_fails_at_export_time(monkeypatc
     ep = XM.exported_program(_SENet().eval(), SE_SHAPE)
     # the kernel's arguments as the program holds them (the fc weights 4-D): what the kernel's
     # generated code refuses on every call, refused here instead
-    monkeypatch.setattr(XM, "_kernel_arg", lambda importer, node, shape, spec, name: importer.env[node])
+    monkeypatch.setattr(lowering, "_kernel_arg", lambda importer, node, shape, spec, name: importer.env[node])
     with pytest.raises(ValueError, match=r"squeeze_excitation.* fc1_weight .*\(4, 16\).*\(4, 16, 1, 1\) \(4-D\)"):
         XM.lower(ep, "x86-avx2")
 

@@ -94,6 +94,12 @@ class Backend:
         """The module to compile where a schedule failed to, or None: the unscheduled compute."""
         return None
 
+    def schedule_model_functions(self, mod):
+        """``(mod, {rule: functions})``: the TIR functions of a whole model's Relax module that are
+        not tvmconv kernels (LegalizeOps' pooling, adds, activations, matmuls), scheduled for this
+        kind. Unchanged by default."""
+        return mod, {}
+
     # -- toolchain ---------------------------------------------------------------------------
     def before_compile(self) -> None:
         """Set up what ``tvm.compile`` needs for this kind (once per process is enough)."""

@@ -69,6 +69,13 @@ class LLVMBackend(Backend):
     def packs_weights(self) -> bool:
         return self.target.runs_here
 
+    def schedule_model_functions(self, mod):
+        import tvm
+
+        from .llvm_generic import schedule_module
+
+        return schedule_module(mod, tvm.target.Target(self.target.tvm()))
+
     def adopt_library(self, path) -> None:
         if self.target.runs_here:
             from .openmp import share_pool

@@ -74,53 +74,10 @@ class Program:
 
 def lower(ep: torch.export.ExportedProgram, target) -> Program:
     """``ep`` as a straight line of TIR calls for ``target`` (see the module docstring)."""
-    import tvm
-    from tvm import relax
-    from tvm.relax.frontend.torch import from_exported_program
+    from ..lowering import relax_module
 
-    tgt = resolve(target)
-    kernels: dict = {}
-
-    def convert(node, importer):
-        from ..runtime import build
-        from .workloads import node_spec
-
-        spec, bound = node_spec(node)
-        gv = kernels.get(spec)
-        if gv is None:
-            record, source, build_target = build.choose(spec, tgt)
-            mod, _, _ = build.schedule(spec, build_target, record, source)
-            func = build.natural_signature(mod, spec)["main"].with_attr("op_pattern", 8)  # opaque: not fused
-            gv = kernels[spec] = importer.block_builder.add_func(func, f"tvmconv_k{len(kernels)}")
-        args = [_kernel_arg(importer, bound[name], shape, spec, name) for name, shape in spec.arg_shapes]
-        return importer.block_builder.emit(relax.call_tir(gv, args, relax.TensorType(spec.out_shape, spec.dtype)))
-
-    from .workloads import conv_op_names
-
-    mod = from_exported_program(ep, custom_convert_map=dict.fromkeys(conv_op_names(), convert))
-    seq = tvm.transform.Sequential([relax.transform.LegalizeOps(), relax.transform.FoldConstant(),
-                                    relax.transform.AnnotateTIROpPattern(), relax.transform.FuseOps(),
-                                    relax.transform.FuseTIR(), relax.transform.DeadCodeElimination()])
-    mod = seq(mod)
-    return _program(mod, {gv.name_hint: spec for spec, gv in kernels.items()})
-
-
-def _kernel_arg(importer, node, shape: tuple, spec, name: str):
-    """The Relax value of ``node`` (the op's argument ``name``) in the shape the kernel's buffer
-    takes (``spec.arg_shapes``). The functional op may view an argument anew: squeeze-excitation
-    takes its fc weights as the 1x1 convolutions' ``(C_r, C, 1, 1)`` and its kernel reads
-    ``(C_r, C)``; call_tir passes a tensor as it is, so the view is a reshape here (folded into
-    the constant)."""
-    from tvm import relax
-
-    value = importer.env[node]
-    have = tuple(int(d) for d in value.ty.shape)
-    if have == tuple(shape):
-        return value
-    if np.prod(have, dtype=np.int64) != np.prod(shape, dtype=np.int64):
-        raise ValueError(f"export --model: {spec.name}'s argument {name} is {have} in the model's program; its "
-                         f"kernel takes {tuple(shape)}")
-    return importer.block_builder.emit(relax.op.reshape(value, shape))
+    mod, kernels = relax_module(ep, target)
+    return _program(mod, kernels)
 
 
 def _program(mod, kernels: dict) -> Program:
@@ -311,7 +268,7 @@ def _build_android(out: Path) -> None:
 def exported_program(model, input_shape=None, example_inputs=None) -> torch.export.ExportedProgram:
     """``model`` captured by ``torch.export`` with its convolutions on tvmconv (see the module
     docstring); a ``.pt2`` path is loaded as it is; a ``tvmconv.models`` name is ``builtin_model``'s."""
-    from .. import converter
+    from ..lowering import exported
     from .workloads import _load_file
 
     if isinstance(model, (str, Path)) and str(model).endswith(".pt2"):
@@ -325,10 +282,7 @@ def exported_program(model, input_shape=None, example_inputs=None) -> torch.expo
                         f"{type(model).__name__}")
     if example_inputs is None:
         raise ValueError("export --model: give the model's input shape (--input-shape 1,3,224,224)")
-    model = model.eval()
-    fast = converter.convert(model, example_inputs, dispatch=False, time_layers=False)
-    with torch.no_grad():
-        return torch.export.export(fast, tuple(example_inputs))
+    return exported(model, example_inputs)
 
 
 def builtin_model(name: str, input_shape, *, seed: int = 0, **kwargs) -> torch.nn.Module:

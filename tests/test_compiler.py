@@ -1,0 +1,98 @@
+"""``tvmconv.compile`` (tvmconv/compiler.py): a whole network as one compiled module, against the
+same model in eager PyTorch; weights changed after compiling are never run stale."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import tvmconv
+from tvmconv.models import shufflenet as sv2
+
+
+class _Net(nn.Module):
+    """What the deployed networks hold between their convolutions: BatchNorm, ReLU6, hardswish,
+    SiLU, squeeze-excitation, a residual add, a channel split and concat, pooling, a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.Hardswish())
+        self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1, groups=16, bias=False), nn.BatchNorm2d(16), nn.ReLU6(),
+                                nn.Conv2d(16, 16, 1, bias=False), nn.BatchNorm2d(16))
+        self.fc1, self.fc2 = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+        self.unit = sv2.ShuffleV2Block(torch_make(), 16, 16, 1)
+        self.head = nn.Sequential(nn.Conv2d(16, 32, 1), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(32, 10))
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.dw(x) + x
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(y, 1)))))
+        return self.head(self.unit(y * s))
+
+
+def torch_make():
+    from tvmconv.models._common import _Make
+
+    return _Make("torch")
+
+
+def _randomised(m: nn.Module, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for bn in m.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                bn.running_mean.uniform_(-0.5, 0.5, generator=g)
+                bn.running_var.uniform_(0.5, 2, generator=g)
+                bn.weight.uniform_(0.5, 1.5, generator=g)
+                bn.bias.uniform_(-0.5, 0.5, generator=g)
+    return m.eval()
+
+
+def _close(got, want, rel: float = 1e-4):
+    scale = max(1.0, float(want.abs().max()))
+    torch.testing.assert_close(got, want, rtol=rel, atol=rel * scale)
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    torch.manual_seed(0)
+    model = _randomised(_Net())
+    x = torch.randn(2, 3, 32, 32)
+    return model, x, tvmconv.compile(model, (x,))
+
+
+def test_the_compiled_network_matches_eager(compiled):
+    model, x, fast = compiled
+    with torch.no_grad():
+        _close(fast(x), model(x))
+        x2 = torch.randn_like(x)
+        _close(fast(x2), model(x2))
+    rep = fast.tvmconv_report
+    assert rep.kernels and sum(rep.scheduled.values()) > 0 and rep.compile_s > 0
+
+
+def test_changed_weights_are_never_run_stale(compiled):
+    model, x, fast = compiled
+    with torch.no_grad():
+        model.stem[0].weight.mul_(1.5)  # an in-place update (an optimizer step is one)
+        _close(fast(x), model(x))
+        model.load_state_dict({k: v * 0.9 if v.is_floating_point() else v for k, v in model.state_dict().items()})
+        _close(fast(x), model(x))
+
+
+def test_another_input_shape_compiles_again(compiled):
+    model, _, fast = compiled
+    x = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        _close(fast(x), model(x))
+
+
+def test_wrong_arguments_are_named():
+    m = nn.Sequential(nn.Conv2d(3, 4, 3)).train()
+    with pytest.raises(ValueError, match="training mode"):
+        tvmconv.compile(m, (torch.randn(1, 3, 8, 8),))
+    with pytest.raises(TypeError, match="example_inputs"):
+        tvmconv.compile(m.eval(), [1, 2])
+    with pytest.raises(TypeError, match="model"):
+        tvmconv.compile(lambda x: x, (torch.randn(1, 3, 8, 8),))

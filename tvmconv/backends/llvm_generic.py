@@ -1,0 +1,102 @@
+"""Schedules for the TIR functions of a whole model that are not tvmconv kernels, on LLVM CPUs.
+
+Relax's LegalizeOps lowers every op (pooling, adds, activations, the classifier's matmul) to TIR
+that runs on one thread in scalar loops; fused by FuseOps/FuseTIR, a network's non-convolution
+work is a few dozen such functions. ``schedule_module`` schedules each one the way TVM's dlight
+does, rule by rule, the first that fits: s_tir.dlight's CPU ``GEMV`` (the classifier) and
+``Reduction`` (softmax-like chains), then ``Parallel`` here, which fits any function in normal
+form. Functions already scheduled (the tvmconv kernels carry ``tirx.is_scheduled``) are left alone.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir import dlight as dl
+from tvm.s_tir.dlight.analysis import normalize_prim_func
+from tvm.s_tir.dlight.base import get_extent, try_inline
+from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+
+# below this many iterations of its spatial loops a block runs on one thread: a parallel launch
+# costs microseconds (backends/launch.py), an element nanoseconds
+MIN_PARALLEL = 4096
+
+
+class Parallel(CPUScheduleRule):
+    """Every block that is not inlined into another: its spatial loops fused, moved outside its
+    reduction loops and split over the threads, the inner part vectorised where the block is
+    injective and the lanes divide it."""
+
+    def apply(self, func, target, _tunable):
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None:
+            return None
+        lanes = max(2, _vector_bits(target) // 32)
+        for info in try_inline(sch, infos):
+            loops, kinds = sch.get_loops(info.block_rv), info.dom_kind()
+            if not loops or len(loops) != len(kinds) or "O" in kinds:
+                continue
+            spatial = [lp for lp, k in zip(loops, kinds) if k == "S"]
+            if not spatial:
+                continue
+            sch.reorder(*spatial, *[lp for lp, k in zip(loops, kinds) if k == "R"])
+            fused = sch.fuse(*spatial)
+            extent = get_extent(sch, fused)
+            if not isinstance(extent, int):
+                continue
+            if info.is_injective() and extent % lanes == 0 and extent >= 2 * lanes:
+                outer, inner = sch.split(fused, factors=[None, lanes])
+                sch.vectorize(inner)
+                if extent >= MIN_PARALLEL:
+                    sch.parallel(outer)
+            elif extent >= MIN_PARALLEL or (extent >= 2 and not info.is_injective()):
+                sch.parallel(fused)
+        return sch
+
+
+def _as_before(new, old):
+    """``new`` under ``old``'s global symbol (a Schedule names its function "main")."""
+    symbol = old.attrs.get("global_symbol") if old.attrs is not None else None
+    return new.with_attr("global_symbol", symbol) if symbol is not None else new.without_attr("global_symbol")
+
+
+def _vector_bits(target) -> int:
+    from tvm.target.codegen import llvm_get_vector_width
+
+    try:
+        bits = llvm_get_vector_width(target)
+    except Exception:  # noqa: BLE001 - a target LLVM does not know: SSE's width
+        bits = 128
+    return bits if bits > 0 else 128
+
+
+def schedule_module(mod, target):
+    """``mod`` (an IRModule of PrimFuncs and Relax functions) with every PrimFunc not yet
+    scheduled given the first rule that fits, for ``target`` (a tvm.target.Target of kind llvm);
+    returns ``(mod, {rule name: functions scheduled})``."""
+    import tvm
+
+    rules = [dl.cpu.GEMV(), dl.cpu.Reduction(), Parallel()]
+    counts: dict[str, int] = {}
+    with target:
+        for gv, func in list(mod.functions_items()):
+            if not isinstance(func, tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", 0) == 1:
+                continue
+            for rule in rules:
+                try:
+                    sch = rule.apply(func, target, False)
+                except Exception:  # noqa: BLE001 - a rule that does not fit after all: the next one
+                    sch = None
+                if sch is not None:
+                    sch = sch[0] if isinstance(sch, list) else sch
+                    mod[gv] = _as_before(sch.mod["main"], func).with_attr("tirx.is_scheduled", True)
+                    counts[type(rule).__name__] = counts.get(type(rule).__name__, 0) + 1
+                    break
+            else:
+                counts["none"] = counts.get("none", 0) + 1
+    return tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs), counts
+
+
+__all__ = ["schedule_module", "Parallel"]

@@ -1,0 +1,202 @@
+"""``tvmconv.compile``: a whole network as one compiled module on the host, called once per forward.
+
+    fast = tvmconv.compile(model.eval(), (x,))     # an nn.Module: tensors in, tensors out
+    y = fast(x)                                    # one call into TVM's VM: no Python per layer
+    fast.tvmconv_report.print()
+
+The pipeline, on TVM's maintained pieces (the one ``export --model`` runs, ending in the VM here
+instead of a C driver):
+
+1. the graph passes ``tvmconv.convert`` runs (graph.py: BatchNorm folded, depthwise-separable,
+   shuffle, EffNet and squeeze-excitation patterns fused, every convolution a tvmconv op), then
+   ``torch.export``;
+2. TVM Relax's importer with every convolution a ``call_tir`` of tvmconv's kernel for the target
+   (its tuned record, else its default schedule); every other op Relax's own, legalized to TIR,
+   constants folded, elementwise chains fused (``tools.export_model.relax_module``);
+3. each TIR function that is not a tvmconv kernel scheduled by s_tir.dlight's CPU rules (GEMV,
+   reductions) or, where none fits, ``Parallel`` below: its spatial loops fused, split over the
+   threads and vectorised (LegalizeOps leaves one thread and scalar loops);
+4. ``tvm.compile`` to a Relax VM executable, written as a library into the user cache and loaded
+   from there (its parallel loops on PyTorch's thread pool, as the ops': backends/openmp.py).
+
+The weights are constants of the compiled module. Each call checks the source model's parameters
+and buffers (their identity and version counters, which in-place updates, optimizer steps and
+``load_state_dict`` advance): a change compiles the module again from the model as it is now, so a
+result is never stale. A write that bypasses the version counter (through ``.data`` in place, a
+NumPy view) is not seen: call ``fast.refresh()`` after one.
+
+Inputs must have the example's shapes and dtypes (another shape compiles once more, for that
+shape); the module runs on the CPU target it was compiled for. An op the importer does not take
+raises a ValueError naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .backends.target import resolve
+
+log = logging.getLogger("tvmconv")
+
+
+@dataclass
+class CompileReport:
+    """What ``compile`` built: its kernels and how long each step took."""
+
+    kernels: list[str] = field(default_factory=list)  # tvmconv workloads in the module
+    scheduled: dict[str, int] = field(default_factory=dict)  # other TIR functions per rule
+    steps_s: dict[str, float] = field(default_factory=dict)  # seconds per pipeline step
+    conversion: object = None  # the ConversionReport of step 1
+
+    @property
+    def compile_s(self) -> float:
+        return sum(self.steps_s.values())
+
+    def summary(self) -> str:
+        rules = ", ".join(f"{n} {r}" for r, n in sorted(self.scheduled.items()))
+        steps = ", ".join(f"{k} {v:.1f} s" for k, v in self.steps_s.items())
+        return (f"{len(self.kernels)} tvmconv kernels, other functions scheduled: {rules or 'none'}; compiled in "
+                f"{self.compile_s:.1f} s ({steps})")
+
+
+def compile(model: nn.Module, example_inputs, target=None) -> CompiledModel:  # noqa: A001 - tvmconv.compile
+    """``model`` (an ``nn.Module`` in eval mode) as one compiled module (see the module docstring).
+    ``example_inputs``: a tensor or a tuple of the model's positional tensor inputs, e.g. one
+    ``(N, 3, H, W)`` image batch; ``target``: a CPU profile that runs here (default: this machine's)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"compile: argument 'model' must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    if not isinstance(example_inputs, (tuple, list)) or not all(isinstance(t, torch.Tensor) for t in example_inputs):
+        raise TypeError("compile: argument 'example_inputs' must be a tensor or a tuple of tensors")
+    if model.training:
+        raise ValueError("compile: the model is in training mode; call model.eval() first (the compiled module "
+                         "runs inference: BatchNorm folded, dropout off)")
+    tgt = resolve(target)
+    if not (tgt.backend.exports_c_library and tgt.runs_here):
+        raise ValueError(f"compile: target {tgt.profile!r} does not run on this machine's CPU; compile builds for "
+                         f"the host (use `tvmconv export --model` for another)")
+    return CompiledModel(model, tuple(example_inputs), tgt)
+
+
+class CompiledModel(nn.Module):
+    """The module ``compile`` returns: ``forward(*inputs)`` runs the compiled network."""
+
+    def __init__(self, model: nn.Module, example_inputs: tuple, target):
+        super().__init__()
+        self._source = [model]  # (a list: not a submodule, its parameters are not ours)
+        self._target = target
+        self._built: dict = {}  # input signature -> (vm function, output structure)
+        self._versions = None
+        self.tvmconv_report = CompileReport()
+        self._build(example_inputs)
+
+    # -- what the source model is now ---------------------------------------------------------------
+    def _state(self) -> tuple:
+        src = self._source[0]
+        return tuple((id(t), t.data_ptr(), t._version) for t in (*src.parameters(), *src.buffers()))
+
+    def refresh(self) -> None:
+        """Compile again from the source model as it is now (after a write its version counters
+        do not see)."""
+        examples = [ex for _, ex in self._built.values()]
+        self._built.clear()
+        for ex in examples:
+            self._build(ex)
+
+    def _build(self, example_inputs: tuple) -> None:
+        fn, report = build_vm(self._source[0], example_inputs, self._target)
+        self._built[_signature(example_inputs, self._target.backend.device_type)] = (fn, tuple(t.detach().clone() for t in example_inputs))
+        self._versions = self._state()
+        self.tvmconv_report = report
+        log.info("tvmconv.compile: %s", report.summary())
+
+    def forward(self, *inputs):
+        if self._state() != self._versions:  # a parameter or buffer changed: never run stale weights
+            log.info("tvmconv.compile: the model's parameters changed; compiling it again")
+            self.refresh()
+        key = _signature(inputs, self._target.backend.device_type)
+        if key not in self._built:
+            self._build(tuple(inputs))
+        fn = self._built[key][0]
+        return fn(*inputs)
+
+
+def build_vm(model: nn.Module, example_inputs: tuple, tgt):
+    """``(run, CompileReport)``: ``run(*inputs)`` calls the compiled network (see the module
+    docstring) on tensors of the example's shapes."""
+    import tvm
+    from tvm import relax
+
+    from . import lowering
+
+    rep = CompileReport()
+    t0 = time.perf_counter()
+    ep = lowering.exported(model, example_inputs)
+    rep.steps_s["graph"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    mod, kernels = lowering.relax_module(ep, tgt, schedule=False)
+    rep.kernels = [spec.name for spec in kernels.values()]
+    rep.steps_s["relax"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    mod, rep.scheduled = tgt.backend.schedule_model_functions(mod)
+    rep.steps_s["schedule"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ex = tvm.compile(mod, target=tgt.tvm())
+    lib = _loaded(ex, tgt)
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    rep.steps_s["build"] = time.perf_counter() - t0
+    return _runner(vm["main"], ep.call_spec.out_spec), rep
+
+
+def _loaded(ex, tgt):
+    """``ex`` written as a library and loaded back (its parallel loops then run on the ops' thread
+    pool: backends/openmp.py); ``ex`` itself where no library can be linked here."""
+    import tempfile
+
+    import tvm
+
+    tmp = tempfile.mkdtemp(prefix="tvmconv-model-")
+    path = f"{tmp}/model.so"
+    try:
+        tgt.backend.export_library(ex, path)
+    except Exception as exc:  # noqa: BLE001 - no C compiler: the module runs from memory
+        log.warning("tvmconv.compile: cannot link the module here (%s); running it from memory", exc)
+        return ex
+    lib = tvm.runtime.load_module(path)
+    tgt.backend.adopt_library(path)
+    return lib
+
+
+def _runner(main, out_spec):
+    """The compiled ``main`` on torch tensors: inputs handed over dense and 64-byte aligned, outputs
+    copied out of the VM's memory and given the structure the model returns (``out_spec``, the
+    exported program's pytree spec)."""
+    import tvm
+    from torch.utils import _pytree
+
+    from .runtime.call import _kernel_arg
+
+    def run(*inputs):
+        out = main(*[tvm.runtime.from_dlpack(_kernel_arg(t.detach())) for t in inputs])
+        flat = [out] if isinstance(out, tvm.runtime.Tensor) else list(out)
+        return _pytree.tree_unflatten([torch.from_dlpack(o).clone() for o in flat], out_spec)
+
+    return run
+
+
+def _signature(inputs, device_type: str) -> tuple:
+    for i, t in enumerate(inputs):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"compiled model: input {i} must be a tensor, got {type(t).__name__}")
+        if t.device.type != device_type:
+            raise ValueError(f"compiled model: input {i} is on {t.device}; the module runs on {device_type}")
+    return tuple((tuple(t.shape), t.dtype) for t in inputs)
+
+
+__all__ = ["compile", "CompiledModel", "CompileReport"]
