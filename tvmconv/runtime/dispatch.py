@@ -11,7 +11,9 @@ threads). A kernel's choice (``decide``), in order:
    before records named their machine, is not applied): the op's first calls on this machine
    alternate the two paths, each call returning its path's result, ``WARMUP`` of each
    untimed and then ``CALLS`` of each timed (``EARLY`` where one path is ``CLEAR`` times slower
-   in every call); ``rule`` picks one, and it is stored as in 1.
+   in every call); ``rule`` picks one, and it is stored as in 1. (Each of these calls gives its
+   path's answer: two paths round differently, so the first calls of a workload not yet decided
+   may differ in their last bits; once decided, a process's calls are bitwise stable.)
 
 ``tvmconv calibrate`` makes the choices ahead, timing both paths as ``tvmconv bench`` does. A
 workload without a vendor path always runs the kernel. The file::
