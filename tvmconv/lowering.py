@@ -8,7 +8,9 @@ the host) and ``tvmconv export --model`` (a C library) both build on.
    tvmconv: graph.py) and ``torch.export``, so a model fuses the same way whichever door it takes;
 2. ``relax_module``: TVM Relax's ``from_exported_program``, with a convert map that turns each
    convolution into a ``call_tir`` of tvmconv's kernel for the target (its tuned record, else its
-   default schedule; opaque to fusion, marked scheduled), taking the op's own shapes; every other
+   default schedule; opaque to fusion, marked scheduled), taking the op's own shapes (a weight the
+   kernel reads packed is packed by a call of its own, which FoldConstant runs once, at compile
+   time: the module holds the packed constant); every other
    op Relax's, legalized to TIR, constants folded, elementwise chains fused (``LegalizeOps``,
    ``FoldConstant``, ``FuseOps``, ``FuseTIR``), and each resulting function scheduled for the
    target (``Backend.schedule_model_functions``; on CPUs backends/llvm_generic.py: parallel
@@ -45,21 +47,36 @@ def relax_module(ep: torch.export.ExportedProgram, target, *, schedule: bool = T
     tgt = resolve(target)
     kernels: dict = {}
 
+    packs: dict = {}  # spec -> (its weight packing's function, the packed weight's index and shape)
+
     def convert(node, importer):
         from .runtime import build
         from .tools.workloads import node_spec
 
         spec, bound = node_spec(node)
+        bb = importer.block_builder
         gv = kernels.get(spec)
         if gv is None:
             record, source, build_target = build.choose(spec, tgt)
             mod, _, _ = build.schedule(spec, build_target, record, source)
             name = f"tvmconv_k{len(kernels)}"
-            func = build.natural_signature(mod, spec)["main"].with_attr("global_symbol", name)
-            func = func.with_attr("op_pattern", 8).with_attr("tirx.is_scheduled", True)  # opaque: not fused
-            gv = kernels[spec] = importer.block_builder.add_func(func, name)
+            split = build.split_weight_pack(mod, spec)
+            if split is not None:  # the weight packed by a call of its own: folded into the constant
+                pack = split["pack"].with_attr("global_symbol", f"{name}_pack").with_attr("tirx.is_scheduled", True)
+                packed = pack.params[1]  # (TIR buffers as parameters)
+                names = [n for n, _ in spec.arg_shapes]
+                packs[spec] = (bb.add_func(pack, f"{name}_pack"), names.index(pack.params[0].name),
+                               relax.TensorType([int(d) for d in packed.shape], packed.dtype))
+            func = (split or build.natural_signature(mod, spec))["main"].with_attr("global_symbol", name)
+            # opaque to FuseOps (FuseTIR cannot merge a kernel whose parameters alias its buffers:
+            # an epilogue fused into the kernel is the kernel's own, issue 35)
+            func = func.with_attr("op_pattern", 8).with_attr("tirx.is_scheduled", True)
+            gv = kernels[spec] = bb.add_func(func, name)
         args = [_kernel_arg(importer, bound[name], shape, spec, name) for name, shape in spec.arg_shapes]
-        return importer.block_builder.emit(relax.call_tir(gv, args, relax.TensorType(spec.out_shape, spec.dtype)))
+        if spec in packs:
+            pack_gv, at, ty = packs[spec]
+            args[at] = bb.emit(relax.call_tir(pack_gv, [args[at]], ty))
+        return bb.emit(relax.call_tir(gv, args, relax.TensorType(spec.out_shape, spec.dtype)))
 
     try:
         mod = from_exported_program(ep, custom_convert_map=dict.fromkeys(conv_op_names(), convert))
@@ -71,7 +88,8 @@ def relax_module(ep: torch.export.ExportedProgram, target, *, schedule: bool = T
     mod = seq(mod)
     if schedule:
         mod, _ = tgt.backend.schedule_model_functions(mod)
-    return mod, {gv.name_hint: spec for spec, gv in kernels.items()}
+    kernel_names = {gv.name_hint: spec for spec, gv in kernels.items()}
+    return mod, {name: spec for name, spec in kernel_names.items() if any(g.name_hint == name for g in mod.get_global_vars())}
 
 
 def _kernel_arg(importer, node, shape: tuple, spec, name: str):

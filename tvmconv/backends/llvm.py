@@ -74,7 +74,7 @@ class LLVMBackend(Backend):
 
         from .llvm_generic import schedule_module
 
-        return schedule_module(mod, tvm.target.Target(self.target.tvm()))
+        return schedule_module(mod, tvm.target.Target(self.target.tvm()), self.lanes("float32"))
 
     def adopt_library(self, path) -> None:
         if self.target.runs_here:

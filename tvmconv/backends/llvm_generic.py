@@ -3,13 +3,14 @@
 Relax's LegalizeOps lowers every op (pooling, adds, activations, the classifier's matmul) to TIR
 that runs on one thread in scalar loops; fused by FuseOps/FuseTIR, a network's non-convolution
 work is a few dozen such functions. ``schedule_module`` schedules each one the way TVM's dlight
-does, rule by rule, the first that fits: s_tir.dlight's CPU ``GEMV`` (the classifier) and
-``Reduction`` (softmax-like chains), then ``Parallel`` here, which fits any function in normal
-form. Functions already scheduled (the tvmconv kernels carry ``tirx.is_scheduled``) are left alone.
+does, rule by rule, the first that fits: s_tir.dlight's CPU ``GEMV``, ``VectorMatrix`` here (the
+classifier, whose weight the importer folds transposed), dlight's ``Reduction`` (softmax-like
+chains), then ``Parallel`` here, which fits any function in normal form. Functions already scheduled (the tvmconv kernels carry ``tirx.is_scheduled``) are left alone.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.analysis import normalize_prim_func
@@ -24,7 +25,10 @@ MIN_PARALLEL = 4096
 class Parallel(CPUScheduleRule):
     """Every block that is not inlined into another: its spatial loops fused, moved outside its
     reduction loops and split over the threads, the inner part vectorised where the block is
-    injective and the lanes divide it."""
+    injective and ``lanes`` (float32 elements in a vector of the target) divide it."""
+
+    def __init__(self, lanes: int = 8):
+        self.lanes = lanes
 
     def apply(self, func, target, _tunable):
         if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
@@ -33,7 +37,7 @@ class Parallel(CPUScheduleRule):
         infos = normalize_prim_func(sch)
         if infos is None:
             return None
-        lanes = max(2, _vector_bits(target) // 32)
+        lanes = self.lanes
         for info in try_inline(sch, infos):
             loops, kinds = sch.get_loops(info.block_rv), info.dom_kind()
             if not loops or len(loops) != len(kinds) or "O" in kinds:
@@ -41,12 +45,22 @@ class Parallel(CPUScheduleRule):
             spatial = [lp for lp, k in zip(loops, kinds) if k == "S"]
             if not spatial:
                 continue
-            sch.reorder(*spatial, *[lp for lp, k in zip(loops, kinds) if k == "R"])
+            reduce = [lp for lp, k in zip(loops, kinds) if k == "R"]
+            sch.reorder(*spatial, *reduce)
             fused = sch.fuse(*spatial)
             extent = get_extent(sch, fused)
             if not isinstance(extent, int):
                 continue
-            if info.is_injective() and extent % lanes == 0 and extent >= 2 * lanes:
+            if reduce and extent % lanes == 0 and _reads_along_spatial(sch.get(info.block_rv)):
+                # a vector-matrix product (the classifier: x (1, K) times W (K, N)): the reduction
+                # inside whole vectors of outputs, each step one contiguous row of W
+                outer, inner = sch.split(fused, factors=[None, lanes])
+                sch.reorder(outer, *reduce, inner)
+                sch.vectorize(inner)
+                if extent >= 2 * lanes:
+                    sch.parallel(outer)
+                sch.decompose_reduction(info.block_rv, reduce[0])  # (the zeroing: a loop of its own)
+            elif info.is_injective() and extent % lanes == 0 and extent >= 2 * lanes:
                 outer, inner = sch.split(fused, factors=[None, lanes])
                 sch.vectorize(inner)
                 if extent >= MIN_PARALLEL:
@@ -56,29 +70,44 @@ class Parallel(CPUScheduleRule):
         return sch
 
 
+class VectorMatrix(Parallel):
+    """``Parallel`` for a function with a reduction that reads its largest input along a spatial
+    axis (a classifier's ``x @ W.T`` with ``W.T`` folded into a (K, N) constant): taken before
+    dlight's ``Reduction``, which would reduce each output alone down a column of W."""
+
+    def apply(self, func, target, tunable):
+        if not isinstance(func, tirx.PrimFunc):
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if not infos or not any(not i.is_injective() and _reads_along_spatial(sch.get(i.block_rv)) for i in infos):
+            return None
+        return super().apply(func, target, tunable)
+
+
+def _reads_along_spatial(block) -> bool:
+    """Whether ``block`` (a reduction) reads its largest input contiguously along a spatial axis:
+    the last index of that read is one of its data-parallel iteration variables."""
+    spatial = {iv.var for iv in block.iter_vars if iv.iter_type == tirx.IterVar.DataPar}
+    size = lambda r: len(r.region) and int(np.prod([int(x.extent) for x in r.region if isinstance(x.extent, tirx.IntImm)]))  # noqa: E731
+    reads = sorted(block.reads, key=size)
+    return bool(reads) and any(reads[-1].region[-1].min.same_as(v) for v in spatial)
+
+
 def _as_before(new, old):
     """``new`` under ``old``'s global symbol (a Schedule names its function "main")."""
     symbol = old.attrs.get("global_symbol") if old.attrs is not None else None
     return new.with_attr("global_symbol", symbol) if symbol is not None else new.without_attr("global_symbol")
 
 
-def _vector_bits(target) -> int:
-    from tvm.target.codegen import llvm_get_vector_width
-
-    try:
-        bits = llvm_get_vector_width(target)
-    except Exception:  # noqa: BLE001 - a target LLVM does not know: SSE's width
-        bits = 128
-    return bits if bits > 0 else 128
-
-
-def schedule_module(mod, target):
+def schedule_module(mod, target, lanes: int):
     """``mod`` (an IRModule of PrimFuncs and Relax functions) with every PrimFunc not yet
-    scheduled given the first rule that fits, for ``target`` (a tvm.target.Target of kind llvm);
-    returns ``(mod, {rule name: functions scheduled})``."""
+    scheduled given the first rule that fits, for ``target`` (a tvm.target.Target of kind llvm)
+    whose vectors hold ``lanes`` float32 elements; returns ``(mod, {rule name: functions
+    scheduled})``."""
     import tvm
 
-    rules = [dl.cpu.GEMV(), dl.cpu.Reduction(), Parallel()]
+    rules = [dl.cpu.GEMV(), VectorMatrix(lanes), dl.cpu.Reduction(), Parallel(lanes)]
     counts: dict[str, int] = {}
     with target:
         for gv, func in list(mod.functions_items()):
@@ -99,4 +128,4 @@ def schedule_module(mod, target):
     return tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs), counts
 
 
-__all__ = ["schedule_module", "Parallel"]
+__all__ = ["schedule_module", "Parallel", "VectorMatrix"]
