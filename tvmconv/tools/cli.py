@@ -375,6 +375,9 @@ def bench(
     rounds: int = typer.Option(7, "--rounds", min=3),
     json_path: JsonPathOpt = None,
     png: Optional[Path] = typer.Option(None, "--png", help="Chart path (default: bench-<target>-<what>.png)."),
+    peers: bool = typer.Option(False, "--peers", help="With --model: the network through PyTorch eager, Inductor, "
+                               "ONNX Runtime, OpenVINO (fp32; extra [peers]), tvmconv.compile, convert and the "
+                               "torch.compile backend, interleaved in one process."),
     dispatched: bool = typer.Option(False, "--dispatch", help="Also time each op as a user calls it (dispatch "
                                     "on: the path chosen for this machine, calibrating first where undecided) "
                                     "and list those slower than the vendor path beyond the measured spread (in the "
@@ -397,6 +400,10 @@ def bench(
         if why_not:
             raise ValueError(why_not)
         names = list(MODELS) if model == "all" else (model or "").split(",")
+        if peers and not (model is not None and all(n in MODELS for n in names)):
+            raise ValueError("--peers compares tvmconv.models networks: give --model NAME[,NAME...] or 'all'")
+        if peers:
+            return _bench_peers(names, sizes or (1,), rounds, json_path, png)
         if model is not None and all(n in MODELS for n in names):
             return _bench_model(names, tgt, sizes or (1, 8), rounds, json_path)
         what = _what(suite or ("variants" if not given else None), op, spec, model, shape, weight, stride, padding,
@@ -447,6 +454,34 @@ def bench(
         head = {"machine": B.machine(tgt), "peak_flops": roof.peak_flops, "bandwidth": roof.bandwidth}
         json_path.write_text("".join(json.dumps({**r, **head}) + "\n" for r in records))
         console.print(f"records: {json_path}")
+
+
+def _bench_peers(names, batches, rounds, json_path, png):
+    from . import bench as B
+    from . import peers as P
+
+    console.print(f"{B.machine()}; {torch_threads_now()} threads; fp32")
+    rows = []
+    for name in names:
+        for n in batches:
+            with console.status(f"{name}, batch {n}: building and timing every path..."):
+                got = P.compare(name, n, rounds=rounds, say=lambda line: console.print(f"  {name}: {line}"))
+            rows += got
+            table = Table("path", "ms", "speed-up over eager", "vs ONNX Runtime", "build s", "max rel diff",
+                          title=f"{name}, batch {n}")
+            for r in got:
+                table.add_row(r["path"], f"{r['seconds'] * 1e3:.2f} ±{r['spread']:.0%}", f"{r['speedup_vs_eager']:.2f}x",
+                              f"{r['vs_onnxruntime']:.2f}x", f"{r['build_s']:.1f}", f"{r['max_rel_diff']:.1e}")
+            console.print(table)
+    if json_path:
+        json_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    P.plot(rows, png or Path("bench-peers.png"))
+
+
+def torch_threads_now() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _bench_model(names, tgt, batches, rounds, json_path):
