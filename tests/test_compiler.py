@@ -96,3 +96,19 @@ def test_wrong_arguments_are_named():
         tvmconv.compile(m.eval(), [1, 2])
     with pytest.raises(TypeError, match="model"):
         tvmconv.compile(lambda x: x, (torch.randn(1, 3, 8, 8),))
+
+
+def test_the_same_model_compiled_again_is_loaded_from_the_cache(compiled):
+    model, x, _ = compiled
+    again = tvmconv.compile(model, (x,))
+    assert list(again.tvmconv_report.steps_s) == ["load"] and again.tvmconv_report.kernels
+    with torch.no_grad():
+        _close(again(x), model(x))
+    from tvmconv.compiler import model_key
+    from tvmconv.backends.target import resolve
+
+    key = model_key(model, (x,), resolve(None))
+    with torch.no_grad():
+        model.head[0].bias.add_(1)
+    assert model_key(model, (x,), resolve(None)) != key  # other weights: another module
+    assert model_key(model, (torch.randn(1, 3, 32, 32),), resolve(None)) != model_key(model, (x,), resolve(None))

@@ -16,8 +16,11 @@ instead of a C driver):
 3. each TIR function that is not a tvmconv kernel scheduled by s_tir.dlight's CPU rules (GEMV,
    reductions) or, where none fits, ``Parallel`` below: its spatial loops fused, split over the
    threads and vectorised (LegalizeOps leaves one thread and scalar loops);
-4. ``tvm.compile`` to a Relax VM executable, written as a library into the user cache and loaded
-   from there (its parallel loops on PyTorch's thread pool, as the ops': backends/openmp.py).
+4. ``tvm.compile`` to a Relax VM executable, written as a library into the user cache
+   (``models/<profile>/<key>.so``) and loaded from there (its parallel loops on PyTorch's thread
+   pool, as the ops': backends/openmp.py). The key (``model_key``) covers the model's structure
+   and weights, the inputs' shapes, the target and the schedule records, so the same model
+   compiled again, in this process or another, is loaded in a second.
 
 The weights are constants of the compiled module. Each call checks the source model's parameters
 and buffers (their identity and version counters, which in-place updates, optimizer steps and
@@ -35,9 +38,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils import _pytree
 
 from .backends.target import resolve
 
@@ -129,7 +134,8 @@ class CompiledModel(nn.Module):
 
 def build_vm(model: nn.Module, example_inputs: tuple, tgt):
     """``(run, CompileReport)``: ``run(*inputs)`` calls the compiled network (see the module
-    docstring) on tensors of the example's shapes."""
+    docstring) on tensors of the example's shapes; from the user cache where this model, with
+    these weights and inputs, was compiled before (``model_key``)."""
     import tvm
     from tvm import relax
 
@@ -137,6 +143,13 @@ def build_vm(model: nn.Module, example_inputs: tuple, tgt):
 
     rep = CompileReport()
     t0 = time.perf_counter()
+    key = model_key(model, example_inputs, tgt)
+    found = _load_cached(key, tgt)
+    if found is not None:
+        lib, meta = found
+        rep.kernels, rep.scheduled = meta["kernels"], meta["scheduled"]
+        rep.steps_s["load"] = time.perf_counter() - t0
+        return _runner(relax.VirtualMachine(lib, tvm.cpu())["main"], _pytree.treespec_loads(meta["out_spec"])), rep
     ep = lowering.exported(model, example_inputs)
     rep.steps_s["graph"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -148,29 +161,94 @@ def build_vm(model: nn.Module, example_inputs: tuple, tgt):
     rep.steps_s["schedule"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     ex = tvm.compile(mod, target=tgt.tvm())
-    lib = _loaded(ex, tgt)
+    meta = {"kernels": rep.kernels, "scheduled": rep.scheduled,
+            "out_spec": _pytree.treespec_dumps(ep.call_spec.out_spec)}
+    lib = _stored(key, ex, meta, tgt)
     vm = relax.VirtualMachine(lib, tvm.cpu())
     rep.steps_s["build"] = time.perf_counter() - t0
     return _runner(vm["main"], ep.call_spec.out_spec), rep
 
 
-def _loaded(ex, tgt):
-    """``ex`` written as a library and loaded back (its parallel loops then run on the ops' thread
-    pool: backends/openmp.py); ``ex`` itself where no library can be linked here."""
+# -- the compiled models in the user cache ------------------------------------------------------------
+def model_key(model: nn.Module, example_inputs: tuple, tgt) -> str:
+    """What a compiled model is made of: the model's structure (its modules' reprs and their
+    classes' ``forward`` source), every parameter and buffer's bytes, the inputs' shapes and dtypes,
+    the target, TVM's version, the code that makes kernels and the schedule records in the caches."""
+    import hashlib
+    import inspect
+
+    from .runtime import build, cache
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr(model).encode())
+    for cls in sorted({type(m) for m in model.modules()}, key=lambda c: c.__qualname__):
+        try:
+            h.update(inspect.getsource(cls.forward).encode())
+        except (OSError, TypeError):  # (a class defined where its source is not kept)
+            h.update(cls.__qualname__.encode())
+    for name, t in (*model.state_dict(keep_vars=True).items(),):
+        t = t.detach()
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    records = sorted(f"{p.name}:{p.stat().st_mtime_ns}" for r in cache.roots()
+                     for p in (r / "schedules" / tgt.profile).glob("*.json"))
+    h.update(cache.digest({"inputs": [[list(t.shape), str(t.dtype)] for t in example_inputs], "records": records,
+                           "target": tgt.key_dict, "code": build._CODE_VERSION, "format": 1}).encode())
+    return h.hexdigest()
+
+
+def _paths(key: str, tgt) -> tuple:
+    from .runtime import cache
+
+    lib = cache.user_root() / "models" / tgt.profile / f"{key}.so"
+    return lib, lib.with_suffix(".json")
+
+
+def _load_cached(key: str, tgt):
+    """``(loaded library, its metadata)`` of a model compiled before, or None. Loaded only from a
+    trusted directory, as a regular file whose bytes its manifest hashes (runtime/cache.py)."""
+    import tvm
+
+    from .runtime import cache
+
+    lib, meta_path = _paths(key, tgt)
+    if not cache.trusted(lib.parent):
+        return None
+    meta = cache.read_json(meta_path)
+    if not isinstance(meta, dict) or meta.get("key") != key or meta.get("file") != cache.file_manifest(lib):
+        return None
+    try:
+        loaded = tvm.runtime.load_module(str(lib))
+    except Exception as exc:  # noqa: BLE001 - intact but unloadable: compiled again
+        log.warning("tvmconv.compile: cannot load %s (%s); compiling the model again", lib, exc)
+        return None
+    tgt.backend.adopt_library(lib)
+    return loaded, meta
+
+
+def _stored(key: str, ex, meta: dict, tgt):
+    """``ex`` written as a library into the user cache (beside its metadata) and loaded back, its
+    parallel loops on the ops' thread pool (backends/openmp.py); into a private temporary directory
+    where the cache cannot hold it; ``ex`` itself where no library can be linked here."""
     import tempfile
 
     import tvm
 
-    tmp = tempfile.mkdtemp(prefix="tvmconv-model-")
-    path = f"{tmp}/model.so"
+    from .runtime import cache
+
+    lib, meta_path = _paths(key, tgt)
+    if not cache.trusted(lib.parent):
+        lib = Path(tempfile.mkdtemp(prefix="tvmconv-model-")) / lib.name
     try:
-        tgt.backend.export_library(ex, path)
-    except Exception as exc:  # noqa: BLE001 - no C compiler: the module runs from memory
-        log.warning("tvmconv.compile: cannot link the module here (%s); running it from memory", exc)
+        with cache.lock(lib, timeout=cache.SHORT_LOCK_TIMEOUT_S), cache.atomic_path(lib, suffix=".so") as tmp:
+            tgt.backend.export_library(ex, str(tmp))
+            cache.write_json(meta_path, {**meta, "key": key, "file": cache.file_manifest(tmp)})
+    except Exception as exc:  # noqa: BLE001 - no C compiler, a read-only cache: the module runs from memory
+        log.warning("tvmconv.compile: cannot write the compiled model (%s); running it from memory", exc)
         return ex
-    lib = tvm.runtime.load_module(path)
-    tgt.backend.adopt_library(path)
-    return lib
+    loaded = tvm.runtime.load_module(str(lib))
+    tgt.backend.adopt_library(lib)
+    return loaded
 
 
 def _runner(main, out_spec):
@@ -178,7 +256,6 @@ def _runner(main, out_spec):
     copied out of the VM's memory and given the structure the model returns (``out_spec``, the
     exported program's pytree spec)."""
     import tvm
-    from torch.utils import _pytree
 
     from .runtime.call import _kernel_arg
 
