@@ -15,16 +15,23 @@ from tvmconv import models as M
 PARAMS = {"mobilenet_v2": 3_504_872, "resnet18": 11_689_512, "mobilenet_v3_large": 5_483_032,
           "shufflenet_v2_x1_0": 2_278_604, "efficientnet_b0": 5_288_548, "resnet50": 25_557_032,
           "mnasnet1_0": 4_383_312, "squeezenet1_1": 1_235_496}
-# Networks with torchvision's module names and nesting (mobilenet_v2 and resnet18 keep this
-# package's earlier layout: same parameters, other keys)
-TORCHVISION_KEYED = ["mobilenet_v3_large", "shufflenet_v2_x1_0", "efficientnet_b0", "resnet50", "mnasnet1_0",
-                     "squeezenet1_1"]
+# Networks with torchvision's module names and nesting (all of them)
+TORCHVISION_KEYED = ["mobilenet_v2", "resnet18", "mobilenet_v3_large", "shufflenet_v2_x1_0", "efficientnet_b0",
+                     "resnet50", "mnasnet1_0", "squeezenet1_1"]
 # torchvision 0.29.1's state_dict of each: the number of entries, and the first 16 hex digits of
 # the sha256 of its "key:shape" lines, in order ("\n".join(f"{k}:{tuple(v.shape)}" ...))
-TORCHVISION_STATE = {"mobilenet_v3_large": (312, "9cb349b03a916ada"), "shufflenet_v2_x1_0": (338, "9bd21e2f90c0ee03"),
+TORCHVISION_STATE = {"mobilenet_v2": (314, "2a375ead3e9604e1"), "resnet18": (122, "3e58b0798c806a0c"),
+                     "mobilenet_v3_large": (312, "9cb349b03a916ada"), "shufflenet_v2_x1_0": (338, "9bd21e2f90c0ee03"),
                      "efficientnet_b0": (360, "e1f159b97ca4b202"), "resnet50": (320, "781bb16f43b8f96f"),
                      "mnasnet1_0": (314, "b168e491e6cb97c0"), "squeezenet1_1": (52, "d93224ce3d6af260")}
 KEYS = {
+    "mobilenet_v2": ["features.0.0.weight", "features.0.1.running_mean", "features.1.conv.0.0.weight",
+                     "features.1.conv.1.weight", "features.1.conv.2.running_var", "features.2.conv.0.0.weight",
+                     "features.2.conv.2.weight", "features.17.conv.3.bias", "features.18.0.weight",
+                     "classifier.1.weight", "classifier.1.bias"],
+    "resnet18": ["conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight", "layer1.1.bn2.running_var",
+                 "layer2.0.downsample.0.weight", "layer3.0.downsample.1.bias", "layer4.1.conv2.weight", "fc.weight",
+                 "fc.bias"],
     "resnet50": ["conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight", "layer1.0.downsample.0.weight",
                  "layer2.0.downsample.1.running_var", "layer3.5.conv3.weight", "layer4.2.bn3.running_var",
                  "fc.weight", "fc.bias"],
@@ -41,7 +48,9 @@ KEYS = {
     "squeezenet1_1": ["features.0.weight", "features.3.squeeze.weight", "features.12.expand3x3.bias",
                       "classifier.1.weight", "classifier.1.bias"],
 }
-ABSENT = {"shufflenet_v2_x1_0": ["stage2.1.branch1.0.weight"], "mobilenet_v3_large": ["features.1.block.2.fc1.weight"],
+ABSENT = {"mobilenet_v2": ["features.2.conv.2.0.weight", "classifier.weight"],
+          "resnet18": ["features.0.weight", "classifier.weight", "layer1.0.downsample.0.weight"],
+          "shufflenet_v2_x1_0": ["stage2.1.branch1.0.weight"], "mobilenet_v3_large": ["features.1.block.2.fc1.weight"],
           "efficientnet_b0": ["classifier.weight"], "resnet50": ["features.0.weight"]}
 ALL = list(PARAMS)
 X224 = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
@@ -109,6 +118,8 @@ def test_initialised_as_torchvision(built, name):
             assert torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any()
         if isinstance(m, nn.Conv2d) and m.bias is not None and name != "shufflenet_v2_x1_0":  # (PyTorch's init)
             assert not m.bias.any()
+    if name == "mobilenet_v2":
+        assert 0.009 < model.classifier[1].weight.std() < 0.011  # normal(0, 0.01)
     if name == "mobilenet_v3_large":
         assert 0.009 < model.classifier[3].weight.std() < 0.011  # normal(0, 0.01)
     if name == "efficientnet_b0":
@@ -130,6 +141,15 @@ def test_torchvision_building_blocks():
     assert set(rows.unique().tolist()) <= {0.0, 2.0} and all(len(r.unique()) == 1 for r in rows)  # whole rows
     with pytest.raises(ValueError):
         StochasticDepth(1.5, "row")(x)
+    # MobileNet v2: ReLU6 blocks, a projection without activation, dropout before the classifier
+    v2 = M.mobilenet_v2()
+    assert isinstance(v2.features[2], M.InvertedResidual) and isinstance(v2.features[2].conv[1][2], nn.ReLU6)
+    assert [type(m) for m in v2.features[2].conv[2:]] == [nn.Conv2d, nn.BatchNorm2d]
+    assert isinstance(v2.classifier[0], nn.Dropout) and v2.classifier[0].p == 0.2
+    # ResNet-18: basic blocks, a downsampling shortcut where a stage starts with stride 2
+    r18 = M.resnet18()
+    assert all(isinstance(b, M.BasicBlock) for b in r18.layer1) and r18.layer1[0].downsample is None
+    assert r18.layer2[0].downsample[0].stride == (2, 2) and r18.fc.in_features == 512
     # MobileNet v3: hardswish blocks and squeeze-excitation with a hardsigmoid
     v3 = M.mobilenet_v3_large()
     se = v3.features[4].block[2]

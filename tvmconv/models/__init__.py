@@ -21,20 +21,18 @@ tvmconv's own networks (``tvmconv_nets.py``; ``backend="tvmconv"`` by default):
 
 torchvision's networks (``backend="torch"`` by default; ``backend="tvmconv"`` makes every
 convolution a ``tvmconv.nn.Conv2d``; random weights, initialised as torchvision initialises them).
-Except where noted, module names and nesting are torchvision's, so a torchvision ``state_dict``
-loads with ``load_state_dict``; parameter counts at ``num_classes=1000`` are torchvision's:
+Module names, nesting and order are torchvision's, so a torchvision ``state_dict`` loads with
+``load_state_dict``; parameter counts at ``num_classes=1000`` are torchvision's:
 
-* ``mobilenet_v2`` (``mobilenet.py``): MobileNet v2, 17 inverted residuals, ReLU6; 3,504,872
-  parameters. Its keys are this package's earlier ones, not torchvision's (the projection
-  conv + BN is wrapped in one more ``nn.Sequential``; ``classifier`` is the bare Linear).
+* ``mobilenet_v2`` (``mobilenet.py``): MobileNet v2, 17 inverted residuals, ReLU6, dropout before
+  the classifier; 3,504,872 parameters.
 * ``mobilenet_v3_large`` (``mobilenet.py``): MobileNet v3 large, hardswish, squeeze-excitation with
   hardsigmoid; 5,483,032 parameters.
 * ``shufflenet_v2_x1_0`` (``shufflenet.py``): ShuffleNet v2 1.0x, channel split, concatenation and
   shuffle; 2,278,604 parameters.
 * ``efficientnet_b0`` (``efficientnet.py``): EfficientNet-B0, MBConv with SiLU, squeeze-excitation
   and stochastic depth (the identity in eval); 5,288,548 parameters.
-* ``resnet18`` (``resnet.py``): ResNet-18, basic blocks; 11,689,512 parameters. Its top level is
-  this package's earlier layout (``features``, ``classifier``), not torchvision's.
+* ``resnet18`` (``resnet.py``): ResNet-18, basic blocks; 11,689,512 parameters.
 * ``resnet50`` (``resnet.py``): ResNet-50, bottleneck blocks; 25,557,032 parameters.
 * ``mnasnet1_0`` (``mnasnet.py``): MNASNet 1.0, inverted residual stacks; 4,383,312 parameters.
 * ``squeezenet1_1`` (``squeezenet.py``): SqueezeNet 1.1, fire modules, a convolutional classifier;

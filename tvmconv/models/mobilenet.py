@@ -3,53 +3,100 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch import nn
 
-from ._common import (_Classifier, _conv_bn, _finish, _Make, _make_divisible, Conv2dNormActivation, init_mobile,
-                      SqueezeExcitation)
+from ._common import _finish, _Make, _make_divisible, Conv2dNormActivation, init_mobile, SqueezeExcitation
 
 
 class InvertedResidual(nn.Module):
-    """MobileNet v2's block (torchvision's layout): 1x1 expansion (when ``expand > 1``), 3x3
-    depthwise with ``stride``, 1x1 projection without activation; ``x +`` it where shapes allow."""
+    """MobileNet v2's block (torchvision's ``mobilenetv2.InvertedResidual``): ``conv`` = 1x1
+    expansion (when ``expand_ratio != 1``), 3x3 depthwise with ``stride`` (each a
+    ``Conv2dNormActivation`` with ReLU6), then the 1x1 projection and its norm as two entries of
+    ``conv`` (no activation); ``x +`` it where shapes allow."""
 
-    def __init__(self, make: _Make, c_in: int, c_out: int, stride: int, expand: int):
+    def __init__(self, make: _Make, inp: int, oup: int, stride: int, expand_ratio: int,
+                 norm_layer: Optional[Callable[..., nn.Module]] = None):
         super().__init__()
-        mid = c_in * expand
-        layers = [_conv_bn(make, c_in, mid, 1)] if expand != 1 else []
-        layers += [_conv_bn(make, mid, mid, 3, stride, groups=mid), _conv_bn(make, mid, c_out, 1, act=None)]
+        self.stride = stride
+        if stride not in [1, 2]:
+            raise ValueError(f"stride should be 1 or 2 instead of {stride}")
+        if norm_layer is None:
+            norm_layer = nn.BatchNorm2d
+        hidden_dim = int(round(inp * expand_ratio))
+        self.use_res_connect = self.stride == 1 and inp == oup
+        layers: list[nn.Module] = []
+        if expand_ratio != 1:  # pw
+            layers.append(Conv2dNormActivation(make, inp, hidden_dim, kernel_size=1, norm_layer=norm_layer,
+                                               activation_layer=nn.ReLU6))
+        layers.extend([
+            Conv2dNormActivation(make, hidden_dim, hidden_dim, stride=stride, groups=hidden_dim,  # dw
+                                 norm_layer=norm_layer, activation_layer=nn.ReLU6),
+            make.conv(hidden_dim, oup, 1, 1, 0, bias=False),  # pw-linear
+            norm_layer(oup)])
         self.conv = nn.Sequential(*layers)
-        self.use_res = stride == 1 and c_in == c_out
+        self.out_channels = oup
+        self._is_cn = stride > 1
 
-    def forward(self, x):
-        return x + self.conv(x) if self.use_res else self.conv(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_res_connect:
+            return x + self.conv(x)
+        return self.conv(x)
+
+
+MOBILENET_V2 = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2],
+                [6, 320, 1, 1]]  # t (expansion), c (channels), n (blocks), s (first stride)
+
+
+class MobileNetV2(nn.Module):
+    """torchvision's ``MobileNetV2``: ``features`` (a 3x3/2 ReLU6 stem, the inverted residuals, a
+    1x1 to ``last_channel``), then global average pooling, ``classifier`` (Dropout, Linear);
+    torchvision's initialisation."""
+
+    def __init__(self, make: _Make, num_classes: int = 1000, width_mult: float = 1.0,
+                 inverted_residual_setting: Optional[list[list[int]]] = None, round_nearest: int = 8,
+                 norm_layer: Optional[Callable[..., nn.Module]] = None, dropout: float = 0.2):
+        super().__init__()
+        if norm_layer is None:
+            norm_layer = nn.BatchNorm2d
+        if inverted_residual_setting is None:
+            inverted_residual_setting = MOBILENET_V2
+        if len(inverted_residual_setting) == 0 or len(inverted_residual_setting[0]) != 4:
+            raise ValueError(f"inverted_residual_setting should be non-empty or a 4-element list, "
+                             f"got {inverted_residual_setting}")
+        input_channel = _make_divisible(32 * width_mult, round_nearest)
+        self.last_channel = _make_divisible(1280 * max(1.0, width_mult), round_nearest)
+        features: list[nn.Module] = [Conv2dNormActivation(make, 3, input_channel, stride=2, norm_layer=norm_layer,
+                                                          activation_layer=nn.ReLU6)]
+        for t, c, n, s in inverted_residual_setting:
+            output_channel = _make_divisible(c * width_mult, round_nearest)
+            for i in range(n):
+                features.append(InvertedResidual(make, input_channel, output_channel, s if i == 0 else 1,
+                                                 expand_ratio=t, norm_layer=norm_layer))
+                input_channel = output_channel
+        features.append(Conv2dNormActivation(make, input_channel, self.last_channel, kernel_size=1,
+                                             norm_layer=norm_layer, activation_layer=nn.ReLU6))
+        self.features = nn.Sequential(*features)
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(self.last_channel, num_classes))
+        init_mobile(self, lambda m: nn.init.normal_(m.weight, 0, 0.01))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        x = nn.functional.adaptive_avg_pool2d(x, (1, 1))  # (no module: torchvision's has none)
+        x = torch.flatten(x, 1)
+        return self.classifier(x)
 
 
 def mobilenet_v2(width_mult: float = 1.0, num_classes: int = 1000, *, backend: str = "torch",
                  target=None) -> nn.Module:
     """MobileNet v2 (Sandler et al. 2018) as torchvision builds it, random weights: a 3x3/2 stem,
-    17 inverted residual blocks, a 1x1 to 1280 channels. ``(N, 3, H, W) -> (N, num_classes)``."""
+    17 inverted residual blocks, a 1x1 to 1280 channels, dropout 0.2 and a linear classifier.
+    ``(N, 3, H, W) -> (N, num_classes)``."""
     if not width_mult > 0:
         raise ValueError(f"argument 'width_mult' must be positive, got {width_mult}")
-    make = _Make(backend, target)
-
-    def ch(c: float) -> int:  # torchvision's _make_divisible(c, 8)
-        v = max(8, int(c + 4) // 8 * 8)
-        return v + 8 if v < 0.9 * c else v
-
-    c_in = ch(32 * width_mult)
-    layers: list[nn.Module] = [_conv_bn(make, 3, c_in, 3, 2)]
-    for t, c, n, s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-                       (6, 320, 1, 1)):
-        for i in range(n):
-            layers.append(InvertedResidual(make, c_in, ch(c * width_mult), s if i == 0 else 1, t))
-            c_in = ch(c * width_mult)
-    last = ch(1280 * max(1.0, width_mult))
-    layers.append(_conv_bn(make, c_in, last, 1))
-    return _finish(_Classifier(nn.Sequential(*layers), last, num_classes))
+    return _finish(MobileNetV2(_Make(backend, target), num_classes, width_mult))
 
 
 # -- MobileNet v3 (torchvision.models.mobilenetv3) --------------------------------------------

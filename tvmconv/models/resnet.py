@@ -1,33 +1,39 @@
-"""ResNet-18 and ResNet-50 (He et al. 2016), random weights. ``resnet50`` has torchvision's
-structure (``conv1``, ``bn1``, ``layer1``..``layer4``, ``fc``); ``resnet18`` keeps this package's
-earlier layout (the stem and blocks in ``features``, then ``classifier``), whose blocks have
-torchvision's keys but whose top level does not."""
+"""ResNet-18 and ResNet-50 (He et al. 2016) with torchvision's structure (``conv1``, ``bn1``,
+``relu``, ``maxpool``, ``layer1``..``layer4``, ``avgpool``, ``fc``), random weights."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ._common import _Classifier, _finish, _Make
+from ._common import _finish, _Make
 
 
 class BasicBlock(nn.Module):
-    """ResNet's basic block: two 3x3 conv + BN, the shortcut a 1x1/2 conv + BN where shapes change."""
+    """ResNet's basic block (torchvision's): two 3x3 conv + BN (the stride on the first), the
+    shortcut a 1x1 conv + BN (``downsample``) where shapes change."""
 
     expansion = 1
 
-    def __init__(self, make: _Make, c_in: int, c_out: int, stride: int):
+    def __init__(self, make: _Make, inplanes: int, planes: int, stride: int = 1):
         super().__init__()
-        self.conv1, self.bn1 = make.conv(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out)
-        self.conv2, self.bn2 = make.conv(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out)
+        self.conv1, self.bn1 = make.conv(inplanes, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2, self.bn2 = make.conv(planes, planes, 3, 1, 1, bias=False), nn.BatchNorm2d(planes)
         self.downsample = None
-        if stride != 1 or c_in != c_out:
-            self.downsample = nn.Sequential(make.conv(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        if stride != 1 or inplanes != planes * self.expansion:
+            self.downsample = nn.Sequential(make.conv(inplanes, planes * self.expansion, 1, stride, bias=False),
+                                            nn.BatchNorm2d(planes * self.expansion))
+        self.stride = stride
 
-    def forward(self, x):
-        y = torch.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -97,14 +103,7 @@ class ResNet(nn.Module):
 def resnet18(num_classes: int = 1000, *, backend: str = "torch", target=None) -> nn.Module:
     """ResNet-18 (He et al. 2016) as torchvision builds it, random weights: a 7x7/2 stem with BN,
     3x3/2 max pool, four stages of two basic blocks. ``(N, 3, H, W) -> (N, num_classes)``."""
-    make = _Make(backend, target)
-    layers: list[nn.Module] = [make.conv(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-                               nn.MaxPool2d(3, 2, 1)]
-    c_in = 64
-    for c, s in ((64, 1), (128, 2), (256, 2), (512, 2)):
-        layers += [BasicBlock(make, c_in, c, s), BasicBlock(make, c, c, 1)]
-        c_in = c
-    return _finish(_Classifier(nn.Sequential(*layers), 512, num_classes))
+    return _finish(ResNet(_Make(backend, target), BasicBlock, [2, 2, 2, 2], num_classes))
 
 
 def resnet50(num_classes: int = 1000, *, backend: str = "torch", target=None) -> nn.Module:
