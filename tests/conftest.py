@@ -8,8 +8,12 @@ import tempfile
 import time
 
 # Every test session gets its own empty user cache (compiled kernels, schedules, tuning logs), set
-# before tvmconv is imported; the shipped schedules of the repository are still read.
-os.environ["TVMCONV_CACHE_DIR"] = tempfile.mkdtemp(prefix="tvmconv-test-cache-")
+# before tvmconv is imported; the shipped schedules of the repository are still read. One cache for
+# the whole run: pytest-xdist's workers (``-n``) inherit it from the controlling process, so a kernel
+# compiled by one worker is loaded by the others (the cache's locks make that safe).
+os.environ["TVMCONV_CACHE_DIR"] = os.environ.get("TVMCONV_TEST_RUN_CACHE") or \
+    tempfile.mkdtemp(prefix="tvmconv-test-cache-")
+os.environ["TVMCONV_TEST_RUN_CACHE"] = os.environ["TVMCONV_CACHE_DIR"]
 # The one-thread threshold of the default plans comes from a measurement of this machine
 # (backends/launch.py); tests fix it, so which plan a shape gets does not follow a noisy VM
 # (tests/backends/test_launch.py measures it for real).

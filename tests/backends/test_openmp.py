@@ -106,8 +106,16 @@ def test_a_forked_child_runs_kernels_on_any_pool(tmp_path, case, pool):
     import subprocess
 
     env = {**os.environ, "TVMCONV_CACHE_DIR": str(tmp_path), "TVMCONV_SHARED_POOL": pool, "TVMCONV_DISPATCH": "0"}
-    out = subprocess.run([sys.executable, "-c", _FORK, case], env=env, capture_output=True, text=True, timeout=240)
-    assert out.returncode == 0 and out.stdout.split()[-1] == "0", out.stderr[-2000:]
+    # a session of its own: a hung child is killed with its parent (an orphan would spin on)
+    proc = subprocess.Popen([sys.executable, "-c", _FORK, case], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.communicate()
+        pytest.fail("the forked child hung")
+    assert proc.returncode == 0 and stdout.split()[-1] == "0", stderr[-2000:]
 
 
 def test_loaded_kernels_run_on_the_shared_pool_and_match_torch(tmp_path, monkeypatch):

@@ -1,6 +1,6 @@
 """A tune under a time limit: the duration parser, the deadlines, the order the budget is spent
-in, the seeds from the nearest records and the shipped cost model. One tiny tune with a 30 s limit;
-the rest runs no search."""
+in, the seeds from the nearest records and the shipped cost model. One tiny tune with a 60 s limit
+(another of 180 s where a loaded machine measured nothing in 60 s); the rest runs no search."""
 
 import json
 import time
@@ -146,22 +146,34 @@ def test_a_cost_model_trains_on_a_log(tmp_path):
 
 
 def test_a_time_limited_tune_ends_in_time_and_loses_no_trial(tmp_path):
-    """30 s for a small workload: the call returns within 5% of the limit (plus 1 s: the limit
+    """A limit for a small workload: the call returns within 5% of the limit (plus 1 s: the limit
     is counted from the call's start, after Python has imported tvmconv and torch), at least one
-    trial is measured, and the log holds exactly the trials reported."""
+    trial is measured, and the log holds exactly the trials reported.
+
+    Before its first trial the search process starts (imports TVM, MetaSchedule and torch) and the
+    first batch starts MetaSchedule's workers, and the end of the limit is kept for distilling: on
+    a 2-vCPU machine running the other tests (or anything else) beside it that took over 30 s, and
+    the tune then rightly measured nothing (which the log and the report agreed on). So 60 s, and
+    where even that measured nothing, once more with 180 s: every call must end in time and lose
+    nothing, and one of them must measure a trial."""
     from tvmconv.tuning.api import results_json, tune
 
-    limit = 30
-    t = time.time()
-    rs = tune([conv(8, 10, 16, 3, 1, 1)], target="x86-avx2", cache_dir=tmp_path, time_limit=f"{limit}s",
-              num_trials_per_iter=2, population=16, progress=False, seed=1)
-    took = time.time() - t
-    assert took <= 1.05 * limit + 1.0, took
+    for limit in (60, 180):
+        root = tmp_path / f"{limit}s"
+        t = time.time()
+        # (conv2d 8->8 on a 3x3 input: 4 other blockings, so the plan phase's first batch is short)
+        rs = tune([conv(8, 3, 8, 3, 1, 1)], target="x86-avx2", cache_dir=root, time_limit=f"{limit}s",
+                  num_trials_per_iter=2, population=16, progress=False, seed=1)
+        took = time.time() - t
+        assert took <= 1.05 * limit + 1.0, took
+        log = cache.log_dir(root, resolve("x86-avx2")) / "database_tuning_record.json"
+        logged = len(log.read_text().splitlines()) if log.exists() else 0
+        assert logged == sum(r.trials_run for r in rs) == sum(r.trials_total for r in rs)
+        rows = [json.loads(line) for line in results_json(rs).splitlines()]
+        assert all(row["tune_secs"] == pytest.approx(took, abs=1.0) for row in rows)
+        if logged:
+            break
     assert sum(r.trials_run for r in rs) >= 1
-    log = cache.log_dir(tmp_path, resolve("x86-avx2")) / "database_tuning_record.json"
-    assert len(log.read_text().splitlines()) == sum(r.trials_run for r in rs) == sum(r.trials_total for r in rs)
-    rows = [json.loads(line) for line in results_json(rs).splitlines()]
-    assert all(row["tune_secs"] == pytest.approx(took, abs=1.0) for row in rows)
 
 
 def test_bad_time_limit_is_a_clear_error():
