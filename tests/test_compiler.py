@@ -112,3 +112,46 @@ def test_the_same_model_compiled_again_is_loaded_from_the_cache(compiled):
         model.head[0].bias.add_(1)
     assert model_key(model, (x,), resolve(None)) != key  # other weights: another module
     assert model_key(model, (torch.randn(1, 3, 32, 32),), resolve(None)) != model_key(model, (x,), resolve(None))
+
+
+class _Tails(nn.Module):
+    """A convolution followed by each elementwise tail of the deployed networks, and one whose
+    output the model also returns (so the op after it may not be fused into it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1)
+        self.d, self.e = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 8, 1)
+        self.scale = nn.Parameter(torch.rand(1, 8, 1, 1) + 0.5)
+
+    def forward(self, x):
+        y = F.relu6(self.a(x))  # MobileNetV2
+        z = F.relu(self.b(y) + x)  # ResNet's residual
+        h = F.hardswish(self.c(z))  # MobileNetV3
+        s = F.silu(self.d(h)) * self.scale  # EfficientNet, a per-channel scale
+        e = self.e(s)
+        return F.relu(e), e
+
+
+def test_the_ops_after_a_convolution_are_computed_in_its_store():
+    """ReLU6, add+ReLU, hardswish and SiLU times a per-channel scale each become their
+    convolution's epilogue: the module holds no pass of its own for them; a convolution whose
+    output is also returned keeps its ReLU apart. The results are eager's, NaN included."""
+    from tvm import relax
+
+    from tvmconv import lowering
+
+    torch.manual_seed(0)
+    model, x = _Tails().eval(), torch.randn(1, 8, 10, 10)
+    mod, kernels = lowering.relax_module(lowering.exported(model, (x,)), "x86-avx2", schedule=False)
+    calls = [b.value.args[0].name_hint for b in mod["main"].body.blocks[0].bindings
+             if isinstance(b.value, relax.Call) and b.value.op.name == "relax.call_tir"]
+    assert sum(map(lowering.fused, calls)) == 4, calls
+    assert len([c for c in calls if not c.startswith("tvmconv_k")]) == 1, calls  # e's ReLU alone
+    fast = tvmconv.compile(model, (x,))
+    assert fast.tvmconv_report.epilogues >= 1
+    x[0, 1, 2, 3] = float("nan")
+    with torch.no_grad():
+        for got, want in zip(fast(x), model(x)):
+            assert torch.equal(got.isnan(), want.isnan())
+            _close(got.nan_to_num(0.0), want.nan_to_num(0.0))

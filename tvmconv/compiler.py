@@ -54,6 +54,7 @@ class CompileReport:
     """What ``compile`` built: its kernels and how long each step took."""
 
     kernels: list[str] = field(default_factory=list)  # tvmconv workloads in the module
+    epilogues: int = 0  # of its kernel calls, those computing the elementwise ops after them in their store
     scheduled: dict[str, int] = field(default_factory=dict)  # other TIR functions per rule
     steps_s: dict[str, float] = field(default_factory=dict)  # seconds per pipeline step
     conversion: object = None  # the ConversionReport of step 1
@@ -65,7 +66,7 @@ class CompileReport:
     def summary(self) -> str:
         rules = ", ".join(f"{n} {r}" for r, n in sorted(self.scheduled.items()))
         steps = ", ".join(f"{k} {v:.1f} s" for k, v in self.steps_s.items())
-        return (f"{len(self.kernels)} tvmconv kernels, other functions scheduled: {rules or 'none'}; compiled in "
+        return (f"{len(self.kernels)} tvmconv kernels ({self.epilogues} with the ops after them fused), other functions scheduled: {rules or 'none'}; compiled in "
                 f"{self.compile_s:.1f} s ({steps})")
 
 
@@ -147,7 +148,7 @@ def build_vm(model: nn.Module, example_inputs: tuple, tgt):
     found = _load_cached(key, tgt)
     if found is not None:
         lib, meta = found
-        rep.kernels, rep.scheduled = meta["kernels"], meta["scheduled"]
+        rep.kernels, rep.scheduled, rep.epilogues = meta["kernels"], meta["scheduled"], meta.get("epilogues", 0)
         rep.steps_s["load"] = time.perf_counter() - t0
         return _runner(relax.VirtualMachine(lib, tvm.cpu())["main"], _pytree.treespec_loads(meta["out_spec"])), rep
     ep = lowering.exported(model, example_inputs)
@@ -155,13 +156,14 @@ def build_vm(model: nn.Module, example_inputs: tuple, tgt):
     t0 = time.perf_counter()
     mod, kernels = lowering.relax_module(ep, tgt, schedule=False)
     rep.kernels = [spec.name for spec in kernels.values()]
+    rep.epilogues = sum(1 for name in kernels if lowering.fused(name))
     rep.steps_s["relax"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     mod, rep.scheduled = tgt.backend.schedule_model_functions(mod)
     rep.steps_s["schedule"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     ex = tvm.compile(mod, target=tgt.tvm())
-    meta = {"kernels": rep.kernels, "scheduled": rep.scheduled,
+    meta = {"kernels": rep.kernels, "scheduled": rep.scheduled, "epilogues": rep.epilogues,
             "out_spec": _pytree.treespec_dumps(ep.call_spec.out_spec)}
     lib = _stored(key, ex, meta, tgt)
     vm = relax.VirtualMachine(lib, tvm.cpu())

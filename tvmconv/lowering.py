@@ -19,6 +19,9 @@ the host) and ``tvmconv export --model`` (a C library) both build on.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -35,9 +38,10 @@ def exported(model: torch.nn.Module, example_inputs) -> torch.export.ExportedPro
         return torch.export.export(fast, tuple(example_inputs))
 
 
-def relax_module(ep: torch.export.ExportedProgram, target, *, schedule: bool = True):
+def relax_module(ep: torch.export.ExportedProgram, target, *, schedule: bool = True, fuse: bool = True):
     """``(Relax IRModule, {kernel function name: its tvmconv spec})`` of ``ep`` for ``target``
-    (see the module docstring); ``schedule=False`` leaves the non-kernel TIR as LegalizeOps made it."""
+    (see the module docstring); ``schedule=False`` leaves the non-kernel TIR as LegalizeOps made it,
+    ``fuse=False`` the elementwise ops after a kernel apart from it."""
     import tvm
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
@@ -48,6 +52,7 @@ def relax_module(ep: torch.export.ExportedProgram, target, *, schedule: bool = T
     kernels: dict = {}
 
     packs: dict = {}  # spec -> (its weight packing's function, the packed weight's index and shape)
+    made: dict = {}  # kernel function name -> how it was made (_Made), to fuse epilogues into it
 
     def convert(node, importer):
         from .runtime import build
@@ -58,7 +63,7 @@ def relax_module(ep: torch.export.ExportedProgram, target, *, schedule: bool = T
         gv = kernels.get(spec)
         if gv is None:
             record, source, build_target = build.choose(spec, tgt)
-            mod, _, _ = build.schedule(spec, build_target, record, source)
+            mod, _, source = build.schedule(spec, build_target, record, source)
             name = f"tvmconv_k{len(kernels)}"
             split = build.split_weight_pack(mod, spec)
             if split is not None:  # the weight packed by a call of its own: folded into the constant
@@ -67,11 +72,9 @@ def relax_module(ep: torch.export.ExportedProgram, target, *, schedule: bool = T
                 names = [n for n, _ in spec.arg_shapes]
                 packs[spec] = (bb.add_func(pack, f"{name}_pack"), names.index(pack.params[0].name),
                                relax.TensorType([int(d) for d in packed.shape], packed.dtype))
-            func = (split or build.natural_signature(mod, spec))["main"].with_attr("global_symbol", name)
-            # opaque to FuseOps (FuseTIR cannot merge a kernel whose parameters alias its buffers:
-            # an epilogue fused into the kernel is the kernel's own, issue 35)
-            func = func.with_attr("op_pattern", 8).with_attr("tirx.is_scheduled", True)
-            gv = kernels[spec] = bb.add_func(func, name)
+            gv = kernels[spec] = bb.add_func(_kernel_func(split or build.natural_signature(mod, spec), name), name)
+            if source != "unscheduled":  # (an epilogue fused into it replays its schedule)
+                made[name] = _Made(spec, build_target, record if source != "default" else None, split is not None)
         args = [_kernel_arg(importer, bound[name], shape, spec, name) for name, shape in spec.arg_shapes]
         if spec in packs:
             pack_gv, at, ty = packs[spec]
@@ -82,14 +85,25 @@ def relax_module(ep: torch.export.ExportedProgram, target, *, schedule: bool = T
         mod = from_exported_program(ep, custom_convert_map=dict.fromkeys(conv_op_names(), convert))
     except (AssertionError, KeyError, NotImplementedError, ValueError) as exc:
         raise ValueError(f"the model holds an op TVM's Relax importer does not take: {exc}") from exc
-    seq = tvm.transform.Sequential([relax.transform.LegalizeOps(), relax.transform.FoldConstant(),
+    if fuse:
+        mod = fuse_epilogues(mod, made)
+    seq = tvm.transform.Sequential([relax.transform.LegalizeOps(_NAN_KEEPING), relax.transform.FoldConstant(),
                                     relax.transform.AnnotateTIROpPattern(), relax.transform.FuseOps(),
                                     relax.transform.FuseTIR(), relax.transform.DeadCodeElimination()])
     mod = seq(mod)
     if schedule:
         mod, _ = tgt.backend.schedule_model_functions(mod)
-    kernel_names = {gv.name_hint: spec for spec, gv in kernels.items()}
-    return mod, {name: spec for name, spec in kernel_names.items() if any(g.name_hint == name for g in mod.get_global_vars())}
+    names = {g.name_hint for g in mod.get_global_vars()}
+    specs = {gv.name_hint: spec for spec, gv in kernels.items()}
+    specs.update({name: made[name.rsplit("_e", 1)[0]].spec for name in names if fused(name)})
+    return mod, {name: spec for name, spec in specs.items() if name in names}
+
+
+def _kernel_func(mod, name: str):
+    """``mod``'s kernel as the Relax module's function ``name``: opaque to FuseOps (the ops after
+    it are fused into it by ``fuse_epilogues``: FuseTIR cannot merge a kernel whose parameters
+    alias its buffers) and scheduled already."""
+    return mod["main"].with_attr("global_symbol", name).with_attr("op_pattern", 8).with_attr("tirx.is_scheduled", True)
 
 
 def _kernel_arg(importer, node, shape: tuple, spec, name: str):
@@ -110,4 +124,203 @@ def _kernel_arg(importer, node, shape: tuple, spec, name: str):
     return importer.block_builder.emit(relax.op.reshape(value, shape))
 
 
-__all__ = ["exported", "relax_module"]
+__all__ = ["exported", "fuse_epilogues", "fused", "relax_module"]
+
+
+# -- epilogues -----------------------------------------------------------------------------------
+# The elementwise ops a kernel may apply in its store, as Relax's torch importer writes them (SiLU is
+# a sigmoid and a multiply; hardswish an add, two clips, a multiply and a divide), on TIR values.
+_FUSED = re.compile(r"tvmconv_k\d+_e\d+")
+
+
+def fused(name: str) -> bool:
+    """Whether the Relax module's kernel function ``name`` computes an epilogue."""
+    return _FUSED.fullmatch(name) is not None
+
+
+@dataclass(frozen=True)
+class _Made:
+    spec: object
+    target: object
+    record: object  # the tuned record its schedule replays; None: the default schedule
+    packed: bool  # its weight packed by a call of its own
+
+
+def _clip(v, lo: float, hi: float):
+    """torch.clamp on a TIR value, NaN passing through (a comparison with NaN is false)."""
+    from tvm import tirx
+
+    dtype = str(v.ty)  # (a TIR value's type is its dtype)
+    if lo != -np.inf:
+        v = tirx.Select(v < tirx.const(lo, dtype), tirx.const(lo, dtype), v)
+    if hi != np.inf:
+        v = tirx.Select(v > tirx.const(hi, dtype), tirx.const(hi, dtype), v)
+    return v
+
+
+def _legalize_clip(bb, call):
+    """relax.clip and relax.nn.relu as torch computes them (TVM's own legalization is a max and a
+    min, which turn NaN into the bound)."""
+    from tvm import te
+
+    lo, hi = (float(call.args[1].value), float(call.args[2].value)) if len(call.args) == 3 else (0.0, np.inf)
+    return bb.call_te(lambda x: te.compute(x.shape, lambda *i: _clip(x(*i), lo, hi), name="clip"), call.args[0],
+                      primfunc_name_hint="clip" if len(call.args) == 3 else "relu")
+
+
+_NAN_KEEPING = {"relax.clip": _legalize_clip, "relax.nn.relu": _legalize_clip}
+
+
+def _ops() -> dict:
+    from tvm import tirx
+
+    return {"relax.add": lambda a, b: a + b, "relax.subtract": lambda a, b: a - b,
+            "relax.multiply": lambda a, b: a * b, "relax.divide": lambda a, b: a / b,
+            "relax.nn.relu": lambda a: _clip(a, 0.0, np.inf), "relax.clip": _clip,
+            "relax.sigmoid": tirx.sigmoid, "relax.nn.silu": lambda a: a * tirx.sigmoid(a), "relax.tanh": tirx.tanh}
+
+
+def fuse_epilogues(mod, made: dict):
+    """``mod`` with the elementwise ops after each tvmconv kernel of ``made`` computed in the
+    kernel's store: the longest chain of ``_ops`` on the kernel's output, scalars and tensors that
+    broadcast to it (a residual, a per-channel scale) whose values nothing outside the chain reads.
+    The kernel is scheduled anew with the chain as its epilogue (``build.with_epilogue``); where
+    that does not apply, the ops stay apart."""
+    import tvm
+    from tvm import relax
+
+    main = mod["main"]
+    if len(main.body.blocks) != 1 or not isinstance(main.body.blocks[0], relax.DataflowBlock):
+        return mod
+    bindings = list(main.body.blocks[0].bindings)
+    users: dict = {}  # var -> indices of the bindings that read it (len(bindings): the result)
+    for i, b in enumerate(bindings):
+        for v in relax.analysis.free_vars(b.value):
+            users.setdefault(v, set()).add(i)
+    for v in relax.analysis.free_vars(main.body.body):
+        users.setdefault(v, set()).add(len(bindings))
+    claimed, replace, funcs = set(), {}, {}  # funcs: (kernel, epilogue key) -> the fused kernel's GlobalVar
+    bb = relax.BlockBuilder(mod)
+    for i, b in enumerate(bindings):
+        call = b.value
+        if i in claimed or not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op)
+                                and call.op.name == "relax.call_tir" and call.args[0].name_hint in made):
+            continue
+        kernel = call.args[0].name_hint
+        found = _epilogue_of(bindings, i, users, claimed)
+        if found is None:
+            continue
+        members, epilogue, extra = found
+        key = (kernel, epilogue.key)
+        if key not in funcs:
+            fused = _with_epilogue(made[kernel], epilogue)
+            if fused is None:
+                continue
+            name = f"{kernel}_e{len(funcs)}"
+            funcs[key] = bb.add_func(_kernel_func(fused, name), name)
+        claimed.update([i, *members])
+        sink = bindings[members[-1]].var
+        replace[members[-1]] = relax.VarBinding(sink, relax.call_tir(funcs[key], [*call.args[1].fields, *extra],
+                                                                     call.ty_args[0]))
+        replace.update({j: None for j in [i, *members[:-1]]})
+    if not funcs:
+        return mod
+    mod = bb.get()
+    kept = [replace.get(i, b) for i, b in enumerate(bindings) if replace.get(i, b) is not None]
+    mod["main"] = relax.Function(main.params, relax.SeqExpr([relax.DataflowBlock(kept)], main.body.body),
+                                 main.ret_ty, main.is_pure, main.attrs)
+    return relax.transform.Normalize()(mod)
+
+
+def _with_epilogue(made: _Made, epilogue):
+    """``made``'s kernel with ``epilogue`` in its store, taking its arguments as the unfused
+    kernel does (the op's shapes, the weight packed apart where it was); None where not."""
+    from .runtime import build
+
+    mod = build.with_epilogue(made.spec, made.target, made.record, epilogue)
+    if mod is None:
+        return None
+    split = build.split_weight_pack(mod, made.spec)
+    if (split is not None) != made.packed:
+        return None
+    return split or build.natural_signature(mod, made.spec)
+
+
+def _epilogue_of(bindings: list, at: int, users: dict, claimed: set):
+    """``(member binding indices, Epilogue, its tensor arguments)`` for the kernel call bound at
+    ``at``: the longest chain of ``_ops`` bindings after it, each reading the kernel's value or an
+    earlier member's, whose values nothing else reads but the chain's last member (its sink);
+    None where no op follows that way."""
+    import tvm
+    from tvm import relax
+
+    from .variants.compute import Epilogue
+
+    ops = _ops()
+    out = bindings[at].var
+    shape, dtype = _dims(out.ty.shape), out.ty.dtype
+    if shape is None:
+        return None
+    inside = {out: ("k",)}  # var -> where the epilogue has its value: ("k",) the kernel, ("m", j) member j
+    members, steps, extra, best = [], [], [], None
+    for i in range(at + 1, len(bindings)):
+        v = bindings[i].value
+        args = list(v.args) if isinstance(v, relax.Call) else []
+        if not any(isinstance(a, relax.Var) and a in inside for a in args):
+            continue  # (a binding of something else between the chain's members)
+        ty = bindings[i].var.ty
+        if i in claimed or not isinstance(v.op, tvm.ir.Op) or v.op.name not in ops or \
+                not isinstance(ty, relax.TensorType) or ty.dtype != dtype or _dims(ty.shape) != shape:
+            break
+        step = []
+        for a in args:
+            if isinstance(a, relax.Var) and a in inside:
+                step.append(inside[a])
+            elif isinstance(a, (tvm.tirx.IntImm, tvm.tirx.FloatImm)):  # (clip's bounds)
+                step.append(("c", float(a.value)))
+            elif isinstance(a, tvm.ir.expr.GenericConst) and _dims(a.ty.shape) == ():
+                step.append(("c", float(a.value.numpy())))
+            elif isinstance(a.ty, relax.TensorType) and a.ty.dtype == dtype and _broadcasts(a.ty.shape, shape):
+                step.append(("x", len(extra)))
+                extra.append(a)
+            else:
+                break
+        else:
+            inside[bindings[i].var] = ("m", len(members))
+            members.append(i)
+            steps.append((v.op.name, tuple(step)))
+            if all(users.get(var, set()) <= set(members) for var in list(inside)[:-1]):
+                best = (len(members), len(extra))
+            continue
+        break
+    if best is None:
+        return None
+    members, steps, extra = members[:best[0]], steps[:best[0]], extra[:best[1]]
+
+    def apply(value, loads):
+        vals = []
+        for op, step in steps:
+            got = [value if a[0] == "k" else vals[a[1]] if a[0] == "m" else loads[a[1]] if a[0] == "x" else a[1]
+                   for a in step]
+            if op == "relax.clip":
+                vals.append(_clip(*got))
+            else:
+                vals.append(ops[op](*[tvm.tirx.const(g, dtype) if isinstance(g, float) else g for g in got]))
+        return vals[-1]
+
+    shapes = tuple(tuple(int(d) for d in e.ty.shape) for e in extra)
+    return members, Epilogue(apply, shapes, repr((steps, shapes))), extra
+
+
+def _dims(shape) -> tuple | None:
+    """A Relax shape's sizes; None where one is symbolic (or the shape unknown)."""
+    try:
+        return tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        return None
+
+
+def _broadcasts(shape, to: tuple) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to ``to`` (NumPy's rule) without growing it."""
+    dims = _dims(shape)
+    return dims is not None and len(dims) <= len(to) and all(d in (1, t) for d, t in zip(dims[::-1], to[::-1]))

@@ -208,12 +208,39 @@ def apply_record(spec: Spec, record: ScheduleRecord) -> tvm.IRModule:
     return sch.mod
 
 
+def with_epilogue(spec: Spec, target: TargetInfo, record: ScheduleRecord | None, epilogue) -> tvm.IRModule | None:
+    """``spec``'s kernel on ``target`` computing ``epilogue`` (a ``compute.Epilogue``) in the store
+    of its output: the schedule ``choose`` gave (``record``'s trace, else the default schedule's)
+    replayed on ``prim_func(spec, plan, epilogue)``. None where that does not apply (an output
+    stage that is a reduction, a trace that no longer replays): the caller keeps the ops apart."""
+    from tvm.s_tir.schedule import Trace
+
+    try:
+        if record is not None:
+            plan, trace = plan_from_dict(record.plan), record.trace
+        else:
+            default, plan = target.backend.default_schedule(spec)
+            trace = default.trace.as_json()
+        sch = Schedule(prim_func(spec, plan, epilogue))
+        Trace.apply_json_to_schedule(trace, sch)
+    except Exception as exc:  # noqa: BLE001 - any failure leaves the ops apart, never wrong
+        log.info("tvmconv: no epilogue fused into %s (%s)", spec.name, _last_line(exc))
+        return None
+    return sch.mod
+
+
 def natural_signature(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule:
     """``mod`` with ``main`` taking its tensors in the op's own shapes (``spec.arg_shapes``,
     ``spec.out_shape``) rather than the kernel's 3-D-spatial views of them (``kernel_arg_shapes``):
     the body reads the same memory through buffers declared on the parameters' data."""
-    shapes = [shape for _, shape in spec.arg_shapes] + [spec.out_shape]
-    return tvm.IRModule({"main": _with_shapes(mod["main"], shapes, spec)})
+    return tvm.IRModule({"main": _with_shapes(mod["main"], _op_shapes(spec, mod["main"]), spec)})
+
+
+def _op_shapes(spec: Spec, func) -> list:
+    """The shapes the op gives ``func``'s parameters: its arguments', an epilogue's tensors' as
+    they are (None), its output's."""
+    extra = len(func.params) - len(spec.arg_shapes) - 1
+    return [shape for _, shape in spec.arg_shapes] + [None] * extra + [spec.out_shape]
 
 
 def _with_shapes(func, shapes: list, spec: Spec):
@@ -299,7 +326,8 @@ def split_weight_pack(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule | None:
     natural = dict(spec.arg_shapes)
     if weight.name not in natural:
         return None
-    shapes = [None if name == weight.name else shape for name, shape in spec.arg_shapes] + [spec.out_shape]
+    shapes = [None if name == weight.name else shape for name, shape in spec.arg_shapes]
+    shapes += _op_shapes(spec, main)[len(shapes):]
     return tvm.IRModule({"main": _with_shapes(main, shapes, spec),
                          "pack": _with_shapes(pack, [natural[weight.name], None], spec).with_attr(
                              "global_symbol", "pack")})

@@ -19,10 +19,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import tvm
 from tvm import te
+from tvm.te import _ffi_api as te_ffi  # (te.compute's own constructor, to rebuild a stage on its axes)
 from tvm import tirx
 
 from ..spec import Spec, conv_out_sizes
@@ -301,6 +302,41 @@ def define(spec: Spec, plan: Plan = Plan()):
     return VARIANTS[spec.variant].compute(spec, plan)
 
 
-def prim_func(spec: Spec, plan: Plan = Plan()) -> tvm.tirx.PrimFunc:
+@dataclass(frozen=True)
+class Epilogue:
+    """Elementwise work done on a kernel's output before it is stored (the model compiler's
+    fusion of the ops that follow a convolution: lowering.py). ``apply(v, extra)`` is the value to
+    store, from the kernel's value ``v`` and ``extra``, the elements at the same position of the
+    tensors of ``shapes`` (each broadcast against the op's own output shape, as NumPy broadcasts).
+    ``key`` names the work: kernels with equal keys compute the same."""
+
+    apply: Callable
+    shapes: tuple = ()
+    key: str = ""
+
+
+def prim_func(spec: Spec, plan: Plan = Plan(), epilogue: Epilogue | None = None) -> tvm.tirx.PrimFunc:
+    """``spec``'s kernel for ``plan``: its arguments, then ``epilogue``'s tensors, then the output.
+    The epilogue is computed in the output stage itself (same stage, same loops: a schedule and a
+    tuned trace apply unchanged); ValueError where that stage is a reduction."""
     args, out = define(spec, plan)
-    return te.create_prim_func([*args, out])
+    if epilogue is None:
+        return te.create_prim_func([*args, out])
+    op = out.op
+    view, natural = [int(d) for d in out.shape], list(spec.out_shape)
+    units = len(view) - len(natural)  # the unit spatial dims of the kernel's view (ConvSpec.as3d)
+    if units < 0 or view[:2] + view[2 + units:] != natural or any(d != 1 for d in view[2:2 + units]):
+        raise ValueError(f"{spec.name}: the kernel's output {tuple(view)} is not a view of {tuple(natural)}")
+    if not isinstance(op, te.ComputeOp) or isinstance(op.body[0], tirx.Reduce):
+        raise ValueError(f"{spec.name}: the output stage {op.name!r} is a reduction; it takes no epilogue")
+    extra = [te.placeholder(shape, out.dtype, name=f"epilogue_in{i}") for i, shape in enumerate(epilogue.shapes)]
+    idx = [iv.var for iv in op.axis]
+
+    def at(t):  # ``t``'s element at the output position ``idx`` (of the kernel's view), broadcast
+        shape = [int(d) for d in t.shape]
+        own = [*idx[:2], *idx[2 + units:]][len(natural) - len(shape):]
+        return t(*[0 if d == 1 else i for d, i in zip(shape, own)])
+
+    body = epilogue.apply(op.body[0], [at(t) for t in extra])
+    fused = te_ffi.ComputeOp(op.name, op.tag, op.attrs, op.axis, [body]).output(0)
+    return te.create_prim_func([*args, *extra, fused])
