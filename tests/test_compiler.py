@@ -155,3 +155,13 @@ def test_the_ops_after_a_convolution_are_computed_in_its_store():
         for got, want in zip(fast(x), model(x)):
             assert torch.equal(got.isnan(), want.isnan())
             _close(got.nan_to_num(0.0), want.nan_to_num(0.0))
+
+
+def test_an_op_the_importer_does_not_take_is_named_with_its_module():
+    class Odd(nn.Module):
+        def forward(self, x):
+            return torch.special.i0e(x)  # (no Relax converter for it)
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(Odd())).eval()
+    with pytest.raises(ValueError, match=r"does not take.*i0e.* in 1\.0"):
+        tvmconv.compile(model, (torch.randn(1, 3, 8, 8),))

@@ -84,7 +84,8 @@ def relax_module(ep: torch.export.ExportedProgram, target, *, schedule: bool = T
     try:
         mod = from_exported_program(ep, custom_convert_map=dict.fromkeys(conv_op_names(), convert))
     except (AssertionError, KeyError, NotImplementedError, ValueError) as exc:
-        raise ValueError(f"the model holds an op TVM's Relax importer does not take: {exc}") from exc
+        raise ValueError(f"the model holds an op TVM's Relax importer does not take: {exc}{_where(ep, str(exc))}") \
+            from exc
     if fuse:
         mod = fuse_epilogues(mod, made)
     seq = tvm.transform.Sequential([relax.transform.LegalizeOps(_NAN_KEEPING), relax.transform.FoldConstant(),
@@ -104,6 +105,18 @@ def _kernel_func(mod, name: str):
     it are fused into it by ``fuse_epilogues``: FuseTIR cannot merge a kernel whose parameters
     alias its buffers) and scheduled already."""
     return mod["main"].with_attr("global_symbol", name).with_attr("op_pattern", 8).with_attr("tirx.is_scheduled", True)
+
+
+def _where(ep: torch.export.ExportedProgram, message: str) -> str:
+    """Where the ops ``message`` names sit in the model: the paths of the modules that call them."""
+    spots = []
+    for node in ep.graph.nodes:
+        name = getattr(node.target, "__name__", None)
+        if node.op == "call_function" and name and f"'{name}'" in message:
+            stack = list((node.meta.get("nn_module_stack") or {}).values())
+            spots.append(f"{name} in {stack[-1][0] or 'the model' if stack else 'the model'}"
+                         f"{f' ({stack[-1][1]})' if stack else ''}")
+    return f" (at {'; '.join(dict.fromkeys(spots))})" if spots else ""
 
 
 def _kernel_arg(importer, node, shape: tuple, spec, name: str):
