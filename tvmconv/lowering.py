@@ -187,10 +187,12 @@ _NAN_KEEPING = {"relax.clip": _legalize_clip, "relax.nn.relu": _legalize_clip}
 def _ops() -> dict:
     from tvm import tirx
 
+    from .variants.compute import exp, sigmoid
+
     return {"relax.add": lambda a, b: a + b, "relax.subtract": lambda a, b: a - b,
             "relax.multiply": lambda a, b: a * b, "relax.divide": lambda a, b: a / b,
-            "relax.nn.relu": lambda a: _clip(a, 0.0, np.inf), "relax.clip": _clip,
-            "relax.sigmoid": tirx.sigmoid, "relax.nn.silu": lambda a: a * tirx.sigmoid(a), "relax.tanh": tirx.tanh}
+            "relax.nn.relu": lambda a: _clip(a, 0.0, np.inf), "relax.clip": _clip, "relax.exp": exp,
+            "relax.sigmoid": sigmoid, "relax.nn.silu": lambda a: a * sigmoid(a), "relax.tanh": tirx.tanh}
 
 
 def fuse_epilogues(mod, made: dict):

@@ -102,6 +102,36 @@ def apply_activation(v, act: str | None, dtype: str):
     return v
 
 
+def exp(v):
+    """exp(v) for float32 as vector instructions, where ``tirx.exp`` is a libm call per element:
+    Cephes' expf (Cody-Waite range reduction, a degree-7 polynomial; within 1e-6 of exp), the
+    power of two applied in two halves so that the whole float range, subnormals included, comes
+    out right. Past it, inf and 0 as exp gives them; NaN stays NaN (the clamped argument never
+    turns a NaN or an inf into an integer)."""
+    if str(v.ty) != "float32":
+        return tirx.exp(v)
+    f32 = lambda c: tirx.const(c, "float32")  # noqa: E731
+    hi, lo = f32(88.72283905206835), f32(-103.97207708399179)  # ln(FLT_MAX), ln(smallest subnormal)
+    x = tirx.Select(v > hi, hi, tirx.Select(v < lo, lo, tirx.Select(v == v, v, f32(0.0))))
+    n = tirx.floor(x * f32(1.44269504088896341) + f32(0.5))
+    r = x - n * f32(0.693359375) + n * f32(2.12194440e-4)
+    y = f32(1.9875691500e-4)
+    for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+        y = y * r + f32(c)
+    y = y * r * r + r + f32(1.0)
+    k = tirx.Cast("int32", n)
+    half = tirx.floordiv(k, 2)
+    pow2 = lambda e: tirx.reinterpret("float32", tirx.shift_left(e + 127, 23))  # noqa: E731
+    out = tirx.Select(v > hi, f32(float("inf")), tirx.Select(v < lo, f32(0.0), y * pow2(half) * pow2(k - half)))
+    return tirx.Select(v == v, out, v)
+
+
+def sigmoid(v):
+    """1 / (1 + exp(-v)) with ``exp`` above: 0 at -inf, 1 at inf, NaN at NaN, as torch."""
+    one = tirx.const(1.0, str(v.ty))
+    return one / (one + exp(-v))
+
+
 def max_nan(a, b):
     """max(a, b) that is NaN where either is, as torch's max pooling."""
     return tirx.Select(tirx.isnan(a) | (a > b), a, b)
