@@ -31,7 +31,6 @@ def main() -> None:
     mod, kernels = lowering.relax_module(lowering.exported(model, (x,)), tgt, schedule=False)
     mod, _ = tgt.backend.schedule_model_functions(mod)
     ex = tvm.compile(mod, target=tgt.tvm())
-    vm = relax.VirtualMachine(ex, tvm.cpu())  # (its parallel loops on TVM's pool here)
     lib = ex.mod.imports[0] if ex.mod.imports else ex.mod
     dev = tvm.cpu()
     rows = collections.OrderedDict()

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 
 import torch
 from torch.utils import benchmark
 
 import tvmconv
 from tvmconv import compiler, lowering, models
+from tvmconv.backends.machine import cpu_model
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
                     med = ts[len(ts) // 2]
                     row = dict(model=name, path=path, seconds=med, spread=(ts[-1] - ts[0]) / med,
                                speedup_vs_eager=sorted(times["eager"])[len(ts) // 2] / med,
-                               max_abs_diff=float((fn(x) - ref).abs().max()), cpu=platform.processor() or "x86_64",
+                               max_abs_diff=float((fn(x) - ref).abs().max()), cpu=cpu_model(),
                                epilogues=getattr(getattr(fn, "tvmconv_report", None), "epilogues", None))
                     out.write(json.dumps(row) + "\n")
                     print(f"{name:20s} {path:8s} {med * 1e3:7.2f} ms  {row['speedup_vs_eager']:.2f}x eager  "

@@ -66,8 +66,8 @@ class CompileReport:
     def summary(self) -> str:
         rules = ", ".join(f"{n} {r}" for r, n in sorted(self.scheduled.items()))
         steps = ", ".join(f"{k} {v:.1f} s" for k, v in self.steps_s.items())
-        return (f"{len(self.kernels)} tvmconv kernels ({self.epilogues} with the ops after them fused), other functions scheduled: {rules or 'none'}; compiled in "
-                f"{self.compile_s:.1f} s ({steps})")
+        return (f"{len(self.kernels)} tvmconv kernels ({self.epilogues} with the ops after them fused), other "
+                f"functions scheduled: {rules or 'none'}; compiled in {self.compile_s:.1f} s ({steps})")
 
 
 def compile(model: nn.Module, example_inputs, target=None) -> CompiledModel:  # noqa: A001 - tvmconv.compile

@@ -114,8 +114,8 @@ def _where(ep: torch.export.ExportedProgram, message: str) -> str:
         name = getattr(node.target, "__name__", None)
         if node.op == "call_function" and name and f"'{name}'" in message:
             stack = list((node.meta.get("nn_module_stack") or {}).values())
-            spots.append(f"{name} in {stack[-1][0] or 'the model' if stack else 'the model'}"
-                         f"{f' ({stack[-1][1]})' if stack else ''}")
+            path, kind = stack[-1] if stack else ("", None)  # (the innermost module: its path, its class)
+            spots.append(f"{name} in {path or 'the model'}" + (f" ({kind})" if kind else ""))
     return f" (at {'; '.join(dict.fromkeys(spots))})" if spots else ""
 
 
@@ -159,25 +159,15 @@ class _Made:
     packed: bool  # its weight packed by a call of its own
 
 
-def _clip(v, lo: float, hi: float):
-    """torch.clamp on a TIR value, NaN passing through (a comparison with NaN is false)."""
-    from tvm import tirx
-
-    dtype = str(v.ty)  # (a TIR value's type is its dtype)
-    if lo != -np.inf:
-        v = tirx.Select(v < tirx.const(lo, dtype), tirx.const(lo, dtype), v)
-    if hi != np.inf:
-        v = tirx.Select(v > tirx.const(hi, dtype), tirx.const(hi, dtype), v)
-    return v
-
-
 def _legalize_clip(bb, call):
     """relax.clip and relax.nn.relu as torch computes them (TVM's own legalization is a max and a
     min, which turn NaN into the bound)."""
     from tvm import te
 
+    from .variants.compute import clamp
+
     lo, hi = (float(call.args[1].value), float(call.args[2].value)) if len(call.args) == 3 else (0.0, np.inf)
-    return bb.call_te(lambda x: te.compute(x.shape, lambda *i: _clip(x(*i), lo, hi), name="clip"), call.args[0],
+    return bb.call_te(lambda x: te.compute(x.shape, lambda *i: clamp(x(*i), lo, hi), name="clip"), call.args[0],
                       primfunc_name_hint="clip" if len(call.args) == 3 else "relu")
 
 
@@ -187,11 +177,11 @@ _NAN_KEEPING = {"relax.clip": _legalize_clip, "relax.nn.relu": _legalize_clip}
 def _ops() -> dict:
     from tvm import tirx
 
-    from .variants.compute import exp, sigmoid
+    from .variants.compute import clamp, exp, sigmoid
 
     return {"relax.add": lambda a, b: a + b, "relax.subtract": lambda a, b: a - b,
             "relax.multiply": lambda a, b: a * b, "relax.divide": lambda a, b: a / b,
-            "relax.nn.relu": lambda a: _clip(a, 0.0, np.inf), "relax.clip": _clip, "relax.exp": exp,
+            "relax.nn.relu": lambda a: clamp(a, 0.0, np.inf), "relax.clip": clamp, "relax.exp": exp,
             "relax.sigmoid": sigmoid, "relax.nn.silu": lambda a: a * sigmoid(a), "relax.tanh": tirx.tanh}
 
 
@@ -228,11 +218,11 @@ def fuse_epilogues(mod, made: dict):
         members, epilogue, extra = found
         key = (kernel, epilogue.key)
         if key not in funcs:
-            fused = _with_epilogue(made[kernel], epilogue)
-            if fused is None:
+            module = _with_epilogue(made[kernel], epilogue)
+            if module is None:
                 continue
             name = f"{kernel}_e{len(funcs)}"
-            funcs[key] = bb.add_func(_kernel_func(fused, name), name)
+            funcs[key] = bb.add_func(_kernel_func(module, name), name)
         claimed.update([i, *members])
         sink = bindings[members[-1]].var
         replace[members[-1]] = relax.VarBinding(sink, relax.call_tir(funcs[key], [*call.args[1].fields, *extra],
@@ -317,8 +307,8 @@ def _epilogue_of(bindings: list, at: int, users: dict, claimed: set):
         for op, step in steps:
             got = [value if a[0] == "k" else vals[a[1]] if a[0] == "m" else loads[a[1]] if a[0] == "x" else a[1]
                    for a in step]
-            if op == "relax.clip":
-                vals.append(_clip(*got))
+            if op == "relax.clip":  # (its bounds stay numbers)
+                vals.append(ops[op](*got))
             else:
                 vals.append(ops[op](*[tvm.tirx.const(g, dtype) if isinstance(g, float) else g for g in got]))
         return vals[-1]

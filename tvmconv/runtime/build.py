@@ -238,19 +238,17 @@ def _vectorize_output(sch: Schedule, lanes: int) -> Schedule:
     ``sch`` as it was where neither applies."""
     from tvm import tirx
 
-    def whole(loop) -> bool:
-        extent = trial.get(loop).extent
-        return isinstance(extent, tirx.IntImm) and int(extent) % lanes == 0
-
     try:
         trial = sch.copy()
         out = trial.get_sblock(trial.mod["main"].params[-1].name)  # (a stage is named after its output)
         loops = trial.get_loops(out)
         if trial.get(loops[-1]).kind != tirx.ForKind.SERIAL:
             return sch
-        if whole(loops[-1]):
+        extents = [trial.get(lp).extent for lp in loops[-2:]]
+        whole = [isinstance(e, tirx.IntImm) and int(e) % lanes == 0 for e in extents]
+        if whole[-1]:
             trial.vectorize(trial.split(loops[-1], [None, lanes])[-1])
-        elif len(loops) >= 2 and whole(loops[-2]):
+        elif len(loops) >= 2 and whole[0]:
             trial.unroll(loops[-1])
             trial.reorder(loops[-1], loops[-2])
             trial.vectorize(trial.split(loops[-2], [None, lanes])[-1])

@@ -12,7 +12,6 @@ FLOPs and compulsory bytes, divided by tvmconv's time.
 from __future__ import annotations
 
 import math
-import platform
 import time
 from dataclasses import dataclass, field
 
@@ -21,6 +20,7 @@ import torch
 from .. import functional as TF
 from .. import reference as R
 from ..backends import timing
+from ..backends.machine import cpu_model
 from ..backends.timing import torch_threads
 from ..backends.base import backend_class
 from ..variants.registry import VARIANTS, default_cases
@@ -227,15 +227,7 @@ def machine(target: TargetInfo | None = None) -> str:
     described = target.backend.machine() if target is not None else None
     if described:
         return described
-    model = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model or platform.processor()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def plot(records: list[dict], roof: Roofline, path) -> None:
