@@ -167,8 +167,8 @@ def _legalize_clip(bb, call):
     from .variants.compute import clamp
 
     lo, hi = (float(call.args[1].value), float(call.args[2].value)) if len(call.args) == 3 else (0.0, np.inf)
-    return bb.call_te(lambda x: te.compute(x.shape, lambda *i: clamp(x(*i), lo, hi), name="clip"), call.args[0],
-                      primfunc_name_hint="clip" if len(call.args) == 3 else "relu")
+    return bb.call_te(lambda x: te.compute(x.shape, lambda *i: clamp(x(*i), lo, hi, x.dtype), name="clip"),
+                      call.args[0], primfunc_name_hint="clip" if len(call.args) == 3 else "relu")
 
 
 _NAN_KEEPING = {"relax.clip": _legalize_clip, "relax.nn.relu": _legalize_clip}
@@ -181,7 +181,8 @@ def _ops() -> dict:
 
     return {"relax.add": lambda a, b: a + b, "relax.subtract": lambda a, b: a - b,
             "relax.multiply": lambda a, b: a * b, "relax.divide": lambda a, b: a / b,
-            "relax.nn.relu": lambda a: clamp(a, 0.0, np.inf), "relax.clip": clamp, "relax.exp": exp,
+            "relax.nn.relu": lambda a: clamp(a, 0.0, np.inf, str(a.ty)), "relax.exp": exp,
+            "relax.clip": lambda a, lo, hi: clamp(a, lo, hi, str(a.ty)),  # (a TIR value's type is its dtype)
             "relax.sigmoid": sigmoid, "relax.nn.silu": lambda a: a * sigmoid(a), "relax.tanh": tirx.tanh}
 
 

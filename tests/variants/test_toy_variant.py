@@ -59,8 +59,8 @@ class AffineReluSpec(Spec):
 def compute(spec: AffineReluSpec, plan: Plan):
     ph = placeholders(spec)
     x, s, t = ph["input"], ph["scale"], ph["shift"]
-    out = te.compute(spec.out_shape, lambda nn, c, *sp: apply_activation(x[(nn, c, *sp)] * s[c] + t[c], "relu"),
-                     name="out")
+    out = te.compute(spec.out_shape, lambda nn, c, *sp: apply_activation(x[(nn, c, *sp)] * s[c] + t[c], "relu",
+                                                                          spec.dtype), name="out")
     return [x, s, t], out
 
 

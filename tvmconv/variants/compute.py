@@ -89,11 +89,10 @@ def zero_pad(x: te.Tensor, before: list[int], extents: list[int], name: str = "p
     return te.compute(shape, f, name=name)
 
 
-def clamp(v, lo: float, hi: float):
-    """torch.clamp(v, lo, hi) on a TIR value, NaN included: selects on ``v < lo`` and ``v > hi``,
-    which are false for NaN, so NaN passes through (TVM's max(v, 0) lowers to ``v > 0 ? v : 0``
-    and turns NaN into 0). An infinite bound is no bound."""
-    dtype = str(v.ty)  # (a TIR value's type is its dtype)
+def clamp(v, lo: float, hi: float, dtype: str):
+    """torch.clamp(v, lo, hi) on a TIR value of ``dtype``, NaN included: selects on ``v < lo`` and
+    ``v > hi``, which are false for NaN, so NaN passes through (TVM's max(v, 0) lowers to
+    ``v > 0 ? v : 0`` and turns NaN into 0). An infinite bound is no bound."""
     if lo != -math.inf:
         v = tirx.Select(v < tirx.const(lo, dtype), tirx.const(lo, dtype), v)
     if hi != math.inf:
@@ -101,11 +100,11 @@ def clamp(v, lo: float, hi: float):
     return v
 
 
-def apply_activation(v, act: str | None):
+def apply_activation(v, act: str | None, dtype: str):
     """relu / relu6 as torch computes them, NaN included (``clamp``)."""
     if act is None:
         return v
-    return clamp(v, 0.0, 6.0 if act == "relu6" else math.inf)
+    return clamp(v, 0.0, 6.0 if act == "relu6" else math.inf, dtype)
 
 
 def exp(v):
@@ -328,7 +327,7 @@ def plain_conv2d(x: te.Tensor, w: te.Tensor, stride, padding, dilation, groups: 
     if bias is None and act is None:
         return acc
     return te.compute(acc.shape, lambda nn, c, y, xx: apply_activation(
-        acc[nn, c, y, xx] + bias[c] if bias is not None else acc[nn, c, y, xx], act), name=f"{name}_epilogue")
+        acc[nn, c, y, xx] + bias[c] if bias is not None else acc[nn, c, y, xx], act, x.dtype), name=f"{name}_epilogue")
 
 
 def define(spec: Spec, plan: Plan = Plan()):

@@ -91,7 +91,7 @@ def compute(spec: DepthwiseSeparableSpec, plan: Plan):
                xx * spec.stride[1] + rx * spec.dilation[1]] * wd[c, 0, ry, rx], axis=[ry, rx]),
         name="dw")
     mid = te.compute(dw.shape, lambda nn, c, y, xx: apply_activation(
-        dw[nn, c, y, xx] + bd[c] if bd is not None else dw[nn, c, y, xx], spec.mid_activation), name="mid")
+        dw[nn, c, y, xx] + bd[c] if bd is not None else dw[nn, c, y, xx], spec.mid_activation, dt), name="mid")
     ocb = ceil_div(spec.c_out, vb)
     wpack = te.compute((ocb, spec.c_mid, vb), lambda o, c, v: tirx.if_then_else(
         o * vb + v < spec.c_out, wp[o * vb + v, c, 0, 0], zero(dt)), name="wpack")
@@ -101,7 +101,7 @@ def compute(spec: DepthwiseSeparableSpec, plan: Plan):
 
     def epilogue(nn, c, y, xx):
         v = pw[nn, tirx.floordiv(c, vb), y, xx, tirx.floormod(c, vb)]
-        return apply_activation(v + bp[c] if bp is not None else v, spec.activation)
+        return apply_activation(v + bp[c] if bp is not None else v, spec.activation, dt)
 
     out = te.compute(spec.out_shape, epilogue, name="out")
     return [ph[nm] for nm, _ in spec.arg_shapes], out

@@ -66,7 +66,7 @@ def compute(spec: SqueezeExcitationSpec, plan: Plan):
     fc1 = te.compute((spec.n, spec.c_reduced), lambda nn, r: te.sum(pooled[nn, rc] * w1[r, rc], axis=[rc]), name="fc1")
     inv = tirx.const(1.0 / hw, dt)
     h1 = te.compute(fc1.shape, lambda nn, r: apply_activation(
-        fc1[nn, r] * inv + (b1[r] if b1 is not None else zero(dt)), "relu"), name="fc1_act")
+        fc1[nn, r] * inv + (b1[r] if b1 is not None else zero(dt)), "relu", dt), name="fc1_act")
     rr = te.reduce_axis((0, spec.c_reduced), "rr")
     fc2 = te.compute((spec.n, spec.c), lambda nn, c: te.sum(h1[nn, rr] * w2[c, rr], axis=[rr]), name="fc2")
     scale = te.compute(fc2.shape, lambda nn, c: te.sigmoid(fc2[nn, c] + (b2[c] if b2 is not None else zero(dt))),
