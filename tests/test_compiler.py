@@ -157,11 +157,72 @@ def test_the_ops_after_a_convolution_are_computed_in_its_store():
             _close(got.nan_to_num(0.0), want.nan_to_num(0.0))
 
 
-def test_an_op_the_importer_does_not_take_is_named_with_its_module():
-    class Odd(nn.Module):
-        def forward(self, x):
-            return torch.special.i0e(x)  # (no Relax converter for it)
+class _Odd(nn.Module):
+    def forward(self, x):
+        return torch.special.i0e(x)  # (no Relax converter for it)
 
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(Odd())).eval()
+
+class _WithOddOps(nn.Module):
+    """Convolutions around an op TVM's importer does not take, one more in forward itself, and a
+    nested output."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Sequential(_Odd()),
+                                  nn.Conv2d(8, 8, 1), nn.Hardswish())
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.body(x)
+        return {"y": self.head(torch.special.i0e(y)), "z": (y * 2, x + 1)}
+
+
+def test_an_op_the_importer_does_not_take_is_named_with_its_module():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(_Odd())).eval()
     with pytest.raises(ValueError, match=r"does not take.*i0e.* in 1\.0"):
-        tvmconv.compile(model, (torch.randn(1, 3, 8, 8),))
+        tvmconv.compile(model, (torch.randn(1, 3, 8, 8),), fallback=False)
+
+
+def test_ops_the_importer_does_not_take_run_on_pytorch_between_compiled_pieces():
+    torch.manual_seed(0)
+    model, x = _randomised(_WithOddOps()), torch.randn(2, 3, 10, 10)
+    fast = tvmconv.compile(model, (x,))
+    rep = fast.tvmconv_report
+    assert rep.pieces == 3 and len(set(rep.kernels)) == 3, rep.summary()
+    assert rep.fallback == ["special_i0e.default in body.3.0 (tests.test_compiler._Odd)",
+                            "special_i0e.default in the model's forward"], rep.fallback
+    with torch.no_grad():
+        for x2 in (x, torch.randn_like(x)):
+            got, want = fast(x2), model(x2)
+            assert set(got) == {"y", "z"} and len(got["z"]) == 2
+            for g, w in zip(_pytree_leaves(got), _pytree_leaves(want)):
+                _close(g, w)
+    again = tvmconv.compile(model, (x,)).tvmconv_report  # the pieces from the cache
+    assert "load" in again.steps_s and "relax" not in again.steps_s and again.pieces == 3
+
+
+def _pytree_leaves(tree):
+    from torch.utils import _pytree
+
+    return _pytree.tree_leaves(tree)
+
+
+def test_a_model_torch_export_cannot_capture_runs_as_convert_makes_it():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y.relu() if y.sum() > 0 else -y  # (data-dependent: torch.export refuses it)
+
+    torch.manual_seed(0)
+    model, x = Branchy().eval(), torch.randn(1, 3, 8, 8)
+    fast = tvmconv.compile(model, (x,))
+    assert fast.tvmconv_report.pieces == 0 and fast.tvmconv_report.fallback[0].startswith("the whole model")
+    with torch.no_grad():
+        for x2 in (x, -x):
+            _close(fast(x2), model(x2))
+    with pytest.raises(Exception):  # noqa: B017 - torch.export's own error
+        tvmconv.compile(model, (x,), fallback=False)

@@ -29,8 +29,10 @@ result is never stale. A write that bypasses the version counter (through ``.dat
 NumPy view) is not seen: call ``fast.refresh()`` after one.
 
 Inputs must have the example's shapes and dtypes (another shape compiles once more, for that
-shape); the module runs on the CPU target it was compiled for. An op the importer does not take
-raises a ValueError naming it.
+shape); the module runs on the CPU target it was compiled for. An op TVM's importer does not take
+runs on PyTorch between compiled pieces of the graph (``fallback=False``: a ValueError naming it and
+its module), and a model ``torch.export`` cannot capture runs as ``tvmconv.convert`` makes it; the
+report's ``fallback`` says what ran on PyTorch.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class CompileReport:
     scheduled: dict[str, int] = field(default_factory=dict)  # other TIR functions per rule
     steps_s: dict[str, float] = field(default_factory=dict)  # seconds per pipeline step
     conversion: object = None  # the ConversionReport of step 1
+    fallback: list[str] = field(default_factory=list)  # what runs on PyTorch: "op in module.path (Class)"
+    pieces: int = 1  # compiled modules (more than one where ops between them run on PyTorch)
 
     @property
     def compile_s(self) -> float:
@@ -66,14 +70,22 @@ class CompileReport:
     def summary(self) -> str:
         rules = ", ".join(f"{n} {r}" for r, n in sorted(self.scheduled.items()))
         steps = ", ".join(f"{k} {v:.1f} s" for k, v in self.steps_s.items())
+        between = f" between {self.pieces} compiled pieces" if self.pieces else ""
+        on_torch = f"; on PyTorch{between}: {', '.join(self.fallback)}" if self.fallback else ""
         return (f"{len(self.kernels)} tvmconv kernels ({self.epilogues} with the ops after them fused), other "
-                f"functions scheduled: {rules or 'none'}; compiled in {self.compile_s:.1f} s ({steps})")
+                f"functions scheduled: {rules or 'none'}; compiled in {self.compile_s:.1f} s ({steps}){on_torch}")
+
+    def _took(self, step: str, since: float) -> None:
+        self.steps_s[step] = self.steps_s.get(step, 0.0) + time.perf_counter() - since
 
 
-def compile(model: nn.Module, example_inputs, target=None) -> CompiledModel:  # noqa: A001 - tvmconv.compile
+def compile(model: nn.Module, example_inputs, target=None, *, fallback: bool = True) -> CompiledModel:  # noqa: A001
     """``model`` (an ``nn.Module`` in eval mode) as one compiled module (see the module docstring).
     ``example_inputs``: a tensor or a tuple of the model's positional tensor inputs, e.g. one
-    ``(N, 3, H, W)`` image batch; ``target``: a CPU profile that runs here (default: this machine's)."""
+    ``(N, 3, H, W)`` image batch; ``target``: a CPU profile that runs here (default: this machine's).
+    ``fallback``: ops TVM's importer does not take run on PyTorch between compiled pieces of the
+    graph (a model ``torch.export`` cannot capture runs as ``tvmconv.convert`` makes it), and the
+    report's ``fallback`` names them; False: a ValueError naming the op and its module."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"compile: argument 'model' must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(example_inputs, torch.Tensor):
@@ -87,16 +99,16 @@ def compile(model: nn.Module, example_inputs, target=None) -> CompiledModel:  # 
     if not (tgt.backend.exports_c_library and tgt.runs_here):
         raise ValueError(f"compile: target {tgt.profile!r} does not run on this machine's CPU; compile builds for "
                          f"the host (use `tvmconv export --model` for another)")
-    return CompiledModel(model, tuple(example_inputs), tgt)
+    return CompiledModel(model, tuple(example_inputs), tgt, fallback=fallback)
 
 
 class CompiledModel(nn.Module):
     """The module ``compile`` returns: ``forward(*inputs)`` runs the compiled network."""
 
-    def __init__(self, model: nn.Module, example_inputs: tuple, target):
+    def __init__(self, model: nn.Module, example_inputs: tuple, target, *, fallback: bool = True):
         super().__init__()
         self._source = [model]  # (a list: not a submodule, its parameters are not ours)
-        self._target = target
+        self._target, self._fallback = target, fallback
         self._built: dict = {}  # input signature -> (vm function, output structure)
         self._versions = None
         self.tvmconv_report = CompileReport()
@@ -116,7 +128,7 @@ class CompiledModel(nn.Module):
             self._build(ex)
 
     def _build(self, example_inputs: tuple) -> None:
-        fn, report = build_vm(self._source[0], example_inputs, self._target)
+        fn, report = build_vm(self._source[0], example_inputs, self._target, fallback=self._fallback)
         self._built[_signature(example_inputs, self._target.backend.device_type)] = (fn, tuple(t.detach().clone() for t in example_inputs))
         self._versions = self._state()
         self.tvmconv_report = report
@@ -133,42 +145,193 @@ class CompiledModel(nn.Module):
         return fn(*inputs)
 
 
-def build_vm(model: nn.Module, example_inputs: tuple, tgt):
+def build_vm(model: nn.Module, example_inputs: tuple, tgt, *, fallback: bool = True):
     """``(run, CompileReport)``: ``run(*inputs)`` calls the compiled network (see the module
     docstring) on tensors of the example's shapes; from the user cache where this model, with
-    these weights and inputs, was compiled before (``model_key``)."""
-    import tvm
-    from tvm import relax
-
+    these weights and inputs, was compiled before (``model_key``). ``fallback``: see ``compile``."""
     from . import lowering
 
     rep = CompileReport()
     t0 = time.perf_counter()
     key = model_key(model, example_inputs, tgt)
-    found = _load_cached(key, tgt)
-    if found is not None:
-        lib, meta = found
-        rep.kernels, rep.scheduled, rep.epilogues = meta["kernels"], meta["scheduled"], meta.get("epilogues", 0)
-        rep.steps_s["load"] = time.perf_counter() - t0
-        return _runner(relax.VirtualMachine(lib, tvm.cpu())["main"], _pytree.treespec_loads(meta["out_spec"])), rep
-    ep = lowering.exported(model, example_inputs)
-    rep.steps_s["graph"] = time.perf_counter() - t0
+    run = _cached_runner(key, tgt, rep)
+    if run is not None:
+        rep._took("load", t0)
+        return run, rep
+    try:
+        ep = lowering.exported(model, example_inputs)
+    except Exception as exc:  # noqa: BLE001 - torch.export's many errors for a graph it cannot capture
+        if not fallback:
+            raise
+        return _on_pytorch(model, example_inputs, rep, exc), rep
+    rep._took("graph", t0)
+    odd = [node for node in ep.graph.nodes if not lowering.importable(node)]
+    if odd and fallback:
+        return _partitioned(ep, example_inputs, key, tgt, rep), rep
+    return _compiled(ep, key, tgt, rep), rep
+
+
+def _compiled(ep, key: str, tgt, rep: CompileReport):
+    """The runner of ``ep`` compiled (Relax, scheduled, built) and stored under ``key``; ``rep``
+    gains its kernels and steps."""
+    import tvm
+    from tvm import relax
+
+    from . import lowering
+
     t0 = time.perf_counter()
     mod, kernels = lowering.relax_module(ep, tgt, schedule=False)
-    rep.kernels = [spec.name for spec in kernels.values()]
-    rep.epilogues = sum(1 for name in kernels if lowering.fused(name))
-    rep.steps_s["relax"] = time.perf_counter() - t0
+    rep._took("relax", t0)
     t0 = time.perf_counter()
-    mod, rep.scheduled = tgt.backend.schedule_model_functions(mod)
-    rep.steps_s["schedule"] = time.perf_counter() - t0
+    mod, scheduled = tgt.backend.schedule_model_functions(mod)
+    rep._took("schedule", t0)
     t0 = time.perf_counter()
     ex = tvm.compile(mod, target=tgt.tvm())
-    meta = {"kernels": rep.kernels, "scheduled": rep.scheduled, "epilogues": rep.epilogues,
+    meta = {"kernels": [spec.name for spec in kernels.values()], "scheduled": scheduled,
+            "epilogues": sum(1 for name in kernels if lowering.fused(name)),
             "out_spec": _pytree.treespec_dumps(ep.call_spec.out_spec)}
     lib = _stored(key, ex, meta, tgt)
-    vm = relax.VirtualMachine(lib, tvm.cpu())
-    rep.steps_s["build"] = time.perf_counter() - t0
-    return _runner(vm["main"], ep.call_spec.out_spec), rep
+    _count(rep, meta)
+    run = _runner(relax.VirtualMachine(lib, tvm.cpu())["main"], ep.call_spec.out_spec)
+    rep._took("build", t0)
+    return run
+
+
+def _cached_runner(key: str, tgt, rep: CompileReport):
+    """The runner of the module stored under ``key`` (its kernels counted in ``rep``), or None."""
+    import tvm
+    from tvm import relax
+
+    found = _load_cached(key, tgt)
+    if found is None:
+        return None
+    lib, meta = found
+    _count(rep, meta)
+    return _runner(relax.VirtualMachine(lib, tvm.cpu())["main"], _pytree.treespec_loads(meta["out_spec"]))
+
+
+def _count(rep: CompileReport, meta: dict) -> None:
+    rep.kernels += meta["kernels"]
+    rep.epilogues += meta.get("epilogues", 0)
+    for rule, n in meta["scheduled"].items():
+        rep.scheduled[rule] = rep.scheduled.get(rule, 0) + n
+
+
+def _partitioned(ep, example_inputs: tuple, key: str, tgt, rep: CompileReport):
+    """``ep`` split where TVM's importer does not take an op: each run of ops it takes compiled
+    (stored under ``key`` and the piece's name), the others left to PyTorch between them
+    (torch.fx's ``split_module`` over the graph in order, so the pieces form a chain)."""
+    import hashlib
+
+    from torch.fx.passes.split_module import split_module
+
+    from . import lowering
+
+    t0 = time.perf_counter()
+    gm = ep.module()
+    for node in list(gm.graph.nodes):  # (export's input guard: the runner checks shapes itself)
+        if node.op == "call_module" and node.target == "_guards_fn":
+            gm.graph.erase_node(node)
+    part, piece, last = {}, 0, None
+    for node in gm.graph.nodes:
+        if node.op == "call_function":
+            ok = lowering.importable(node)
+            piece += last is not None and ok != last
+            part[node], last = piece, ok
+            if not ok:
+                rep.fallback.append(lowering.where(node))
+    log.warning("tvmconv.compile: TVM's importer does not take %s; those ops run on PyTorch between compiled "
+                "pieces of the model", ", ".join(dict.fromkeys(rep.fallback)))
+    split = split_module(gm, None, lambda node: part.get(node, 0))
+    calls = [node for node in split.graph.nodes if node.op == "call_module"]
+    for node in calls:
+        _own_weights(split, node)
+    seen: dict = {}
+    hooks = [split.get_submodule(n.target).register_forward_pre_hook(
+        lambda _m, args, name=n.target: seen.setdefault(name, args)) for n in calls]
+    with torch.no_grad():
+        split(*example_inputs)
+    for h in hooks:
+        h.remove()
+    rep._took("graph", t0)
+    rep.pieces = 0
+    for node in calls:
+        sub = split.get_submodule(node.target)
+        ops = [n for n in sub.graph.nodes if n.op == "call_function"]
+        if not all(map(lowering.importable, ops)) or all(n.target.__name__ == "getitem" for n in ops):
+            continue
+        piece_key = hashlib.blake2b(f"{key}/{node.target}".encode(), digest_size=16).hexdigest()
+        t0 = time.perf_counter()
+        run = _cached_runner(piece_key, tgt, rep)
+        if run is None:
+            with torch.no_grad():
+                sub_ep = torch.export.export(sub, seen[node.target])
+            rep._took("graph", t0)
+            run = _compiled(sub_ep, piece_key, tgt, rep)
+        else:
+            rep._took("load", t0)
+        setattr(split, node.target, _Piece(run))
+        rep.pieces += 1
+    out_spec = ep.call_spec.out_spec
+
+    def run_split(*inputs):
+        with torch.no_grad():
+            return _pytree.tree_unflatten(list(split(*inputs)), out_spec)
+
+    return run_split
+
+
+def _own_weights(split, call) -> None:
+    """The tensors ``split_module`` passes to the piece ``call`` as inputs (the weights it reads)
+    made the piece's own buffers: its export then holds them as constants, which the kernels'
+    weight packing folds."""
+    import operator
+
+    sub = split.get_submodule(call.target)
+    args = []
+    for k, (ph, arg) in enumerate(zip([n for n in sub.graph.nodes if n.op == "placeholder"], call.args)):
+        if not (isinstance(arg, torch.fx.Node) and arg.op == "get_attr"):
+            args.append(arg)
+            continue
+        sub.register_buffer(f"_w{k}", operator.attrgetter(arg.target)(split))
+        with sub.graph.inserting_before(ph):
+            ph.replace_all_uses_with(sub.graph.get_attr(f"_w{k}"))
+        sub.graph.erase_node(ph)
+    call.args = tuple(args)
+    sub.recompile()
+    split.recompile()
+
+
+class _Piece(nn.Module):
+    """A compiled piece of a partitioned model, where its graph module was."""
+
+    def __init__(self, run):
+        super().__init__()
+        self.run = run
+
+    def forward(self, *args):
+        return self.run(*args)
+
+
+def _on_pytorch(model: nn.Module, example_inputs: tuple, rep: CompileReport, exc: Exception):
+    """A model ``torch.export`` cannot capture, as ``tvmconv.convert`` makes it (each convolution a
+    tvmconv op, the rest PyTorch)."""
+    from . import converter
+
+    why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    log.warning("tvmconv.compile: torch.export cannot capture the model (%s); it runs as tvmconv.convert makes it",
+                why)
+    rep.fallback.append(f"the whole model (torch.export: {why})")
+    rep.pieces = 0
+    t0 = time.perf_counter()
+    fast = converter.convert(model, example_inputs)
+    rep._took("convert", t0)
+
+    def run(*inputs):
+        with torch.no_grad():
+            return fast(*inputs)
+
+    return run
 
 
 # -- the compiled models in the user cache ------------------------------------------------------------

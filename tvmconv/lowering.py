@@ -109,14 +109,32 @@ def _kernel_func(mod, name: str):
 
 def _where(ep: torch.export.ExportedProgram, message: str) -> str:
     """Where the ops ``message`` names sit in the model: the paths of the modules that call them."""
-    spots = []
-    for node in ep.graph.nodes:
-        name = getattr(node.target, "__name__", None)
-        if node.op == "call_function" and name and f"'{name}'" in message:
-            stack = list((node.meta.get("nn_module_stack") or {}).values())
-            path, kind = stack[-1] if stack else ("", None)  # (the innermost module: its path, its class)
-            spots.append(f"{name} in {path or 'the model'}" + (f" ({kind})" if kind else ""))
+    spots = [where(node) for node in ep.graph.nodes
+             if node.op == "call_function" and f"'{getattr(node.target, '__name__', None)}'" in message]
     return f" (at {'; '.join(dict.fromkeys(spots))})" if spots else ""
+
+
+def where(node) -> str:
+    """``op in path (ModuleClass)``: a graph node's op and the innermost module that calls it."""
+    stack = list((node.meta.get("nn_module_stack") or {}).values())
+    path, kind = stack[-1] if stack else ("", None)  # (the innermost module: its path, its class)
+    op = getattr(node.target, "__name__", node.target)
+    return f"{op} in {path} ({kind})" if path else f"{op} in the model's forward"
+
+
+def importable(node) -> bool:
+    """Whether TVM's Relax importer (with tvmconv's convolutions) takes this graph node."""
+    from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
+
+    from .tools.workloads import conv_op_names
+
+    global _IMPORTABLE
+    if _IMPORTABLE is None:
+        _IMPORTABLE = frozenset(ExportedProgramImporter().create_convert_map()) | conv_op_names()
+    return node.op != "call_function" or getattr(node.target, "__name__", None) in _IMPORTABLE
+
+
+_IMPORTABLE = None
 
 
 def _kernel_arg(importer, node, shape: tuple, spec, name: str):
@@ -137,7 +155,7 @@ def _kernel_arg(importer, node, shape: tuple, spec, name: str):
     return importer.block_builder.emit(relax.op.reshape(value, shape))
 
 
-__all__ = ["exported", "fuse_epilogues", "fused", "relax_module"]
+__all__ = ["exported", "fuse_epilogues", "fused", "importable", "relax_module", "where"]
 
 
 # -- epilogues -----------------------------------------------------------------------------------
