@@ -386,15 +386,10 @@ def _decide(rw: graph.Rewrite, original, x, tgt, target, dispatch_on: bool, time
         def kernel():
             with TF.no_dispatch():
                 mod(x)
-        with torch.no_grad():
-            a, b = tgt.backend.time([kernel, lambda: original(x)], rounds=5)
-            if deciding and kern.dispatch != dispatch.UNDECIDED and dispatch.rule(a, b) != kern.dispatch:
-                # the layer against the nodes it replaces disagrees with the op's stored choice (a
-                # tuned record measured it alone, op against vendor): time it longer, and decide by that
-                more = tgt.backend.time([kernel, lambda: original(x)], rounds=9)
-                a, b = a + more[0], b + more[1]
+        with torch.no_grad():  # (the layer against the nodes it replaces, in the model: dispatch's rule)
+            a, b, verdict = dispatch.measure(lambda k: tgt.backend.time([kernel, lambda: original(x)], rounds=k))
         r.tvmconv_s, r.torch_s = timing.median(a), timing.median(b)
-        if deciding and dispatch.rule(a, b) != kern.dispatch:
+        if deciding and (kern.dispatch == dispatch.UNDECIDED or (verdict.decided and verdict.choice != kern.dispatch)):
             dispatch.settle(kern, a, b, "convert")
     if dispatch_on and knobs.dispatch() and kern is not None and kern.dispatch == "vendor":
         r.kind, r.reason = "kept", f"PyTorch is faster on this machine ({kern.dispatch_source})"

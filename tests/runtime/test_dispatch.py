@@ -40,6 +40,7 @@ def here(tmp_path, monkeypatch):
     monkeypatch.setattr(build, "_cache", {})
     monkeypatch.setattr(build, "_key_locks", {})
     monkeypatch.setattr(dispatch, "_tables", {})
+    monkeypatch.setattr(dispatch, "_settled_here", set())
     monkeypatch.setattr(call._state, "calibrating", {})
     return host()
 
@@ -173,13 +174,78 @@ def test_a_path_clearly_slower_is_given_fewer_calls(here, monkeypatch, tvmconv_s
     assert entry["calls"] == 2 * dispatch.EARLY
 
 
-def test_the_rule_compares_best_times_with_a_margin_for_the_kernel():
-    steady = [1e-3] * 5
-    assert dispatch.rule(steady, [0.9e-3] * 5) == "vendor"
-    assert dispatch.rule(steady, [0.97e-3] * 5) == "tvmconv"  # within the margin: the kernel
-    # a noisy vendor path that is clearly faster at its best is still chosen (medians would tie)
-    assert dispatch.rule([2.2e-3, 2.3e-3, 2.2e-3], [0.9e-3, 3.0e-3, 2.5e-3]) == "vendor"
-    assert dispatch.rule([0.9e-3, 3.0e-3, 2.5e-3], [2.2e-3, 2.3e-3, 2.2e-3]) == "tvmconv"
+def test_judge_decides_only_where_the_paired_rounds_stand_out_of_the_noise():
+    steady = [1e-3] * 7
+    v = dispatch.judge(steady, [0.9e-3] * 7)
+    assert (v.choice, v.decided, v.agree, v.rounds) == ("vendor", True, 7, 7) and v.label.startswith("vendor (0.90x")
+    v = dispatch.judge(steady, [0.97e-3] * 7)  # faster in every round, but within the margin: the kernel
+    assert (v.choice, v.decided) == ("tvmconv", False) and v.label.startswith("undecided: within noise")
+    assert not dispatch.judge([1e-3] * 5, [0.6e-3] * 5).decided  # five rounds cannot pass the sign test
+    # a vendor path faster only in its best round is within the noise (best times alone chose it)
+    noisy_vendor = [0.9e-3, 3.0e-3, 2.5e-3, 2.4e-3, 2.6e-3, 2.3e-3, 2.5e-3]
+    assert not dispatch.judge([2.2e-3] * 7, noisy_vendor).decided
+    # a path more than CLEAR times slower in every call is decided from EARLY rounds on
+    assert dispatch.judge([3e-3, 2.5e-3], [1e-3, 1.1e-3]).choice == "vendor"
+    assert dispatch._sign_test_needs(7) == 7 and dispatch._sign_test_needs(15) == 13
+
+
+NOISE = 0.25  # each round of each path takes up to 25% more than its true time (noise only adds time)
+
+
+def _noisy_timer(kernel_s: float, vendor_s: float, rng):
+    def time_rounds(k: int):
+        jitter = lambda s: s * (1 + NOISE * rng.random())  # noqa: E731
+        return [jitter(kernel_s) for _ in range(k)], [jitter(vendor_s) for _ in range(k)]
+    return time_rounds
+
+
+@pytest.mark.parametrize("ratio", [1.0, 1.05, 1.1, 1.2])
+def test_on_a_noisy_machine_a_margin_under_the_noise_never_flips(ratio):
+    """Two runs of ``measure`` on a timer with 25% jitter never decide a workload both ways, and never the
+    slower path; equal paths are decided (arbitrarily) in at most 2 ALPHA of the runs."""
+    import random
+
+    rng = random.Random(int(ratio * 100))
+    for kernel_s, vendor_s in ((1e-3, ratio * 1e-3), (ratio * 1e-3, 1e-3)):
+        decided = 0
+        for _ in range(300):
+            first, second = (dispatch.measure(_noisy_timer(kernel_s, vendor_s, rng))[2] for _ in range(2))
+            choices = {v.choice for v in (first, second) if v.decided}
+            assert len(choices) <= 1, (first, second)
+            if ratio > 1:
+                assert choices <= {"tvmconv" if kernel_s < vendor_s else "vendor"}
+            decided += first.decided + second.decided
+        if ratio == 1.0:
+            assert decided <= 600 * 2 * dispatch.ALPHA, decided  # (ALPHA a side: either way)
+
+
+def test_on_a_noisy_machine_a_1_3x_difference_is_always_found():
+    import random
+
+    rng = random.Random(13)
+    for kernel_s, vendor_s, faster in ((1e-3, 1.3e-3, "tvmconv"), (1.3e-3, 1e-3, "vendor")):
+        for _ in range(300):
+            a, b, v = dispatch.measure(_noisy_timer(kernel_s, vendor_s, rng))
+            assert v.decided and v.choice == faster and len(a) == len(b) == dispatch.CALLS, v
+
+
+def test_a_choice_within_the_noise_is_stored_as_such_and_measured_again_by_the_next_process(here, monkeypatch):
+    paths = Paths(monkeypatch, tvmconv_s=1e-3, vendor_s=0.98e-3)  # the vendor 2% faster: within MARGIN
+    x, w = _inputs()
+    for _ in range(2 * (dispatch.WARMUP + dispatch.CALLS)):
+        _, kern = _conv(x, w)
+    assert kern.dispatch == "tvmconv"  # the kernel runs
+    (entry,) = _stored(here)["choices"].values()
+    assert entry["decided"] is False and entry["choice"] == "tvmconv" and entry["rounds"] == dispatch.CALLS
+    n = len(paths.taken)
+    _conv(x, w)
+    assert len(paths.taken) == n  # not measured again in this process
+    monkeypatch.setattr(dispatch, "_tables", {})  # a new process
+    monkeypatch.setattr(dispatch, "_settled_here", set())
+    build.clear_memory_cache()
+    _, kern = _conv(x, w)
+    assert (kern.dispatch, kern.dispatch_source) == ("undecided", dispatch.WITHIN_NOISE)
+    assert len(paths.taken) == n + 1  # its first calls measure it again
 
 
 def test_a_stored_choice_is_used_by_the_next_process(here, monkeypatch):

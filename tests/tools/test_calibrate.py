@@ -31,7 +31,7 @@ def test_after_calibrate_each_op_takes_the_faster_path_on_a_new_machine(tmp_path
     times, current = {}, [None]  # per workload (kernel, vendor) times; the workload being calibrated
     table = suite("effnet")
     for spec, _ in table:
-        slow, fast = [2e-3, 2.1e-3, 2e-3], [1e-3, 1.1e-3, 1e-3]
+        slow, fast = [2e-3, 2.1e-3, 2e-3] * 3, [1e-3, 1.1e-3, 1e-3] * 3  # (dispatch.judge: 7 rounds at least)
         times[spec.name] = (fast, slow) if _faster(spec) == "tvmconv" else (slow, fast)
     real_case_for = bench.case_for
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 from importlib import metadata
 
+import pytest
 from typer.testing import CliRunner
 
 from tvmconv.tools import cli
@@ -97,7 +98,7 @@ def test_calibrate_stores_choices_that_cache_list_shows(tmp_path, monkeypatch):
     monkeypatch.setattr(dispatch, "_tables", {})
     monkeypatch.setattr(build, "_cache", {})
     # timings injected: the vendor path faster by far more than the spread
-    monkeypatch.setattr(bench, "time_case", lambda *a, **k: ([2e-3, 2.1e-3, 2e-3], [1e-3, 1.1e-3, 1e-3]))
+    monkeypatch.setattr(bench, "time_case", lambda *a, **k: ([2e-3, 2.1e-3, 2e-3] * 3, [1e-3, 1.1e-3, 1e-3] * 3))
     spec = TF.spec_of(TF.conv2d, torch.randn(1, 4, 6, 6), torch.randn(4, 4, 3, 3), padding=1)
     out = runner.invoke(cli.app, ["calibrate", "--spec", spec.to_json(), "--json"])
     assert out.exit_code == 0, out.output
@@ -114,6 +115,14 @@ def test_calibrate_stores_choices_that_cache_list_shows(tmp_path, monkeypatch):
     # the shipped records say nothing of the machine they were measured on: not applied here
     shipped = {r["dispatch_source"] for r in listed if r["where"] == "shipped" and r["dispatch"]}
     assert shipped == {dispatch.RECORD_ELSEWHERE}
+    # decided here: calibrating again keeps it, unless --redo
+    timed = []
+    monkeypatch.setattr(bench, "time_case", lambda *a, rounds=7, **k: timed.append(1) or ([1e-3] * rounds, [2e-3] * rounds))
+    (row,) = json.loads(runner.invoke(cli.app, ["calibrate", "--spec", spec.to_json(), "--json"]).output)
+    assert not timed and row["choice"] == "vendor" and row["margin"] == pytest.approx(0.5)
+    (row,) = json.loads(runner.invoke(cli.app, ["calibrate", "--spec", spec.to_json(), "--redo", "--json"]).output)
+    assert timed and row["choice"] == "tvmconv" and row["decided"] and (row["agree"], row["rounds"]) == (7, 7)
+    assert "7/7 rounds" in runner.invoke(cli.app, ["calibrate", "--spec", spec.to_json(), "--redo"]).output
     # seen from another machine, this one's choices are not listed
     monkeypatch.setenv("TVMCONV_MACHINE", "test machine B")
     monkeypatch.setattr(dispatch, "_tables", {})

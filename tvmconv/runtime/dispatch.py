@@ -10,20 +10,27 @@ threads). A kernel's choice (``decide``), in order:
 3. otherwise none yet (``undecided``; a record's choice from another machine, or one written
    before records named their machine, is not applied): the op's first calls on this machine
    alternate the two paths, each call returning its path's result, ``WARMUP`` of each
-   untimed and then ``CALLS`` of each timed (``EARLY`` where one path is ``CLEAR`` times slower
-   in every call); ``rule`` picks one, and it is stored as in 1. (Each of these calls gives its
+   untimed and then ``CALLS`` of each timed (up to ``MAX_CALLS`` where that may still decide,
+   ``EARLY`` where one path is ``CLEAR`` times slower in every call); ``judge`` decides, and it
+   is stored as in 1. (Each of these calls gives its
    path's answer: two paths round differently, so the first calls of a workload not yet decided
    may differ in their last bits; once decided, a process's calls are bitwise stable.)
 
-``tvmconv calibrate`` makes the choices ahead, timing both paths as ``tvmconv bench`` does. A
-workload without a vendor path always runs the kernel. The file::
+``tvmconv calibrate`` makes the choices ahead, timing both paths as ``tvmconv bench`` does;
+convert re-times a layer inside the model and tuning times the tuned op: every one of them decides
+by ``judge`` (one rule for every speed decision), on warm interleaved rounds. Where the two paths
+are within the noise the kernel runs and the choice is stored as not decided (``decided``
+false): a later process measures it again on its first calls. A workload without a vendor path
+always runs the kernel. The file::
 
     {"format": 1, "machine": {"key", "device", "profile", "threads"},
      "choices": {"<cache.schedule_key>": {"workload", "profile", "choice", "tvmconv_s", "vendor_s",
                                            "tvmconv_best_s", "vendor_best_s", "calls", "source",
-                                           "schedule", "measured_at"}}}
+                                           "schedule", "measured_at", "decided", "margin", "agree",
+                                           "rounds"}}}
 
-``*_s`` are medians (what a table shows), ``*_best_s`` the best times ``rule`` decided on.
+``*_s`` are medians (what a table shows), ``*_best_s`` the best times; ``decided``, ``margin``,
+``agree`` and ``rounds`` are ``judge``'s ``Verdict`` (entries written before them count as decided).
 
 ``source`` is ``first use`` or ``calibrate``; ``schedule`` is the kernel's schedule
 (``cache.schedule_id`` of its record, or ``default``): a choice made for another schedule is not
@@ -34,8 +41,10 @@ damaged file is set aside (``*.corrupt-<time>``) like a damaged record: its work
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import Timeout
@@ -48,12 +57,15 @@ from ..backends.machine import Machine, machine_of
 log = logging.getLogger("tvmconv")
 
 FORMAT = 1
-WARMUP = 1  # first-use calls of each path not timed (first-call costs: thread pools, oneDNN primitives)
-CALLS = 5  # first-use calls of each path timed, at most
+WARMUP = 2  # first-use calls of each path not timed (first-call costs: thread pools, oneDNN primitives)
+CALLS = 7  # first-use calls of each path timed: the fewest in which ``judge`` can decide
+MAX_CALLS = 15  # ...more, up to these, where the best times differ by MARGIN and it is not decided yet
 # ...fewer where, after EARLY timed calls of each, every call of one path took more than CLEAR times
 # any of the other's: a path several times slower costs each call it is given (measured on the
 # AVX-512 Xeon: PyTorch's depthwise convolutions at 15x the kernel's time)
 EARLY, CLEAR = 2, 2.0
+MARGIN = 0.05  # a decision needs the best times this far apart, besides ``judge``'s test
+ALPHA = 0.01  # the sign test's level: equal paths are decided one way in at most this share of measurements
 STORE_LOCK_TIMEOUT_S = 1.0  # an op never waits long to store a choice (lost: decided again next process)
 
 UNDECIDED = "undecided"
@@ -62,9 +74,11 @@ RECORD_HERE = "record, this machine"
 RECORD_ELSEWHERE = "record, other machine: not applied"
 NOT_DECIDED = "not yet decided"
 NO_VENDOR = "no vendor path"
+WITHIN_NOISE = "within noise before: measured again"
 
 _lock = threading.RLock()
 _tables: dict[Path, dict[str, dict]] = {}  # the machine's file -> {workload key: entry}
+_settled_here: set[str] = set()  # workload keys measured in this process (not measured again in it)
 
 
 def path(machine: Machine) -> Path:
@@ -83,7 +97,9 @@ def _entries(obj) -> dict[str, dict]:
             raise ValueError(f"choices[{key!r}].choice is not one of {DISPATCH_CHOICES}")
         if not isinstance(e.get("schedule"), str):
             raise ValueError(f"choices[{key!r}].schedule is not a string")
-        for name in ("tvmconv_s", "vendor_s", "tvmconv_best_s", "vendor_best_s"):
+        if not isinstance(e.get("decided", True), bool):
+            raise ValueError(f"choices[{key!r}].decided is not true or false")
+        for name in ("tvmconv_s", "vendor_s", "tvmconv_best_s", "vendor_best_s", "margin"):
             v = e.get(name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                 raise ValueError(f"choices[{key!r}].{name} is not a number")
@@ -119,6 +135,7 @@ def forget() -> None:
     """Drop the choices read so far: the next ``table`` reads the file again, as a new process would."""
     with _lock:
         _tables.clear()
+        _settled_here.clear()
 
 
 def schedule_of(record: ScheduleRecord | None) -> str:
@@ -138,24 +155,82 @@ def decide(spec, target, record: ScheduleRecord | None) -> tuple[str, str]:
     if not _has_vendor(spec):
         return "tvmconv", NO_VENDOR
     here = machine_of(target)
-    entry = table(here).get(cache.schedule_key(spec, target))
+    key = cache.schedule_key(spec, target)
+    entry = table(here).get(key)
     if entry is not None and entry["schedule"] == schedule_of(record):
-        return entry["choice"], CALIBRATED
+        if entry.get("decided", True) is not False or key in _settled_here:
+            return entry["choice"], CALIBRATED
+        return UNDECIDED, WITHIN_NOISE  # (measured again: on first use, in this process)
     d = record.dispatch if record is not None else None
-    if d is not None and d.machine == here.key:
+    if d is not None and d.machine == here.key and d.extra.get("decided", True) is not False:
         return d.choice, RECORD_HERE
     return UNDECIDED, RECORD_ELSEWHERE if d is not None else NOT_DECIDED
 
 
-def rule(tvmconv_s: list[float], vendor_s: list[float]) -> str:
-    """``vendor`` only when its best time is more than ``MARGIN`` below the kernel's: on a tie, the
-    kernel. Best times, not medians: on a shared machine noise only ever adds time, and a spread
-    wider than the gap kept a layer on a kernel 2.3x slower than PyTorch (c512 -> c1024 at 14x14 on
-    the AVX-512 Xeon: medians 2.2 ms against 0.96 ms)."""
-    return "vendor" if min(vendor_s) < (1 - MARGIN) * min(tvmconv_s) else "tvmconv"
+@dataclass(frozen=True)
+class Verdict:
+    """What ``judge`` made of the two paths' rounds."""
+
+    choice: str  # the path to run: "vendor" only when decided so
+    decided: bool  # False: within the noise (the kernel runs; measured again later)
+    margin: float  # the vendor's best time over the kernel's: above 1, the kernel is faster
+    agree: int  # paired rounds in which the path with the better best time was faster
+    rounds: int
+
+    @property
+    def label(self) -> str:
+        how = f"{self.margin:.2f}x, {self.agree}/{self.rounds} rounds"
+        return f"{self.choice} ({how})" if self.decided else f"undecided: within noise ({how})"
+
+    def worth_more_rounds(self) -> bool:
+        """Whether more rounds may decide it: the best times differ by ``MARGIN`` and the test
+        has not passed yet."""
+        return not self.decided and abs(math.log(self.margin)) >= math.log1p(MARGIN)
 
 
-MARGIN = 0.05
+def judge(tvmconv_s: list[float], vendor_s: list[float]) -> Verdict:
+    """The one rule for every kernel-or-vendor decision (first use, calibrate, convert's in-model
+    re-timing, tuning, ``bench --dispatch``). Round i of each list was measured back to back
+    (interleaved), so the pair saw the same machine. The path with the better best time (on a
+    shared machine noise only adds time) is decided when it was faster in so many paired rounds
+    that equal paths would do so in at most ``ALPHA`` of measurements (a sign test: 7 of 7, 13 of
+    15), and by ``MARGIN`` at its best; or, from ``EARLY`` rounds on, when every call of the other
+    took more than ``CLEAR`` times any of its. Otherwise it is within the noise: the kernel runs.
+    (Best times alone decided before: on a machine whose rounds spread 10-25% they flipped layers
+    both ways between runs.)"""
+    n = min(len(tvmconv_s), len(vendor_s))
+    t, v = tvmconv_s[:n], vendor_s[:n]
+    if n == 0:
+        return Verdict("tvmconv", False, 1.0, 0, 0)
+    margin = min(v) / min(t)
+    kernel_faster = margin >= 1
+    agree = sum((a <= b) == kernel_faster for a, b in zip(t, v))
+    fast, slow = (t, v) if kernel_faster else (v, t)
+    decided = ((agree >= _sign_test_needs(n) and abs(math.log(margin)) >= math.log1p(MARGIN))
+               or (n >= EARLY and min(slow) > CLEAR * max(fast)))
+    return Verdict("vendor" if decided and not kernel_faster else "tvmconv", decided, margin, agree, n)
+
+
+def _sign_test_needs(n: int) -> int:
+    """The fewest of ``n`` paired rounds one of two equal paths wins with probability at most
+    ``ALPHA`` (n + 1 where no count does: n < 7)."""
+    for k in range(n + 1):
+        if sum(math.comb(n, j) for j in range(k, n + 1)) / 2 ** n <= ALPHA:
+            return k
+    return n + 1
+
+
+def measure(time_rounds, rounds: int = CALLS, max_rounds: int = MAX_CALLS) -> tuple[list, list, Verdict]:
+    """``(kernel times, vendor times, verdict)``: ``time_rounds(k)`` times ``k`` interleaved rounds
+    of both paths (``(kernel times, vendor times)``, e.g. through ``Backend.time``); more rounds,
+    up to ``max_rounds``, while they may still decide (``Verdict.worth_more_rounds``)."""
+    a, b = time_rounds(rounds)
+    verdict = judge(a, b)
+    if verdict.worth_more_rounds() and max_rounds > len(a):
+        more = time_rounds(max_rounds - len(a))
+        a, b = list(a) + list(more[0]), list(b) + list(more[1])
+        verdict = judge(a, b)
+    return list(a), list(b), verdict
 
 
 class Calibration:
@@ -179,30 +254,35 @@ class Calibration:
 
     @property
     def done(self) -> bool:
-        if self.calls >= 2 * (WARMUP + CALLS):
-            return True
         t, v = self.times["tvmconv"], self.times["vendor"]
         if self.calls % 2 or len(t) < EARLY:
             return False
-        return min(v) > CLEAR * max(t) or min(t) > CLEAR * max(v)
+        verdict = judge(t, v)
+        if verdict.decided or len(t) >= MAX_CALLS:
+            return True
+        return len(t) >= CALLS and not verdict.worth_more_rounds()
 
 
 def settle(kern, tvmconv_s: list[float], vendor_s: list[float], source: str) -> str:
-    """Decide ``kern``'s path from the two paths' times (``rule``), make the kernel take it and
-    store it for this machine. A first-use calibration another thread settled first keeps that
-    thread's choice. Returns the choice."""
-    choice = rule(tvmconv_s, vendor_s)
+    """Decide ``kern``'s path from the two paths' paired times (``judge``), make the kernel take it and
+    store it for this machine (as not decided where ``judge`` finds the paths within the noise:
+    the kernel runs, and a later process measures it again). A first-use calibration another
+    thread settled first keeps that thread's choice. Returns the choice."""
+    verdict = judge(tvmconv_s, vendor_s)
+    choice = verdict.choice
     here = machine_of(kern.target)
     key = cache.schedule_key(kern.spec, kern.target)
     entry = {"workload": kern.spec.name, "profile": kern.target.profile, "choice": choice,
              "tvmconv_s": timing.median(tvmconv_s), "vendor_s": timing.median(vendor_s),
              "tvmconv_best_s": min(tvmconv_s), "vendor_best_s": min(vendor_s),
              "calls": len(tvmconv_s) + len(vendor_s), "source": source, "schedule": kern.schedule_id,
-             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "decided": verdict.decided,
+             "margin": verdict.margin, "agree": verdict.agree, "rounds": verdict.rounds}
     with _lock:
         if source == "first use" and kern.dispatch != UNDECIDED:
             return kern.dispatch
         table(here)[key] = entry
+        _settled_here.add(key)
         kern.dispatch, kern.dispatch_source = choice, CALIBRATED
     store(here, {key: entry})
     return choice

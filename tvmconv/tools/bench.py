@@ -141,7 +141,7 @@ def time_case(case: Case, target: TargetInfo, threads: int, *, rounds: int = 7,
         return tuple(backend.time([kernel, fns[1], fns[0]], rounds=rounds, threads=threads))
 
 
-def settle_dispatch(case: Case, target: TargetInfo, kern, threads: int, *, rounds: int = 5,
+def settle_dispatch(case: Case, target: TargetInfo, kern, threads: int, *, rounds: int = 7,
                     source: str = "calibrate") -> str:
     """Decide ``kern``'s path on this machine from interleaved rounds of both paths, as ``tvmconv
     calibrate`` does (``dispatch.settle`` stores it), unless it is decided already. Returns it."""
@@ -149,7 +149,7 @@ def settle_dispatch(case: Case, target: TargetInfo, kern, threads: int, *, round
 
     if kern.dispatch != dispatch.UNDECIDED:
         return kern.dispatch
-    a, b = time_case(case, target, threads, rounds=rounds)
+    a, b, _ = dispatch.measure(lambda k: time_case(case, target, threads, rounds=k)[:2], rounds)
     return dispatch.settle(kern, a, b, source)
 
 

@@ -11,8 +11,9 @@ import torch
 
 from .. import functional as TF
 from ..backends import timing
+from ..backends.machine import machine_of
 from ..backends.target import TargetInfo, resolve
-from ..runtime import dispatch
+from ..runtime import cache, dispatch
 from . import bench
 
 
@@ -33,13 +34,17 @@ def model_workloads(name: str, target: TargetInfo | None = None, batch=None) -> 
     return list(counts.items())
 
 
-def calibrate(what, target=None, *, rounds: int = 5, progress=None, batch=None) -> list[dict]:
-    """Time each workload's kernel and vendor path on this machine and store the choice
-    (``dispatch.settle``). ``what``: anything ``tools.workloads.workloads`` takes, or a list of
-    ``(spec, count)``. One row per workload: ``workload``, ``tvmconv_s``, ``vendor_s``,
-    ``choice``, ``seconds`` (what calibrating it took, compiling included). ``batch``: each
-    workload at each of these batch sizes (``tools.workloads.workloads``). Raises ValueError for a
-    target that does not run here."""
+def calibrate(what, target=None, *, rounds: int = dispatch.CALLS, progress=None, batch=None,
+              redo: bool = False) -> list[dict]:
+    """Time each workload's kernel and vendor path on this machine (``dispatch.measure``: warm,
+    interleaved, more rounds while they may still decide) and store the choice (``dispatch.settle``).
+    ``what``: anything ``tools.workloads.workloads`` takes, or a list of ``(spec, count)``. A
+    workload already decided on this machine is kept unless ``redo`` (one within the noise is
+    measured again). One row per workload: ``workload``, ``tvmconv_s``, ``vendor_s``, ``choice``,
+    ``decided``, ``margin`` (the vendor's best time over the kernel's), ``agree``/``rounds`` (the
+    paired rounds that back it), ``source``, ``seconds`` (what it took, compiling included).
+    ``batch``: each workload at each of these batch sizes. Raises ValueError for a target that does
+    not run here."""
     from .workloads import workloads
 
     tgt = resolve(target)
@@ -52,7 +57,8 @@ def calibrate(what, target=None, *, rounds: int = 5, progress=None, batch=None) 
         if progress:
             progress(i, len(table), spec)
         t0 = time.perf_counter()
-        row = {"workload": spec.name, "count": count, "target": tgt.profile, "tvmconv_s": None, "vendor_s": None}
+        row = {"workload": spec.name, "count": count, "target": tgt.profile, "tvmconv_s": None, "vendor_s": None,
+               "decided": True, "margin": None, "agree": None, "rounds": None}
         try:
             case = bench.on_device(bench.case_for(spec, count), tgt)
         except ValueError:  # no vendor path: the op always runs its kernel
@@ -62,8 +68,15 @@ def calibrate(what, target=None, *, rounds: int = 5, progress=None, batch=None) 
         with torch.no_grad(), TF.no_dispatch(), TF.capture_kernels() as kernels:
             case.op(*case.args, **case.kwargs, target=tgt)
         kern = kernels[-1]
-        a, b = bench.time_case(case, tgt, tgt.num_cores, rounds=rounds)
+        if not redo and kern.dispatch != dispatch.UNDECIDED:  # decided here before, or by its record here
+            entry = dispatch.table(machine_of(tgt)).get(cache.schedule_key(spec, tgt)) or {}
+            rows.append({**row, **{k: entry.get(k) for k in ("tvmconv_s", "vendor_s", "margin", "agree", "rounds")},
+                         "choice": kern.dispatch, "source": kern.dispatch_source,
+                         "seconds": time.perf_counter() - t0})
+            continue
+        a, b, verdict = dispatch.measure(lambda k: bench.time_case(case, tgt, tgt.num_cores, rounds=k)[:2], rounds)
         choice = dispatch.settle(kern, a, b, "calibrate")
         rows.append({**row, "tvmconv_s": timing.median(a), "vendor_s": timing.median(b), "choice": choice,
-                     "source": kern.dispatch_source, "seconds": time.perf_counter() - t0})
+                     "decided": verdict.decided, "margin": verdict.margin, "agree": verdict.agree,
+                     "rounds": verdict.rounds, "source": kern.dispatch_source, "seconds": time.perf_counter() - t0})
     return rows

@@ -621,12 +621,15 @@ def calibrate(
                                         "torch.export'ed .pt2 file (its conv layers)."),
     spec: SpecOpt = None,
     batch: BatchOpt = None,
-    rounds: int = typer.Option(5, "--rounds", min=3, help="Interleaved timing rounds per workload."),
+    rounds: int = typer.Option(7, "--rounds", min=3, help="Interleaved timing rounds per workload (more, up to "
+                               "15, while they may still decide)."),
+    redo: bool = typer.Option(False, "--redo", help="Measure again the workloads already decided on this machine."),
     as_json: AsJsonOpt = False,
 ):
     """Decide on this machine, ahead of the first calls, which path each workload's op takes (its
-    tvmconv kernel or the vendor path): both timed interleaved, the choices stored in the user
-    cache for this machine (CPU model, target, threads)."""
+    tvmconv kernel or the vendor path): both timed warm and interleaved, decided only where the
+    difference stands out of the rounds' noise (else the kernel, "within noise", measured again
+    later), the choices stored in the user cache for this machine (CPU model, target, threads)."""
     import time
 
     from ..backends.machine import machine_of
@@ -649,7 +652,7 @@ def calibrate(
         else:
             what = suite if suite is not None else Path(model)
         with console.status("calibrating...") as status:
-            rows = run_calibrate(what, tgt, rounds=rounds, batch=sizes,
+            rows = run_calibrate(what, tgt, rounds=rounds, batch=sizes, redo=redo,
                                  progress=lambda i, n, s: status.update(f"[{i + 1}/{n}] {s.name}"))
     except (ValueError, TypeError) as exc:  # (json.JSONDecodeError is a ValueError)
         _fail(str(exc))
@@ -659,9 +662,11 @@ def calibrate(
     if as_json:
         return _print_json(rows)
     fmt = (lambda s: "-" if s is None else f"{s * 1e3:.3f}")
-    table = Table("workload", "tvmconv ms", "vendor ms", "choice", "s")
+    table = Table("workload", "tvmconv ms", "vendor ms", "choice", "margin", "confidence", "source", "s")
     for r in rows:
-        table.add_row(r["workload"][:70], fmt(r["tvmconv_s"]), fmt(r["vendor_s"]), r["choice"], f"{r['seconds']:.1f}")
+        table.add_row(r["workload"][:70], fmt(r["tvmconv_s"]), fmt(r["vendor_s"]), r["choice"],
+                      "-" if r["margin"] is None else f"{r['margin']:.2f}x", _confidence(r), r["source"],
+                      f"{r['seconds']:.1f}")
     console.print(table)
     console.print(f"{machine_of(tgt).description}: {len(rows)} workloads in {took:.1f} s "
                   f"({took / max(1, len(rows)):.1f} s per workload); choices stored in the user cache")
@@ -727,13 +732,24 @@ def _cache_cells(row: dict, d) -> list[str]:
 
 
 def _dispatch_label(choice: str | None, d) -> str:
-    """A workload's dispatch choice and, where both times are known (``d``: a record's ``Dispatch``
-    or a stored choice), the vendor's time over ours."""
+    """A workload's dispatch choice and, where known (``d``: a record's ``Dispatch`` or a stored
+    choice), the vendor's time over ours and the paired rounds that back it."""
     if choice is None:
         return "-"
-    get = (lambda k: d.get(k)) if isinstance(d, dict) else (lambda k: getattr(d, k, None))
-    v, t = get("vendor_s"), get("tvmconv_s")
-    return f"{choice} ({v / t:.2f}x)" if v is not None and t else choice
+    fields = d if isinstance(d, dict) else {**dict(getattr(d, "extra", None) or {}),
+                                            "vendor_s": getattr(d, "vendor_s", None),
+                                            "tvmconv_s": getattr(d, "tvmconv_s", None)}
+    v, t = fields.get("vendor_s"), fields.get("tvmconv_s")
+    parts = ([f"{v / t:.2f}x"] if v is not None and t else []) + [c for c in [_confidence(fields)] if c != "-"]
+    return f"{choice} ({', '.join(parts)})" if parts else choice
+
+
+def _confidence(r: dict) -> str:
+    """``7/7 rounds``, ``within noise (5/7 rounds)``, or "-" where unknown (no vendor, written before)."""
+    if r.get("agree") is None or r.get("rounds") is None:
+        return "-" if r.get("decided", True) is not False else "within noise"
+    rounds = f"{r['agree']}/{r['rounds']} rounds"
+    return rounds if r.get("decided", True) is not False else f"within noise ({rounds})"
 
 
 @cache_app.command("show")

@@ -350,7 +350,7 @@ def _saved(spec, tgt: TargetInfo, root: Path, cands: list[ScheduleRecord]) -> li
     return out
 
 
-def validate(spec, tgt: TargetInfo, cands: list[ScheduleRecord], rounds: int = 5,
+def validate(spec, tgt: TargetInfo, cands: list[ScheduleRecord], rounds: int = 7,  # (dispatch.judge's fewest)
              dispatch: bool = False) -> ScheduleRecord:
     """The fastest of the candidate records (``tuning.candidates.candidates``) when each is compiled
     and called through the op, interleaved, median of ``rounds``: what the op will run, measured
@@ -383,11 +383,16 @@ def validate(spec, tgt: TargetInfo, cands: list[ScheduleRecord], rounds: int = 5
     # (a dispatch choice measured against another schedule, a saved record's, is stale: replaced or dropped)
     choice = None
     if vendor is not None:
+        from ..runtime import dispatch as D
+
         v = timing.median(vendor[1])
         here = machine_of(tgt)
-        choice = Dispatch(choice="vendor" if v < op_s[best] else "tvmconv", tvmconv_s=op_s[best], vendor_s=v,
+        verdict = D.judge(times[best], vendor[1])  # (the rounds are paired: interleaved in op_times)
+        choice = Dispatch(choice=verdict.choice, tvmconv_s=op_s[best], vendor_s=v,
                           vendor=vendor[0], threads=tgt.num_cores, measured_at=now, machine=here.key,
-                          machine_description=here.description)
+                          machine_description=here.description,
+                          extra={"decided": verdict.decided, "margin": verdict.margin, "agree": verdict.agree,
+                                 "rounds": verdict.rounds})
     return cands[best].replace(run_secs=op_s[best], gflops=spec.flops / op_s[best] / 1e9, trials=cands[0].trials,
                                default_secs=default[0] if default else None, validated=checked, dispatch=choice)
 
