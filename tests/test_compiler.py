@@ -72,6 +72,21 @@ def test_the_compiled_network_matches_eager(compiled):
     assert rep.kernels and sum(rep.scheduled.values()) > 0 and rep.compile_s > 0
 
 
+def test_the_report_times_each_function_and_prints(compiled, capsys):
+    _, x, fast = compiled
+    rows = fast.profile(rounds=3)
+    rep = fast.tvmconv_report
+    assert rows is rep.functions and len(rows) >= len(set(rep.kernels))
+    assert [r.seconds * r.calls for r in rows] == sorted((r.seconds * r.calls for r in rows), reverse=True)
+    kernels = [r for r in rows if r.gflops is not None]
+    assert {r.what.split(" + ")[0] for r in kernels} == set(rep.kernels)
+    assert all(r.seconds > 0 and r.eager_seconds > 0 for r in kernels)
+    assert sum(r.calls for r in rows) == sum(len(calls) for _, calls in rep.calls)
+    rep.print()
+    out = capsys.readouterr().out
+    assert "tvmconv.compile" in out and "compiled in" in out and rep.table().row_count == len(rows)
+
+
 def test_changed_weights_are_never_run_stale(compiled):
     model, x, fast = compiled
     with torch.no_grad():

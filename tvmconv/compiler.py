@@ -2,6 +2,7 @@
 
     fast = tvmconv.compile(model.eval(), (x,))     # an nn.Module: tensors in, tensors out
     y = fast(x)                                    # one call into TVM's VM: no Python per layer
+    fast.profile()                                 # each function timed alone, against eager's convolution
     fast.tvmconv_report.print()
 
 The pipeline, on TVM's maintained pieces (the one ``export --model`` runs, ending in the VM here
@@ -52,6 +53,19 @@ log = logging.getLogger("tvmconv")
 
 
 @dataclass
+class FunctionTime:
+    """One function of the compiled module, timed alone on random inputs of its shapes
+    (``CompiledModel.profile``)."""
+
+    function: str  # its name in the module
+    what: str  # the tvmconv workload it computes ("+ epilogue": with the ops after it), or TVM's op
+    calls: int  # calls per forward
+    seconds: float  # one call (best of the rounds)
+    gflops: float | None = None  # a tvmconv kernel's arithmetic rate
+    eager_seconds: float | None = None  # its convolution alone through PyTorch (the vendor path)
+
+
+@dataclass
 class CompileReport:
     """What ``compile`` built: its kernels and how long each step took."""
 
@@ -62,6 +76,8 @@ class CompileReport:
     conversion: object = None  # the ConversionReport of step 1
     fallback: list[str] = field(default_factory=list)  # what runs on PyTorch: "op in module.path (Class)"
     pieces: int = 1  # compiled modules (more than one where ops between them run on PyTorch)
+    functions: list[FunctionTime] = field(default_factory=list)  # per function, once ``profile``d
+    calls: list = field(default_factory=list, repr=False)  # (library, the call_tir calls of its main)
 
     @property
     def compile_s(self) -> float:
@@ -74,6 +90,31 @@ class CompileReport:
         on_torch = f"; on PyTorch{between}: {', '.join(self.fallback)}" if self.fallback else ""
         return (f"{len(self.kernels)} tvmconv kernels ({self.epilogues} with the ops after them fused), other "
                 f"functions scheduled: {rules or 'none'}; compiled in {self.compile_s:.1f} s ({steps}){on_torch}")
+
+    def table(self):
+        """A rich Table: each function of the module with its time (after ``CompiledModel.profile``),
+        then what runs on PyTorch."""
+        from rich.table import Table
+
+        t = Table("function", "what", "calls", "ms (all calls)", "share", "GFLOP/s", "eager conv ms", "vs eager",
+                  title="tvmconv.compile")
+        total = sum(f.seconds * f.calls for f in self.functions) or 1.0
+        for f in self.functions:
+            t.add_row(f.function, f.what, str(f.calls), f"{f.seconds * f.calls * 1e3:.3f}",
+                      f"{100 * f.seconds * f.calls / total:.1f}%", f"{f.gflops:.1f}" if f.gflops else "-",
+                      "-" if f.eager_seconds is None else f"{f.eager_seconds * f.calls * 1e3:.3f}",
+                      f"{f.eager_seconds / f.seconds:.2f}x" if f.eager_seconds else "-")
+        for where in self.fallback:
+            t.add_row("(PyTorch)", where, "", "", "", "", "", "")
+        return t
+
+    def print(self) -> None:
+        from rich.console import Console
+
+        console = Console()
+        if self.functions or self.fallback:
+            console.print(self.table())
+        console.print(self.summary())
 
     def _took(self, step: str, since: float) -> None:
         self.steps_s[step] = self.steps_s.get(step, 0.0) + time.perf_counter() - since
@@ -134,6 +175,37 @@ class CompiledModel(nn.Module):
         self.tvmconv_report = report
         log.info("tvmconv.compile: %s", report.summary())
 
+    def profile(self, rounds: int = 5) -> list[FunctionTime]:
+        """Time each function of the compiled module alone (its library's function on random
+        inputs of its shapes, best of ``rounds``), and each tvmconv kernel's convolution through
+        PyTorch; stored in ``tvmconv_report.functions`` (``tvmconv_report.print()`` shows them),
+        slowest first. Where the time of a forward goes, function by function."""
+        import tvm
+        import numpy as np
+
+        from .reference import vendor_for
+        from .spec import spec_from_dict
+
+        dev = tvm.cpu()
+        seen: dict = {}
+        for lib, calls in self.tvmconv_report.calls:
+            lib = getattr(lib, "mod", lib)  # (an Executable, where no library could be written)
+            funcs = lib.imports[0] if lib.imports else lib
+            for c in calls:
+                key = (c["function"], repr(c["args"]))
+                if key in seen:
+                    seen[key].calls += 1
+                    continue
+                tensors = [tvm.runtime.tensor(np.random.rand(*shape).astype(dtype), dev) for shape, dtype in c["args"]]
+                t = funcs.time_evaluator(c["function"], dev, number=max(1, rounds), repeat=rounds)(*tensors)
+                secs = min(t.results)
+                spec = spec_from_dict(c["spec"]) if c["spec"] else None
+                seen[key] = FunctionTime(c["function"], _what(c["function"], spec), 1, secs,
+                                         spec.flops / secs / 1e9 if spec else None,
+                                         _eager_seconds(spec, rounds, vendor_for) if spec else None)
+        self.tvmconv_report.functions = sorted(seen.values(), key=lambda f: -f.seconds * f.calls)
+        return self.tvmconv_report.functions
+
     def forward(self, *inputs):
         if self._state() != self._versions:  # a parameter or buffer changed: never run stale weights
             log.info("tvmconv.compile: the model's parameters changed; compiling it again")
@@ -189,9 +261,9 @@ def _compiled(ep, key: str, tgt, rep: CompileReport):
     ex = tvm.compile(mod, target=tgt.tvm())
     meta = {"kernels": [spec.name for spec in kernels.values()], "scheduled": scheduled,
             "epilogues": sum(1 for name in kernels if lowering.fused(name)),
-            "out_spec": _pytree.treespec_dumps(ep.call_spec.out_spec)}
+            "out_spec": _pytree.treespec_dumps(ep.call_spec.out_spec), "calls": _calls(mod, kernels)}
     lib = _stored(key, ex, meta, tgt)
-    _count(rep, meta)
+    _count(rep, meta, lib)
     run = _runner(relax.VirtualMachine(lib, tvm.cpu())["main"], ep.call_spec.out_spec)
     rep._took("build", t0)
     return run
@@ -206,15 +278,37 @@ def _cached_runner(key: str, tgt, rep: CompileReport):
     if found is None:
         return None
     lib, meta = found
-    _count(rep, meta)
+    _count(rep, meta, lib)
     return _runner(relax.VirtualMachine(lib, tvm.cpu())["main"], _pytree.treespec_loads(meta["out_spec"]))
 
 
-def _count(rep: CompileReport, meta: dict) -> None:
+def _count(rep: CompileReport, meta: dict, lib) -> None:
+    rep.calls.append((lib, meta.get("calls", [])))
     rep.kernels += meta["kernels"]
     rep.epilogues += meta.get("epilogues", 0)
     for rule, n in meta["scheduled"].items():
         rep.scheduled[rule] = rep.scheduled.get(rule, 0) + n
+
+
+def _calls(mod, kernels: dict) -> list[dict]:
+    """The ``call_tir`` calls of ``mod``'s main: function name, argument and output shapes and
+    dtypes, and for a tvmconv kernel its spec (as a dict); what ``profile`` times."""
+    from tvm import relax
+
+    out = []
+    for block in mod["main"].body.blocks:
+        for b in block.bindings:
+            v = b.value
+            if not (isinstance(v, relax.Call) and v.op.name == "relax.call_tir"):
+                continue
+            args = [a.ty for a in v.args[1].fields] + [b.var.ty]
+            if not all(isinstance(a, relax.TensorType) and getattr(a, "shape", None) is not None for a in args):
+                continue  # (a tuple output: not timed)
+            name = v.args[0].name_hint
+            spec = kernels.get(name)
+            out.append({"function": name, "args": [[[int(d) for d in a.shape], str(a.dtype)] for a in args],
+                        "spec": spec.to_dict() if spec is not None else None})
+    return out
 
 
 def _partitioned(ep, example_inputs: tuple, key: str, tgt, rep: CompileReport):
@@ -300,6 +394,28 @@ def _own_weights(split, call) -> None:
     call.args = tuple(args)
     sub.recompile()
     split.recompile()
+
+
+def _what(function: str, spec) -> str:
+    from . import lowering
+
+    if spec is None:
+        return function
+    return spec.name + (" + epilogue" if lowering.fused(function) else "")
+
+
+def _eager_seconds(spec, rounds: int, vendor_for) -> float | None:
+    """The best time of ``spec``'s convolution through PyTorch (its vendor path) on random inputs."""
+    from .backends import timing
+    from .reference import random_args
+
+    found = vendor_for(spec)
+    if found is None:
+        return None
+    args, _ = random_args(spec, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        (times,) = timing.interleaved_many([lambda: found[1](*args)], rounds=rounds, settle_s=0.0)
+    return min(times)
 
 
 class _Piece(nn.Module):
