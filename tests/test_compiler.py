@@ -87,6 +87,17 @@ def test_the_report_times_each_function_and_prints(compiled, capsys):
     assert "tvmconv.compile" in out and "compiled in" in out and rep.table().row_count == len(rows)
 
 
+def test_a_network_compiles_and_matches_eager_at_batch_8():
+    """A deployed network's structure (MobileNetV2: inverted residuals, ReLU6, the classifier) at
+    batch 8; benchmarks/coverage.py checks all twelve at 224x224."""
+    torch.manual_seed(0)
+    model = _randomised(tvmconv.models.mobilenet_v2(width_mult=0.25, num_classes=10))
+    x = torch.randn(8, 3, 32, 32)
+    fast = tvmconv.compile(model, (x,))
+    with torch.no_grad():
+        _close(fast(x), model(x))
+
+
 def test_changed_weights_are_never_run_stale(compiled):
     model, x, fast = compiled
     with torch.no_grad():
