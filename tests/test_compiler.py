@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils import _pytree
 
 import tvmconv
 from tvmconv.models import shufflenet as sv2
@@ -221,16 +222,10 @@ def test_ops_the_importer_does_not_take_run_on_pytorch_between_compiled_pieces()
         for x2 in (x, torch.randn_like(x)):
             got, want = fast(x2), model(x2)
             assert set(got) == {"y", "z"} and len(got["z"]) == 2
-            for g, w in zip(_pytree_leaves(got), _pytree_leaves(want)):
+            for g, w in zip(_pytree.tree_leaves(got), _pytree.tree_leaves(want)):
                 _close(g, w)
     again = tvmconv.compile(model, (x,)).tvmconv_report  # the pieces from the cache
     assert "load" in again.steps_s and "relax" not in again.steps_s and again.pieces == 3
-
-
-def _pytree_leaves(tree):
-    from torch.utils import _pytree
-
-    return _pytree.tree_leaves(tree)
 
 
 def test_a_model_torch_export_cannot_capture_runs_as_convert_makes_it():

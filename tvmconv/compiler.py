@@ -180,10 +180,9 @@ class CompiledModel(nn.Module):
         inputs of its shapes, best of ``rounds``), and each tvmconv kernel's convolution through
         PyTorch; stored in ``tvmconv_report.functions`` (``tvmconv_report.print()`` shows them),
         slowest first. Where the time of a forward goes, function by function."""
-        import tvm
         import numpy as np
+        import tvm
 
-        from .reference import vendor_for
         from .spec import spec_from_dict
 
         dev = tvm.cpu()
@@ -202,7 +201,7 @@ class CompiledModel(nn.Module):
                 spec = spec_from_dict(c["spec"]) if c["spec"] else None
                 seen[key] = FunctionTime(c["function"], _what(c["function"], spec), 1, secs,
                                          spec.flops / secs / 1e9 if spec else None,
-                                         _eager_seconds(spec, rounds, vendor_for) if spec else None)
+                                         _eager_seconds(spec, rounds) if spec else None)
         self.tvmconv_report.functions = sorted(seen.values(), key=lambda f: -f.seconds * f.calls)
         return self.tvmconv_report.functions
 
@@ -237,8 +236,7 @@ def build_vm(model: nn.Module, example_inputs: tuple, tgt, *, fallback: bool = T
             raise
         return _on_pytorch(model, example_inputs, rep, exc), rep
     rep._took("graph", t0)
-    odd = [node for node in ep.graph.nodes if not lowering.importable(node)]
-    if odd and fallback:
+    if fallback and not all(map(lowering.importable, ep.graph.nodes)):
         return _partitioned(ep, example_inputs, key, tgt, rep), rep
     return _compiled(ep, key, tgt, rep), rep
 
@@ -404,10 +402,10 @@ def _what(function: str, spec) -> str:
     return spec.name + (" + epilogue" if lowering.fused(function) else "")
 
 
-def _eager_seconds(spec, rounds: int, vendor_for) -> float | None:
+def _eager_seconds(spec, rounds: int) -> float | None:
     """The best time of ``spec``'s convolution through PyTorch (its vendor path) on random inputs."""
     from .backends import timing
-    from .reference import random_args
+    from .reference import random_args, vendor_for
 
     found = vendor_for(spec)
     if found is None:
