@@ -19,8 +19,11 @@ from .intrinsics import light_intrinsics  # first: it must run before MetaSchedu
 light_intrinsics()  # (a no-op once done: see intrinsics)
 
 import tvm  # noqa: E402
+from tvm.support.popen_pool import PopenPoolExecutor, StatusKind  # noqa: E402
+from tvm.ir.utils import derived_object  # noqa: E402
 from tvm.s_tir import meta_schedule as ms  # noqa: E402
 from tvm.s_tir import Schedule  # noqa: E402
+from tvm.s_tir.meta_schedule.builder import local_builder  # noqa: E402
 
 from ..backends.target import TargetInfo  # noqa: E402
 from .log import TuningLog, best_secs  # noqa: E402
@@ -82,8 +85,69 @@ def make_builder(target: TargetInfo, workers: int, without_pack: bool = False):
     """MetaSchedule's local builder for ``target``, exporting with its toolchain (native, cross
     compiler or NDK: ``Backend.tuning_export``). ``without_pack``: measure kernels without their
     weight packing (``build_module``). Raises ValueError for an NDK target without ``TVM_NDK_CC``."""
-    return ms.builder.LocalBuilder(f_build=functools.partial(build_module, without_pack=without_pack),
-                                   f_export=target.backend.tuning_export(), max_workers=workers, timeout_sec=120)
+    return _Builder(f_build=functools.partial(build_module, without_pack=without_pack),
+                    f_export=target.backend.tuning_export(), max_workers=workers, timeout_sec=120)
+
+
+POOL_BATCHES = 8  # batches one builder pool compiles before it is replaced
+
+
+def _nothing() -> None:
+    """A task that only makes a pool start its worker (see ``_Builder``)."""
+
+
+@derived_object
+class _Builder(ms.builder.LocalBuilder._cls):
+    """MetaSchedule's LocalBuilder with one worker pool for several batches, started at once.
+
+    A worker starts by importing TVM (and torch, which tvm_ffi imports): about 5 s on a 2-vCPU
+    machine. LocalBuilder paid that at its construction (a pool started only to check that the
+    build functions resolve, then thrown away) and again for every batch: a tune of one small
+    workload spent 15 of its 30 s waiting for workers. Here the workers start while the runner and
+    the plan phase are set up, and serve ``POOL_BATCHES`` batches (LocalBuilder starts a pool per
+    batch for a leak in long-lived workers: a few batches bound it). A build function that does not
+    resolve shows as the first batch's errors."""
+
+    def __init__(self, **kwargs):
+        self._pool, self._batches = None, 0
+        super().__init__(**kwargs)
+
+    def _sanity_check(self) -> None:
+        self._fresh_pool()
+
+    def _fresh_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+        self._pool, self._batches = PopenPoolExecutor(max_workers=self.max_workers, timeout=self.timeout_sec,
+                                                      initializer=self.initializer), 0
+        for _ in range(self.max_workers):  # (not waited for: each starts its worker)
+            self._pool.submit(_nothing)
+
+    def build(self, build_inputs: list) -> list:
+        if self._batches >= POOL_BATCHES:
+            self._fresh_pool()
+        self._batches += 1
+        jobs = [(self.f_build, self.f_export, b.mod, b.target, local_builder._serialize_params(b.params))
+                for b in build_inputs]
+        results = []
+        for r in self._pool.map_with_error_catching(lambda job: local_builder._worker_func(*job), jobs):
+            if r.status == StatusKind.COMPLETE:
+                results.append(ms.builder.BuilderResult(r.value, None))
+            elif r.status == StatusKind.TIMEOUT:
+                results.append(ms.builder.BuilderResult(None, f"LocalBuilder: Timeout, killed after "
+                                                              f"{self.timeout_sec} seconds"))
+            else:
+                results.append(ms.builder.BuilderResult(None, f"LocalBuilder: An exception occurred\n{r.value}"))
+        return results
+
+
+@derived_object
+class _Runner(ms.runner.LocalRunner._cls):
+    """MetaSchedule's LocalRunner whose worker starts at construction without being waited for
+    (LocalRunner waits for it to import TVM, about 5 s, before the first batch is even built)."""
+
+    def _sanity_check(self) -> None:
+        self.pool.submit(_nothing)
 
 
 def make_runner(measure: Measure, target: TargetInfo):
@@ -101,8 +165,8 @@ def make_runner(measure: Measure, target: TargetInfo):
         return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=cfg, max_workers=1,
                                    f_create_session=_rpc_session, f_cleanup=_rpc_cleanup)
     if backend.measure_without_pack(measure.kind):
-        return ms.runner.LocalRunner(evaluator_config=cfg, f_alloc_argument=alloc_with_slack)
-    return ms.runner.LocalRunner(evaluator_config=cfg)
+        return _Runner(evaluator_config=cfg, f_alloc_argument=alloc_with_slack)
+    return _Runner(evaluator_config=cfg)
 
 
 class DeviceTimeout(Exception):  # noqa: N818 - named for what happened
