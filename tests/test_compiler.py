@@ -1,6 +1,8 @@
 """``tvmconv.compile`` (tvmconv/compiler.py): a whole network as one compiled module, against the
 same model in eager PyTorch; weights changed after compiling are never run stale."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -182,6 +184,29 @@ def test_the_ops_after_a_convolution_are_computed_in_its_store():
         for got, want in zip(fast(x), model(x)):
             assert torch.equal(got.isnan(), want.isnan())
             _close(got.nan_to_num(0.0), want.nan_to_num(0.0))
+
+
+def test_an_epilogue_after_a_partial_last_tile_is_vectorised_and_keeps_eagers_answer():
+    """A depthwise convolution 28 wide (tiles of 16: the last holds 12) with BatchNorm and SiLU in
+    its store: the store's loop is partitioned into whole vectors (the predicated loop ran as
+    scalar code, 4x the convolution), and the results are eager's, NaN included."""
+    from tvmconv import lowering
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(240, 240, 5, padding=2, groups=240), nn.BatchNorm2d(240), nn.SiLU()).eval()
+    nn.init.normal_(model[1].running_mean)
+    x = torch.randn(1, 240, 28, 28)  # (an EfficientNet-B0 layer)
+    mod, kernels = lowering.relax_module(lowering.exported(model, (x,)), "x86-avx2", schedule=False)
+    (name,) = [n for n in kernels if lowering.fused(n)]
+    vectorised = re.findall(r"T\.vectorized\(([^)]*)\)", mod[name].script())
+    # (the store: elements 0-8 and 8-12, which every tile holds, and 12-16, which the first only)
+    assert vectorised.count("8") == 3 and vectorised[-2:] == ["8, 12", "12, 16"], vectorised
+    fast = tvmconv.compile(model, (x,))
+    x[0, 3, 5, 27] = float("nan")
+    with torch.no_grad():
+        got, want = fast(x), model(x)
+    assert torch.equal(got.isnan(), want.isnan())
+    _close(got.nan_to_num(0.0), want.nan_to_num(0.0))
 
 
 class _Odd(nn.Module):

@@ -264,10 +264,12 @@ def _with_epilogue(made: _Made, epilogue):
     mod = build.with_epilogue(made.spec, made.target, made.record, epilogue)
     if mod is None:
         return None
-    split = build.split_weight_pack(mod, made.spec)
+    lanes = made.target.backend.lanes(made.spec.dtype)
+    finish = lambda func: build.vectorize_partial_tiles(func, lanes)  # noqa: E731
+    split = build.split_weight_pack(mod, made.spec, finish)
     if (split is not None) != made.packed:
         return None
-    return split or build.natural_signature(mod, made.spec)
+    return split or build.natural_signature(mod, made.spec, finish)
 
 
 def _epilogue_of(bindings: list, at: int, users: dict, claimed: set):

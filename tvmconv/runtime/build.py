@@ -246,6 +246,8 @@ def _vectorize_output(sch: Schedule, lanes: int) -> Schedule:
             return sch
         extents = [trial.get(lp).extent for lp in loops[-2:]]
         whole = [isinstance(e, tirx.IntImm) and int(e) % lanes == 0 for e in extents]
+        if whole[-1] and _partial_tile(trial.mod, int(extents[-1])):
+            return sch  # (``vectorize_partial_tiles`` does it, last)
         if whole[-1]:
             trial.vectorize(trial.split(loops[-1], [None, lanes])[-1])
         elif len(loops) >= 2 and whole[0]:
@@ -259,11 +261,47 @@ def _vectorize_output(sch: Schedule, lanes: int) -> Schedule:
         return sch
 
 
-def natural_signature(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule:
+def _partial_tile(mod: tvm.IRModule, tile: int) -> int:
+    """How many elements of a row the last output tile of ``tile`` elements holds, where fewer
+    than ``tile`` (0 where the tiles divide the row)."""
+    return int(mod["main"].params[-1].shape[-1]) % tile
+
+
+def vectorize_partial_tiles(func, lanes: int):
+    """``func`` (a kernel's PrimFunc with the epilogue ``with_epilogue`` placed, its parameters as
+    the kernel declares them) with its output stage in vectors where a row's last tile is partial
+    (width 28 in tiles of 16): vectorised as it is, the loop's predicate depends on the lane and TVM
+    turns the whole loop back into scalar code (a SiLU after a depthwise convolution cost 4x). The
+    loop is partitioned instead: first the elements every tile holds, in whole vectors and a shorter
+    one, then the rest, whose predicate is the tile's, the same for every lane. A last step: the
+    partitions' blocks share iteration variables, which compile but which a new ``Schedule``
+    refuses. ``func`` as it is where this does not apply."""
+    from tvm import tirx
+
+    try:
+        sch = Schedule(tvm.IRModule({"main": func}))
+        loop = sch.get_loops(sch.get_sblock(func.params[-1].name))[-1]
+        tile = sch.get(loop).extent
+        if sch.get(loop).kind != tirx.ForKind.SERIAL or not isinstance(tile, tirx.IntImm) or int(tile) % lanes:
+            return func
+        rest = _partial_tile(sch.mod, int(tile))
+        if not rest:
+            return func
+        for part in sch.loop_partition(loop, [*([lanes] * (rest // lanes)), *([rest % lanes] if rest % lanes else []),
+                                              None]):
+            sch.vectorize(part)
+        return sch.mod["main"]
+    except Exception:  # noqa: BLE001 - not as placed: the scalar loop stays
+        return func
+
+
+def natural_signature(mod: tvm.IRModule, spec: Spec, finish=None) -> tvm.IRModule:
     """``mod`` with ``main`` taking its tensors in the op's own shapes (``spec.arg_shapes``,
     ``spec.out_shape``) rather than the kernel's 3-D-spatial views of them (``kernel_arg_shapes``):
-    the body reads the same memory through buffers declared on the parameters' data."""
-    return tvm.IRModule({"main": _with_shapes(mod["main"], _op_shapes(spec, mod["main"]), spec)})
+    the body reads the same memory through buffers declared on the parameters' data. ``finish``:
+    done to ``main`` first (``vectorize_partial_tiles``)."""
+    main = finish(mod["main"]) if finish else mod["main"]
+    return tvm.IRModule({"main": _with_shapes(main, _op_shapes(spec, main), spec)})
 
 
 def _op_shapes(spec: Spec, func) -> list:
@@ -337,13 +375,14 @@ def _pack_stage(mod: tvm.IRModule):
     return func, weight, packed, kernel, with_root(seq[at[0]], [])
 
 
-def split_weight_pack(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule | None:
+def split_weight_pack(mod: tvm.IRModule, spec: Spec, finish=None) -> tvm.IRModule | None:
     """Where the schedule packs a weight inside the kernel (the ``wpack`` stage, a loop nest of its
     own), the library the ops call: ``pack(weight, packed)`` holds that loop nest, and ``main``
     takes ``packed`` where it took the weight. The op packs on every call, in a parallel pass of
     its own into a buffer it keeps (runtime.call._packed says why not once). Both take the op's own
-    shapes. None where the schedule does not allow the split (the packing inside another loop
-    nest, or the weight read elsewhere)."""
+    shapes; ``finish`` is done to ``main`` first (``vectorize_partial_tiles``). None where the
+    schedule does not allow the split (the packing inside another loop nest, or the weight read
+    elsewhere)."""
     from tvm import tirx
 
     found = _pack_stage(mod)
@@ -352,6 +391,7 @@ def split_weight_pack(mod: tvm.IRModule, spec: Spec) -> tvm.IRModule | None:
     func, weight, packed, kernel, packing = found
     main = tirx.PrimFunc([packed if p.same_as(weight) else p for p in func.params], kernel, func.ret_type,
                          func.attrs)
+    main = finish(main) if finish else main
     pack = tirx.PrimFunc([weight, packed], packing, func.ret_type, func.attrs)
     natural = dict(spec.arg_shapes)
     if weight.name not in natural:
