@@ -261,12 +261,13 @@ def tune(workloads: list[Workload], target: TargetInfo, db: TuningLog, *, trials
                   measure_callbacks=callbacks, task_scheduler=scheduler)
 
 
-PLAN_CHUNK = 16  # schedules per plan-phase batch: each batch starts a builder pool (about 3 s here)
+PLAN_CHUNK = 16  # schedules per plan-phase batch (its fixed cost: up to 3 s where the builder's pool starts, measure.py)
 
 
 class _BatchCost:
-    """What a measured batch costs: a fixed start (the builder's worker pool) and a time per
-    schedule, from priors (2-vCPU Ice Lake: about 3 s and 1 s) corrected by each batch measured."""
+    """What a measured batch costs: a fixed start (at most the builder's worker pool starting, which
+    the first batch waits for) and a time per schedule, from priors (2-vCPU Ice Lake: about 3 s and
+    1 s) corrected by each batch measured."""
 
     def __init__(self, start_s: float = 3.0, item_s: float = 1.0):
         self.start_s, self.item_s = start_s, item_s
