@@ -1,7 +1,9 @@
 """A/B: a depthwise convolution + BatchNorm + SiLU compiled by tvmconv.compile, its fused kernel timed
 alone (CompiledModel.profile, best of rounds) against the same convolution through PyTorch; one JSON
 line per shape to stdout."""
-import json, subprocess, sys
+import json
+import sys
+
 import torch
 from torch import nn
 import tvmconv
