@@ -90,6 +90,30 @@ def test_the_budget_comes_from_the_registers():
     assert blocking._tile_registers(16) == 28 and blocking._tile_registers(8) == 13  # no facts: the ISA's file
 
 
+def test_one_vector_of_channels_frees_a_weight_register():
+    assert blocking._tile_registers(8, 16, weights=1) == 14 and blocking._tile_registers(16, 32, weights=1) == 29
+
+
+def _conv(c_in, c_out, hw, k=1):
+    from tvmconv.variants import ConvSpec
+
+    return ConvSpec(c_in=c_in, in_size=(hw, hw), c_out=c_out, kernel=(k, k), stride=(1, 1),
+                    padding=((k // 2, k // 2),) * 2, dilation=(1, 1))
+
+
+@pytest.mark.parametrize("spec,lanes,regs,vb,owi", [
+    (_conv(144, 24, 56), 8, 16, 8, 14),  # two vectors would pad 24 channels to 32
+    (_conv(64, 128, 56), 8, 16, 8, 14),  # pointwise: 14 pixels of one vector beat 2 x 6
+    (_conv(64, 64, 56, 3), 8, 16, 16, 6),  # 3x3: two vectors halve the broadcasts per FMA
+    (_conv(160, 960, 7), 8, 16, 16, 4),  # a 7-wide row: 7 pixels of one vector are fewer than 2 x 4
+    (_conv(64, 128, 56), 16, 32, 32, 14),  # AVX-512: 28 pixels of one vector are no more than 2 x 14
+    (_conv(40, 80, 28), 16, 32, 16, 28),  # AVX-512: two vectors would pad 80 channels to 96
+])
+def test_the_channel_block_is_one_vector_where_two_pad_or_hold_fewer_pixels(spec, lanes, regs, vb, owi):
+    plan = blocking.plan_for(spec, lanes, regs)
+    assert (plan.kind, plan.vb, plan.owi) == ("ocvec", vb, owi)
+
+
 def test_native_half_precision_takes_one_register_a_vector():
     assert make({"kind": "llvm", "mattr": ["+avx512f", "+avx512fp16"]}).backend.registers_per_vector("float16") == 1
     assert make({"kind": "llvm", "mtriple": "aarch64-linux-gnu",

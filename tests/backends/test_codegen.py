@@ -65,16 +65,25 @@ def _tiles(plan: Plan, V: int) -> list[int]:
     return []
 
 
+def _weight_vectors(plan: Plan, V: int) -> list[int]:
+    """Weight vectors beside each register tile of ``plan`` (``_tiles``): a block's vectors of
+    output channels (``ocvec``), else two (the budget the rule keeps)."""
+    if plan.kind == "ocvec":
+        return [plan.vb // V]
+    if plan.kind == "staged":
+        return [w for _, st in plan.stages for w in _weight_vectors(st, V)]
+    return [2] * len(_tiles(plan, V))
+
+
 def _check_fits(be, plan: Plan, dtype: str) -> list[int]:
     """The plan's register tiles, each with the broadcast input and the weight vectors beside it
     (``blocking._tile_registers``), within the register file."""
     V = be.lanes(dtype)
     tiles = _tiles(plan, V)
     regs, widen = be.facts.vector_registers, be.registers_per_vector(dtype)
-    reserved = 3 * widen + regs // 32
-    for t in tiles:
-        assert t <= be.tile_registers(dtype)
-        assert t * widen + reserved <= regs, (plan, t, regs)
+    for t, w in zip(tiles, _weight_vectors(plan, V)):
+        assert t <= be.tile_registers(dtype, w)
+        assert t * widen + (1 + w) * widen + regs // 32 <= regs, (plan, t, regs)
     return tiles
 
 

@@ -23,12 +23,12 @@ def serial_estimate(spec: Spec) -> float:
     return max(spec.flops / 30e9, spec.bytes_moved / 8e9)
 
 
-def _tile_registers(V: int, vector_registers: int | None = None, widen: int = 1) -> int:
+def _tile_registers(V: int, vector_registers: int | None = None, widen: int = 1, weights: int = 2) -> int:
     """Vectors of ``V`` lanes a register tile may hold on a file of ``vector_registers`` SIMD
     registers (the target's facts), each vector of the arithmetic taking ``widen`` registers.
 
     The file less what a step of the reduction needs besides the tile: the broadcast input and the
-    weight vectors of a two-vector block (3 vectors), and one register a 32 kept free for the
+    ``weights`` weight vectors of a block (a two-vector block: 3 vectors), and one register a 32 kept free for the
     loads LLVM hoists ahead of the FMAs -- AVX2's 16 give 13 and AVX-512's 32 give 28, the budgets
     the shipped AVX2 records and the AVX-512 defaults were tuned and measured under; NEON's 32 give
     28 (the lane-keyed rule before the facts gave it 13). ``widen`` 2: float16 without native
@@ -39,7 +39,7 @@ def _tile_registers(V: int, vector_registers: int | None = None, widen: int = 1)
     ``vector_registers`` None: 32 where a vector holds 16 lanes or more, else 16 (the ISA default)."""
     regs = vector_registers if vector_registers else (32 if V >= 16 else 16)
     w = max(1, widen)
-    return max(1, (regs - 3 * w - regs // 32) // w)
+    return max(1, (regs - (1 + weights) * w - regs // 32) // w)
 
 
 def plan_for(spec: Spec, vector_lanes: int, vector_registers: int | None = None, *, widen: int = 1,
@@ -69,11 +69,8 @@ def _blocking(spec: Spec, V: int, regs: int, row_bytes: int) -> Plan:
         # (c64->3 4x4 s2 on AVX2: 887 us plain, 129 us ocvec). Ungrouped only: with groups, a
         # 3-D one computed wrong values (found by the shape table; not yet understood).
         if ocg >= V or (spec.transposed and spec.groups == 1 and 4 * ocg >= V):
-            # Two vectors of output channels when there are enough, else one; the pixel tile fills
-            # the remaining registers (AVX2/NEON: 16 registers, AVX-512: 32).
-            vb = 2 * V if ocg >= 2 * V else V
-            owi = max(1, min(regs // (vb // V), out_w))
-            return Plan("ocvec", vb=vb, owi=_best_tile(out_w, owi, multiple_of=_tile_step(spec)))
+            vb, owi = _channel_block(ocg, out_w, V, regs, _tile_step(spec), pointwise=_pointwise(spec))
+            return Plan("ocvec", vb=vb, owi=owi)
         if not spec.transposed:
             owi = _best_tile(out_w, 2 * V, multiple_of=V) if out_w >= V else V
             return Plan("wvec", owi=owi, rows=wvec_rows(spec, owi, row_bytes))
@@ -82,9 +79,33 @@ def _blocking(spec: Spec, V: int, regs: int, row_bytes: int) -> Plan:
         return Plan("staged", stages=tuple((prefix, _blocking(st, V, regs, row_bytes)) for prefix, st in
                                            zip(("kx1_", "c1xk_"), spec.stages())))
     if isinstance(spec, DepthwiseSeparableSpec):
-        vb = 2 * V if spec.c_out >= 2 * V else V
-        return Plan("ocvec", vb=vb, owi=_best_tile(spec.out_size[-1], max(1, regs // (vb // V))))
+        vb, owi = _channel_block(spec.c_out, spec.out_size[-1], V, regs, 1, pointwise=False)
+        return Plan("ocvec", vb=vb, owi=owi)
     return Plan("plain")
+
+
+def _pointwise(spec: ConvSpec) -> bool:
+    return not spec.transposed and all(k == 1 for k in spec.kernel) and all(s == 1 for s in spec.stride)
+
+
+def _channel_block(ocg: int, out_w: int, V: int, regs: int, step: int, pointwise: bool) -> tuple[int, int]:
+    """``(vb, owi)`` of an ``ocvec`` register tile for ``ocg`` output channels a group: one or two
+    vectors of channels, and the pixels of an output row that fill the registers left (``regs``:
+    the budget of a two-vector block; one vector needs one weight register less).
+
+    Two vectors load half the broadcast inputs per FMA, which the 3x3 layers want (ResNet-18's
+    c64 3x3 on the Zen 3: 1.6 ms with two, 2.6 ms with one: benchmarks/results/
+    x86-avx2-zen3-plan-rule-ab.md). One vector where two would compute padding (c24 on AVX2 took
+    two blocks of 16: 32 channels) and, for a pointwise layer, where its pixel tile holds more
+    accumulators than two vectors' tile does (AVX2: 14 pixels against 2 x 6): the tile then reads
+    whole cache lines of each NCHW input row (c144->24 56x56 from 358 to 202 us, c240->40 28x28 from
+    182 to 106 us on the Zen 3). AVX-512's 29 against 2 x 14 keeps two vectors."""
+    two = _best_tile(out_w, max(1, min(regs // 2, out_w)), multiple_of=step)
+    one = _best_tile(out_w, max(1, min(regs + 1, out_w)), multiple_of=step)
+    pads = ocg % (2 * V) and 8 * V > ocg + V  # two-vector blocks would compute over 1/8 padding
+    if ocg < 2 * V or pads or (pointwise and one > 2 * two):
+        return V, one
+    return 2 * V, two
 
 
 def _tile_step(spec: Spec) -> int:
@@ -204,7 +225,7 @@ def _transferred(plan: Plan, spec: Spec, from_lanes: int, to_lanes: int, vector_
         ocg = spec.c_out // spec.groups if isinstance(spec, ConvSpec) else spec.c_out
         while units > 1 and units * new > ocg:
             units -= 1
-        regs = _tile_registers(new, vector_registers, widen)
+        regs = _tile_registers(new, vector_registers, widen, weights=units)
         owi = max(1, min(plan.owi, regs // units, out_w))
         step = _tile_step(spec)
         if owi % step and owi != out_w:

@@ -31,11 +31,13 @@ class LLVMBackend(Backend):
         return "arm_cpu" if triple.startswith(("aarch64", "arm")) else "riscv_cpu" if triple.startswith("riscv") else "x86"
 
     # -- facts -------------------------------------------------------------------------------
-    def tile_registers(self, dtype: str) -> int:
-        """Vectors of ``dtype`` the default schedule's register tile may hold (``blocking._tile_registers``)."""
+    def tile_registers(self, dtype: str, weights: int = 2) -> int:
+        """Vectors of ``dtype`` the default schedule's register tile may hold beside ``weights``
+        weight vectors (``blocking._tile_registers``)."""
         from .blocking import _tile_registers
 
-        return _tile_registers(self.lanes(dtype), self.facts.vector_registers, self.registers_per_vector(dtype))
+        return _tile_registers(self.lanes(dtype), self.facts.vector_registers, self.registers_per_vector(dtype),
+                               weights)
 
     def registers_per_vector(self, dtype: str) -> int:
         """SIMD registers one vector of ``dtype`` takes in the arithmetic: 2 for float16 where the
