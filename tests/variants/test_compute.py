@@ -30,3 +30,6 @@ def test_exp_and_sigmoid_follow_numpy_and_torch_everywhere():
     assert np.array_equal(np.isnan(got_s), np.isnan(want_s))
     ok = ~np.isnan(want_s)
     assert np.max(np.abs(got_s[ok] - want_s[ok])) < 1e-6
+    tail = ok & (want_s > 1e-30)  # relative, down to the tail (a SiLU's small outputs)
+    assert np.max(np.abs(got_s[tail] - want_s[tail]) / want_s[tail]) < 1e-6
+    assert got_s[x == -np.inf].tolist() == [0.0] and got_s[x == np.inf].tolist() == [1.0]

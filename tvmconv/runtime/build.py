@@ -233,7 +233,10 @@ def _vectorize_output(sch: Schedule, lanes: int) -> Schedule:
     """``sch`` with its output stage's arithmetic in whole vectors where the schedule left that
     stage's innermost loop scalar: that loop itself where it holds whole vectors (wvec's output
     row), else the loop above it where that one does (ocvec's output: the register tile's width,
-    rounded up and predicated, under the tile's channels, which the accumulator holds innermost).
+    rounded up and predicated, under the tile's channels, which the accumulator holds innermost,
+    the pixels a loop around it: unrolled, the 14 pixels of an AVX2 tile with a SiLU each spilled
+    the register file, 154 vector moves to the stack against 8); a row shorter than a vector (7
+    wide) as one vector.
     An epilogue runs per element there (a scalar SiLU cost four to eight times its convolution).
     ``sch`` as it was where neither applies."""
     from tvm import tirx
@@ -250,10 +253,11 @@ def _vectorize_output(sch: Schedule, lanes: int) -> Schedule:
             return sch  # (``vectorize_partial_tiles`` does it, last)
         if whole[-1]:
             trial.vectorize(trial.split(loops[-1], [None, lanes])[-1])
-        elif len(loops) >= 2 and whole[0]:
-            trial.unroll(loops[-1])
+        elif len(loops) >= 2 and whole[0]:  # (the pixels a loop, not unrolled: 14 copies of a SiLU spilled)
             trial.reorder(loops[-1], loops[-2])
             trial.vectorize(trial.split(loops[-2], [None, lanes])[-1])
+        elif isinstance(extents[-1], tirx.IntImm) and 1 < int(extents[-1]) < lanes:
+            trial.vectorize(loops[-1])  # a row shorter than a vector (7 wide): one vector, a lane unused
         else:
             return sch
         return trial
