@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils import _pytree
 
 import tvmconv
+from tvmconv import lowering
 from tvmconv.models import shufflenet as sv2
 
 
@@ -73,6 +74,15 @@ def test_the_compiled_network_matches_eager(compiled):
         _close(fast(x2), model(x2))
     rep = fast.tvmconv_report
     assert rep.kernels and sum(rep.scheduled.values()) > 0 and rep.compile_s > 0
+
+
+def test_a_depthwise_and_a_pointwise_convolution_stay_two_kernels(compiled):
+    model, x, fast = compiled
+    ran = set(fast.tvmconv_report.kernels)
+    rule = lowering.fuse_where_tuned()  # (none of these is tuned)
+    assert ran == {s.name for s, _ in tvmconv.workloads(model, (x,), separable=rule)}  # what tune --model takes
+    assert not any(k.startswith("depthwise_separable") for k in ran)
+    assert any(s.variant == "depthwise_separable_conv2d" for s, _ in tvmconv.workloads(model, (x,)))  # convert's
 
 
 def test_the_report_times_each_function_and_prints(compiled, capsys):
@@ -168,8 +178,6 @@ def test_the_ops_after_a_convolution_are_computed_in_its_store():
     output is also returned keeps its ReLU apart. The results are eager's, NaN included."""
     from tvm import relax
 
-    from tvmconv import lowering
-
     torch.manual_seed(0)
     model, x = _Tails().eval(), torch.randn(1, 8, 10, 10)
     mod, kernels = lowering.relax_module(lowering.exported(model, (x,)), "x86-avx2", schedule=False)
@@ -190,8 +198,6 @@ def test_an_epilogue_after_a_partial_last_tile_is_vectorised_and_keeps_eagers_an
     """A depthwise convolution 28 wide (tiles of 16: the last holds 12) with BatchNorm and SiLU in
     its store: the store's loop is partitioned into whole vectors (the predicated loop ran as
     scalar code, 4x the convolution), and the results are eager's, NaN included."""
-    from tvmconv import lowering
-
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(240, 240, 5, padding=2, groups=240), nn.BatchNorm2d(240), nn.SiLU()).eval()
     nn.init.normal_(model[1].running_mean)
@@ -201,12 +207,57 @@ def test_an_epilogue_after_a_partial_last_tile_is_vectorised_and_keeps_eagers_an
     vectorised = re.findall(r"T\.vectorized\(([^)]*)\)", mod[name].script())
     # (the store: elements 0-8 and 8-12, which every tile holds, and 12-16, which the first only)
     assert vectorised.count("8") == 3 and vectorised[-2:] == ["8, 12", "12, 16"], vectorised
+    _nan_kept(model, x, (0, 3, 5, 27))
+
+
+def _nan_kept(model: nn.Module, x: torch.Tensor, at: tuple) -> None:
+    """``model`` compiled gives eager's answer on ``x``, and on ``x`` with a NaN ``at`` one element."""
     fast = tvmconv.compile(model, (x,))
-    x[0, 3, 5, 27] = float("nan")
+    x[at] = float("nan")
     with torch.no_grad():
         got, want = fast(x), model(x)
-    assert torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(got.isnan(), want.isnan()) and got.isnan().any()
     _close(got.nan_to_num(0.0), want.nan_to_num(0.0))
+
+
+def test_an_epilogue_on_a_row_shorter_than_a_vector_is_one_vector():
+    """A depthwise convolution 7 wide (EfficientNet-B0's last stage) with BatchNorm and SiLU in
+    its store: the row of 7 is one vector (as a scalar loop its SiLU cost twice the convolution)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(64, 64, 5, padding=2, groups=64), nn.BatchNorm2d(64), nn.SiLU()).eval()
+    nn.init.normal_(model[1].running_mean)
+    x = torch.randn(1, 64, 7, 7)
+    mod, kernels = lowering.relax_module(lowering.exported(model, (x,)), "x86-avx2", schedule=False)
+    (name,) = [n for n in kernels if lowering.fused(n)]
+    assert re.findall(r"T\.vectorized\(([^)]*)\)", mod[name].script())[-1] == "7"
+    _nan_kept(model, x, (0, 5, 6, 6))
+
+
+class _ScaledPointwise(nn.Module):
+    """EfficientNet's squeeze-excitation (SiLU, sigmoid) rescaling the input of a pointwise convolution."""
+
+    def __init__(self, c: int = 32):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Conv2d(c, 8, 1), nn.Conv2d(8, c, 1)
+        self.pw, self.bn = nn.Conv2d(c, 24, 1, bias=False), nn.BatchNorm2d(24)
+
+    def forward(self, x):
+        g = torch.sigmoid(self.fc2(F.silu(self.fc1(x.mean((2, 3), keepdim=True)))))
+        return self.bn(self.pw(g * x))
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_rescale_before_a_pointwise_convolution_scales_its_weight_at_batch_1(n):
+    """``pw(x * s)`` as ``(pw.weight * s)(x)`` at batch 1: C_out x C products instead of C x H x W,
+    eager's answer either way, NaN included."""
+    torch.manual_seed(0)
+    model = _randomised(_ScaledPointwise())
+    x = torch.randn(n, 32, 20, 20)
+    mod, _ = lowering.relax_module(lowering.exported(model, (x,)), "x86-avx2", schedule=False)
+    shapes = [tuple(int(d) for d in b.var.ty.shape) for b in mod["main"].body.blocks[0].bindings
+              if hasattr(b.var.ty, "shape") and b.var.ty.shape is not None]
+    assert ((n, 32, 20, 20) in shapes) == (n > 1)  # (at batch 1 no product the size of the activation)
+    _nan_kept(model, x, (n - 1, 3, 4, 5))
 
 
 class _Odd(nn.Module):

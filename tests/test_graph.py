@@ -98,6 +98,9 @@ def test_patterns_match_across_nesting_and_functional_calls(rng):
     # filter_fn leaves a module, and any pattern holding it, alone
     kept = graph.rewrites(graph.trace(model), lambda name, m: name != "pw.0")
     assert "DepthwiseSeparableConv2d" not in [rw.kind for rw in kept] and "inner.dw" in [rw.name for rw in kept]
+    # separable=False (tvmconv.compile's graph): the depthwise and pointwise convolutions stay apart
+    apart = [(rw.kind, rw.covered) for rw in graph.rewrites(graph.trace(model), separable=False)]
+    assert apart == [kinds[0], ("Conv2d", ["inner.dw"]), ("Conv2d", ["pw.0"]), *kinds[2:]]
 
 
 class _SE(nn.Module):
@@ -207,6 +210,11 @@ def test_workloads_are_the_kernels_convert_runs(rng, tmp_path):
 
     assert workloads(path) == found
     assert workloads(model, example_inputs=(x,)) == found  # what tune(model) takes
+    # a rule for the depthwise-separable pairs (tvmconv.compile's: fused where that kernel is tuned)
+    wide = {s for s, _ in found if s.variant == "depthwise_separable_conv2d" and s.c_in >= 64}
+    ruled = tvmconv.workloads(model, (x,), separable=lambda spec: spec in wide)
+    assert wide and {s for s, _ in ruled if s.variant == "depthwise_separable_conv2d"} == wide
+    assert len(ruled) > len(found) and all(s.variant == "conv2d" for s, _ in ruled if s not in dict(found))
 
 
 def test_a_model_fx_cannot_trace_has_its_convs_swapped_one_by_one(rng):

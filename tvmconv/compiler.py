@@ -8,9 +8,9 @@
 The pipeline, on TVM's maintained pieces (the one ``export --model`` runs, ending in the VM here
 instead of a C driver):
 
-1. the graph passes ``tvmconv.convert`` runs (graph.py: BatchNorm folded, depthwise-separable,
-   shuffle, EffNet and squeeze-excitation patterns fused, every convolution a tvmconv op), then
-   ``torch.export``;
+1. the graph passes ``tvmconv.convert`` runs (graph.py: BatchNorm folded, shuffle, EffNet and
+   squeeze-excitation patterns fused, every convolution a tvmconv op; a depthwise and a pointwise
+   convolution two kernels unless the fused one is tuned: lowering.exported), then ``torch.export``;
 2. TVM Relax's importer with every convolution a ``call_tir`` of tvmconv's kernel for the target
    (its tuned record, else its default schedule); every other op Relax's own, legalized to TIR,
    constants folded, elementwise chains fused (``tools.export_model.relax_module``);
@@ -230,7 +230,7 @@ def build_vm(model: nn.Module, example_inputs: tuple, tgt, *, fallback: bool = T
         rep._took("load", t0)
         return run, rep
     try:
-        ep = lowering.exported(model, example_inputs)
+        ep = lowering.exported(model, example_inputs, tgt)
     except Exception as exc:  # noqa: BLE001 - torch.export's many errors for a graph it cannot capture
         if not fallback:
             raise

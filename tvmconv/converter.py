@@ -41,6 +41,7 @@ import functools
 import logging
 import warnings
 from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
 
 import torch
 from torch import fx, nn
@@ -170,12 +171,16 @@ def _unsupported(m: nn.Module, target) -> str:
 
 
 def convert(model: nn.Module, example_inputs, target=None, *, filter_fn=None, dispatch: bool = True,
-            time_layers: bool = True, report: bool = False, rtol: float = 1e-4, atol: float = 1e-4) -> nn.Module:
+            time_layers: bool = True, report: bool = False, rtol: float = 1e-4, atol: float = 1e-4,
+            separable: bool | Callable = True) -> nn.Module:
     """A copy of ``model`` whose convolutions run tvmconv kernels (see the module docstring).
     ``example_inputs``: a tensor or a tuple of the model's positional inputs. ``dispatch``: keep a
     layer PyTorch where it is faster on this machine. ``time_layers``: time each layer and the whole
-    model before and after. The returned model carries ``.tvmconv_report`` (a
-    ``ConversionReport``); ``report=True`` prints it, else its summary is logged (INFO)."""
+    model before and after. ``separable``: a depthwise convolution and the pointwise one after it
+    run as one fused kernel (False: as two; a callable: fused where it returns True for that
+    kernel's spec, e.g. ``lowering.fuse_where_tuned``, ``tvmconv.compile``'s rule). The returned
+    model carries ``.tvmconv_report`` (a ``ConversionReport``); ``report=True`` prints it, else its
+    summary is logged (INFO)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert: argument 'model' must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(example_inputs, torch.Tensor):
@@ -185,11 +190,15 @@ def convert(model: nn.Module, example_inputs, target=None, *, filter_fn=None, di
                         f"got {type(example_inputs).__name__}")
     if filter_fn is not None and not callable(filter_fn):
         raise TypeError(f"convert: argument 'filter_fn' must be callable (name, module) -> bool, got {filter_fn!r}")
+    if not (isinstance(separable, bool) or callable(separable)):
+        raise TypeError(f"convert: argument 'separable' must be a bool or a callable(spec) -> bool, got {separable!r}")
     with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
-        return _convert(model, example_inputs, target, filter_fn, dispatch, time_layers, report, rtol, atol)
+        return _convert(model, example_inputs, target, filter_fn, dispatch, time_layers, report, rtol, atol,
+                        separable)
 
 
-def _convert(model, example_inputs, target, filter_fn, dispatch, time_layers, report, rtol, atol) -> nn.Module:
+def _convert(model, example_inputs, target, filter_fn, dispatch, time_layers, report, rtol, atol,
+             separable) -> nn.Module:
     tgt = resolve(target)
     rep = ConversionReport()
     ref = copy.deepcopy(model)  # run instead of the original, which stays untouched
@@ -204,7 +213,7 @@ def _convert(model, example_inputs, target, filter_fn, dispatch, time_layers, re
     new = copy.deepcopy(model)
     state = _State(new)  # what convert's own runs change in it (statistics, buffers) is put back
     rep.hooked = [name or "(the model)" for name, m in new.named_modules() if graph.hooked(m)]
-    gm, found = _plan(new, example_inputs, tgt, rep, filter_fn)
+    gm, found = _plan(new, example_inputs, tgt, rep, filter_fn, separable)
     if gm is not None:
         converted = _convert_graph(gm, found, tgt, target, rep, dispatch_on=dispatch, time_layers=time_layers)
         state.follow(converted, rep.folds)
@@ -303,7 +312,7 @@ def _check(new: nn.Module, example_inputs, expected, rtol: float, atol: float) -
     return err
 
 
-def _plan(new: nn.Module, example_inputs, tgt, rep: ConversionReport, filter_fn):
+def _plan(new: nn.Module, example_inputs, tgt, rep: ConversionReport, filter_fn, separable: bool | Callable = True):
     """Trace ``new`` (the model's copy), fold its BatchNorm and find its rewrites, each with its
     input on ``example_inputs``: ``(graph module, [(rewrite, input or None), ...])``. An untraceable
     model gets ``(None, [])``, its convolutions swapped one by one in place (``rep`` says why)."""
@@ -318,13 +327,29 @@ def _plan(new: nn.Module, example_inputs, tgt, rep: ConversionReport, filter_fn)
     folds = graph.fold_batchnorm(gm)
     rep.folded = [f.bn for f in folds]
     rep.folds = [(f, gm.get_submodule(f.conv).weight) for f in folds]
-    found = graph.rewrites(gm, filter_fn)
+    found = graph.rewrites(gm, filter_fn, separable=bool(separable))
     for node in gm.graph.nodes:  # a container with hooks is one call: its convolutions one by one
         m = gm.get_submodule(node.target) if node.op == "call_module" else None
         if m is not None and graph.hooked(m) and next(m.children(), None) is not None:
             _swap_leaves(m, tgt, rep, filter_fn, prefix=node.target + ".")
     inputs = _Recorder(gm, {rw.input for rw in found}).record(example_inputs)
+    if callable(separable):  # fused where it says so for the fused kernel's spec, else two kernels
+        apart = {rw.name for rw in found if isinstance(rw.module, tnn.DepthwiseSeparableConv2d)
+                 and not _fuse(separable, rw.module, inputs.get(rw.input))}
+        if apart:
+            found = graph.rewrites(gm, filter_fn, separable=lambda name: name not in apart)
+            inputs = _Recorder(gm, {rw.input for rw in found}).record(example_inputs)
     return gm, [(rw, inputs.get(rw.input)) for rw in found]
+
+
+def _fuse(rule: Callable, module: nn.Module, x) -> bool:
+    """``rule(spec)`` for the spec of the kernel ``module(x)`` runs."""
+    from .runtime.call import spec_of
+
+    try:
+        return x is not None and bool(rule(spec_of(module, x)))
+    except (ValueError, TypeError):  # (an input the op refuses: convert keeps that layer PyTorch)
+        return False
 
 
 def _convert_graph(gm: fx.GraphModule, found: list, tgt, target, rep: ConversionReport, *, dispatch_on: bool,
@@ -397,15 +422,17 @@ def _decide(rw: graph.Rewrite, original, x, tgt, target, dispatch_on: bool, time
     return r, True
 
 
-def workloads(model: nn.Module, example_inputs, *, filter_fn=None) -> list[tuple]:
-    """The kernels ``convert(model, example_inputs, dispatch=False, filter_fn=filter_fn)`` runs,
+def workloads(model: nn.Module, example_inputs, *, filter_fn=None, separable: bool | Callable = True) -> list[tuple]:
+    """The kernels ``convert(model, example_inputs, dispatch=False, filter_fn=filter_fn,
+    separable=separable)`` runs (``separable=lowering.fuse_where_tuned(target)``: those
+    ``tvmconv.compile`` runs),
     as ``[(spec, calls per forward), ...]`` in graph order: fused patterns as one spec, each at the
     batch size its layer sees. Found without compiling a kernel (``functional.collect_specs``);
     what ``tvmconv.tune(model)``, ``calibrate``, ``bench`` and ``export`` take for a model."""
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     new, tgt = copy.deepcopy(model).eval(), resolve(None)
-    gm, found = _plan(new, example_inputs, tgt, ConversionReport(), filter_fn)
+    gm, found = _plan(new, example_inputs, tgt, ConversionReport(), filter_fn, separable)
     with torch.no_grad(), TF.collect_specs() as specs:
         if gm is None:  # (its leaves swapped)
             new(*example_inputs)

@@ -252,9 +252,12 @@ class Rewrite:
         return fx.GraphModule(gm, g)
 
 
-def rewrites(gm: fx.GraphModule, filter_fn: Callable[[str, nn.Module], bool] | None = None) -> list[Rewrite]:
+def rewrites(gm: fx.GraphModule, filter_fn: Callable[[str, nn.Module], bool] | None = None, *,
+             separable: bool | Callable[[str], bool] = True) -> list[Rewrite]:
     """Every rewrite of ``gm``, in graph order, each node in at most one (fused patterns first).
-    ``filter_fn(name, module) -> False`` leaves a module (and any pattern holding it) alone."""
+    ``filter_fn(name, module) -> False`` leaves a module (and any pattern holding it) alone;
+    ``separable`` False leaves a depthwise convolution and the pointwise one after it apart (a
+    callable: those whose depthwise module's name it refuses)."""
     taken: set = set()
     out: list[Rewrite] = []
     keep = (lambda n: True) if filter_fn is None else (
@@ -262,7 +265,7 @@ def rewrites(gm: fx.GraphModule, filter_fn: Callable[[str, nn.Module], bool] | N
     for node in gm.graph.nodes:
         if node in taken or node.op != "call_module" or _calls(gm, node.target) != 1:
             continue
-        rw = (None if _hooked_node(gm, node) else _fused(gm, node)) or _single(gm, node)
+        rw = (None if _hooked_node(gm, node) else _fused(gm, node, separable)) or _single(gm, node)
         if rw is not None and len(rw.nodes) > 1 and any(_hooked_node(gm, n) for n in rw.nodes):
             rw = _single(gm, node)  # never fused across a module with hooks
         if rw is None or any(n in taken for n in rw.nodes) or not all(keep(n) for n in rw.nodes):
@@ -273,12 +276,12 @@ def rewrites(gm: fx.GraphModule, filter_fn: Callable[[str, nn.Module], bool] | N
     return out
 
 
-def _fused(gm, node: fx.Node) -> Rewrite | None:
+def _fused(gm, node: fx.Node, separable: bool | Callable[[str], bool] = True) -> Rewrite | None:
     m = gm.get_submodule(node.target)
     if _conv2d(m, pointwise=True):
         if rw := _squeeze_excitation(gm, node, m):
             return rw
-    if _conv2d(m, depthwise=True):
+    if (separable(node.target) if callable(separable) else separable) and _conv2d(m, depthwise=True):
         if rw := _depthwise_separable(gm, node, m):
             return rw
     if _conv2d(m, depthwise=True, kernel=(1, 3)):

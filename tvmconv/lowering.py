@@ -4,8 +4,9 @@ the host) and ``tvmconv export --model`` (a C library) both build on.
     ep = exported(model, (x,))               # convert's graph passes, then torch.export
     mod, kernels = relax_module(ep, target)  # Relax: tvmconv kernels + every other op as TIR
 
-1. ``exported``: ``tvmconv.convert`` (BatchNorm folded, patterns fused, every convolution on
-   tvmconv: graph.py) and ``torch.export``, so a model fuses the same way whichever door it takes;
+1. ``exported``: ``tvmconv.convert`` (BatchNorm folded, patterns fused -- a depthwise and a
+   pointwise convolution only where that kernel is tuned --, every convolution on tvmconv:
+   graph.py) and ``torch.export``, so a model fuses the same way whichever door it takes;
 2. ``relax_module``: TVM Relax's ``from_exported_program``, with a convert map that turns each
    convolution into a ``call_tir`` of tvmconv's kernel for the target (its tuned record, else its
    default schedule; opaque to fusion, marked scheduled), taking the op's own shapes (a weight the
@@ -28,14 +29,30 @@ import torch
 from .backends.target import resolve
 
 
-def exported(model: torch.nn.Module, example_inputs) -> torch.export.ExportedProgram:
+def exported(model: torch.nn.Module, example_inputs, target=None, *, separable=None) -> torch.export.ExportedProgram:
     """``model`` (eval mode) captured by ``torch.export`` after convert's graph passes, every
-    convolution a ``tvmconv.*`` node."""
+    convolution a ``tvmconv.*`` node (``separable``: see ``convert``; None: ``fuse_where_tuned(target)``)."""
     from . import converter
 
-    fast = converter.convert(model.eval(), tuple(example_inputs), dispatch=False, time_layers=False)
+    # A depthwise and a pointwise convolution are two kernels, each with its epilogue fused, unless
+    # the fused kernel has a tuned schedule for the target: untuned, the depthwise kernel alone runs
+    # 2-4x PyTorch's and the two beat the fused default (MobileNetV2 7-12%, MobileNetV3 4-9% on the
+    # Zen 3; benchmarks/results/x86-avx2-zen3-separable-ab.md); issue 35 found the fused layers
+    # slower than PyTorch's two ops on a Zen 4 too. MobileNet v1's tuned fused layers stay fused.
+    fast = converter.convert(model.eval(), tuple(example_inputs), dispatch=False, time_layers=False,
+                             separable=fuse_where_tuned(target) if separable is None else separable)
     with torch.no_grad():
         return torch.export.export(fast, tuple(example_inputs))
+
+
+def fuse_where_tuned(target=None):
+    """The compiler's rule for a depthwise convolution and the pointwise one after it, as
+    ``convert``'s ``separable``: one fused kernel where that kernel has a tuned schedule for
+    ``target`` (a choice measured on such a machine), else two kernels (see ``exported``)."""
+    from .runtime import build
+
+    tgt = resolve(target)
+    return lambda spec: build.tuned_record(spec, tgt) is not None
 
 
 def relax_module(ep: torch.export.ExportedProgram, target, *, schedule: bool = True, fuse: bool = True):
@@ -87,6 +104,7 @@ def relax_module(ep: torch.export.ExportedProgram, target, *, schedule: bool = T
         raise ValueError(f"the model holds an op TVM's Relax importer does not take: {exc}{_where(ep, str(exc))}") \
             from exc
     if fuse:
+        mod = scale_into_weights(mod, {gv.name_hint: (spec, packs.get(spec)) for spec, gv in kernels.items()})
         mod = fuse_epilogues(mod, made)
     seq = tvm.transform.Sequential([relax.transform.LegalizeOps(_NAN_KEEPING), relax.transform.FoldConstant(),
                                     relax.transform.AnnotateTIROpPattern(), relax.transform.FuseOps(),
@@ -155,7 +173,100 @@ def _kernel_arg(importer, node, shape: tuple, spec, name: str):
     return importer.block_builder.emit(relax.op.reshape(value, shape))
 
 
-__all__ = ["exported", "fuse_epilogues", "fused", "importable", "relax_module", "where"]
+__all__ = ["exported", "fuse_epilogues", "fused", "importable", "relax_module", "scale_into_weights", "where"]
+
+
+def _dataflow(main):
+    """``(bindings, readers)`` of a Relax ``main`` that is one dataflow block: readers maps a var to
+    the indices of the bindings that read it (``len(bindings)``: the function's result). None for
+    another shape of function (the passes here then leave it alone)."""
+    from tvm import relax
+
+    if len(main.body.blocks) != 1 or not isinstance(main.body.blocks[0], relax.DataflowBlock):
+        return None
+    bindings = list(main.body.blocks[0].bindings)
+    readers: dict = {}
+    for i, b in enumerate(bindings):
+        for v in relax.analysis.free_vars(b.value):
+            readers.setdefault(v, set()).add(i)
+    for v in relax.analysis.free_vars(main.body.body):
+        readers.setdefault(v, set()).add(len(bindings))
+    return bindings, readers
+
+
+def scale_into_weights(mod, kernels: dict):
+    """``mod`` with each product ``x * s`` of a batch-1 activation ``x (1, C, H, W)`` and a
+    per-channel scale ``s (1, C, 1, 1)`` (squeeze-excitation's rescale) that only a pointwise
+    kernel reads computed as that kernel on ``x`` with its packed weight scaled by ``s`` along its
+    input channels: ``W (x * s) = (W s) x``, C_out x C numbers scaled instead of C x H x W
+    (EfficientNet-B0's first: 2,304 against 1,204,224). ``kernels``: kernel function name -> (its
+    spec, its weight packing as ``relax_module`` keeps it: (pack function, the weight's argument
+    index, type), or None)."""
+    from tvm import relax
+
+    main = mod["main"]
+    found = _dataflow(main)
+    if found is None:
+        return mod
+    bindings, users = found
+    value = {b.var: b.value for b in bindings}
+    kept, gone = [], set()
+    for b in bindings:
+        hit = _scaled_pointwise(b.value, kernels, value, users)
+        if hit is None:
+            kept.append(b)
+            continue
+        at_x, at_w, x, s, product = hit
+        args = list(b.value.args[1].fields)
+        w = args[at_w]
+        c = int(s.ty.shape[1])
+        view = relax.DataflowVar(f"{w.name}_se", relax.TensorType([1, c] + [1] * (len(w.ty.shape) - 2), s.ty.dtype))
+        scaled = relax.DataflowVar(f"{w.name}_scaled", w.ty)
+        kept += [relax.VarBinding(view, relax.op.reshape(s, view.ty.shape)),
+                 relax.VarBinding(scaled, relax.op.multiply(w, view))]
+        args[at_x], args[at_w] = x, scaled
+        kept.append(relax.VarBinding(b.var, relax.call_tir(b.value.args[0], args, b.value.ty_args[0])))
+        gone.add(product)
+    if not gone:
+        return mod
+    kept = [b for b in kept if b.var not in gone]
+    mod["main"] = relax.Function(main.params, relax.SeqExpr([relax.DataflowBlock(kept)], main.body.body),
+                                 main.ret_ty, main.is_pure, main.attrs)
+    return relax.transform.Normalize()(mod)
+
+
+def _scaled_pointwise(call, kernels: dict, value: dict, users: dict):
+    """``(input index, weight index, x, s, the product's var)`` where ``call`` is a pointwise
+    batch-1 kernel with a packed weight whose input is a product ``x * s`` read nowhere else
+    (``scale_into_weights``), else None."""
+    import tvm
+    from tvm import relax
+
+    from .variants import ConvSpec
+
+    if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.call_tir"):
+        return None
+    spec, pack = kernels.get(call.args[0].name_hint, (None, None))
+    if not (isinstance(spec, ConvSpec) and pack is not None and spec.n == 1 and spec.groups == 1 and not spec.transposed
+            and not spec.shuffle and all(k == 1 for k in spec.kernel) and all(st == 1 for st in spec.stride)
+            and all(p == (0, 0) for p in spec.padding)):
+        return None
+    names = [n for n, _ in spec.arg_shapes]
+    at_x, at_w = names.index("input"), pack[1]
+    args = call.args[1].fields
+    product, w = args[at_x], args[at_w]
+    mul = value.get(product)
+    if not (isinstance(mul, relax.Call) and isinstance(mul.op, tvm.ir.Op) and mul.op.name == "relax.multiply"
+            and len(users.get(product, ())) == 1 and isinstance(value.get(w), relax.Call)):
+        return None
+    want = tuple(int(d) for d in product.ty.shape)
+    if np.prod(want) <= np.prod([int(d) for d in w.ty.shape]):  # (scaling the weight would be more work)
+        return None
+    for x, s in (mul.args, mul.args[::-1]):
+        if (tuple(int(d) for d in x.ty.shape) == want and tuple(int(d) for d in s.ty.shape) == (1, want[1], 1, 1)
+                and x.ty.dtype == s.ty.dtype == spec.dtype):
+            return at_x, at_w, x, s, product
+    return None
 
 
 # -- epilogues -----------------------------------------------------------------------------------
@@ -214,15 +325,10 @@ def fuse_epilogues(mod, made: dict):
     from tvm import relax
 
     main = mod["main"]
-    if len(main.body.blocks) != 1 or not isinstance(main.body.blocks[0], relax.DataflowBlock):
+    found = _dataflow(main)
+    if found is None:
         return mod
-    bindings = list(main.body.blocks[0].bindings)
-    users: dict = {}  # var -> indices of the bindings that read it (len(bindings): the result)
-    for i, b in enumerate(bindings):
-        for v in relax.analysis.free_vars(b.value):
-            users.setdefault(v, set()).add(i)
-    for v in relax.analysis.free_vars(main.body.body):
-        users.setdefault(v, set()).add(len(bindings))
+    bindings, users = found
     claimed, replace, funcs = set(), {}, {}  # funcs: (kernel, epilogue key) -> the fused kernel's GlobalVar
     bb = relax.BlockBuilder(mod)
     for i, b in enumerate(bindings):

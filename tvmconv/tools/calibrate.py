@@ -17,19 +17,22 @@ from ..runtime import cache, dispatch
 from . import bench
 
 
-def model_workloads(name: str, target: TargetInfo | None = None, batch=None) -> list[tuple]:
+def model_workloads(name: str, target: TargetInfo | None = None, batch=None, *, compiled: bool = False) -> list[tuple]:
     """The kernels ``tvmconv.convert`` runs for a ``tvmconv.models`` network (its plain-PyTorch
     form) on one input of each batch size in ``batch`` (default 1), as ``[(spec, count), ...]``
-    (``converter.workloads``: nothing is compiled)."""
+    (``converter.workloads``: nothing is compiled); ``compiled``: those ``tvmconv.compile`` runs for
+    ``target`` (``lowering.fuse_where_tuned``)."""
     from ..converter import workloads
+    from ..lowering import fuse_where_tuned
     from ..models import MODELS
     from .workloads import batches
 
     model = MODELS[name](backend="torch").eval()
     size = 32 if name == "effnet" else 224  # (as bench_models)
+    separable = fuse_where_tuned(target) if compiled else True
     counts: dict = {}
     for n in batches(batch) or (1,):
-        for spec, c in workloads(model, (torch.randn(n, 3, size, size),)):
+        for spec, c in workloads(model, (torch.randn(n, 3, size, size),), separable=separable):
             counts[spec] = counts.get(spec, 0) + c
     return list(counts.items())
 

@@ -55,7 +55,7 @@ TargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", help="Profil
 SuiteOpt = Annotated[Optional[str], typer.Option("--suite", help="A named suite of layer shapes, or 'all'.")]
 SpecOpt = Annotated[Optional[str], typer.Option("--spec", help="A workload as the JSON the untuned-warning prints.")]
 ModelFileOpt = Annotated[Optional[Path], typer.Option("--model", help="A tvmconv.models name (the kernels "
-                                                      "tvmconv.convert runs for it) or a torch.export'ed model "
+                                                      "tvmconv.compile runs for it) or a torch.export'ed model "
                                                       "(.pt2): its tvmconv ops and conv layers.")]
 InputShapeOpt = Annotated[Optional[str], typer.Option("--input-shape", help="The model's input shape (checked).")]
 JsonPathOpt = Annotated[Optional[Path], typer.Option("--json", help="Write one JSON record per workload here.")]
@@ -233,7 +233,7 @@ def tune(
             if not what:
                 return
         else:
-            what = _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias)
+            what = _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias, target)
         results = run_tune(what, target=target, trials=trials, rpc=rpc, cache_dir=cache_dir, seed=seed,
                            input_shape=_ints(input_shape, "--input-shape"), num_trials_per_iter=per_iter,
                            population=population, dispatch=not no_dispatch, rpc_timeout=rpc_timeout,
@@ -335,8 +335,8 @@ def _untuned(target: Optional[str]) -> list:
     return items
 
 
-def _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias):
-    """The workloads named by exactly one of --suite/--op/--spec/--model."""
+def _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias, target=None):
+    """The workloads named by exactly one of --suite/--op/--spec/--model (a model's for ``target``)."""
     from ..spec import spec_from_dict
 
     if suite is not None:
@@ -348,7 +348,7 @@ def _what(suite, op, spec, model, shape, weight, stride, padding, dilation, grou
         from .calibrate import model_workloads
 
         if str(model) in MODELS and not Path(model).exists():
-            return model_workloads(str(model))
+            return model_workloads(str(model), target, compiled=True)
         return Path(model)
     return _op_spec(op, shape, weight, stride, padding, dilation, groups, bias)
 
@@ -542,7 +542,7 @@ def export_cmd(
         return
     sizes = _batches(batch)
     try:
-        what = _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias)
+        what = _what(suite, op, spec, model, shape, weight, stride, padding, dilation, groups, bias, target)
         with console.status("compiling...") as status:
             manifest = X.export(what, target, output, input_shape=_ints(input_shape, "--input-shape"),
                                 batch=sizes, progress=lambda i, n, s: status.update(f"[{i + 1}/{n}] {s.name}"))

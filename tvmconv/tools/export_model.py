@@ -218,7 +218,7 @@ def export_model(model, target, out_dir, *, input_shape=None, example_inputs=Non
                          f"{tgt.backend.description}")
     tools = tgt.backend.toolchain()
     tools.require(f"exporting a model for {tgt.profile}", compiler_always=True)
-    ep = exported_program(model, input_shape, example_inputs)
+    ep = exported_program(model, input_shape, example_inputs, target)
     prog = lower(ep, tgt)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -265,7 +265,7 @@ def _build_android(out: Path) -> None:
                    capture_output=True)
 
 
-def exported_program(model, input_shape=None, example_inputs=None) -> torch.export.ExportedProgram:
+def exported_program(model, input_shape=None, example_inputs=None, target=None) -> torch.export.ExportedProgram:
     """``model`` captured by ``torch.export`` with its convolutions on tvmconv (see the module
     docstring); a ``.pt2`` path is loaded as it is; a ``tvmconv.models`` name is ``builtin_model``'s."""
     from ..lowering import exported
@@ -282,7 +282,7 @@ def exported_program(model, input_shape=None, example_inputs=None) -> torch.expo
                         f"{type(model).__name__}")
     if example_inputs is None:
         raise ValueError("export --model: give the model's input shape (--input-shape 1,3,224,224)")
-    return exported(model, example_inputs)
+    return exported(model, example_inputs, target)
 
 
 def builtin_model(name: str, input_shape, *, seed: int = 0, **kwargs) -> torch.nn.Module:
