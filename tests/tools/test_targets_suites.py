@@ -40,6 +40,30 @@ def test_host_detection_follows_cpu_flags(monkeypatch):
     assert T.detect_profile_name() == "arm64-linux"
 
 
+def test_an_x86_target_runs_here_only_where_the_cpu_has_its_vectors(monkeypatch):
+    """AVX-512 code on an AVX2-only CPU dies of SIGILL: such a target is not run here (its ops,
+    compile and launch timing refuse it or do not time it) but still builds and exports."""
+    runs_here = T.TargetInfo.runs_here.func  # (uncached: each call reads the patched flags)
+    avx512, avx2 = T.resolve("x86-avx512"), T.resolve("x86-avx2")
+    monkeypatch.setattr(T.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(T, "_cpu_flags", lambda: {"avx", "avx2", "fma"})
+    assert runs_here(avx2) and not runs_here(avx512)
+    monkeypatch.setattr(T, "_cpu_flags", lambda: {"avx", "avx2", "fma", "avx512f"})
+    assert runs_here(avx2) and runs_here(avx512)
+    monkeypatch.setattr(T, "_cpu_flags", lambda: {"sse4_2"})
+    assert not runs_here(avx2)
+
+
+@pytest.mark.skipif("avx512f" in T._cpu_flags() or T.platform.machine() != "x86_64", reason="an x86 CPU without AVX-512")
+def test_compiling_for_avx512_on_a_cpu_without_it_is_a_clear_error():
+    import tvmconv
+
+    with pytest.raises(ValueError, match="does not run on this machine's CPU"):
+        tvmconv.compile(torch.nn.Conv2d(3, 8, 3).eval(), torch.randn(1, 3, 8, 8), target="x86-avx512")
+    with pytest.raises(ValueError, match="does not run on this machine's CPU"):
+        tvmconv.ops.conv2d(torch.randn(1, 8, 8, 8), torch.randn(8, 1, 3, 3), groups=8, target="x86-avx512")
+
+
 def test_user_profile_without_code_change(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("TVMCONV_TARGETS_DIR", str(tmp_path))
     (tmp_path / "my-board.json").write_text(json.dumps({

@@ -102,8 +102,14 @@ class TargetInfo:
             return False
         triple = d.get("mtriple", "")
         arch = triple.split("-")[0] if triple else platform.machine()
-        return arch == platform.machine() or (arch, platform.machine()) in {("arm64", "aarch64"),
-                                                                           ("aarch64", "arm64")}
+        if not (arch == platform.machine() or (arch, platform.machine()) in {("arm64", "aarch64"),
+                                                                            ("aarch64", "arm64")}):
+            return False
+        # an x86 target's vectors need the CPU's: AVX-512 code on an AVX2 Zen 3 dies of SIGILL
+        # (its launch timing did, planning a kernel for x86-avx512 there)
+        flags = _cpu_flags()
+        need = {512: "avx512f", 256: "avx2"}.get(self.vector_bits) if arch in ("x86_64", "AMD64") else None
+        return need is None or not flags or need in flags
 
     def lanes(self, dtype: str) -> int:
         bits = {"float16": 16, "float32": 32, "float64": 64}[dtype]
