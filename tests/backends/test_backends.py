@@ -102,8 +102,8 @@ def _conv(c_in, c_out, hw, k=1):
 
 
 @pytest.mark.parametrize("spec,lanes,regs,vb,owi", [
-    (_conv(144, 24, 56), 8, 16, 8, 14),  # two vectors would pad 24 channels to 32
-    (_conv(64, 128, 56), 8, 16, 8, 14),  # pointwise: 14 pixels of one vector beat 2 x 6
+    (_conv(144, 24, 28), 8, 16, 8, 14),  # two vectors would pad 24 channels to 32
+    (_conv(64, 128, 28), 8, 16, 8, 14),  # pointwise: 14 pixels of one vector beat 2 x 6
     (_conv(64, 64, 56, 3), 8, 16, 16, 6),  # 3x3: two vectors halve the broadcasts per FMA
     (_conv(160, 960, 7), 8, 16, 16, 4),  # a 7-wide row: 7 pixels of one vector are fewer than 2 x 4
     (_conv(64, 128, 56), 16, 32, 32, 14),  # AVX-512: 28 pixels of one vector are no more than 2 x 14
@@ -112,6 +112,26 @@ def _conv(c_in, c_out, hw, k=1):
 def test_the_channel_block_is_one_vector_where_two_pad_or_hold_fewer_pixels(spec, lanes, regs, vb, owi):
     plan = blocking.plan_for(spec, lanes, regs)
     assert (plan.kind, plan.vb, plan.owi) == ("ocvec", vb, owi)
+
+
+@pytest.mark.parametrize("spec,lanes,regs,vb,owi,rows", [
+    (_conv(16, 96, 112), 8, 16, 6, 16, 1),  # 6 channels x 2 vectors of a row, 2 input vectors: 15 of 16
+    (_conv(24, 144, 56), 8, 16, 6, 8, 2),  # 56 = 7 vectors: one vector of two rows
+    (_conv(64, 64, 56), 8, 16, 4, 8, 2),  # (6 does not divide 64)
+    (_conv(16, 96, 112), 16, 32, 8, 16, 2),  # AVX-512: 112 = 7 vectors of 16
+])
+def test_a_pointwise_layer_with_whole_vectors_in_its_rows_is_tiled_along_its_pixels(spec, lanes, regs, vb, owi, rows):
+    plan = blocking.plan_for(spec, lanes, regs)
+    assert (plan.kind, plan.vb, plan.owi, plan.rows) == ("wvec", vb, owi, rows)
+    tile, inputs = vb * rows * owi // lanes, rows * owi // lanes  # beside one broadcast weight, in the file
+    assert tile + inputs + 1 + regs // 32 <= regs
+
+
+@pytest.mark.parametrize("spec,lanes", [(_conv(64, 64, 56, 3), 8), (_conv(64, 64, 28), 8), (_conv(64, 64, 56), 16),
+                                        (_conv(16, 7, 56), 8)])
+def test_other_layers_keep_channels_in_the_vector(spec, lanes):
+    # a 3x3 layer, rows of 3.5 vectors (28 wide on AVX2, 56 on AVX-512), 7 output channels (no block of 4 to 8)
+    assert blocking.plan_for(spec, lanes, 2 * lanes).kind == "ocvec" or spec.c_out < lanes
 
 
 def test_native_half_precision_takes_one_register_a_vector():

@@ -58,8 +58,8 @@ def _tiles(plan: Plan, V: int) -> list[int]:
     channels (``ocvec``), ``owi`` lanes of one row (``wvec``), each stage's (``staged``)."""
     if plan.kind == "ocvec":
         return [plan.owi * (plan.vb // V)]
-    if plan.kind == "wvec":
-        return [-(-plan.owi // V)]
+    if plan.kind == "wvec":  # (a pointwise layer's: vb channels x rows x owi pixels)
+        return [plan.vb * plan.rows * -(-plan.owi // V) if plan.vb > 1 else -(-plan.owi // V)]
     if plan.kind == "staged":
         return [t for _, st in plan.stages for t in _tiles(st, V)]
     return []
@@ -72,6 +72,8 @@ def _weight_vectors(plan: Plan, V: int) -> list[int]:
         return [plan.vb // V]
     if plan.kind == "staged":
         return [w for _, st in plan.stages for w in _weight_vectors(st, V)]
+    if plan.kind == "wvec" and plan.vb > 1:  # (the input vectors a step loads, beside one broadcast)
+        return [plan.rows * -(-plan.owi // V)]
     return [2] * len(_tiles(plan, V))
 
 

@@ -68,6 +68,9 @@ def _blocking(spec: Spec, V: int, regs: int, row_bytes: int) -> Plan:
         # vector of channels, the rest zero lanes: that beats gathering per output pixel
         # (c64->3 4x4 s2 on AVX2: 887 us plain, 129 us ocvec). Ungrouped only: with groups, a
         # 3-D one computed wrong values (found by the shape table; not yet understood).
+        pixels = _pixel_tile(spec, V, regs)
+        if pixels is not None:
+            return pixels
         if ocg >= V or (spec.transposed and spec.groups == 1 and 4 * ocg >= V):
             vb, owi = _channel_block(ocg, out_w, V, regs, _tile_step(spec), pointwise=_pointwise(spec))
             return Plan("ocvec", vb=vb, owi=owi)
@@ -86,6 +89,30 @@ def _blocking(spec: Spec, V: int, regs: int, row_bytes: int) -> Plan:
 
 def _pointwise(spec: ConvSpec) -> bool:
     return not spec.transposed and all(k == 1 for k in spec.kernel) and all(s == 1 for s in spec.stride)
+
+
+def _pixel_tile(spec: ConvSpec, V: int, regs: int) -> Plan | None:
+    """A 2-D float32 pointwise convolution whose output rows hold whole vectors (112 or 56 wide on
+    AVX2) as a matrix product along its pixels: ``wvec`` with ``vb`` output channels in the register
+    tile, each accumulating ``rows`` x ``owi`` pixels (two vectors of one row, else one vector of two
+    rows); a step of the reduction loads those input vectors once and broadcasts each channel's
+    weight. The output's NCHW rows then come straight out of the accumulators, where ``ocvec``
+    (channels in the vector) transposes its tile into the rows, which 16 to 144 input channels' work
+    does not hide. MobileNetV2's c16->96 112x112 took 708-792 us with ocvec
+    and 439-497 us so (Zen 3, benchmarks/results/x86-avx2-zen3-pixel-tile-ab.md). None elsewhere, or
+    where no block of 4 to 8 channels divides the output channels."""
+    if not (_pointwise(spec) and spec.groups == 1 and spec.dtype == "float32" and len(spec.out_size) == 2):
+        return None
+    out_h, out_w = spec.out_size
+    if out_w % V:
+        return None
+    nv, rows = (2, 1) if out_w % (2 * V) == 0 else (1, 2)
+    if out_h % rows:
+        return None
+    inputs = nv * rows  # input vectors a reduction step loads, beside one broadcast weight
+    budget = regs + 2 - inputs  # (``regs`` leaves room for two weight vectors and a broadcast)
+    vb = next((d for d in range(8, 3, -1) if spec.c_out % d == 0 and d * inputs <= budget), None)
+    return Plan("wvec", vb=vb, owi=nv * V, rows=rows) if vb else None
 
 
 def _channel_block(ocg: int, out_w: int, V: int, regs: int, step: int, pointwise: bool) -> tuple[int, int]:
@@ -134,7 +161,12 @@ def plan_candidates(spec: Spec, vector_lanes: int, limit: int = 16, vector_regis
     out_w = spec.out_size[-1]
     regs = _tile_registers(V, vector_registers, widen)
     cands = []
-    if base.kind == "ocvec":
+    pixels = base.kind == "wvec" and base.vb > 1  # a pointwise layer's pixel tile: ocvec's too
+    if pixels:  # other channel counts whose tile fits beside its input vectors (``_pixel_tile``)
+        inputs = base.rows * -(-base.owi // V)
+        cands += [dataclasses.replace(base, vb=vb) for vb in range(2, 9)
+                  if spec.c_out % vb == 0 and vb * inputs <= regs + 2 - inputs]
+    if base.kind == "ocvec" or pixels:
         ocg = spec.c_out // spec.groups if isinstance(spec, ConvSpec) else spec.c_out
         for vb in (V, 2 * V, 3 * V):
             if vb > V and ocg < vb:

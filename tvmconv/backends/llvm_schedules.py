@@ -251,8 +251,14 @@ def _schedule_wvec(sch: Schedule, plan: Plan, V: int, done: set[str], prefix: st
     red = loops[5:]
     oho, ohi = tiles.split(oh, max(1, plan.rows), max_inner=max(plan.rows, 16))
     owo, owi = tiles.split(ow, plan.owi, max_inner=max(plan.owi, 4 * V))
-    anchor, local = _register_tile(sch, conv, [n, c, od, oho], [ohi, owo], [], owi, red, V, not plan.serial,
-                                   tiles.sample)
+    if plan.vb > 1:  # (a pointwise layer's pixel tile, ``blocking._pixel_tile``: channels x rows x width)
+        co, ci = sch.split(c, [None, plan.vb])
+        sch.reorder(n, od, oho, co, owo, ci, ohi)
+        anchor, local = _register_tile(sch, conv, [n, od, oho, co], [owo], [(None, ci), (None, ohi)], owi, red, V,
+                                       not plan.serial, tiles.sample)
+    else:
+        anchor, local = _register_tile(sch, conv, [n, c, od, oho], [ohi, owo], [], owi, red, V, not plan.serial,
+                                       tiles.sample)
     for r in red[1:]:  # the kernel taps (the channel loop, first, may be long)
         if (_extent(sch, r) or 99) <= 7:
             _try(sch.unroll, r)
@@ -266,6 +272,11 @@ def _schedule_wvec(sch: Schedule, plan: Plan, V: int, done: set[str], prefix: st
             _try(sch.vectorize, pl[-1])
         done.add(prefix + "pad")
     _epilogue_at(sch, local, anchor, done, prefix + "out")
+    out = _block(sch, prefix + "out")
+    if plan.vb > 1 and out is not None and prefix + "out" in done:  # its rows come out of the tile in vectors
+        last = sch.get_loops(out)[-1]
+        if (_extent(sch, last) or 1) % V == 0:
+            _try(sch.vectorize, sch.split(last, [None, V])[-1])
 
 
 _STAGE_SCHEDULES = {"ocvec": _schedule_ocvec, "wvec": _schedule_wvec}

@@ -35,9 +35,10 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Plan:
     kind: str = "plain"  # "ocvec" | "wvec" | "plain" | "staged"
-    vb: int = 1  # output channels per block (ocvec)
+    vb: int = 1  # output channels per block (ocvec); in the register tile (wvec: a pointwise layer's)
     owi: int = 1  # output-width register tile
     rows: int = 1  # output rows per parallel task (wvec): their padded input rows are staged per task
+    #               (with vb > 1: rows in the register tile)
     serial: bool = False  # one thread: the work is smaller than waking the others costs
     stages: tuple = ()  # "staged": ((stage-name prefix, Plan), ...) for a chain of convolutions
 
