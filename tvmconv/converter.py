@@ -303,13 +303,20 @@ def _check(new: nn.Module, example_inputs, expected, rtol: float, atol: float) -
     exp_t, got_t = _tensors(expected), _tensors(got)
     if len(exp_t) != len(got_t) or any(a.shape != b.shape for a, b in zip(exp_t, got_t)):
         raise RuntimeError("tvmconv.convert: the converted model's outputs differ in structure from the original's")
-    err = max(((a.double() - b.double()).abs().max().item() for a, b in zip(exp_t, got_t) if a.numel()), default=0.0)
-    for a, b in zip(exp_t, got_t):
-        if not torch.allclose(b, a, rtol=rtol, atol=atol * max(1.0, a.abs().max().item() if a.numel() else 0.0)):
+    err = max((_difference(a, b) for a, b in zip(exp_t, got_t) if a.numel()), default=0.0)
+    for a, b in zip(exp_t, got_t):  # (an example holding NaN or inf: the same NaN and inf are the same answer)
+        scale = a.nan_to_num(0.0, 0.0, 0.0).abs().max().item() if a.numel() else 0.0
+        if not torch.allclose(b, a, rtol=rtol, atol=atol * max(1.0, scale), equal_nan=True):
             raise RuntimeError(f"tvmconv.convert: the converted model's output differs from the original's by "
                                f"{err:.3g} (tolerance rtol={rtol}, atol={atol} relative to the output's scale); "
                                f"please report this model")
     return err
+
+
+def _difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The largest |a - b|: 0 where both are equal (the same inf) or both NaN, inf where one only is NaN."""
+    same = (a == b) | (a.isnan() & b.isnan())
+    return torch.where(same, 0.0, (a.double() - b.double()).abs().nan_to_num(nan=float("inf"))).max().item()
 
 
 def _plan(new: nn.Module, example_inputs, tgt, rep: ConversionReport, filter_fn, separable: bool | Callable = True):

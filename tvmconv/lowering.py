@@ -300,7 +300,40 @@ def _legalize_clip(bb, call):
                       call.args[0], primfunc_name_hint="clip" if len(call.args) == 3 else "relu")
 
 
-_NAN_KEEPING = {"relax.clip": _legalize_clip, "relax.nn.relu": _legalize_clip}
+def _legalize_max_pool2d(bb, call):
+    """relax.nn.max_pool2d (NCHW) as torch computes it, NaN included: the window's maximum by
+    ``compute.max_nan`` (TVM's legalization takes ``max``, which passes over a NaN: a compiled
+    MaxPool2d gave 1.15 where eager gave NaN). Another layout: TVM's own legalization."""
+    import tvm
+    from tvm import te, tirx
+
+    from .variants.compute import max_nan
+
+    a = call.attrs
+    if a.layout != "NCHW" or a.out_layout != "NCHW":
+        return tvm.ir.Op.get("relax.nn.max_pool2d").get_attr("FLegalize")(bb, call)
+    (kh, kw), (sh, sw), (dh, dw) = [[int(v) for v in t] for t in (a.pool_size, a.strides, a.dilation)]
+    top, left = int(a.padding[0]), int(a.padding[1])
+    out_shape = [int(d) for d in call.ty.shape]
+
+    def pool(x):
+        h, w = int(x.shape[2]), int(x.shape[3])
+        ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+        nanmax = te.comm_reducer(max_nan, lambda t: tirx.const(float("-inf"), t), name="nanmax")
+
+        def body(n, c, i, j):
+            y, z = i * sh + ry * dh - top, j * sw + rx * dw - left
+            inside = tirx.all(y >= 0, y < h, z >= 0, z < w)
+            v = tirx.if_then_else(inside, x[n, c, tirx.max(tirx.min(y, h - 1), 0), tirx.max(tirx.min(z, w - 1), 0)],
+                                  tirx.const(float("-inf"), x.dtype))
+            return nanmax(v, axis=[ry, rx])
+
+        return te.compute(out_shape, body, name="max_pool2d")
+
+    return bb.call_te(pool, call.args[0], primfunc_name_hint="max_pool2d")
+
+
+_NAN_KEEPING = {"relax.clip": _legalize_clip, "relax.nn.relu": _legalize_clip, "relax.nn.max_pool2d": _legalize_max_pool2d}
 
 
 def _ops() -> dict:
