@@ -2,7 +2,8 @@
 
     fast = tvmconv.compile(model.eval(), (x,))     # an nn.Module: tensors in, tensors out
     y = fast(x)                                    # one call into TVM's VM: no Python per layer
-    fast.profile()                                 # each function timed alone, against eager's convolution
+    fast.profile()                                 # each function timed alone and in the forward,
+                                                   # against eager's convolution
     fast.tvmconv_report.print()
 
 The pipeline, on TVM's maintained pieces (the one ``export --model`` runs, ending in the VM here
@@ -39,6 +40,7 @@ report's ``fallback`` says what ran on PyTorch.
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +65,7 @@ class FunctionTime:
     seconds: float  # one call (best of the rounds)
     gflops: float | None = None  # a tvmconv kernel's arithmetic rate
     eager_seconds: float | None = None  # its convolution alone through PyTorch (the vendor path)
+    in_forward_seconds: float | None = None  # one call as the forward makes it (None: no call, a reshape viewed)
 
 
 @dataclass
@@ -96,16 +99,17 @@ class CompileReport:
         then what runs on PyTorch."""
         from rich.table import Table
 
-        t = Table("function", "what", "calls", "ms (all calls)", "share", "GFLOP/s", "eager conv ms", "vs eager",
-                  title="tvmconv.compile")
+        t = Table("function", "what", "calls", "ms (all calls)", "in forward ms", "share", "GFLOP/s", "eager conv ms",
+                  "vs eager", title="tvmconv.compile")
         total = sum(f.seconds * f.calls for f in self.functions) or 1.0
         for f in self.functions:
             t.add_row(f.function, f.what, str(f.calls), f"{f.seconds * f.calls * 1e3:.3f}",
+                      "-" if f.in_forward_seconds is None else f"{f.in_forward_seconds * f.calls * 1e3:.3f}",
                       f"{100 * f.seconds * f.calls / total:.1f}%", f"{f.gflops:.1f}" if f.gflops else "-",
                       "-" if f.eager_seconds is None else f"{f.eager_seconds * f.calls * 1e3:.3f}",
                       f"{f.eager_seconds / f.seconds:.2f}x" if f.eager_seconds else "-")
         for where in self.fallback:
-            t.add_row("(PyTorch)", where, "", "", "", "", "", "")
+            t.add_row("(PyTorch)", where, "", "", "", "", "", "", "")
         return t
 
     def print(self) -> None:
@@ -177,7 +181,9 @@ class CompiledModel(nn.Module):
 
     def profile(self, rounds: int = 5) -> list[FunctionTime]:
         """Time each function of the compiled module alone (its library's function on random
-        inputs of its shapes, best of ``rounds``), and each tvmconv kernel's convolution through
+        inputs of its shapes, best of ``rounds``), as the forward calls it (the last compiled
+        example's inputs, median of ``rounds`` forwards: caches and threads as the layer before
+        leaves them; one compiled piece only), and each tvmconv kernel's convolution through
         PyTorch; stored in ``tvmconv_report.functions`` (``tvmconv_report.print()`` shows them),
         slowest first. Where the time of a forward goes, function by function."""
         import numpy as np
@@ -202,6 +208,11 @@ class CompiledModel(nn.Module):
                 seen[key] = FunctionTime(c["function"], _what(c["function"], spec), 1, secs,
                                          spec.flops / secs / 1e9 if spec else None,
                                          _eager_seconds(spec, rounds) if spec else None)
+        if len(self.tvmconv_report.calls) == 1 and not self.tvmconv_report.fallback:
+            run, records = instrumented(self.tvmconv_report.calls[0][0], next(reversed(self._built.values()))[1])
+            inside = _medians(run, records, max(3, rounds))
+            for f in seen.values():
+                f.in_forward_seconds = inside[f.function] / f.calls if f.function in inside else None
         self.tvmconv_report.functions = sorted(seen.values(), key=lambda f: -f.seconds * f.calls)
         return self.tvmconv_report.functions
 
@@ -214,6 +225,47 @@ class CompiledModel(nn.Module):
             self._build(tuple(inputs))
         fn = self._built[key][0]
         return fn(*inputs)
+
+
+def instrumented(lib, inputs: tuple):
+    """``(run, records)``: ``run()`` calls the compiled module ``lib``'s main on ``inputs`` (torch
+    tensors), each call it makes appended to ``records`` as ``(function name, seconds)`` (the VM's
+    instrument, before and after each call: a microsecond or two of its own). Warmed once."""
+    import tvm
+    from tvm import relax
+
+    from .runtime.call import _kernel_arg
+
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    args = [tvm.runtime.from_dlpack(_kernel_arg(t.detach())) for t in inputs]
+    records: list = []
+    started = [0.0]
+
+    def instrument(func, symbol, before, ret, *rest):
+        now = time.perf_counter()
+        if before:
+            started[0] = now
+        else:
+            records.append((str(symbol), now - started[0]))
+        return 0  # (carry on)
+
+    vm["main"](*args)
+    vm.set_instrument(instrument)
+    return (lambda: vm["main"](*args)), records
+
+
+def _medians(run, records: list, rounds: int) -> dict:
+    """Seconds per forward each function takes, all its calls, median over ``rounds`` forwards."""
+    per: dict = {}
+    for _ in range(rounds):
+        records.clear()
+        run()
+        totals: dict = {}
+        for name, secs in records:
+            totals[name] = totals.get(name, 0.0) + secs
+        for name, secs in totals.items():
+            per.setdefault(name, []).append(secs)
+    return {name: statistics.median(v) for name, v in per.items()}
 
 
 def build_vm(model: nn.Module, example_inputs: tuple, tgt, *, fallback: bool = True):
