@@ -23,22 +23,31 @@ from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 MIN_PARALLEL = 4096
 
 
-class Parallel(CPUScheduleRule):
-    """Every block that is not inlined into another: its spatial loops fused, moved outside its
-    reduction loops and split over the threads, the inner part vectorised where the block is
-    injective and ``lanes`` (float32 elements in a vector of the target) divide it."""
+class _Rule(CPUScheduleRule):
+    """A rule for vectors of ``lanes`` float32 elements (the target's)."""
 
     def __init__(self, lanes: int = 8):
         self.lanes = lanes
 
-    def apply(self, func, target, _tunable):
+    def _normalized(self, func, target):
+        """``(Schedule, its blocks' infos)`` of ``func`` in dlight's normal form, or None."""
         if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
             return None
         sch = s_tir.Schedule(func)
         infos = normalize_prim_func(sch)
-        if infos is None:
+        return None if infos is None else (sch, infos)
+
+
+class Parallel(_Rule):
+    """Every block that is not inlined into another: its spatial loops fused, moved outside its
+    reduction loops and split over the threads, the inner part vectorised where the block is
+    injective and ``lanes`` (float32 elements in a vector of the target) divide it."""
+
+    def apply(self, func, target, _tunable):
+        found = self._normalized(func, target)
+        if found is None:
             return None
-        lanes = self.lanes
+        (sch, infos), lanes = found, self.lanes
         for info in try_inline(sch, infos):
             loops, kinds = sch.get_loops(info.block_rv), info.dom_kind()
             if not loops or len(loops) != len(kinds) or "O" in kinds:
@@ -86,7 +95,7 @@ class VectorMatrix(Parallel):
         return super().apply(func, target, tunable)
 
 
-class RowReduction(CPUScheduleRule):
+class RowReduction(_Rule):
     """A reduction over the innermost axes of its input (a mean over each channel's H x W) with
     injective blocks after it: each output's reduction in partial sums of whole vectors, 4 vectors
     wide where the row allows (``rfactor``: 4 independent chains of vector adds, then one short sum),
@@ -96,16 +105,11 @@ class RowReduction(CPUScheduleRule):
     x86-avx2-zen3-reduction-ab.md). None where the reduction's extent holds no whole
     half-vector (7 x 7: dlight's rule takes it)."""
 
-    def __init__(self, lanes: int = 8):
-        self.lanes = lanes
-
     def apply(self, func, target, _tunable):
-        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+        found = self._normalized(func, target)
+        if found is None:
             return None
-        sch = s_tir.Schedule(func)
-        infos = normalize_prim_func(sch)
-        if infos is None:
-            return None
+        sch, infos = found
         infos = try_inline(sch, infos)
         if infos[0].is_injective() or not all(i.is_injective() for i in infos[1:]):
             return None
