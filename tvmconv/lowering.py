@@ -194,6 +194,14 @@ def _dataflow(main):
     return bindings, readers
 
 
+def _calls_op(value, name: str) -> bool:
+    """Whether a Relax binding's ``value`` is a call of the operator ``name`` ("relax.call_tir")."""
+    import tvm
+    from tvm import relax
+
+    return isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name == name
+
+
 def scale_into_weights(mod, kernels: dict):
     """``mod`` with each product ``x * s`` of a batch-1 activation ``x (1, C, H, W)`` and a
     per-channel scale ``s (1, C, 1, 1)`` (squeeze-excitation's rescale) that only a pointwise
@@ -239,12 +247,11 @@ def _scaled_pointwise(call, kernels: dict, value: dict, users: dict):
     """``(input index, weight index, x, s, the product's var)`` where ``call`` is a pointwise
     batch-1 kernel with a packed weight whose input is a product ``x * s`` read nowhere else
     (``scale_into_weights``), else None."""
-    import tvm
     from tvm import relax
 
     from .variants import ConvSpec
 
-    if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.call_tir"):
+    if not _calls_op(call, "relax.call_tir"):
         return None
     spec, pack = kernels.get(call.args[0].name_hint, (None, None))
     if not (isinstance(spec, ConvSpec) and pack is not None and spec.n == 1 and spec.groups == 1 and not spec.transposed
@@ -256,8 +263,8 @@ def _scaled_pointwise(call, kernels: dict, value: dict, users: dict):
     args = call.args[1].fields
     product, w = args[at_x], args[at_w]
     mul = value.get(product)
-    if not (isinstance(mul, relax.Call) and isinstance(mul.op, tvm.ir.Op) and mul.op.name == "relax.multiply"
-            and len(users.get(product, ())) == 1 and isinstance(value.get(w), relax.Call)):
+    if not (_calls_op(mul, "relax.multiply") and len(users.get(product, ())) == 1
+            and isinstance(value.get(w), relax.Call)):
         return None
     want = tuple(int(d) for d in product.ty.shape)
     if np.prod(want) <= np.prod([int(d) for d in w.ty.shape]):  # (scaling the weight would be more work)
@@ -354,7 +361,6 @@ def fuse_epilogues(mod, made: dict):
     broadcast to it (a residual, a per-channel scale) whose values nothing outside the chain reads.
     The kernel is scheduled anew with the chain as its epilogue (``build.with_epilogue``); where
     that does not apply, the ops stay apart."""
-    import tvm
     from tvm import relax
 
     main = mod["main"]
@@ -366,8 +372,7 @@ def fuse_epilogues(mod, made: dict):
     bb = relax.BlockBuilder(mod)
     for i, b in enumerate(bindings):
         call = b.value
-        if i in claimed or not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op)
-                                and call.op.name == "relax.call_tir" and call.args[0].name_hint in made):
+        if i in claimed or not (_calls_op(call, "relax.call_tir") and call.args[0].name_hint in made):
             continue
         kernel = call.args[0].name_hint
         found = _epilogue_of(bindings, i, users, claimed)
