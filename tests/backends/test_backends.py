@@ -134,6 +134,44 @@ def test_other_layers_keep_channels_in_the_vector(spec, lanes):
     assert blocking.plan_for(spec, lanes, 2 * lanes).kind == "ocvec" or spec.c_out < lanes
 
 
+def _depthwise(c, hw, k, stride):
+    from tvmconv.variants import ConvSpec
+
+    return ConvSpec(c_in=c, in_size=(hw, hw), c_out=c, kernel=(k, k), stride=(stride, stride),
+                    padding=((k // 2, k // 2),) * 2, dilation=(1, 1), groups=c)
+
+
+@pytest.mark.parametrize("spec,phases", [
+    (_depthwise(96, 112, 3, 2), True),  # a 56-wide output row: 7 vectors
+    (_depthwise(144, 56, 5, 2), True),
+    (_depthwise(672, 14, 5, 2), True),  # 7 wide, but 5 taps a row
+    (_depthwise(576, 14, 3, 2), False),  # 7 wide, 3 taps: the split pass costs more than it saves
+    (_depthwise(144, 56, 3, 1), False),  # no stride: nothing to split
+])
+def test_a_strided_layer_stages_its_rows_split_by_phase(spec, phases):
+    plan = blocking.plan_for(spec, 8, 16)
+    assert plan.kind == "wvec" and plan.phases == phases
+
+
+@pytest.mark.parametrize("dims,stride,dilation,k", [(2, 2, 1, 3), (2, 2, 1, 5), (2, 3, 2, 3), (1, 2, 1, 5), (3, 2, 1, 3)])
+def test_phase_split_rows_give_the_strided_convolution(dims, stride, dilation, k):
+    """Depthwise and grouped layers of width stride 2 and 3 (with dilation: taps of both phases)
+    against torch, 1-D to 3-D, rows long enough that the default plan splits them on AVX-512 too."""
+    import tvmconv.functional as TF
+
+    F = torch.nn.functional
+    conv, ref = {1: (TF.conv1d, F.conv1d), 2: (TF.conv2d, F.conv2d), 3: (TF.conv3d, F.conv3d)}[dims]
+    g = torch.Generator().manual_seed(dims * 10 + stride)
+    size = {1: (101,), 2: (9, 75), 3: (3, 5, 71)}[dims]
+    x = torch.randn(1, 6, *size, generator=g)
+    w = torch.randn(6, 2, *(k,) * dims, generator=g)
+    b = torch.randn(6, generator=g)
+    kw = dict(stride=stride, padding=k // 2, dilation=dilation, groups=3)
+    spec = TF.spec_of(conv, x, w, b, **kw)
+    assert resolve(None).backend.default_plan(spec).phases
+    torch.testing.assert_close(conv(x, w, b, **kw), ref(x, w, b, **kw), atol=1e-4, rtol=1e-4)
+
+
 def test_native_half_precision_takes_one_register_a_vector():
     assert make({"kind": "llvm", "mattr": ["+avx512f", "+avx512fp16"]}).backend.registers_per_vector("float16") == 1
     assert make({"kind": "llvm", "mtriple": "aarch64-linux-gnu",

@@ -76,7 +76,7 @@ def _blocking(spec: Spec, V: int, regs: int, row_bytes: int) -> Plan:
             return Plan("ocvec", vb=vb, owi=owi)
         if not spec.transposed:
             owi = _best_tile(out_w, 2 * V, multiple_of=V) if out_w >= V else V
-            return Plan("wvec", owi=owi, rows=wvec_rows(spec, owi, row_bytes))
+            return Plan("wvec", owi=owi, rows=wvec_rows(spec, owi, row_bytes), phases=_phases(spec, V))
         return Plan("plain")
     if isinstance(spec, SpatialSeparableSpec):
         return Plan("staged", stages=tuple((prefix, _blocking(st, V, regs, row_bytes)) for prefix, st in
@@ -85,6 +85,15 @@ def _blocking(spec: Spec, V: int, regs: int, row_bytes: int) -> Plan:
         vb, owi = _channel_block(spec.c_out, spec.out_size[-1], V, regs, 1, pointwise=False)
         return Plan("ocvec", vb=vb, owi=owi)
     return Plan("plain")
+
+
+def _phases(spec: ConvSpec, V: int) -> bool:
+    """Whether a ``wvec`` layer of width stride > 1 stages its input rows split by column phase
+    (``compute._phase_split``): where a row of output holds more than a vector or the kernel is 5
+    or more wide, the split pass costs less than the per-lane loads it saves on every tap. Zen 3,
+    depthwise stride 2 (benchmarks/results/x86-avx2-zen3-phases-ab.md): c96 112x112 3x3 ~620 ->
+    ~280 us, c144 56x56 5x5 ~600 -> ~160 us; on 7-wide outputs of 3x3 it lost 10-30%."""
+    return spec.stride[-1] > 1 and (spec.out_size[-1] > V or spec.kernel[-1] >= 5)
 
 
 def _pointwise(spec: ConvSpec) -> bool:
@@ -179,7 +188,7 @@ def plan_candidates(spec: Spec, vector_lanes: int, limit: int = 16, vector_regis
         for t in range(V, max(V, min(-(-out_w // V) * V, 4 * V)) + 1, V):
             r0 = wvec_rows(spec, t, _row_budget(l1d_bytes))
             for r in sorted({r0, max(1, r0 // 2), max(1, r0 // 4), min(out_h, 2 * r0), out_h}):
-                cands.append(Plan("wvec", owi=t, rows=r))
+                cands.append(dataclasses.replace(base, owi=t, rows=r))
 
     def cost(p: Plan) -> float:  # padded work, per-tile overhead, register pressure of the tile, task size
         return ((-(-out_w // p.owi) * p.owi) * (1 + 2 / p.owi) * (1 + 0.15 * abs(p.vb // V - base.vb // V))

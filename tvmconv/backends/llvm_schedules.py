@@ -264,6 +264,12 @@ def _schedule_wvec(sch: Schedule, plan: Plan, V: int, done: set[str], prefix: st
             _try(sch.unroll, r)
     done.add(prefix + "conv")
     task = sch.get_loops(conv)[0]
+    phase = _block(sch, prefix + "phase")  # (a width stride's staged rows by column phase: compute._phase_split)
+    if phase is not None and _placed(sch.compute_at, phase, task, tiles.sample):
+        p, j = sch.get_loops(phase)[-2:]
+        sch.reorder(j, p)  # each step reads ``stride`` adjacent columns: LLVM loads them as vectors and deinterleaves
+        _try(sch.unroll, p)
+        done.add(prefix + "phase")
     pad = _block(sch, prefix + "pad")
     if pad is not None and _placed(sch.compute_at, pad, task, tiles.sample):
         pl = sch.get_loops(pad)

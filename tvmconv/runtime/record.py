@@ -82,6 +82,7 @@ def check_plan(plan, where: str = "plan") -> dict:
         if not _is_int(v) or v < 1:
             raise RecordError(f"{where}.{name}", f"is {v!r:.60}, not a positive integer")
     _check(plan.get("serial", False), "bool", f"{where}.serial")
+    _check(plan.get("phases", False), "bool", f"{where}.phases")
     stages = plan.get("stages", [])
     if not isinstance(stages, (list, tuple)):
         raise RecordError(f"{where}.stages", "is not a list")

@@ -40,6 +40,7 @@ class Plan:
     rows: int = 1  # output rows per parallel task (wvec): their padded input rows are staged per task
     #               (with vb > 1: rows in the register tile)
     serial: bool = False  # one thread: the work is smaller than waking the others costs
+    phases: bool = False  # wvec with a width stride: staged rows split by column phase (``_phase_split``)
     stages: tuple = ()  # "staged": ((stage-name prefix, Plan), ...) for a chain of convolutions
 
 
@@ -50,7 +51,8 @@ def plan_to_dict(plan: Plan) -> dict:
 def plan_from_dict(d: dict) -> Plan:
     stages = tuple((prefix, plan_from_dict(p) if isinstance(p, dict) else p) for prefix, p in d.get("stages", ()))
     return Plan(kind=d.get("kind", "plain"), vb=int(d.get("vb", 1)), owi=int(d.get("owi", 1)),
-                rows=int(d.get("rows", 1)), serial=bool(d.get("serial", False)), stages=stages)
+                rows=int(d.get("rows", 1)), serial=bool(d.get("serial", False)),
+                phases=bool(d.get("phases", False)), stages=stages)
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -88,6 +90,16 @@ def zero_pad(x: te.Tensor, before: list[int], extents: list[int], name: str = "p
 
     shape = [int(s) for s in x.shape[:lead]] + list(extents)
     return te.compute(shape, f, name=name)
+
+
+def _phase_split(xp: te.Tensor, stride: int, name: str) -> te.Tensor:
+    """``xp`` with its last axis split by phase: ``out[..., p, j] = xp[..., j * stride + p]`` (``xp``
+    a whole number of ``stride`` wide). A convolution of width stride ``stride`` then reads each tap
+    as whole vectors of one phase, where ``xp`` gives it every ``stride``-th element (a scalar load
+    per lane): the columns are gathered once per staged element, not once per tap."""
+    *lead, width = (int(s) for s in xp.shape)
+    return te.compute((*lead, stride, width // stride),
+                      lambda *idx: xp[(*idx[:-2], idx[-1] * stride + idx[-2])], name=name)
 
 
 def clamp(v, lo: float, hi: float, dtype: str):
@@ -292,12 +304,24 @@ def conv_stage(s3: ConvSpec, plan: Plan, x: te.Tensor, w: te.Tensor, b: te.Tenso
     rc = te.reduce_axis((0, icg), "rc")
     rk = [te.reduce_axis((0, k), f"rk{a}") for a, k in enumerate(s3.kernel)]
     extents = [(o - 1) * st + (k - 1) * dl + 1 for o, st, k, dl in zip(out_ext, s3.stride, s3.kernel, s3.dilation)]
-    xp = zero_pad(x, [p[0] for p in s3.padding], extents, name=prefix + "pad")
+    sw = s3.stride[2]
+    if plan.kind == "wvec" and plan.phases and sw > 1:
+        extents[2] = ceil_div(extents[2], sw) * sw
+        xp = _phase_split(zero_pad(x, [p[0] for p in s3.padding], extents, name=prefix + "pad"), sw, prefix + "phase")
+
+        def read(ci, sp, rw):  # column o*sw + rw*dl is phase (rw*dl) % sw, o + (rw*dl) // sw within it
+            tap = rw * s3.dilation[2]
+            return xp[ci[0], ci[1], sp[0], sp[1], tirx.floormod(tap, sw), sp[2] + tirx.floordiv(tap, sw)]
+    else:
+        xp = zero_pad(x, [p[0] for p in s3.padding], extents, name=prefix + "pad")
+
+        def read(ci, sp, rw):
+            return xp[ci[0], ci[1], sp[0], sp[1], sp[2] * sw + rw * s3.dilation[2]]
 
     def body(nn, c, od, oh, ow):
         src = shuffle_src(c, c_out, s3.shuffle)
-        sp = [o_ * st + r * dl for o_, st, r, dl in zip((od, oh, ow), s3.stride, rk, s3.dilation)]
-        return te.sum(xp[nn, tirx.floordiv(src, ocg) * icg + rc, sp[0], sp[1], sp[2]] * w[src, rc, rk[0], rk[1], rk[2]],
+        sp = [o_ * st + r * dl for o_, st, r, dl in zip((od, oh), s3.stride, rk, s3.dilation)] + [ow]
+        return te.sum(read((nn, tirx.floordiv(src, ocg) * icg + rc), sp, rk[2]) * w[src, rc, rk[0], rk[1], rk[2]],
                       axis=[rc, *rk])
 
     acc = te.compute((n, c_out, *out_ext), body, name=prefix + "conv")
