@@ -110,8 +110,12 @@ def _conv(c_in, c_out, hw, k=1):
     (_conv(40, 80, 28), 16, 32, 16, 28),  # AVX-512: two vectors would pad 80 channels to 96
 ])
 def test_the_channel_block_is_one_vector_where_two_pad_or_hold_fewer_pixels(spec, lanes, regs, vb, owi):
-    plan = blocking.plan_for(spec, lanes, regs)
-    assert (plan.kind, plan.vb, plan.owi) == ("ocvec", vb, owi)
+    # (the ocvec tile of these layers; pointwise ones with a block of 5 to 8 channels take the pixel tile instead)
+    got = blocking._channel_block(spec.c_out, spec.out_size[-1], lanes, blocking._tile_registers(lanes, regs), 1,
+                                  pointwise=spec.kernel == (1, 1))
+    assert got == (vb, owi)
+    if spec.kernel != (1, 1):
+        assert blocking.plan_for(spec, lanes, regs) == blocking.Plan("ocvec", vb=vb, owi=owi)
 
 
 @pytest.mark.parametrize("spec,lanes,regs,vb,owi,rows", [
@@ -119,6 +123,10 @@ def test_the_channel_block_is_one_vector_where_two_pad_or_hold_fewer_pixels(spec
     (_conv(24, 144, 56), 8, 16, 6, 8, 2),  # 56 = 7 vectors: one vector of two rows
     (_conv(64, 64, 56), 8, 16, 4, 8, 2),  # (6 does not divide 64)
     (_conv(16, 96, 112), 16, 32, 8, 16, 2),  # AVX-512: 112 = 7 vectors of 16
+    (_conv(96, 576, 14), 8, 16, 6, 16, 1),  # rows of 14 widened to two whole vectors
+    (_conv(144, 24, 28), 8, 16, 6, 16, 1),  # 28 = 3.5 vectors: two tiles of 16 a row
+    (_conv(960, 160, 7), 8, 16, 5, 8, 2),  # 7 wide: one vector of two rows, 5 channels (6 does not divide 160)
+    (_conv(64, 64, 56), 16, 32, 8, 32, 1),  # AVX-512: 56 = 3.5 vectors of 16
 ])
 def test_a_pointwise_layer_with_whole_vectors_in_its_rows_is_tiled_along_its_pixels(spec, lanes, regs, vb, owi, rows):
     plan = blocking.plan_for(spec, lanes, regs)
@@ -127,10 +135,11 @@ def test_a_pointwise_layer_with_whole_vectors_in_its_rows_is_tiled_along_its_pix
     assert tile + inputs + 1 + regs // 32 <= regs
 
 
-@pytest.mark.parametrize("spec,lanes", [(_conv(64, 64, 56, 3), 8), (_conv(64, 64, 28), 8), (_conv(64, 64, 56), 16),
-                                        (_conv(16, 7, 56), 8)])
+@pytest.mark.parametrize("spec,lanes", [(_conv(64, 64, 56, 3), 8), (_conv(64, 64, 28), 8), (_conv(960, 160, 7), 16),
+                                        (_conv(16, 7, 56), 8), (_conv(384, 64, 14), 8)])
 def test_other_layers_keep_channels_in_the_vector(spec, lanes):
-    # a 3x3 layer, rows of 3.5 vectors (28 wide on AVX2, 56 on AVX-512), 7 output channels (no block of 4 to 8)
+    # a 3x3 layer, widened rows where only 4 channels would fit the tile beside their input vectors (28 and 14
+    # wide on AVX2), 7 wide on AVX-512 (9 of 16 lanes padding), 7 output channels (no block of 4 to 8)
     assert blocking.plan_for(spec, lanes, 2 * lanes).kind == "ocvec" or spec.c_out < lanes
 
 

@@ -101,26 +101,32 @@ def _pointwise(spec: ConvSpec) -> bool:
 
 
 def _pixel_tile(spec: ConvSpec, V: int, regs: int) -> Plan | None:
-    """A 2-D float32 pointwise convolution whose output rows hold whole vectors (112 or 56 wide on
-    AVX2) as a matrix product along its pixels: ``wvec`` with ``vb`` output channels in the register
-    tile, each accumulating ``rows`` x ``owi`` pixels (two vectors of one row, else one vector of two
-    rows); a step of the reduction loads those input vectors once and broadcasts each channel's
-    weight. The output's NCHW rows then come straight out of the accumulators, where ``ocvec``
-    (channels in the vector) transposes its tile into the rows, which 16 to 144 input channels' work
-    does not hide. MobileNetV2's c16->96 112x112 took 708-792 us with ocvec
-    and 439-497 us so (Zen 3, benchmarks/results/x86-avx2-zen3-pixel-tile-ab.md). None elsewhere, or
-    where no block of 4 to 8 channels divides the output channels."""
+    """A 2-D float32 pointwise convolution as a matrix product along its pixels: ``wvec`` with ``vb``
+    output channels in the register tile, each accumulating ``rows`` x ``owi`` pixels (two vectors
+    of one row, else one vector of two rows); a step of the reduction loads those input vectors once
+    and broadcasts each channel's weight. The output's NCHW rows then come straight out of the
+    accumulators, where ``ocvec`` (channels in the vector) transposes its tile into the rows, which
+    16 to 144 input channels' work does not hide. MobileNetV2's c16->96 112x112 took 708-792 us with
+    ocvec and 439-497 us so (Zen 3, benchmarks/results/x86-avx2-zen3-pixel-tile-ab.md).
+
+    Rows that end in part of a vector (14, 7 or 28 wide on AVX2; 56, 28 or 14 on AVX-512) are widened
+    to whole vectors where that puts at most 1/8 of the tile's work on padding: 5 or more channels a
+    tile then beat ocvec on the Zen 3 in 15-round A/Bs (c960->160 7x7 225 -> 140 us, c112->672 14x14
+    366 -> 328 us; with 4, c384->64 lost: x86-avx2-zen3-pixel-tile-partial-ab.md; AVX-512 not measured).
+    None elsewhere, or where no block of channels divides the output channels."""
     if not (_pointwise(spec) and spec.groups == 1 and spec.dtype == "float32" and len(spec.out_size) == 2):
         return None
     out_h, out_w = spec.out_size
-    if out_w % V:
-        return None
-    nv, rows = (2, 1) if out_w % (2 * V) == 0 else (1, 2)
-    if out_h % rows:
+    vectors = -(-out_w // V)  # a row's, the last one partly padding where V does not divide it
+    if 8 * (vectors * V - out_w) > vectors * V:
+        return None  # more than 1/8 of the tile on padding (7 wide on AVX-512: 9 of 16 lanes)
+    nv, rows = (2, 1) if vectors % 2 == 0 else (1, 2)
+    if out_w % V == 0 and out_h % rows:
         return None
     inputs = nv * rows  # input vectors a reduction step loads, beside one broadcast weight
     budget = regs + 2 - inputs  # (``regs`` leaves room for two weight vectors and a broadcast)
-    vb = next((d for d in range(8, 3, -1) if spec.c_out % d == 0 and d * inputs <= budget), None)
+    least = 4 if out_w % V == 0 else 5
+    vb = next((d for d in range(8, least - 1, -1) if spec.c_out % d == 0 and d * inputs <= budget), None)
     return Plan("wvec", vb=vb, owi=nv * V, rows=rows) if vb else None
 
 

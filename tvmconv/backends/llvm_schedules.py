@@ -271,7 +271,12 @@ def _schedule_wvec(sch: Schedule, plan: Plan, V: int, done: set[str], prefix: st
         _try(sch.unroll, p)
         done.add(prefix + "phase")
     pad = _block(sch, prefix + "pad")
-    if pad is not None and _placed(sch.compute_at, pad, task, tiles.sample):
+    if pad is not None and plan.vb > 1:  # a pixel tile's rows widened to whole vectors: padded once, not per task
+        pl = sch.get_loops(pad)  # (per task, every block of channels copied the whole input again: 2-3x slower)
+        sch.parallel(sch.fuse(*pl[:2]))
+        _try(sch.vectorize, sch.split(pl[-1], [None, V])[-1])
+        done.add(prefix + "pad")
+    elif pad is not None and _placed(sch.compute_at, pad, task, tiles.sample):
         pl = sch.get_loops(pad)
         ext = _extent(sch, pl[-1]) if pl else None
         if ext and ext % V == 0:  # an odd-length vector (predicated, strided) is slower than LLVM's own loop
@@ -281,8 +286,13 @@ def _schedule_wvec(sch: Schedule, plan: Plan, V: int, done: set[str], prefix: st
     out = _block(sch, prefix + "out")
     if plan.vb > 1 and out is not None and prefix + "out" in done:  # its rows come out of the tile in vectors
         last = sch.get_loops(out)[-1]
-        if (_extent(sch, last) or 1) % V == 0:
+        ext = _extent(sch, last) or 1
+        if ext % V == 0:
             _try(sch.vectorize, sch.split(last, [None, V])[-1])
+        elif ext > V:  # a row of 14 on AVX2: a vector and one of 6 lanes (a lane-dependent guard would be scalar)
+            head, tail = sch.loop_partition(last, [ext - ext % V, None])
+            _try(sch.vectorize, sch.split(head, [None, V])[-1])
+            _try(sch.vectorize, tail)
 
 
 _STAGE_SCHEDULES = {"ocvec": _schedule_ocvec, "wvec": _schedule_wvec}
