@@ -160,6 +160,33 @@ def test_the_same_model_compiled_again_is_loaded_from_the_cache(compiled):
     assert model_key(model, (torch.randn(1, 3, 32, 32),), resolve(None)) != model_key(model, (x,), resolve(None))
 
 
+def test_a_change_to_any_kernel_or_pass_module_compiles_again(monkeypatch):
+    """The cache keys cover every module a kernel or a compiled model is made from: each backend
+    module (a target's facts, the launch threshold, a backend added later), the variants, and the
+    graph passes; a change to any of them gives other keys, never a stale library."""
+    from pathlib import Path
+
+    from tvmconv.runtime import build
+
+    package = Path(tvmconv.__file__).parent
+    kernel = {p.relative_to(package).as_posix() for p in build.sources()}
+    assert {p.relative_to(package).as_posix() for p in package.glob("backends/*.py")} <= kernel
+    assert {"backends/target.py", "backends/launch.py", "variants/compute.py", "runtime/build.py"} <= kernel
+    model = {p.relative_to(package).as_posix() for p in build.sources((*build.KERNEL_SOURCES,
+                                                                         *build.COMPILER_SOURCES))}
+    assert kernel | {"lowering.py", "compiler.py", "converter.py"} <= model
+    before = compiler._compiler_code()
+    read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda p: read(p) + (b"#" if p.name == "lowering.py" else b""))
+    compiler._compiler_code.cache_clear()
+    try:
+        assert compiler._compiler_code() != before
+        assert build.code_version() == build._CODE_VERSION  # (the kernels' digest does not take the passes)
+    finally:
+        monkeypatch.undo()
+        compiler._compiler_code.cache_clear()
+
+
 class _Tails(nn.Module):
     """A convolution followed by each elementwise tail of the deployed networks, and one whose
     output the model also returns (so the op after it may not be fused into it)."""

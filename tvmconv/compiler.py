@@ -39,6 +39,7 @@ report's ``fallback`` says what ran on PyTorch.
 
 from __future__ import annotations
 
+import functools
 import logging
 import statistics
 import time
@@ -524,8 +525,16 @@ def model_key(model: nn.Module, example_inputs: tuple, tgt) -> str:
     records = sorted(f"{p.name}:{p.stat().st_mtime_ns}" for r in cache.roots()
                      for p in (r / "schedules" / tgt.profile).glob("*.json"))
     h.update(cache.digest({"inputs": [[list(t.shape), str(t.dtype)] for t in example_inputs], "records": records,
-                           "target": tgt.key_dict, "code": build._CODE_VERSION, "format": 1}).encode())
+                           "target": tgt.key_dict, "code": _compiler_code(), "format": 1}).encode())
     return h.hexdigest()
+
+
+@functools.cache
+def _compiler_code() -> str:
+    """The digest of the code a compiled model is made from: its kernels' and the passes'."""
+    from .runtime import build
+
+    return build.code_version((*build.KERNEL_SOURCES, *build.COMPILER_SOURCES))
 
 
 def _paths(key: str, tgt) -> tuple:

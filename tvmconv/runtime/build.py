@@ -38,8 +38,12 @@ from ..variants.compute import Plan, plan_from_dict, plan_to_dict, prim_func
 
 log = logging.getLogger("tvmconv")
 
-# the code a kernel is made from, relative to the package: a change to any of them rebuilds
-_SOURCES = ("variants/*.py", "backends/blocking.py", "backends/llvm*.py", "backends/cuda*.py", "runtime/build.py")
+# the code a kernel is made from, relative to the package: a change to any of them rebuilds. Every
+# backend module, not a name pattern: a target's facts (target.py), the one-thread threshold
+# (launch.py) and the toolchain shape the library too, and a backend file added later is covered
+KERNEL_SOURCES = ("variants/*.py", "backends/*.py", "runtime/build.py")
+# ...and the code a compiled model is made from besides its kernels (the graph passes, fusion, layouts)
+COMPILER_SOURCES = ("compiler.py", "lowering.py", "converter.py", "tools/workloads.py")
 
 
 @dataclass
@@ -82,18 +86,22 @@ _key_locks: dict[tuple[Spec, TargetInfo], threading.Lock] = {}
 _warned_untuned = False
 
 
-def _code_version() -> str:
-    """A digest of the code that shapes a kernel, so a changed compute or schedule never loads a
-    stale library."""
-    h = hashlib.sha256(cache.tvm_version().encode())
+def sources(patterns=KERNEL_SOURCES) -> list[Path]:
+    """The package's files ``patterns`` (relative to the package) name, in a fixed order."""
     package = Path(__file__).parents[1]
-    for pattern in _SOURCES:
-        for path in sorted(package.glob(pattern)):
-            h.update(path.read_bytes())
+    return [path for pattern in patterns for path in sorted(package.glob(pattern))]
+
+
+def code_version(patterns=KERNEL_SOURCES) -> str:
+    """A digest of the code that shapes a kernel (``patterns``: of a compiled model, with
+    ``COMPILER_SOURCES``), so a changed compute, schedule or pass never loads a stale library."""
+    h = hashlib.sha256(cache.tvm_version().encode())
+    for path in sources(patterns):
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
-_CODE_VERSION = _code_version()
+_CODE_VERSION = code_version()
 
 
 def tuned_record(spec: Spec, target: TargetInfo) -> tuple[ScheduleRecord, Path, TargetInfo] | None:
