@@ -125,7 +125,7 @@ def test_the_channel_block_is_one_vector_where_two_pad_or_hold_fewer_pixels(spec
     (_conv(16, 96, 112), 16, 32, 8, 16, 2),  # AVX-512: 112 = 7 vectors of 16
     (_conv(96, 576, 14), 8, 16, 6, 16, 1),  # rows of 14 widened to two whole vectors
     (_conv(144, 24, 28), 8, 16, 6, 16, 1),  # 28 = 3.5 vectors: two tiles of 16 a row
-    (_conv(960, 160, 7), 8, 16, 5, 8, 2),  # 7 wide: one vector of two rows, 5 channels (6 does not divide 160)
+    (_conv(960, 160, 7), 8, 16, 8, 8, 1),  # 7 wide, 7 rows: one vector of one row (two would guard the last)
     (_conv(64, 64, 56), 16, 32, 8, 32, 1),  # AVX-512: 56 = 3.5 vectors of 16
 ])
 def test_a_pointwise_layer_with_whole_vectors_in_its_rows_is_tiled_along_its_pixels(spec, lanes, regs, vb, owi, rows):

@@ -111,8 +111,8 @@ def _pixel_tile(spec: ConvSpec, V: int, regs: int) -> Plan | None:
 
     Rows that end in part of a vector (14, 7 or 28 wide on AVX2; 56, 28 or 14 on AVX-512) are widened
     to whole vectors where that puts at most 1/8 of the tile's work on padding: 5 or more channels a
-    tile then beat ocvec on the Zen 3 in 15-round A/Bs (c960->160 7x7 225 -> 140 us, c112->672 14x14
-    366 -> 328 us; with 4, c384->64 lost: x86-avx2-zen3-pixel-tile-partial-ab.md; AVX-512 not measured).
+    tile then beat ocvec on the Zen 3 in 15-round A/Bs (c960->160 7x7 201 -> 148 us, c112->672 14x14
+    408 -> 257 us; with 4, c384->64 lost: x86-avx2-zen3-pixel-tile-partial-ab.md; AVX-512 not measured).
     None elsewhere, or where no block of channels divides the output channels."""
     if not (_pointwise(spec) and spec.groups == 1 and spec.dtype == "float32" and len(spec.out_size) == 2):
         return None
@@ -121,8 +121,10 @@ def _pixel_tile(spec: ConvSpec, V: int, regs: int) -> Plan | None:
     if 8 * (vectors * V - out_w) > vectors * V:
         return None  # more than 1/8 of the tile on padding (7 wide on AVX-512: 9 of 16 lanes)
     nv, rows = (2, 1) if vectors % 2 == 0 else (1, 2)
-    if out_w % V == 0 and out_h % rows:
-        return None
+    if out_h % rows:  # (two rows a tile over 7 rows would guard the last tile: one row a tile, as measured)
+        if out_w % V == 0:
+            return None
+        nv, rows = 1, 1
     inputs = nv * rows  # input vectors a reduction step loads, beside one broadcast weight
     budget = regs + 2 - inputs  # (``regs`` leaves room for two weight vectors and a broadcast)
     least = 4 if out_w % V == 0 else 5

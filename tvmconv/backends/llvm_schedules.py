@@ -249,7 +249,10 @@ def _schedule_wvec(sch: Schedule, plan: Plan, V: int, done: set[str], prefix: st
     loops = sch.get_loops(conv)
     n, c, od, oh, ow = loops[:5]
     red = loops[5:]
-    oho, ohi = tiles.split(oh, max(1, plan.rows), max_inner=max(plan.rows, 16))
+    # (a pixel tile's rows are in its register tile: the sketch keeps them as planned, each row a whole
+    # vector tile, and samples the width; a sampled row count changed which loops the tile unrolls)
+    oho, ohi = (sch.split(oh, [None, max(1, plan.rows)]) if plan.vb > 1 else
+                tiles.split(oh, max(1, plan.rows), max_inner=max(plan.rows, 16)))
     owo, owi = tiles.split(ow, plan.owi, max_inner=max(plan.owi, 4 * V))
     if plan.vb > 1:  # (a pointwise layer's pixel tile, ``blocking._pixel_tile``: channels x rows x width)
         co, ci = sch.split(c, [None, plan.vb])
@@ -289,7 +292,8 @@ def _schedule_wvec(sch: Schedule, plan: Plan, V: int, done: set[str], prefix: st
         ext = _extent(sch, last) or 1
         if ext % V == 0:
             _try(sch.vectorize, sch.split(last, [None, V])[-1])
-        elif ext > V:  # a row of 14 on AVX2: a vector and one of 6 lanes (a lane-dependent guard would be scalar)
+        elif ext > V and not tiles.sample:  # a row of 14 on AVX2: a vector and one of 6 lanes (a lane-dependent
+            # guard would be scalar). Not in the search's sketch: a partition's loops follow its sampled extent
             head, tail = sch.loop_partition(last, [ext - ext % V, None])
             _try(sch.vectorize, sch.split(head, [None, V])[-1])
             _try(sch.vectorize, tail)
