@@ -118,16 +118,17 @@ def _pixel_tile(spec: ConvSpec, V: int, regs: int) -> Plan | None:
         return None
     out_h, out_w = spec.out_size
     vectors = -(-out_w // V)  # a row's, the last one partly padding where V does not divide it
+    widened = out_w % V != 0
     if 8 * (vectors * V - out_w) > vectors * V:
         return None  # more than 1/8 of the tile on padding (7 wide on AVX-512: 9 of 16 lanes)
     nv, rows = (2, 1) if vectors % 2 == 0 else (1, 2)
+    if out_h % rows and not widened:
+        return None
     if out_h % rows:  # (two rows a tile over 7 rows would guard the last tile: one row a tile, as measured)
-        if out_w % V == 0:
-            return None
         nv, rows = 1, 1
     inputs = nv * rows  # input vectors a reduction step loads, beside one broadcast weight
     budget = regs + 2 - inputs  # (``regs`` leaves room for two weight vectors and a broadcast)
-    least = 4 if out_w % V == 0 else 5
+    least = 5 if widened else 4
     vb = next((d for d in range(8, least - 1, -1) if spec.c_out % d == 0 and d * inputs <= budget), None)
     return Plan("wvec", vb=vb, owi=nv * V, rows=rows) if vb else None
 

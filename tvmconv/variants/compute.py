@@ -304,25 +304,24 @@ def conv_stage(s3: ConvSpec, plan: Plan, x: te.Tensor, w: te.Tensor, b: te.Tenso
     rc = te.reduce_axis((0, icg), "rc")
     rk = [te.reduce_axis((0, k), f"rk{a}") for a, k in enumerate(s3.kernel)]
     extents = [(o - 1) * st + (k - 1) * dl + 1 for o, st, k, dl in zip(out_ext, s3.stride, s3.kernel, s3.dilation)]
-    sw = s3.stride[2]
-    if plan.kind == "wvec" and plan.phases and sw > 1:
+    sw, dw = s3.stride[2], s3.dilation[2]
+    phases = plan.kind == "wvec" and plan.phases and sw > 1
+    if phases:
         extents[2] = ceil_div(extents[2], sw) * sw
-        xp = _phase_split(zero_pad(x, [p[0] for p in s3.padding], extents, name=prefix + "pad"), sw, prefix + "phase")
+    xp = zero_pad(x, [p[0] for p in s3.padding], extents, name=prefix + "pad")
+    if phases:
+        xp = _phase_split(xp, sw, prefix + "phase")
 
-        def read(ci, sp, rw):  # column o*sw + rw*dl is phase (rw*dl) % sw, o + (rw*dl) // sw within it
-            tap = rw * s3.dilation[2]
-            return xp[ci[0], ci[1], sp[0], sp[1], tirx.floormod(tap, sw), sp[2] + tirx.floordiv(tap, sw)]
-    else:
-        xp = zero_pad(x, [p[0] for p in s3.padding], extents, name=prefix + "pad")
-
-        def read(ci, sp, rw):
-            return xp[ci[0], ci[1], sp[0], sp[1], sp[2] * sw + rw * s3.dilation[2]]
+    def column(ow, rw):  # the index of output column ``ow``'s tap ``rw`` in ``xp``'s last axis (or two)
+        if phases:  # column ow*sw + rw*dw: phase (rw*dw) % sw, ow + (rw*dw) // sw within it
+            return (tirx.floormod(rw * dw, sw), ow + tirx.floordiv(rw * dw, sw))
+        return (ow * sw + rw * dw,)
 
     def body(nn, c, od, oh, ow):
         src = shuffle_src(c, c_out, s3.shuffle)
-        sp = [o_ * st + r * dl for o_, st, r, dl in zip((od, oh), s3.stride, rk, s3.dilation)] + [ow]
-        return te.sum(read((nn, tirx.floordiv(src, ocg) * icg + rc), sp, rk[2]) * w[src, rc, rk[0], rk[1], rk[2]],
-                      axis=[rc, *rk])
+        sd, sh = [o_ * st + r * dl for o_, st, r, dl in zip((od, oh), s3.stride, rk, s3.dilation)]
+        return te.sum(xp[(nn, tirx.floordiv(src, ocg) * icg + rc, sd, sh, *column(ow, rk[2]))]
+                      * w[src, rc, rk[0], rk[1], rk[2]], axis=[rc, *rk])
 
     acc = te.compute((n, c_out, *out_ext), body, name=prefix + "conv")
     if b is None and out_ext == out_sz:
