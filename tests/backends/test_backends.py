@@ -135,6 +135,29 @@ def test_a_pointwise_layer_with_whole_vectors_in_its_rows_is_tiled_along_its_pix
     assert tile + inputs + 1 + regs // 32 <= regs
 
 
+@pytest.mark.parametrize("spec,outer", [
+    (_conv(160, 960, 7), True),  # 960 x 160 weights against 160 x 49 input values
+    (_conv(960, 160, 7), True),
+    (_conv(96, 576, 14), True),  # 576 channels against 196 pixels
+    (_conv(576, 96, 14), False),
+    (_conv(16, 96, 112), False),  # the input, not the weights, is what a thread should read once
+])
+def test_a_pixel_tile_walks_channel_blocks_outermost_where_the_weights_outweigh_the_input(spec, outer):
+    plan = blocking.plan_for(spec, 8, 16)
+    assert plan.vb > 1 and plan.channels_outer == outer
+
+
+@pytest.mark.parametrize("n,c_in,c_out,hw", [(1, 24, 64, 7), (2, 16, 120, 7), (1, 32, 240, 14), (3, 8, 160, 7)])
+def test_pixel_tiles_with_channel_blocks_outermost_give_torchs_answer(n, c_in, c_out, hw):
+    """Batches too (the batch loop moves inside the channel blocks); 7 and 14 wide rows: the output
+    row stored as vectors of 4, 2 and 1 lanes (of 8 and 6)."""
+    import tvmconv.functional as TF
+
+    g = torch.Generator().manual_seed(c_out)
+    x, w, b = torch.randn(n, c_in, hw, hw, generator=g), torch.randn(c_out, c_in, 1, 1, generator=g), torch.randn(c_out)
+    torch.testing.assert_close(TF.conv2d(x, w, b), torch.nn.functional.conv2d(x, w, b), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("spec,lanes", [(_conv(64, 64, 56, 3), 8), (_conv(64, 64, 28), 8), (_conv(960, 160, 7), 16),
                                         (_conv(16, 7, 56), 8), (_conv(384, 64, 14), 8)])
 def test_other_layers_keep_channels_in_the_vector(spec, lanes):

@@ -256,8 +256,9 @@ def _schedule_wvec(sch: Schedule, plan: Plan, V: int, done: set[str], prefix: st
     owo, owi = tiles.split(ow, plan.owi, max_inner=max(plan.owi, 4 * V))
     if plan.vb > 1:  # (a pointwise layer's pixel tile, ``blocking._pixel_tile``: channels x rows x width)
         co, ci = sch.split(c, [None, plan.vb])
-        sch.reorder(n, od, oho, co, owo, ci, ohi)
-        anchor, local = _register_tile(sch, conv, [n, od, oho, co], [owo], [(None, ci), (None, ohi)], owi, red, V,
+        outer = [co, n, od, oho] if plan.channels_outer else [n, od, oho, co]
+        sch.reorder(*outer, owo, ci, ohi)
+        anchor, local = _register_tile(sch, conv, outer, [owo], [(None, ci), (None, ohi)], owi, red, V,
                                        not plan.serial, tiles.sample)
     else:
         anchor, local = _register_tile(sch, conv, [n, c, od, oho], [ohi, owo], [], owi, red, V, not plan.serial,
@@ -297,6 +298,11 @@ def _schedule_wvec(sch: Schedule, plan: Plan, V: int, done: set[str], prefix: st
             head, tail = sch.loop_partition(last, [ext - ext % V, None])
             _try(sch.vectorize, sch.split(head, [None, V])[-1])
             _try(sch.vectorize, tail)
+        elif ext > 1 and not tiles.sample:  # a row of 7: vectors of 4, 2 and 1 lanes (left to
+            # ``build._vectorize_output``, the tile's channels became the vector: a scatter per row)
+            sizes = [b for b in (8, 4, 2, 1) if ext & b]
+            for part in sch.loop_partition(last, [*sizes[:-1], None]) if len(sizes) > 1 else [last]:
+                _try(sch.vectorize, part)
 
 
 _STAGE_SCHEDULES = {"ocvec": _schedule_ocvec, "wvec": _schedule_wvec}

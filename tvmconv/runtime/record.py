@@ -83,6 +83,7 @@ def check_plan(plan, where: str = "plan") -> dict:
             raise RecordError(f"{where}.{name}", f"is {v!r:.60}, not a positive integer")
     _check(plan.get("serial", False), "bool", f"{where}.serial")
     _check(plan.get("phases", False), "bool", f"{where}.phases")
+    _check(plan.get("channels_outer", False), "bool", f"{where}.channels_outer")
     stages = plan.get("stages", [])
     if not isinstance(stages, (list, tuple)):
         raise RecordError(f"{where}.stages", "is not a list")

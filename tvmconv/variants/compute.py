@@ -41,6 +41,7 @@ class Plan:
     #               (with vb > 1: rows in the register tile)
     serial: bool = False  # one thread: the work is smaller than waking the others costs
     phases: bool = False  # wvec with a width stride: staged rows split by column phase (``_phase_split``)
+    channels_outer: bool = False  # wvec pixel tile: tasks walk blocks of output channels, rows within them
     stages: tuple = ()  # "staged": ((stage-name prefix, Plan), ...) for a chain of convolutions
 
 
@@ -52,7 +53,8 @@ def plan_from_dict(d: dict) -> Plan:
     stages = tuple((prefix, plan_from_dict(p) if isinstance(p, dict) else p) for prefix, p in d.get("stages", ()))
     return Plan(kind=d.get("kind", "plain"), vb=int(d.get("vb", 1)), owi=int(d.get("owi", 1)),
                 rows=int(d.get("rows", 1)), serial=bool(d.get("serial", False)),
-                phases=bool(d.get("phases", False)), stages=stages)
+                phases=bool(d.get("phases", False)), channels_outer=bool(d.get("channels_outer", False)),
+                stages=stages)
 
 
 def ceil_div(a: int, b: int) -> int:
