@@ -107,6 +107,30 @@ def test_the_report_times_each_function_and_prints(compiled, capsys):
     assert "tvmconv.compile" in out and "compiled in" in out and rep.table().row_count == len(rows)
 
 
+def test_the_report_puts_each_function_against_the_machines_roofline(compiled, monkeypatch):
+    """A made-up machine (10 GFLOP/s, 1 GB/s) so that the roofline is known: a kernel's is the longer
+    of its FLOPs at that peak and its tensors' bytes at that bandwidth; another function's, its bytes."""
+    import math
+
+    import numpy as np
+
+    from tvmconv.backends.timing import Roofline
+    from tvmconv.spec import spec_from_dict
+
+    _, _, fast = compiled
+    monkeypatch.setattr(compiler, "measure_roofline", lambda threads, target=None: Roofline(1e10, 1e9, threads))
+    rows = {r.function: r for r in fast.profile(rounds=1)}
+    for call in fast.tvmconv_report.calls[0][1]:
+        nbytes = sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in call["args"])
+        flops = spec_from_dict(call["spec"]).flops if call["spec"] else 0
+        row = rows[call["function"]]
+        assert row.roofline_seconds == pytest.approx(max(flops / 1e10, nbytes / 1e9))
+        assert row.of_roofline(row.seconds) == pytest.approx(row.roofline_seconds / row.seconds)
+    weak = fast.tvmconv_report.weakest(share=0.0)
+    assert weak.of_roofline(weak.in_forward_seconds or weak.seconds) == min(
+        r.of_roofline(r.in_forward_seconds or r.seconds) for r in rows.values())
+
+
 def test_a_network_compiles_and_matches_eager_at_batch_8():
     """A deployed network's structure (MobileNetV2: inverted residuals, ReLU6, the classifier) at
     batch 8; benchmarks/coverage.py checks all twelve at 224x224."""

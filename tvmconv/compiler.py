@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from torch import nn
 from torch.utils import _pytree
 
 from .backends.target import resolve
+from .backends.timing import measure_roofline
 
 log = logging.getLogger("tvmconv")
 
@@ -67,6 +69,12 @@ class FunctionTime:
     gflops: float | None = None  # a tvmconv kernel's arithmetic rate
     eager_seconds: float | None = None  # its convolution alone through PyTorch (the vendor path)
     in_forward_seconds: float | None = None  # one call as the forward makes it (None: no call, a reshape viewed)
+    roofline_seconds: float | None = None  # one call at the machine's roofline: its FLOPs at peak SGEMM speed or
+    #                                        its tensors' bytes at copy bandwidth, whichever takes longer
+
+    def of_roofline(self, seconds: float | None) -> float | None:
+        """The fraction of the roofline a call taking ``seconds`` reaches (1: as fast as the machine allows)."""
+        return self.roofline_seconds / seconds if self.roofline_seconds and seconds else None
 
 
 @dataclass
@@ -100,18 +108,29 @@ class CompileReport:
         then what runs on PyTorch."""
         from rich.table import Table
 
-        t = Table("function", "what", "calls", "ms (all calls)", "in forward ms", "share", "GFLOP/s", "eager conv ms",
-                  "vs eager", title="tvmconv.compile")
+        t = Table("function", "what", "calls", "ms (all calls)", "in forward ms", "share", "GFLOP/s",
+                  "of roofline (alone / in forward)", "eager conv ms", "vs eager", title="tvmconv.compile")
         total = sum(f.seconds * f.calls for f in self.functions) or 1.0
+        pct = lambda x: "-" if x is None else f"{x:.0%}"  # noqa: E731
         for f in self.functions:
             t.add_row(f.function, f.what, str(f.calls), f"{f.seconds * f.calls * 1e3:.3f}",
                       "-" if f.in_forward_seconds is None else f"{f.in_forward_seconds * f.calls * 1e3:.3f}",
                       f"{100 * f.seconds * f.calls / total:.1f}%", f"{f.gflops:.1f}" if f.gflops else "-",
+                      f"{pct(f.of_roofline(f.seconds))} / {pct(f.of_roofline(f.in_forward_seconds))}",
                       "-" if f.eager_seconds is None else f"{f.eager_seconds * f.calls * 1e3:.3f}",
                       f"{f.eager_seconds / f.seconds:.2f}x" if f.eager_seconds else "-")
         for where in self.fallback:
-            t.add_row("(PyTorch)", where, "", "", "", "", "", "", "")
+            t.add_row("(PyTorch)", where, "", "", "", "", "", "", "", "")
         return t
+
+    def weakest(self, share: float = 0.02) -> FunctionTime | None:
+        """Of the functions taking at least ``share`` of the forward (after ``CompiledModel.profile``),
+        the one furthest below its roofline inside the forward (alone where the forward was not timed)."""
+        total = sum(f.seconds * f.calls for f in self.functions) or 1.0
+        ranked = [(f.of_roofline(f.in_forward_seconds or f.seconds), f) for f in self.functions
+                  if f.seconds * f.calls >= share * total]
+        ranked = [(x, f) for x, f in ranked if x is not None]
+        return min(ranked, key=lambda p: p[0])[1] if ranked else None
 
     def print(self) -> None:
         from rich.console import Console
@@ -120,6 +139,10 @@ class CompileReport:
         if self.functions or self.fallback:
             console.print(self.table())
         console.print(self.summary())
+        weak = self.weakest()
+        if weak is not None:
+            console.print(f"furthest below the roofline: {weak.function} ({weak.what}), "
+                          f"{weak.of_roofline(weak.in_forward_seconds or weak.seconds):.0%} of it")
 
     def _took(self, step: str, since: float) -> None:
         self.steps_s[step] = self.steps_s.get(step, 0.0) + time.perf_counter() - since
@@ -193,6 +216,7 @@ class CompiledModel(nn.Module):
         from .spec import spec_from_dict
 
         dev = tvm.cpu()
+        roof = measure_roofline(torch.get_num_threads(), target=self._target)  # (the kernels run on PyTorch's pool)
         seen: dict = {}
         for lib, calls in self.tvmconv_report.calls:
             lib = getattr(lib, "mod", lib)  # (an Executable, where no library could be written)
@@ -206,9 +230,11 @@ class CompiledModel(nn.Module):
                 t = funcs.time_evaluator(c["function"], dev, number=max(1, rounds), repeat=rounds)(*tensors)
                 secs = min(t.results)
                 spec = spec_from_dict(c["spec"]) if c["spec"] else None
+                nbytes = sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in c["args"])  # (each once)
                 seen[key] = FunctionTime(c["function"], _what(c["function"], spec), 1, secs,
                                          spec.flops / secs / 1e9 if spec else None,
-                                         _eager_seconds(spec, rounds) if spec else None)
+                                         _eager_seconds(spec, rounds) if spec else None,
+                                         roofline_seconds=roof.min_seconds(spec.flops if spec else 0, nbytes))
         if len(self.tvmconv_report.calls) == 1 and not self.tvmconv_report.fallback:
             run, records = instrumented(self.tvmconv_report.calls[0][0], next(reversed(self._built.values()))[1])
             inside = _medians(run, records, max(3, rounds))
@@ -509,7 +535,7 @@ def model_key(model: nn.Module, example_inputs: tuple, tgt) -> str:
     import hashlib
     import inspect
 
-    from .runtime import build, cache
+    from .runtime import cache
 
     h = hashlib.blake2b(digest_size=16)
     h.update(repr(model).encode())

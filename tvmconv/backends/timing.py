@@ -1,10 +1,35 @@
-"""Wall-clock timing of two callables, interleaved so both see the same machine state."""
+"""Wall-clock timing of two callables, interleaved so both see the same machine state; the
+machine's roofline (peak SGEMM FLOP/s, copy bandwidth) that timed work is judged against."""
 
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .target import TargetInfo
+
+
+@dataclass
+class Roofline:
+    peak_flops: float  # FLOP/s of a large SGEMM
+    bandwidth: float  # bytes/s of a large copy (read + write)
+    threads: int
+
+    def min_seconds(self, flops: int, nbytes: int) -> float:
+        return max(flops / self.peak_flops, nbytes / self.bandwidth)
+
+
+def measure_roofline(threads: int, *, target: TargetInfo | None = None, **sizes) -> Roofline:
+    """The roofline of ``target``'s device (None: this CPU), measured now with torch: peak FLOP/s of
+    a large float32 SGEMM and the bandwidth of a large copy (bytes read + written); ``sizes``
+    (``gemm_n``, ``copy_mb``) override the backend's (see its ``roofline``)."""
+    from .target import resolve
+
+    backend = (target if target is not None else resolve("host")).backend
+    return Roofline(*backend.roofline(threads, **sizes))
 
 
 def interleaved(a: Callable[[], object], b: Callable[[], object], *, rounds: int = 7, min_round_s: float = 0.02,

@@ -21,35 +21,17 @@ from .. import functional as TF
 from .. import reference as R
 from ..backends import timing
 from ..backends.machine import cpu_model
-from ..backends.timing import torch_threads
+from ..backends.timing import Roofline, measure_roofline, torch_threads  # (re-exported: bench's API)
 from ..backends.base import backend_class
 from ..variants.registry import VARIANTS, default_cases
 from ..spec import Spec
 from ..variants import ConvSpec
 from ..backends.llvm import LLVMBackend
-from ..backends.target import TargetInfo, resolve
+from ..backends.target import TargetInfo
 from ..runtime import build
 
 # Goals by family (issue 4 on CPUs, issue 6 on CUDA): each backend's ``bench_goal``
 GOALS = LLVMBackend.BENCH_GOALS
-
-
-@dataclass
-class Roofline:
-    peak_flops: float  # FLOP/s of a large SGEMM
-    bandwidth: float  # bytes/s of a large copy (read + write)
-    threads: int
-
-    def min_seconds(self, flops: int, nbytes: int) -> float:
-        return max(flops / self.peak_flops, nbytes / self.bandwidth)
-
-
-def measure_roofline(threads: int, *, target: TargetInfo | None = None, **sizes) -> Roofline:
-    """The roofline of ``target``'s device (None: this CPU), measured now with torch: peak FLOP/s of
-    a large float32 SGEMM and the bandwidth of a large copy (bytes read + written); ``sizes``
-    (``gemm_n``, ``copy_mb``) override the backend's (see its ``roofline``)."""
-    backend = (target if target is not None else resolve("host")).backend
-    return Roofline(*backend.roofline(threads, **sizes))
 
 
 @dataclass

@@ -181,7 +181,7 @@ class GPUTimer:
     stub = False
 
     def __init__(self, target: TargetInfo):
-        from ..tools.bench import measure_roofline
+        from ..backends.timing import measure_roofline
 
         self.target = target
         self.roofline = measure_roofline(0, target=target)
@@ -232,7 +232,7 @@ class StubTimer:
     stub = True
 
     def __init__(self, target: TargetInfo, seed: int = 0):
-        from ..tools.bench import Roofline
+        from ..backends.timing import Roofline
 
         self.target = target
         self.roofline = Roofline(1e12, 1e11, 0)  # made up, as the times are
