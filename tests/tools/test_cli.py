@@ -138,3 +138,21 @@ def test_calibrate_errors_are_one_line_with_the_usage_code():
     assert out.exit_code == cli.EXIT_USAGE and "exactly one of" in out.output
     out = runner.invoke(cli.app, ["calibrate", "--suite", "mobilenet_v1", "--target", "arm64-linux"])
     assert out.exit_code == cli.EXIT_USAGE and "does not run on this machine" in out.output
+
+
+def test_bench_layers_profiles_a_compiled_network_against_the_roofline(tmp_path, monkeypatch):
+    from tvmconv import compiler
+    from tvmconv.backends.timing import Roofline
+
+    monkeypatch.setenv("TVMCONV_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(compiler, "measure_roofline", lambda threads, target=None: Roofline(1e10, 1e9, threads))
+    out = runner.invoke(cli.app, ["bench", "--model", "effnet", "--layers", "--rounds", "3",
+                                  "--json", str(tmp_path / "layers.jsonl")])
+    assert out.exit_code == 0, out.output
+    rows = [json.loads(line) for line in (tmp_path / "layers.jsonl").read_text().splitlines()]
+    kernels = [r for r in rows if r["gflops"] is not None]
+    assert kernels and all(r["model"] == "effnet" and r["batch"] == 1 for r in rows)
+    assert all(r["of_roofline"] == r["roofline_seconds"] / r["seconds"] > 0 for r in rows)
+    assert "furthest below the roofline" in out.output
+    out = runner.invoke(cli.app, ["bench", "--layers", "--suite", "effnet"])
+    assert out.exit_code == cli.EXIT_USAGE and "takes tvmconv.models networks" in out.output

@@ -378,6 +378,8 @@ def bench(
     peers: bool = typer.Option(False, "--peers", help="With --model: the network through PyTorch eager, Inductor, "
                                "ONNX Runtime, OpenVINO (fp32; extra [peers]), tvmconv.compile, convert and the "
                                "torch.compile backend, interleaved in one process."),
+    layers: bool = typer.Option(False, "--layers", help="With --model: tvmconv.compile's functions one by one (alone "
+                                "and inside the forward), against eager and this machine's roofline."),
     dispatched: bool = typer.Option(False, "--dispatch", help="Also time each op as a user calls it (dispatch "
                                     "on: the path chosen for this machine, calibrating first where undecided) "
                                     "and list those slower than the vendor path beyond the measured spread (in the "
@@ -400,10 +402,13 @@ def bench(
         if why_not:
             raise ValueError(why_not)
         names = list(MODELS) if model == "all" else (model or "").split(",")
-        if peers and not (model is not None and all(n in MODELS for n in names)):
-            raise ValueError("--peers compares tvmconv.models networks: give --model NAME[,NAME...] or 'all'")
+        if (peers or layers) and not (model is not None and all(n in MODELS for n in names)):
+            raise ValueError(f"--{'peers' if peers else 'layers'} takes tvmconv.models networks: give --model "
+                             "NAME[,NAME...] or 'all'")
         if peers:
             return _bench_peers(names, sizes or (1,), rounds, json_path, png)
+        if layers:
+            return _bench_layers(names, tgt, sizes or (1,), rounds, json_path)
         if model is not None and all(n in MODELS for n in names):
             return _bench_model(names, tgt, sizes or (1, 8), rounds, json_path)
         what = _what(suite or ("variants" if not given else None), op, spec, model, shape, weight, stride, padding,
@@ -503,6 +508,37 @@ def _bench_model(names, tgt, batches, rounds, json_path):
                   f"tvmconv.nn.Conv2d {o['module_s'] * 1e6:.1f} us")
     if json_path:
         json_path.write_text("".join(json.dumps(r) + "\n" for r in records + [{"workload": "call_overhead", **o}]))
+
+
+def _bench_layers(names, tgt, batches, rounds, json_path):
+    """Each network compiled, its functions profiled (``CompiledModel.profile``) and the report printed;
+    one JSON line per function with ``--json``."""
+    import dataclasses
+
+    import torch
+
+    from ..backends.timing import torch_threads
+    from ..compiler import compile as compile_model
+    from ..models import MODELS
+    from .bench import machine
+
+    console.print(f"{machine()}; target {tgt.profile} ({tgt.num_cores} threads)")
+    records = []
+    for name in names:
+        for n in batches:
+            torch.manual_seed(0)
+            size = 32 if name == "effnet" else 224  # (as bench_models)
+            x = torch.randn(n, 3, size, size)
+            with console.status(f"compiling and profiling {name} (batch {n})..."), torch_threads(tgt.num_cores):
+                fast = compile_model(MODELS[name](backend="torch").eval(), (x,), tgt.profile)
+                rows = fast.profile(rounds=rounds)
+            console.print(f"[bold]{name}[/bold], batch {n}")
+            fast.tvmconv_report.print()
+            records += [{"model": name, "batch": n, **dataclasses.asdict(r),
+                         "of_roofline": r.of_roofline(r.seconds),
+                         "of_roofline_in_forward": r.of_roofline(r.in_forward_seconds)} for r in rows]
+    if json_path:
+        json_path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 @app.command("export")
