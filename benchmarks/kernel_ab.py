@@ -8,12 +8,14 @@ repeats of 20 calls, microseconds. One JSON line per layer.
     python benchmarks/kernel_ab.py build /tmp/new
     python benchmarks/kernel_ab.py time old=/tmp/old new=/tmp/new > out.jsonl
 
-(``ab.unpack`` unpacks a revision.) Layers: the pointwise layers of MobileNetV2, EfficientNet-B0 and
-MobileNet v1 whose rows are not whole AVX2 vectors (14, 7 and 28 wide), as (c_in, c_out, width).
+(``ab.unpack`` unpacks a revision.) Layers (``KERNEL_AB_LAYERS``, the same for both steps): ``partial``, the
+pointwise layers of MobileNetV2, EfficientNet-B0 and MobileNet v1 whose rows are not whole AVX2 vectors (14, 7
+and 28 wide), as (c_in, c_out, width); ``effnet``, EfficientNet-B0's others on 14- and 7-wide rows.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,9 +25,12 @@ import torch
 import tvm
 
 ROUNDS = 15
-LAYERS = [(64, 384, 14), (384, 64, 14), (96, 576, 14), (576, 96, 14), (160, 960, 7), (960, 160, 7),
+SETS = {"partial": [(64, 384, 14), (384, 64, 14), (96, 576, 14), (576, 96, 14), (160, 960, 7), (960, 160, 7),
           (320, 1280, 7), (960, 320, 7), (32, 192, 28), (40, 240, 28), (112, 672, 14),  # MobileNetV2, EffNet-B0
-          (512, 512, 14), (512, 1024, 7), (1024, 1024, 7)]  # MobileNet v1
+          (512, 512, 14), (512, 1024, 7), (1024, 1024, 7)],  # MobileNet v1
+        "effnet": [(80, 480, 14), (480, 80, 14), (672, 112, 14), (192, 1152, 7), (1152, 192, 7), (1152, 320, 7),
+                   (672, 192, 7)]}  # EfficientNet-B0's other pointwise layers on 14- and 7-wide rows
+LAYERS = SETS[os.environ.get("KERNEL_AB_LAYERS", "partial")]
 
 
 def _spec(c_in: int, c_out: int, hw: int):
