@@ -330,16 +330,21 @@ class _ScaledPointwise(nn.Module):
 
 
 @pytest.mark.parametrize("n", [1, 2])
-def test_a_rescale_before_a_pointwise_convolution_scales_its_weight_at_batch_1(n):
+@pytest.mark.parametrize("hw", [20, 16])  # on AVX2: its weight packed (ocvec), as it is (the pixel tile)
+def test_a_rescale_before_a_pointwise_convolution_scales_its_weight_at_batch_1(n, hw):
     """``pw(x * s)`` as ``(pw.weight * s)(x)`` at batch 1: C_out x C products instead of C x H x W,
     eager's answer either way, NaN included."""
+    from tvmconv.backends.target import resolve
+
     torch.manual_seed(0)
     model = _randomised(_ScaledPointwise())
-    x = torch.randn(n, 32, 20, 20)
-    mod, _ = lowering.relax_module(lowering.exported(model, (x,)), "x86-avx2", schedule=False)
+    x = torch.randn(n, 32, hw, hw)
+    mod, specs = lowering.relax_module(lowering.exported(model, (x,)), "x86-avx2", schedule=False)
+    (pw,) = {s for s in specs.values() if s.c_in == 32 and s.c_out == 24}
+    assert resolve("x86-avx2").backend.default_plan(pw).kind == ("ocvec" if hw == 20 else "wvec")
     shapes = [tuple(int(d) for d in b.var.ty.shape) for b in mod["main"].body.blocks[0].bindings
               if hasattr(b.var.ty, "shape") and b.var.ty.shape is not None]
-    assert ((n, 32, 20, 20) in shapes) == (n > 1)  # (at batch 1 no product the size of the activation)
+    assert ((n, 32, hw, hw) in shapes) == (n > 1)  # (at batch 1 no product the size of the activation)
     _nan_kept(model, x, (n - 1, 3, 4, 5))
 
 
