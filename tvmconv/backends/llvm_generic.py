@@ -66,8 +66,8 @@ class Parallel(_Rule):
                 # inside a block of whole vectors of outputs, each step a contiguous run of a row of W.
                 # Blocks of 4 or 5 vectors (at least 8 blocks, for the threads): each step then reads
                 # whole cache lines of W, and as many independent accumulators hide the FMA latency
-                # (one vector a block: 1280x1000 118 -> 101 us hot, 311 -> 249 us cold, 960x1280
-                # 192 -> 86 us hot on a Zen 3, benchmarks/results/x86-avx2-zen3-vector-matrix-ab.md)
+                # (one vector a block: 1280x1000 114 -> 96 us hot, 367 -> 285 us cold, 960x1280
+                # 190 -> 85 us hot on a Zen 3, benchmarks/results/x86-avx2-zen3-vector-matrix-ab.md)
                 vecs = extent // lanes
                 blk = next((b for b in (4, 5, 3, 2) if vecs % b == 0 and vecs // b >= 8), 1)
                 outer, mid, inner = sch.split(fused, factors=[None, blk, lanes])
