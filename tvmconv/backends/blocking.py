@@ -130,9 +130,9 @@ def _pixel_tile(spec: ConvSpec, V: int, regs: int) -> Plan | None:
     budget = regs + 2 - inputs  # (``regs`` leaves room for two weight vectors and a broadcast)
     least = 5 if widened else 4
     vb = next((d for d in range(8, least - 1, -1) if spec.c_out % d == 0 and d * inputs <= budget), None)
-    # The larger operand streamed once, the smaller re-read from cache (a matrix product's loop order):
-    # rows outermost, a thread walked every block of weights for each of its rows, which the 7x7 layers'
-    # weights (0.6-1.6 MB) do not keep in L2 (c160->960 7x7: x86-avx2-zen3-pixel-order-ab.md)
+    # The larger operand streamed once, the smaller re-read from cache (a matrix product's loop order).
+    # With rows outermost each thread read every block of weights once per row of its own, and the 7x7
+    # layers' weights (0.6-1.6 MB) do not stay in L2 (c160->960 7x7: x86-avx2-zen3-pixel-order-ab.md)
     channels_outer = spec.c_out > spec.n * out_h * out_w  # weights (c_out x c_in) above input (c_in x n x h x w)
     return Plan("wvec", vb=vb, owi=nv * V, rows=rows, channels_outer=channels_outer) if vb else None
 
