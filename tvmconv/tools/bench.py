@@ -26,13 +26,8 @@ from ..backends.base import backend_class
 from ..variants.registry import VARIANTS, default_cases
 from ..spec import Spec
 from ..variants import ConvSpec
-from ..backends.llvm import LLVMBackend
 from ..backends.target import TargetInfo
 from ..runtime import build
-
-# Goals by family (issue 4 on CPUs, issue 6 on CUDA): each backend's ``bench_goal``
-GOALS = LLVMBackend.BENCH_GOALS
-
 
 @dataclass
 class Case:
@@ -249,8 +244,9 @@ def plot(records: list[dict], roof: Roofline, path) -> None:
     ax1.set_title(f"tvmconv against the vendor path, target {target}; roofline measured in the same run: "
                   f"{roof.peak_flops / 1e9:.0f} GFLOP/s, {roof.bandwidth / 1e9:.0f} GB/s\nvendor path: {vendors}",
                   fontsize=9, loc="left")
-    goals = {k: GOALS[k][0] for k in colors}
-    ax1.legend(handles=[Patch(color=c, label=f"{k} (goal {goals[k]:g}x)") for k, c in colors.items()]
+    goals = {k: {goal_of(r)[0] for r in records if r["kind"] == k} for k in colors}  # (the target's backend's)
+    ax1.legend(handles=[Patch(color=c, label=f"{k} (goal {min(goals[k]):g}x)" if len(goals[k]) == 1 else k)
+                        for k, c in colors.items()]
                + [Line2D([], [], color="black", lw=1.5, label="goal of the workload"),
                   Line2D([], [], color="0.35", lw=0.8, label="spread (interquartile)")], fontsize=8,
                loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -345,5 +341,5 @@ def call_overhead(n: int = 2000) -> dict:
     return res
 
 
-__all__ = ["Roofline", "measure_roofline", "Case", "case_for", "cases", "run_case", "geomeans", "plot", "GOALS",
+__all__ = ["Roofline", "measure_roofline", "Case", "case_for", "cases", "run_case", "geomeans", "plot",
            "meets_goal", "machine", "bench_models", "call_overhead", "time_case"]

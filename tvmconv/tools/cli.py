@@ -530,7 +530,7 @@ def _bench_layers(names, tgt, batches, rounds, json_path):
             size = 32 if name == "effnet" else 224  # (as bench_models)
             x = torch.randn(n, 3, size, size)
             with console.status(f"compiling and profiling {name} (batch {n})..."), torch_threads(tgt.num_cores):
-                fast = compile_model(MODELS[name](backend="torch").eval(), (x,), tgt.profile)
+                fast = compile_model(MODELS[name](backend="torch").eval(), (x,), tgt)
                 rows = fast.profile(rounds=rounds)
             console.print(f"[bold]{name}[/bold], batch {n}")
             fast.tvmconv_report.print()
