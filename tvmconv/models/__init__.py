@@ -39,7 +39,7 @@ Module names, nesting and order are torchvision's, so a torchvision ``state_dict
   1,235,496 parameters.
 
 ``MODELS`` maps each name to its builder; every builder takes ``num_classes`` and the keywords
-``backend`` and ``target``.
+``backend`` and ``target``. ``input_size(name)``: the side of the square image it takes.
 """
 
 from ._common import (_Classifier, _conv_bn, _finish, _Make, _make_divisible, Conv2dNormActivation,
@@ -57,5 +57,13 @@ MODELS = {"mobilenet_v1": mobilenet_v1, "shufflenet_v1": shufflenet_v1, "effnet"
           "shufflenet_v2_x1_0": shufflenet_v2_x1_0, "efficientnet_b0": efficientnet_b0, "resnet50": resnet50,
           "mnasnet1_0": mnasnet1_0, "squeezenet1_1": squeezenet1_1}
 
-__all__ = ["mobilenet_v1", "shufflenet_v1", "effnet", "channelnet", "mobilenet_v2", "resnet18", "mobilenet_v3_large",
+
+
+def input_size(name: str) -> int:
+    """The side of the square ``(N, 3, side, side)`` image network ``name`` takes: 32 for ``effnet``
+    (CIFAR-sized), 224 for the others."""
+    return 32 if name == "effnet" else 224
+
+
+__all__ = ["input_size", "mobilenet_v1", "shufflenet_v1", "effnet", "channelnet", "mobilenet_v2", "resnet18", "mobilenet_v3_large",
            "shufflenet_v2_x1_0", "efficientnet_b0", "resnet50", "mnasnet1_0", "squeezenet1_1", "MODELS"]

@@ -284,13 +284,13 @@ def bench_models(names, target: TargetInfo, batches=(1, 8), *, rounds: int = 7, 
     the whole takes beyond it is the rest of the model (pooling, adds, the classifier) and the
     calls between layers."""
     from ..converter import convert
-    from ..models import MODELS
+    from ..models import MODELS, input_size
 
     out = []
     for name in names:
         torch.manual_seed(0)
         twin = MODELS[name](backend="torch").eval()
-        s = size or (32 if name == "effnet" else 224)
+        s = size or input_size(name)
         for n in batches:
             x = torch.randn(n, 3, s, s)
             with torch_threads(target.num_cores):

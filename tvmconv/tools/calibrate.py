@@ -24,11 +24,11 @@ def model_workloads(name: str, target: TargetInfo | None = None, batch=None, *, 
     ``target`` (``lowering.fuse_where_tuned``)."""
     from ..converter import workloads
     from ..lowering import fuse_where_tuned
-    from ..models import MODELS
+    from ..models import MODELS, input_size
     from .workloads import batches
 
     model = MODELS[name](backend="torch").eval()
-    size = 32 if name == "effnet" else 224  # (as bench_models)
+    size = input_size(name)
     separable = fuse_where_tuned(target) if compiled else True
     counts: dict = {}
     for n in batches(batch) or (1,):

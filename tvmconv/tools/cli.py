@@ -519,7 +519,7 @@ def _bench_layers(names, tgt, batches, rounds, json_path):
 
     from ..backends.timing import torch_threads
     from ..compiler import compile as compile_model
-    from ..models import MODELS
+    from ..models import MODELS, input_size
     from .bench import machine
 
     console.print(f"{machine()}; target {tgt.profile} ({tgt.num_cores} threads)")
@@ -527,8 +527,7 @@ def _bench_layers(names, tgt, batches, rounds, json_path):
     for name in names:
         for n in batches:
             torch.manual_seed(0)
-            size = 32 if name == "effnet" else 224  # (as bench_models)
-            x = torch.randn(n, 3, size, size)
+            x = torch.randn(n, 3, input_size(name), input_size(name))
             with console.status(f"compiling and profiling {name} (batch {n})..."), torch_threads(tgt.num_cores):
                 fast = compile_model(MODELS[name](backend="torch").eval(), (x,), tgt)
                 rows = fast.profile(rounds=rounds)
@@ -616,14 +615,14 @@ def _export_model(target: str, output: Path, model: str, input_shape, check: boo
     """export --model: a tvmconv.models name (its plain-PyTorch form, seeded weights) or a .pt2."""
     import torch
 
-    from ..models import MODELS
+    from ..models import MODELS, input_size
     from . import export_model as XM
 
     module = None
     if model in MODELS and not Path(model).exists():
         # seeded and calibrated (every layer moves the output: else --check could not see a wrong
         # kernel); the library and the check's reference are this one model
-        input_shape = input_shape or (1, 3) + ((32, 32) if model == "effnet" else (224, 224))
+        input_shape = input_shape or (1, 3, input_size(model), input_size(model))
         module = XM.builtin_model(model, input_shape)
     try:
         with console.status(f"compiling {model} for {target}..."):

@@ -80,10 +80,11 @@ def compare(name: str, batch: int = 1, size: int | None = None, *, paths=PATHS, 
             threads: int | None = None, say=print) -> list[dict]:
     """One row per path of ``tvmconv.models`` network ``name`` on a ``(batch, 3, size, size)``
     input (see the module docstring); ``say`` gets one line per skipped path."""
+    from ..models import input_size
     from .export_model import builtin_model
 
     threads = threads or torch.get_num_threads()
-    s = size or (32 if name == "effnet" else 224)
+    s = size or input_size(name)
     shape = (batch, 3, s, s)
     model = builtin_model(name, shape)
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
