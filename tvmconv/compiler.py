@@ -76,6 +76,11 @@ class FunctionTime:
         """The fraction of the roofline a call taking ``seconds`` reaches (1: as fast as the machine allows)."""
         return self.roofline_seconds / seconds if self.roofline_seconds and seconds else None
 
+    @property
+    def roofline_fraction(self) -> float | None:
+        """``of_roofline`` of a call as the forward makes it (alone where the forward was not timed)."""
+        return self.of_roofline(self.in_forward_seconds or self.seconds)
+
 
 @dataclass
 class CompileReport:
@@ -127,10 +132,8 @@ class CompileReport:
         """Of the functions taking at least ``share`` of the forward (after ``CompiledModel.profile``),
         the one furthest below its roofline inside the forward (alone where the forward was not timed)."""
         total = sum(f.seconds * f.calls for f in self.functions) or 1.0
-        ranked = [(f.of_roofline(f.in_forward_seconds or f.seconds), f) for f in self.functions
-                  if f.seconds * f.calls >= share * total]
-        ranked = [(x, f) for x, f in ranked if x is not None]
-        return min(ranked, key=lambda p: p[0])[1] if ranked else None
+        ranked = [f for f in self.functions if f.seconds * f.calls >= share * total and f.roofline_fraction]
+        return min(ranked, key=lambda f: f.roofline_fraction, default=None)
 
     def print(self) -> None:
         from rich.console import Console
@@ -142,7 +145,7 @@ class CompileReport:
         weak = self.weakest()
         if weak is not None:
             console.print(f"furthest below the roofline: {weak.function} ({weak.what}), "
-                          f"{weak.of_roofline(weak.in_forward_seconds or weak.seconds):.0%} of it")
+                          f"{weak.roofline_fraction:.0%} of it")
 
     def _took(self, step: str, since: float) -> None:
         self.steps_s[step] = self.steps_s.get(step, 0.0) + time.perf_counter() - since
