@@ -51,6 +51,44 @@ def test_a_custom_target_gets_the_facts_of_its_isa():
     assert (f.vector_bits, f.vector_registers, f.l2_bytes) == (256, 16, 2 ** 21)
 
 
+def _sysfs(root, *caches):
+    for i, (level, kind, size) in enumerate(caches):
+        d = root / f"index{i}"
+        d.mkdir(parents=True)
+        for name, text in (("level", level), ("type", kind), ("size", size)):
+            (d / name).write_text(text + "\n")
+    return root
+
+
+def test_the_cpu_cache_sizes_come_from_sysfs(tmp_path):
+    from tvmconv.backends.target import cpu_cache_facts
+
+    ice_lake = _sysfs(tmp_path / "icx", ("1", "Data", "48K"), ("1", "Instruction", "32K"), ("2", "Unified", "1280K"),
+                      ("3", "Unified", "54M"))
+    assert cpu_cache_facts(ice_lake) == {"l1d_bytes": 48 * 1024, "l2_bytes": 1280 * 1024}
+    odd = _sysfs(tmp_path / "odd", ("1", "Data", "lots"), ("2", "Unified", "1M"))
+    assert cpu_cache_facts(odd) == {"l2_bytes": 2 ** 20}  # what cannot be read is the ISA's
+    assert cpu_cache_facts(tmp_path / "absent") == {}
+
+
+def test_a_target_this_cpu_runs_takes_its_cache_sizes(monkeypatch):
+    """Between the ISA's sizes and a profile's own: the shipped profiles name an ISA, and a wvec
+    task stages half of the L1d of the CPU that runs it (48 KiB on an Ice Lake: 24 KiB of rows)."""
+    import tvmconv.functional as TF
+    from tvmconv.backends import target as T
+
+    monkeypatch.setattr(T, "cpu_cache_facts", lambda: {"l1d_bytes": 48 * 1024, "l2_bytes": 1280 * 1024})
+    here = make({"kind": "llvm", "mattr": ["+sse2"]})  # (vectors every x86 and aarch64 CPU runs)
+    assert here.runs_here and (here.facts.l1d_bytes, here.facts.l2_bytes) == (48 * 1024, 1280 * 1024)
+    cross = make({"kind": "llvm", "mtriple": "riscv64-linux-gnu"})
+    assert not cross.runs_here and cross.facts.l1d_bytes == 32768  # the ISA's
+    own = make({"kind": "llvm", "mattr": ["+sse2"]}, facts={"l1d_bytes": 65536})
+    assert own.facts.l1d_bytes == 65536 and own.facts.l2_bytes == 1280 * 1024  # a profile's own facts win
+    spec = TF.spec_of(TF.conv2d, torch.randn(1, 64, 56, 56), torch.randn(64, 1, 3, 3), padding=1, groups=64)
+    plan = here.backend.default_plan(spec)
+    assert plan.kind == "wvec" and plan.rows == blocking.wvec_rows(spec, plan.owi, 24 * 1024)
+
+
 def test_a_profile_with_unknown_facts_is_refused(tmp_path, monkeypatch):
     (tmp_path / "odd.json").write_text('{"target": {"kind": "llvm"}, "facts": {"vector_regs": 32}}')
     from tvmconv.backends import target as T
@@ -211,8 +249,8 @@ def test_native_half_precision_takes_one_register_a_vector():
 
 
 def test_wvec_rows_stage_half_of_the_l1_cache():
-    """The row budget is half of facts.l1d_bytes: 16 KiB on the 32 KiB L1d of the x86 profiles
-    (the constant it replaced, so their plans are unchanged), more on a 64 KiB one."""
+    """The row budget is half of facts.l1d_bytes: 16 KiB on a 32 KiB L1d (the constant it
+    replaced, under which the shipped records were tuned), more on a 64 KiB one."""
     import tvmconv.functional as TF
 
     spec = TF.spec_of(TF.conv2d, torch.randn(1, 64, 56, 56), torch.randn(64, 1, 3, 3), padding=1, groups=64)

@@ -6,7 +6,8 @@ target for device targets, how to build (``native``, ``cross`` with a C compiler
 ``host:port`` and a device key), the vendor path it is compared with, and the machine facts the
 default schedules are written for (``facts``: ``vector_bits``, ``vector_registers``, ``l1d_bytes``,
 ``l2_bytes``; on GPUs ``registers_per_thread`` and ``multiprocessors``). A target without a
-profile, or a profile without facts, gets the facts its ISA implies (``isa_facts``). Profiles ship in the
+profile, or a profile without facts, gets the facts its ISA implies (``isa_facts``), and a target
+this machine runs the cache sizes of its CPU (``cpu_cache_facts``, from sysfs). Profiles ship in the
 repository's ``targets/``; a user adds or overrides one by dropping a file into
 ``$TVMCONV_CACHE_DIR/targets/`` (or ``TVMCONV_TARGETS_DIR``) -- no code change -- a directory
 that must be the user's own (see ``profile_dirs``).
@@ -97,19 +98,7 @@ class TargetInfo:
     def runs_here(self) -> bool:
         """Whether this machine's CPU runs the target's code, computed once per target object (the
         ops ask on every call)."""
-        d = self.dict
-        if d["kind"] != "llvm":
-            return False
-        triple = d.get("mtriple", "")
-        arch = triple.split("-")[0] if triple else platform.machine()
-        if not (arch == platform.machine() or (arch, platform.machine()) in {("arm64", "aarch64"),
-                                                                            ("aarch64", "arm64")}):
-            return False
-        # an x86 target's vectors need the CPU's: AVX-512 code on an AVX2 Zen 3 dies of SIGILL
-        # (its launch timing did, planning a kernel for x86-avx512 there)
-        flags = _cpu_flags()
-        need = {512: "avx512f", 256: "avx2"}.get(self.vector_bits) if arch in ("x86_64", "AMD64") else None
-        return need is None or not flags or need in flags
+        return _runs_here(self.dict, self.vector_bits)
 
     def lanes(self, dtype: str) -> int:
         bits = {"float16": 16, "float32": 32, "float64": 64}[dtype]
@@ -161,6 +150,22 @@ def _freeze(v):
     return v
 
 
+def _runs_here(d: dict, vector_bits: int) -> bool:
+    """Whether this machine's CPU runs code for the target dict ``d`` of ``vector_bits`` vectors."""
+    if d["kind"] != "llvm":
+        return False
+    triple = d.get("mtriple", "")
+    arch = triple.split("-")[0] if triple else platform.machine()
+    if not (arch == platform.machine() or (arch, platform.machine()) in {("arm64", "aarch64"),
+                                                                        ("aarch64", "arm64")}):
+        return False
+    # an x86 target's vectors need the CPU's: AVX-512 code on an AVX2 Zen 3 dies of SIGILL
+    # (its launch timing did, planning a kernel for x86-avx512 there)
+    flags = _cpu_flags()
+    need = {512: "avx512f", 256: "avx2"}.get(vector_bits) if arch in ("x86_64", "AMD64") else None
+    return need is None or not flags or need in flags
+
+
 def _cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo") as f:
@@ -208,9 +213,37 @@ def isa_facts(cfg: dict) -> dict:
             "l2_bytes": 262144}
 
 
+# Where Linux describes the caches of a CPU: index<i>/{level,type,size}, size as "32K" or "1M"
+SYSFS_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_cache_facts(root: Path = SYSFS_CACHES) -> dict:
+    """This CPU's L1 data and L2 cache sizes (``l1d_bytes``, ``l2_bytes``) as Linux reports them
+    for its first core; {} for what it does not report (another OS, a container without /sys).
+    The ISA's sizes are the smallest of current cores: an Ice Lake has a 48 KiB L1d, a Zen 3 a
+    512 KiB L2, an Ice Lake server 1.25 MiB."""
+    found = {}
+    names = {("1", "Data"): "l1d_bytes", ("2", "Unified"): "l2_bytes"}
+    for index in sorted(root.glob("index*")) if root.is_dir() else ():
+        try:
+            level, kind, size = ((index / f).read_text().strip() for f in ("level", "type", "size"))
+            scale = {"K": 1024, "M": 1024 ** 2}.get(size[-1:], 1)
+            value = int(size.rstrip("KM")) * scale
+        except (OSError, ValueError):
+            continue
+        if (level, kind) in names and value > 0:
+            found.setdefault(names[level, kind], value)
+    return found
+
+
 def make(config: dict, profile: str = "custom", facts: dict | None = None) -> TargetInfo:
-    """A TargetInfo: ``facts`` (a profile's) override those its ISA implies, field by field."""
-    merged = {**isa_facts(config), **(facts or {})}
+    """A TargetInfo: ``facts`` (a profile's) override those its ISA implies, field by field; for a
+    target this machine runs, its CPU's cache sizes (``cpu_cache_facts``) come between the two:
+    the shipped profiles name an ISA, not a machine, and leave the caches to the CPU that runs them."""
+    isa = isa_facts(config)
+    here = cpu_cache_facts() if _runs_here(config, {**isa, **(facts or {})}["vector_bits"]) else {}
+    merged = {**isa, **here, **(facts or {})}
     f = Facts.from_dict(merged, profile)
     return TargetInfo(config=_freeze(config), vector_bits=f.vector_bits, profile=profile, facts=f)
 
