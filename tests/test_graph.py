@@ -10,10 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import tvmconv
-from tvmconv import graph
+from tvmconv import converter, graph
 from tvmconv import functional as TF
 from tvmconv.backends.llvm import LLVMBackend
-from tvmconv.runtime import build, dispatch
+from tvmconv.backends.target import resolve
+from tvmconv.runtime import build, call, dispatch
 
 
 def _bn(c: int, g: torch.Generator, cls=nn.BatchNorm2d) -> nn.Module:
@@ -189,6 +190,59 @@ def test_convert_keeps_pytorch_where_it_is_faster_here(rng, monkeypatch, tmp_pat
     fast = tvmconv.convert(model, (x,))
     assert len(fast.tvmconv_report.converted) == 4 and rounds.count(dispatch.CALLS) == 4  # (7 of 7 rounds)
     assert all(r.speedup == pytest.approx(2.0) for r in fast.tvmconv_report.converted)
+
+
+class _Stem(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        return F.relu(self.conv(x))
+
+
+@pytest.mark.parametrize("op_choice,in_model", [("vendor", "tvmconv"), ("tvmconv", "vendor")])
+def test_a_choice_made_in_the_model_wins_there_and_leaves_the_op_alone(rng, monkeypatch, op_choice, in_model):
+    """Issue 37: convert's timing of a layer on its input in the model is stored as that model's
+    choice (``<model>/<workload>``); for that model it wins over the op-level choice, which stays."""
+    monkeypatch.setenv("TVMCONV_MACHINE", f"in-model test machine {op_choice}")
+    monkeypatch.setattr(build, "_cache", {})
+    model, x = _Stem().eval(), torch.randn(1, 3, 8, 8, generator=rng)
+    kern = build.load(TF.spec_of(TF.conv2d, x, model.conv.weight, model.conv.bias, padding=1), resolve(None))
+    fast_op, slow_op = ([1e-3] * 7, [2e-3] * 7) if op_choice == "tvmconv" else ([2e-3] * 7, [1e-3] * 7)
+    dispatch.settle(kern, fast_op, slow_op, "calibrate")  # the op alone, decided
+    assert kern.dispatch == op_choice
+    timed = []
+
+    def time(_backend, fns, *, rounds=7, threads=None):  # in the model: the other way round
+        timed.append(rounds)
+        return [[1e-3] * rounds, [2e-3] * rounds] if in_model == "tvmconv" else [[2e-3] * rounds, [1e-3] * rounds]
+
+    monkeypatch.setattr(LLVMBackend, "time", time)
+    fast = tvmconv.convert(model, (x,), time_layers=False)
+    assert timed  # (timed although the op had its choice: none was made in this model yet)
+    converted = [m for m in fast.modules() if isinstance(m, tvmconv.nn.TvmconvModule)]
+    assert len(converted) == (in_model == "tvmconv")
+    assert kern.dispatch == op_choice  # the op-level choice stays
+    name = converter.model_name(model, (x,))
+    assert name == "_Stem(1x3x8x8)" and dispatch.model_choice(name, kern)["choice"] == in_model
+    vendor_calls = []
+
+    def vendor(spec):  # the vendor path, counted
+        return lambda *t: vendor_calls.append(spec) or F.conv2d(t[0], t[1], t[2], padding=1)
+
+    monkeypatch.setattr(call, "_vendor", vendor)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+        assert not vendor_calls  # the model's choice: its kernel, or PyTorch's own layer
+        TF.conv2d(x, model.conv.weight, model.conv.bias, padding=1)
+    assert len(vendor_calls) == (op_choice == "vendor")  # the op alone: its own choice
+    # a second conversion (a new process: the file) reads the model's choice without timing
+    dispatch.forget()
+    monkeypatch.setattr(build, "_cache", {})
+    timed.clear()
+    again = tvmconv.convert(model, (x,), time_layers=False)
+    assert not timed and len(again.tvmconv_report.converted) == (in_model == "tvmconv")
 
 
 def test_workloads_are_the_kernels_convert_runs(rng, tmp_path):

@@ -12,10 +12,13 @@ EffNet's 1x3 -> pool -> 3x1) wherever they occur, across nesting and functional 
 other convolution becomes its tvmconv.nn drop-in. Residual adds and all other ops stay PyTorch.
 The result is an ``fx.GraphModule`` with the model's submodule names.
 
-A layer stays PyTorch where tvmconv is not faster on this machine: each replacement is timed
-against the nodes it replaces (interleaved rounds) and the choice is stored with the machine's
-dispatch choices (runtime/dispatch.py), so later conversions and the ops agree; ``dispatch=False``
-converts every layer. ``filter_fn(name, module) -> False`` leaves a module alone.
+A layer stays PyTorch where tvmconv is slower on this machine: each replacement is timed against
+the nodes it replaces, on the input the model gives it (interleaved rounds, ``dispatch.judge``), and
+the choice is stored as this model's (``model_name``: its class and input shapes) with the
+machine's dispatch choices (runtime/dispatch.py): a later conversion of the model reads it, and for
+that model it wins over the op's own choice (a layer the op alone would send to PyTorch runs its
+kernel here where the model's timing says so). It is also the op's first choice where the op had
+none. ``dispatch=False`` converts every layer. ``filter_fn(name, module) -> False`` leaves a module alone.
 
 The original is never run: its outputs, and its time, come from a copy, so a model in training
 mode keeps its BatchNorm statistics, and buffers a ``forward`` updates, as they were; the converted
@@ -215,7 +218,8 @@ def _convert(model, example_inputs, target, filter_fn, dispatch, time_layers, re
     rep.hooked = [name or "(the model)" for name, m in new.named_modules() if graph.hooked(m)]
     gm, found = _plan(new, example_inputs, tgt, rep, filter_fn, separable)
     if gm is not None:
-        converted = _convert_graph(gm, found, tgt, target, rep, dispatch_on=dispatch, time_layers=time_layers)
+        converted = _convert_graph(gm, found, tgt, target, rep, dispatch_on=dispatch, time_layers=time_layers,
+                                   model=model_name(model, example_inputs))
         state.follow(converted, rep.folds)
         graph.copy_hooks(new, converted)
         new = converted
@@ -359,13 +363,20 @@ def _fuse(rule: Callable, module: nn.Module, x) -> bool:
         return False
 
 
+def model_name(model: nn.Module, example_inputs) -> str:
+    """What names ``model``'s own dispatch choices (``dispatch.model_choice``): its class and the
+    shapes of its inputs, e.g. ``MobileNetV2(1x3x224x224)``."""
+    shapes = ",".join("x".join(map(str, t.shape)) for t in example_inputs if isinstance(t, torch.Tensor))
+    return f"{type(model).__qualname__}({shapes})"
+
+
 def _convert_graph(gm: fx.GraphModule, found: list, tgt, target, rep: ConversionReport, *, dispatch_on: bool,
-                   time_layers: bool) -> fx.GraphModule:
+                   time_layers: bool, model: str) -> fx.GraphModule:
     """Decide and apply ``found`` (``_plan``'s) on ``gm``; the layers go to ``rep``."""
     chosen = []
     for rw, x in found:
         original = rw.original(gm)  # (before any rewrite changes the modules it calls)
-        layer, use = _decide(rw, original, x, tgt, target, dispatch_on, time_layers)
+        layer, use = _decide(rw, original, x, tgt, target, dispatch_on, time_layers, model)
         rep.layers.append(layer)
         if use:
             chosen.append(rw)
@@ -393,9 +404,9 @@ class _Recorder(fx.Interpreter):
         return self.seen
 
 
-def _decide(rw: graph.Rewrite, original, x, tgt, target, dispatch_on: bool, time_layers: bool):
+def _decide(rw: graph.Rewrite, original, x, tgt, target, dispatch_on: bool, time_layers: bool, model: str):
     """``(layer report, whether to apply rw)``: tvmconv where it runs and (with ``dispatch_on``)
-    is not slower than the PyTorch nodes it replaces on this machine."""
+    is not slower than the PyTorch nodes it replaces in ``model`` (``model_name``) on this machine."""
     r = LayerReport(rw.name, rw.kind, covered=rw.covered)
     why = _unsupported(rw.module, tgt)
     if why or x is None:
@@ -414,18 +425,28 @@ def _decide(rw: graph.Rewrite, original, x, tgt, target, dispatch_on: bool, time
     r.schedule = sources.pop() if len(sources) == 1 else ("mixed" if sources else "")
     kern = kernels[-1] if len(kernels) == 1 else None
     deciding = dispatch_on and knobs.dispatch() and kern is not None
-    if time_layers or (deciding and kern.dispatch == dispatch.UNDECIDED):
+    stored = dispatch.model_choice(model, kern) if deciding else None
+    if time_layers or (deciding and not (stored and stored["decided"])):
         def kernel():
             with TF.no_dispatch():
                 mod(x)
-        with torch.no_grad():  # (the layer against the nodes it replaces, in the model: dispatch's rule)
+        with torch.no_grad():  # (the layer against the nodes it replaces, on its input in the model)
             a, b, verdict = dispatch.measure(lambda k: tgt.backend.time([kernel, lambda: original(x)], rounds=k))
         r.tvmconv_s, r.torch_s = timing.median(a), timing.median(b)
-        if deciding and (kern.dispatch == dispatch.UNDECIDED or (verdict.decided and verdict.choice != kern.dispatch)):
-            dispatch.settle(kern, a, b, "convert")
-    if dispatch_on and knobs.dispatch() and kern is not None and kern.dispatch == "vendor":
-        r.kind, r.reason = "kept", f"PyTorch is faster on this machine ({kern.dispatch_source})"
+        if deciding:
+            stored = dispatch.settle_in_model(model, kern, a, b)
+            if kern.dispatch == dispatch.UNDECIDED:  # (the op's first measurement too)
+                dispatch.settle(kern, a, b, "convert")
+    if not deciding:
+        return r, True
+    # this model's choice wins over the op-level one; within the noise, the kernel (judge's rule)
+    if stored["choice"] == "vendor":
+        r.kind, r.reason = "kept", f"PyTorch is faster in this model ({stored['margin']:.2f}x)"
         return r, False
+    if kern.dispatch == "vendor":  # (the op alone went to PyTorch: in this model the kernel runs)
+        for m in mod.modules():
+            if isinstance(m, tnn.TvmconvModule):
+                m.dispatch = False
     return r, True
 
 

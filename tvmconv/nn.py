@@ -31,11 +31,14 @@ ACTIVATIONS = {None: None, "relu": nn.ReLU, "relu6": nn.ReLU6}
 
 
 class TvmconvModule:
-    """Mixin: ``backend``, ``target`` and ``layer_name``; kernel errors re-raised naming the layer."""
+    """Mixin: ``backend``, ``target`` and ``layer_name``; kernel errors re-raised naming the layer.
+    ``dispatch`` False: the kernel runs even where the op alone goes to the vendor path (convert sets
+    it where the layer, timed in its model, was not slower; under torch.compile the ops decide)."""
 
     backend: str = "tvmconv"
     target = None
     layer_name: str | None = None
+    dispatch: bool = True
 
     def _init_tvmconv(self, target=None, backend: str = "tvmconv") -> None:
         if backend not in BACKENDS:
@@ -49,7 +52,10 @@ class TvmconvModule:
 
     def _kernel(self, fn, *args, **kwargs):
         try:
-            return fn(*args, target=self.target, **kwargs)
+            if self.dispatch or torch.compiler.is_compiling():
+                return fn(*args, target=self.target, **kwargs)
+            with TF.no_dispatch():
+                return fn(*args, target=self.target, **kwargs)
         except (ValueError, TypeError, RuntimeError) as exc:
             if torch.compiler.is_compiling():
                 raise

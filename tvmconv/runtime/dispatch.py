@@ -32,7 +32,10 @@ always runs the kernel. The file::
 ``*_s`` are medians (what a table shows), ``*_best_s`` the best times; ``decided``, ``margin``,
 ``agree`` and ``rounds`` are ``judge``'s ``Verdict`` (entries written before them count as decided).
 
-``source`` is ``first use`` or ``calibrate``; ``schedule`` is the kernel's schedule
+``source`` is ``first use``, ``calibrate``, ``convert`` (its first measurement of an op not yet decided)
+or ``bench``. A choice convert made inside a model is keyed ``<model>/<workload key>``, with
+``model`` and the source ``convert: <model>``: for that model it wins over the op-level choice
+(``model_choice``). ``schedule`` is the kernel's schedule
 (``cache.schedule_id`` of its record, or ``default``): a choice made for another schedule is not
 applied. Written atomically under the file's lock, read only from a trusted directory, and a
 damaged file is set aside (``*.corrupt-<time>``) like a damaged record: its workloads are decided again.
@@ -263,6 +266,16 @@ class Calibration:
         return len(t) >= CALLS and not verdict.worth_more_rounds()
 
 
+def _entry(kern, tvmconv_s: list[float], vendor_s: list[float], source: str, verdict: Verdict) -> dict:
+    """The stored form of ``verdict`` on ``kern``'s paired times (see the module's file format)."""
+    return {"workload": kern.spec.name, "profile": kern.target.profile, "choice": verdict.choice,
+            "tvmconv_s": timing.median(tvmconv_s), "vendor_s": timing.median(vendor_s),
+            "tvmconv_best_s": min(tvmconv_s), "vendor_best_s": min(vendor_s),
+            "calls": len(tvmconv_s) + len(vendor_s), "source": source, "schedule": kern.schedule_id,
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "decided": verdict.decided,
+            "margin": verdict.margin, "agree": verdict.agree, "rounds": verdict.rounds}
+
+
 def settle(kern, tvmconv_s: list[float], vendor_s: list[float], source: str) -> str:
     """Decide ``kern``'s path from the two paths' paired times (``judge``), make the kernel take it and
     store it for this machine (as not decided where ``judge`` finds the paths within the noise:
@@ -272,12 +285,7 @@ def settle(kern, tvmconv_s: list[float], vendor_s: list[float], source: str) -> 
     choice = verdict.choice
     here = machine_of(kern.target)
     key = cache.schedule_key(kern.spec, kern.target)
-    entry = {"workload": kern.spec.name, "profile": kern.target.profile, "choice": choice,
-             "tvmconv_s": timing.median(tvmconv_s), "vendor_s": timing.median(vendor_s),
-             "tvmconv_best_s": min(tvmconv_s), "vendor_best_s": min(vendor_s),
-             "calls": len(tvmconv_s) + len(vendor_s), "source": source, "schedule": kern.schedule_id,
-             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "decided": verdict.decided,
-             "margin": verdict.margin, "agree": verdict.agree, "rounds": verdict.rounds}
+    entry = _entry(kern, tvmconv_s, vendor_s, source, verdict)
     with _lock:
         if source == "first use" and kern.dispatch != UNDECIDED:
             return kern.dispatch
@@ -286,6 +294,34 @@ def settle(kern, tvmconv_s: list[float], vendor_s: list[float], source: str) -> 
         kern.dispatch, kern.dispatch_source = choice, CALIBRATED
     store(here, {key: entry})
     return choice
+
+
+# -- choices made inside a model --------------------------------------------------------------------
+# convert times each layer against the PyTorch nodes it replaces, on the input the model gives it.
+# That choice is the model's: it is stored beside the ops' under ``<model>/<workload key>`` and, for
+# that model, wins over the op-level one (issue 37: in-model timing beats op timing where they
+# disagree); the ops themselves keep their own.
+def model_key(model: str, kern) -> str:
+    return f"{model}/{cache.schedule_key(kern.spec, kern.target)}"
+
+
+def model_choice(model: str, kern) -> dict | None:
+    """The entry stored for ``kern``'s workload inside ``model`` on this machine, measured with
+    ``kern``'s schedule; None where there is none."""
+    entry = table(machine_of(kern.target)).get(model_key(model, kern))
+    return entry if entry is not None and entry["schedule"] == kern.schedule_id else None
+
+
+def settle_in_model(model: str, kern, tvmconv_s: list[float], vendor_s: list[float]) -> dict:
+    """Decide ``kern``'s path inside ``model`` (``judge``) and store it as that model's; the op-level
+    choice is not changed. Returns the stored entry."""
+    entry = _entry(kern, tvmconv_s, vendor_s, f"convert: {model}", judge(tvmconv_s, vendor_s))
+    entry["model"] = model
+    here, key = machine_of(kern.target), model_key(model, kern)
+    with _lock:
+        table(here)[key] = entry
+    store(here, {key: entry})
+    return entry
 
 
 def store(machine: Machine, entries: dict[str, dict]) -> None:
