@@ -431,7 +431,7 @@ def _decide(rw: graph.Rewrite, original, x, tgt, target, dispatch_on: bool, time
             with TF.no_dispatch():
                 mod(x)
         with torch.no_grad():  # (the layer against the nodes it replaces, on its input in the model)
-            a, b, verdict = dispatch.measure(lambda k: tgt.backend.time([kernel, lambda: original(x)], rounds=k))
+            a, b, _ = dispatch.measure(lambda k: tgt.backend.time([kernel, lambda: original(x)], rounds=k))
         r.tvmconv_s, r.torch_s = timing.median(a), timing.median(b)
         if deciding:
             stored = dispatch.settle_in_model(model, kern, a, b)
@@ -441,7 +441,8 @@ def _decide(rw: graph.Rewrite, original, x, tgt, target, dispatch_on: bool, time
         return r, True
     # this model's choice wins over the op-level one; within the noise, the kernel (judge's rule)
     if stored["choice"] == "vendor":
-        r.kind, r.reason = "kept", f"PyTorch is faster in this model ({stored['margin']:.2f}x)"
+        slower = 1 / stored["margin"]
+        r.kind, r.reason = "kept", f"PyTorch is faster in this model (the kernel took {slower:.2f}x its time)"
         return r, False
     if kern.dispatch == "vendor":  # (the op alone went to PyTorch: in this model the kernel runs)
         for m in mod.modules():
