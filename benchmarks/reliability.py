@@ -226,7 +226,7 @@ import subprocess, time
 locks = [root / "machine" / f"{key}.json.lock", root / "dispatch" / f"{key}.json.lock"]
 locks += [root / "machine" / (p.name + ".lock") for p in [root / "machine" / "x"]]
 from tvmconv.backends import openmp
-locks.append(root / "machine" / f"openmp-launch-{cache.digest({'cc': 'gcc', 'source': openmp._LAUNCH_C})[:12]}.so.lock")
+locks.append(root / "machine" / f"openmp-launch-{cache.digest({'cc': 'gcc', 'source': openmp.launch_source()})[:12]}.so.lock")
 for l in locks: l.parent.mkdir(parents=True, exist_ok=True)
 h = subprocess.Popen([sys.executable, "-c", "import sys,time\\nfrom filelock import FileLock\\n[FileLock(p).acquire() for p in sys.argv[1:]]\\nprint(1,flush=True)\\ntime.sleep(300)", *map(str, locks)], stdout=subprocess.PIPE)
 h.stdout.readline()

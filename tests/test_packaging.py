@@ -25,6 +25,12 @@ PROBE = textwrap.dedent("""
     assert sys.argv[1] in tvmconv.__file__, tvmconv.__file__
     assert "_shipped" in str(knobs.shipped_dir()), knobs.shipped_dir()
     assert {"x86-avx2", "x86-avx512", "arm64-linux"} <= set(target.profiles()), sorted(target.profiles())
+    from tvmconv.backends import openmp
+    from tvmconv.tools import c_sources
+    assert "tvmconv_parallel_launch" in openmp.launch_source()
+    assert "tvmconv_model_run" in c_sources.render("model.c", **dict.fromkeys(
+        ("decls", "shapes", "bufs", "steps", "most", "n_steps", "n_bufs", "arena", "in_offsets", "in_bytes",
+         "input_slot", "outputs"), "1"))
     x, w = torch.randn(1, 64, 56, 56), torch.randn(64, 64, 3, 3)
     with TF.capture_kernels() as ks:
         y = TF.conv2d(x, w, padding=1, target="x86-avx2")
@@ -49,6 +55,14 @@ def test_the_wheel_carries_profiles_and_schedules_but_not_the_logs(wheel):
     schedules = [n for n in shipped if n.startswith("tvmconv/_shipped/schedules/x86-avx2/")]
     assert len(schedules) == len(list((REPO / "schedules" / "x86-avx2").glob("*.json")))
     assert not [n for n in names if "tuning_logs" in n]
+
+
+def test_the_wheel_carries_the_c_sources(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    package = REPO / "tvmconv"
+    sources = {p.relative_to(REPO).as_posix() for ext in ("c", "h", "S") for p in package.rglob(f"*.{ext}")}
+    assert {"tvmconv/backends/openmp_launch.c", "tvmconv/tools/c/runtime.c", "tvmconv/tools/c/model.c"} <= sources
+    assert sources <= names, sorted(sources - names)
 
 
 @pytest.mark.skipif(not (REPO / "targets").is_dir(), reason="needs the repository's shipped data")

@@ -31,7 +31,7 @@ from tvmconv.backends import openmp
 from tvmconv.backends.machine import machine_of
 from tvmconv.backends.target import resolve
 from tvmconv.runtime import cache
-name = f"openmp-launch-{cache.digest({'cc': 'gcc', 'source': openmp._LAUNCH_C})[:12]}.so"
+name = f"openmp-launch-{cache.digest({'cc': 'gcc', 'source': openmp.launch_source()})[:12]}.so"
 print(json.dumps({"machine": machine_of(resolve(None)).key, "launcher": name}))
 """
 

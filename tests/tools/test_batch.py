@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from tvmconv.spec import spec_from_dict
-from tvmconv.tools import cli
+from tvmconv.tools import cli, options
 from tvmconv.tools.suites import conv, suite
 from tvmconv.tools.workloads import batches, workloads
 
@@ -31,9 +31,9 @@ def test_a_bad_batch_list_is_a_usage_error_naming_batch(command, bad, tmp_path, 
 
 
 def test_batch_list_parsing():
-    assert cli._batches(None) is None
-    assert cli._batches("1,8") == (1, 8)
-    assert cli._batches(" 8, 1,8") == (8, 1)  # int() takes the spaces; repeats dropped, order kept
+    assert options.batches(None) is None
+    assert options.batches("1,8") == (1, 8)
+    assert options.batches(" 8, 1,8") == (8, 1)  # int() takes the spaces; repeats dropped, order kept
     assert batches(4) == (4,) and batches([1, 8, 1]) == (1, 8)
     for bad in (0, -1, [], [1, 0], [2.0], "8", True, [True], object()):
         with pytest.raises(ValueError, match="batch must be a positive integer"):

@@ -46,7 +46,9 @@ def test_bench_refuses_a_target_this_machine_cannot_run_before_measuring(monkeyp
 
 
 def test_tune_without_its_extra_names_the_install_command(monkeypatch):
-    monkeypatch.setattr(cli, "_TUNE_EXTRA", ("no_such_module_tvmconv",))
+    from tvmconv.tools import tunecmd
+
+    monkeypatch.setattr(tunecmd, "_TUNE_EXTRA", ("no_such_module_tvmconv",))
     out = runner.invoke(cli.app, ["tune", "--suite", "effnet"])
     assert out.exit_code == cli.EXIT_FAILED
     assert "pip install 'tvmconv[tune]'" in out.output and "Traceback" not in out.output

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from tvmconv.tools import c_sources
 from tvmconv.tools import export as X
 from tvmconv import functional as TF
 from tvmconv import reference
@@ -96,7 +97,7 @@ int main(void) {
 
 
 def test_the_exported_runtime_runs_every_task_once_on_its_pool(tmp_path):
-    (tmp_path / "runtime.c").write_text(X._RUNTIME)
+    (tmp_path / "runtime.c").write_text(c_sources.text("runtime.c"))
     (tmp_path / "main.c").write_text(_POOL_HARNESS)
     subprocess.run(["gcc", "-O2", "-pthread", "-o", "pool", "main.c", "runtime.c"], cwd=tmp_path, check=True)
     run = subprocess.run([str(tmp_path / "pool")], capture_output=True, text=True, timeout=120)
@@ -109,7 +110,7 @@ def test_a_cpp_program_links_the_exported_kernels(specs, tmp_path):
     X.export(specs[:1], None, tmp_path)  # this machine's target: the program runs here
     assert 'extern "C"' in (tmp_path / "tvmconv_kernels.h").read_text()
     # compiled as C++ (the README's Android flow uses clang++), it links the C symbols and runs
-    (tmp_path / "use.cpp").write_text(X._EXAMPLE)
+    (tmp_path / "use.cpp").write_text(c_sources.text("kernels_example.c"))
     subprocess.run(["gcc", "-O2", "-c", "tvmconv_runtime.c"], cwd=tmp_path, check=True)
     subprocess.run(["g++", "-O2", "-o", "use", "use.cpp", "tvmconv_runtime.o", "libtvmconv_kernels.a", "-pthread",
                     "-lm"], cwd=tmp_path, check=True, capture_output=True)

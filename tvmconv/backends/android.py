@@ -2,7 +2,7 @@
 
 TVM emits the kernels with LLVM for the triple ``aarch64-linux-android``; the generated C (the
 parallel runtime, a model's driver, the example) includes only the compiler's own headers
-(tools/export.py, ``_LIBC``). Linking needs no Android sysroot either: stub libraries built here,
+(tools/c/libc_decls.h). Linking needs no Android sysroot either: stub libraries built here,
 one function per symbol the objects import, stand for bionic's ``libc.so`` and ``libm.so`` (and
 ``libtvm_runtime.so`` for a kernel TVM's runtime loads) and only record ``DT_NEEDED``, as the
 NDK's own stubs do. What Android's loader requires (bionic's android-changes-for-ndk-developers):

@@ -6,9 +6,9 @@ PyTorch runs its ops on an OpenMP pool whose idle workers spin for a while (libg
 spins) before sleeping. In a model mixing the two on 2 vCPUs, TVM's worker and PyTorch's spinning
 worker took turns on one core: ResNet-18's converted layers took 64.5 ms a pass in the model
 against 40.1 ms alone (benchmarks/results/x86-avx512-resnet18-in-model.md, Intel Xeon, AVX-512).
-``share_pool`` points a loaded library's launch at ``_LAUNCH_C`` below, which runs the tasks
-through the same OpenMP runtime (``GOMP_parallel``): whichever worker is awake takes the next
-loop, PyTorch's or ours.
+``share_pool`` points a loaded library's launch at the launcher (``openmp_launch.c``, beside this
+module), which runs the tasks through the same OpenMP runtime (``GOMP_parallel``): whichever
+worker is awake takes the next loop, PyTorch's or ours.
 
 The launcher is compiled once per machine with the native C compiler (the one that links the
 kernels) into the user cache, and bound to the OpenMP runtime already mapped into this process
@@ -25,76 +25,12 @@ import os
 import re
 import subprocess
 import tempfile
+from importlib import resources
 from pathlib import Path
 
 from .. import knobs
 
 log = logging.getLogger("tvmconv")
-
-# TVM's ABI (tvm/runtime/c_backend_api.h): the launch runs flambda(task_id, penv, cdata) for every
-# task id below penv->num_task; num_task 0 means "as many as the pool has": here, OpenMP's thread
-# count now (torch.set_num_threads sets it). A kernel that returned nonzero made the launch fail.
-# TVM's CPU schedules use no TVMBackendParallelBarrier, so the env's sync_handle stays NULL. A team
-# smaller than asked (a nested region) runs the remaining ids in turn.
-# Neither libgomp's pool nor TVM's survives fork(): a parallel region in a child of a process that
-# had one waits forever (gomp_team_end; TVM's queues). So kernels launch here even where PyTorch's
-# pool is not shared (the launch then goes on to TVM's, ``tvm_launch``), and in a forked child the
-# launch runs every task in turn: the child is
-# told by pthread_atfork where the launcher was bound before the fork, else by Python's at-fork hook
-# (``_in_child``: this module was imported before the fork), and a child that set one thread
-# (DataLoader workers do: torch.set_num_threads(1)) runs in turn anyway.
-_LAUNCH_C = r"""
-#include <pthread.h>
-#include <stdint.h>
-typedef struct { void* sync_handle; int32_t num_task; } Env;
-typedef int (*Lambda)(int, Env*, void*);
-static void (*gomp_parallel)(void (*)(void*), void*, unsigned, unsigned);
-static int (*thread_num)(void);
-static int (*team_size)(void);
-static int (*max_threads)(void);
-static int (*tvm_launch)(Lambda, void*, int);  /* TVM's own pool, where PyTorch's is not shared */
-static int forked, most = 1;
-struct job { Lambda f; void* cdata; Env env; int err; };
-
-static void run(void* p) {
-  struct job* j = p;
-  for (int t = thread_num(); t < j->env.num_task; t += team_size()) {
-    int r = j->f(t, &j->env, j->cdata);
-    if (r) __atomic_store_n(&j->err, r, __ATOMIC_RELAXED);
-  }
-}
-
-int tvmconv_parallel_launch(Lambda f, void* cdata, int num_task) {
-  /* as many tasks as PyTorch's threads now (torch.set_num_threads sets OpenMP's count), at most
-     TVMCONV_NUM_THREADS */
-  if (!forked && !gomp_parallel) return tvm_launch(f, cdata, num_task);
-  int threads = forked ? 1 : max_threads();
-  if (threads > most) threads = most;
-  struct job j = {f, cdata, {0, num_task > 0 ? num_task : (threads > 0 ? threads : 1)}, 0};
-  if (j.env.num_task == 1 || threads <= 1) {
-    for (int t = 0; t < j.env.num_task; ++t) {
-      int r = f(t, &j.env, cdata);
-      if (r) j.err = r;
-    }
-    return j.err;
-  }
-  gomp_parallel(run, &j, (unsigned)j.env.num_task, 0);
-  return j.err;
-}
-
-void tvmconv_parallel_forked(void) { forked = 1; }
-
-void tvmconv_parallel_bind(void* parallel, void* num, void* size, void* max, int cap, int in_child) {
-  gomp_parallel = parallel; thread_num = num; team_size = size; max_threads = max; forked = in_child;
-  most = cap > 0 ? cap : 1;
-  pthread_atfork(0, 0, tvmconv_parallel_forked);
-}
-
-void tvmconv_parallel_bind_tvm(void* launch, int in_child) {
-  tvm_launch = launch; forked = in_child;
-  pthread_atfork(0, 0, tvmconv_parallel_forked);
-}
-"""
 
 _RUNTIME = re.compile(r"/lib(gomp|omp|iomp5)[-.\w]*\.so[.\d]*$")
 _forked = False  # this process is a fork of one that imported tvmconv
@@ -170,6 +106,25 @@ def _launcher() -> tuple[int, str]:
         return 0, "tvm"
 
 
+# What openmp_launch.c does, and why:
+# TVM's ABI (tvm/runtime/c_backend_api.h): the launch runs flambda(task_id, penv, cdata) for every
+# task id below penv->num_task; num_task 0 means "as many as the pool has": here, OpenMP's thread
+# count now (torch.set_num_threads sets it). A kernel that returned nonzero made the launch fail.
+# TVM's CPU schedules use no TVMBackendParallelBarrier, so the env's sync_handle stays NULL. A team
+# smaller than asked (a nested region) runs the remaining ids in turn.
+# Neither libgomp's pool nor TVM's survives fork(): a parallel region in a child of a process that
+# had one waits forever (gomp_team_end; TVM's queues). So kernels launch here even where PyTorch's
+# pool is not shared (the launch then goes on to TVM's, ``tvm_launch``), and in a forked child the
+# launch runs every task in turn: the child is
+# told by pthread_atfork where the launcher was bound before the fork, else by Python's at-fork hook
+# (``_in_child``: this module was imported before the fork), and a child that set one thread
+# (DataLoader workers do: torch.set_num_threads(1)) runs in turn anyway.
+def launch_source() -> str:
+    """The launcher's C source (openmp_launch.c, shipped in the package). Its text names the
+    compiled launcher in the cache: a changed byte compiles a new one."""
+    return resources.files(__package__).joinpath("openmp_launch.c").read_text(encoding="utf-8")
+
+
 def _compiled() -> Path:
     """The launcher's library: kept in the user cache's machine/ beside a manifest of its bytes
     (``cache.keep``: a file someone left there under its name is compiled over, never loaded),
@@ -177,7 +132,7 @@ def _compiled() -> Path:
     from ..runtime import cache  # (cache imports the backends)
 
     cc = os.environ.get("CC", "gcc")
-    name = f"openmp-launch-{cache.digest({'cc': cc, 'source': _LAUNCH_C})[:12]}.so"
+    name = f"openmp-launch-{cache.digest({'cc': cc, 'source': launch_source()})[:12]}.so"
     path = cache.user_root() / "machine" / name
     if cache.keep(path, lambda tmp: _compile(cc, tmp)):
         return path
@@ -189,7 +144,7 @@ def _compiled() -> Path:
 def _compile(cc: str, out: Path) -> None:
     src = out.with_suffix(".c")
     try:
-        src.write_text(_LAUNCH_C)
+        src.write_text(launch_source())
         subprocess.run([cc, "-O2", "-shared", "-fPIC", "-pthread", str(src), "-o", str(out)], check=True,
                        capture_output=True, timeout=120)
     finally:

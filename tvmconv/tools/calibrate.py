@@ -5,9 +5,12 @@ this machine -- its tvmconv kernel or the vendor path -- timing both as ``tvmcon
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import torch
+from rich.table import Table
 
 from .. import functional as TF
 from ..backends import timing
@@ -15,6 +18,9 @@ from ..backends.machine import machine_of
 from ..backends.target import TargetInfo, resolve
 from ..runtime import cache, dispatch
 from . import bench
+from .cachecmd import confidence
+from .options import batches
+from .terminal import EXIT_FAILED, console, fail, print_json
 
 
 def model_workloads(name: str, target: TargetInfo | None = None, batch=None, *, compiled: bool = False) -> list[tuple]:
@@ -83,3 +89,44 @@ def calibrate(what, target=None, *, rounds: int = dispatch.CALLS, progress=None,
                      "decided": verdict.decided, "margin": verdict.margin, "agree": verdict.agree,
                      "rounds": verdict.rounds, "source": kern.dispatch_source, "seconds": time.perf_counter() - t0})
     return rows
+
+
+def command(target, suite, model, spec, batch, *, rounds: int, redo: bool, as_json: bool) -> None:
+    """``tvmconv calibrate``'s body: the workloads of exactly one of ``suite``, ``model`` (a
+    ``tvmconv.models`` name or a .pt2 path) or ``spec`` (JSON) calibrated on this machine, and the
+    choices printed as a table, or (``as_json``) as JSON rows."""
+    from ..models import MODELS
+    from ..spec import spec_from_dict
+
+    given = [x for x in (suite, model, spec) if x is not None]
+    if len(given) != 1:
+        fail("give exactly one of --suite, --model or --spec")
+    sizes = batches(batch)
+    t0 = time.perf_counter()
+    try:
+        tgt = resolve(target)
+        if spec is not None:
+            what = spec_from_dict(json.loads(spec))
+        elif model is not None and model in MODELS:
+            what, sizes = model_workloads(model, tgt, sizes), None  # (run at each batch size)
+        else:
+            what = suite if suite is not None else Path(model)
+        with console.status("calibrating...") as status:
+            rows = calibrate(what, tgt, rounds=rounds, batch=sizes, redo=redo,
+                             progress=lambda i, n, s: status.update(f"[{i + 1}/{n}] {s.name}"))
+    except (ValueError, TypeError) as exc:  # (json.JSONDecodeError is a ValueError)
+        fail(str(exc))
+    except OSError as exc:
+        fail(str(exc), EXIT_FAILED)
+    took = time.perf_counter() - t0
+    if as_json:
+        return print_json(rows)
+    fmt = (lambda s: "-" if s is None else f"{s * 1e3:.3f}")
+    table = Table("workload", "tvmconv ms", "vendor ms", "choice", "margin", "confidence", "source", "s")
+    for r in rows:
+        table.add_row(r["workload"][:70], fmt(r["tvmconv_s"]), fmt(r["vendor_s"]), r["choice"],
+                      "-" if r["margin"] is None else f"{r['margin']:.2f}x", confidence(r), r["source"],
+                      f"{r['seconds']:.1f}")
+    console.print(table)
+    console.print(f"{machine_of(tgt).description}: {len(rows)} workloads in {took:.1f} s "
+                  f"({took / max(1, len(rows)):.1f} s per workload); choices stored in the user cache")
