@@ -47,7 +47,7 @@ def check(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write one JSON record per variant here."),
 ):
     """Run every variant on the embedded default shape (1x64x56x56, 3x3, 64 out), check it against
-    PyTorch and time both, interleaved. Exits 1 if any result differs from its reference."""
+    PyTorch and time both, interleaved. Exits 3 if any result differs from its reference."""
     from .check import report
 
     if report(variant, time_it=not no_time, json_path=json_path):
