@@ -19,8 +19,8 @@ import tvmconv.functional as TF
 from tvmconv.backends.machine import machine_of
 from tvmconv.backends.target import resolve
 from tvmconv.runtime import dispatch
-from tvmconv.tools import bench
-from tvmconv.tools.workloads import workloads
+from tvmconv.suites import cases
+from tvmconv.suites.workloads import workloads
 
 
 def main():
@@ -32,7 +32,7 @@ def main():
     n = 2 * (dispatch.WARMUP + dispatch.CALLS)
     rows = []
     for spec, _ in workloads(args.suite):
-        case = bench.case_for(spec)
+        case = cases.case_for(spec)
         call = lambda: case.op(*case.args, **case.kwargs)  # noqa: E731
         with torch.no_grad():
             with TF.no_dispatch(), TF.capture_kernels() as ks:

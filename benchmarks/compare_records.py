@@ -15,7 +15,7 @@ from pathlib import Path
 from tvmconv.runtime import cache
 from tvmconv.runtime.record import ScheduleRecord
 
-from tvmconv.tools import suites
+from tvmconv import suites
 
 from tvmconv.backends import timing
 from tvmconv.backends.target import resolve

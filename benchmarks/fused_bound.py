@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from tvmconv import functional as TF
-from tvmconv.tools import suites
+from tvmconv import suites
 from tvmconv.backends import timing
 from tvmconv.variants import DepthwiseSeparableSpec
 

@@ -19,8 +19,8 @@ import typer
 CHILD = r"""
 import json, statistics, sys, time
 import torch
-from tvmconv.tools.bench import case_for
-from tvmconv.tools.suites import suite
+from tvmconv.suites.cases import case_for
+from tvmconv.suites import suite
 from tvmconv.backends.target import resolve
 
 spec = next(s for s, _ in suite(sys.argv[1]) if s.name == sys.argv[2])
@@ -44,7 +44,7 @@ def _child(suite_name: str, name: str, target: str, cache_dir: str) -> dict:
 
 def main(suite_name: str = typer.Argument("mobilenet_v1"), target: str = "x86-avx2",
          json_path: str = typer.Option(None, "--json", help="also write one JSON record per workload here")) -> None:
-    from tvmconv.tools.suites import suite
+    from tvmconv.suites import suite
 
     recs = []
     print("| workload | first call, empty kernel cache (ms) | first call, library cached (ms) | then per call (ms) |")

@@ -260,7 +260,7 @@ def test_workloads_are_the_kernels_convert_runs(rng, tmp_path):
     # the converted model, exported: its tvmconv.* nodes are the same workloads
     path = tmp_path / "fast.pt2"
     torch.export.save(torch.export.export(fast, (x,)), str(path))
-    from tvmconv.tools.workloads import workloads
+    from tvmconv.suites.workloads import workloads
 
     assert workloads(path) == found
     assert workloads(model, example_inputs=(x,)) == found  # what tune(model) takes

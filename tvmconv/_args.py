@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .backends.base import DEVICE_TYPES as _DEVICE_TYPES  # the torch device types some backend runs
+from .backends import registry as _backends  # the torch device types some backend runs
 
 SUPPORTED_DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16"}
 _NP_DTYPES = {np.dtype("float32"), np.dtype("float64"), np.dtype("float16")}
@@ -61,7 +61,7 @@ class Args:
             raise TypeError(f"{self.op}: argument '{name}' must be a dense (strided) tensor, got layout "
                             f"{value.layout}; convert it with .to_dense()")
         device = value.device
-        if device.type not in _DEVICE_TYPES:
+        if device.type not in _backends.device_types():
             raise ValueError(f"{self.op}: argument '{name}' is on device '{device}'; tvmconv runs on the CPU "
                              f"and on CUDA GPUs")
         if self.device is None:

@@ -28,6 +28,7 @@ calls whose result is unused (``x.add_(1)``, a buffer's ``copy_``) stay in the g
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -37,6 +38,7 @@ from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from . import nn as tnn
+from .spec import Spec
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_TRANSPOSES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -444,3 +446,86 @@ def finish(gm: fx.GraphModule) -> fx.GraphModule:
 
 __all__ = ["trace", "fold_batchnorm", "rewrites", "apply", "finish", "drop_in", "Rewrite", "Fold", "act_of", "hooked",
            "copy_hooks"]
+
+
+# -- convolution nodes of an exported program (torch.export): what lowering and the workload lists read --
+_CONV = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_CONVT = ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation")
+_CONVOLUTION = ("input", "weight", "bias", "stride", "padding", "dilation", "transposed", "output_padding",
+                "groups")
+
+
+@functools.lru_cache(maxsize=1)
+def _conv_ops():
+    aten = torch.ops.aten
+    ops = {}
+    for nd in (1, 2, 3):
+        packet = getattr(aten, f"conv{nd}d")
+        for overload in packet.overloads():
+            ops[getattr(packet, overload)] = (f"conv{nd}d", nd, _CONV, False)
+        packet = getattr(aten, f"conv_transpose{nd}d")
+        for overload in packet.overloads():
+            ops[getattr(packet, overload)] = (f"conv_transpose{nd}d", nd, _CONVT, True)
+    ops[aten.convolution.default] = ("convolution", None, _CONVOLUTION, None)
+    return ops
+
+
+def conv_op_names() -> set[str]:
+    """The names (``OpOverload.__name__``) of every node ``node_spec`` reads: TVM Relax's torch
+    importer looks converters up by them."""
+    from . import ops
+
+    return {op.__name__ for op in _conv_ops()} | {f"{name}.default" for name in ops.OPS}
+
+
+def node_value(arg):
+    """An exported node's value (its ``meta['val']``: a fake tensor), or ``arg`` where it is no node."""
+    meta = getattr(arg, "meta", None)
+    if meta is not None:
+        return meta.get("val")
+    return arg
+
+
+def node_spec(node) -> tuple[Spec, dict] | None:
+    """A convolution node of an exported program, a ``tvmconv.*`` op or an aten convolution, as
+    ``(spec, {argument name: the node's argument})``; None for any other node."""
+    from .functional import conv_spec
+
+    if node.op != "call_function":
+        return None
+    found = _tvmconv_node(node)
+    if found is not None or node.target not in _conv_ops():
+        return found
+    op, nd, names, transposed = _conv_ops()[node.target]
+    bound = dict(zip(names, node.args))
+    bound.update(node.kwargs)
+    x, w = node_value(bound["input"]), node_value(bound["weight"])
+    b = node_value(bound.get("bias"))
+    if op == "convolution":
+        transposed = bool(bound["transposed"])
+        nd = w.dim() - 2
+        op = f"conv_transpose{nd}d" if transposed else f"conv{nd}d"
+    cpu = (torch.empty(tuple(x.shape), dtype=x.dtype), torch.empty(tuple(w.shape), dtype=w.dtype),
+           None if b is None else torch.empty(tuple(b.shape), dtype=b.dtype))
+    kw = {k: bound[k] for k in ("stride", "padding", "dilation", "groups") if k in bound}
+    if transposed:
+        kw["output_padding"] = bound.get("output_padding", 0)
+    return conv_spec(op, nd, *cpu, transposed=transposed, **kw)[0], bound
+
+
+def _tvmconv_node(node):
+    """``(spec, bound arguments)`` of a ``tvmconv.*`` custom-op node (its schema's arguments are
+    the functional op's, in order), else None."""
+    import inspect
+
+    from . import ops
+    from .functional import spec_of
+
+    name = getattr(getattr(node.target, "_schema", None), "name", "")
+    if not name.startswith(f"{ops.NAMESPACE}::") or name.split("::", 1)[1] not in ops.OPS:
+        return None
+    op = ops.OPS[name.split("::", 1)[1]]
+    args = node.args[:-1]  # (the last is the target)
+    values = [torch.empty(tuple(v.shape), dtype=v.dtype) if isinstance(v := node_value(a), torch.Tensor) else v
+              for a in args]
+    return spec_of(op.functional, *values), dict(zip(inspect.signature(op.functional).parameters, args))

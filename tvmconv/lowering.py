@@ -49,10 +49,10 @@ def fuse_where_tuned(target=None):
     """The compiler's rule for a depthwise convolution and the pointwise one after it, as
     ``convert``'s ``separable``: one fused kernel where that kernel has a tuned schedule for
     ``target`` (a choice measured on such a machine), else two kernels (see ``exported``)."""
-    from .runtime import build
+    from .runtime import cache
 
     tgt = resolve(target)
-    return lambda spec: build.tuned_record(spec, tgt) is not None
+    return lambda spec: cache.tuned_record(spec, tgt) is not None
 
 
 def relax_module(ep: torch.export.ExportedProgram, target, *, schedule: bool = True, fuse: bool = True):
@@ -63,7 +63,7 @@ def relax_module(ep: torch.export.ExportedProgram, target, *, schedule: bool = T
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
 
-    from .tools.workloads import conv_op_names
+    from .graph import conv_op_names
 
     tgt = resolve(target)
     kernels: dict = {}
@@ -73,7 +73,7 @@ def relax_module(ep: torch.export.ExportedProgram, target, *, schedule: bool = T
 
     def convert(node, importer):
         from .runtime import build
-        from .tools.workloads import node_spec
+        from .graph import node_spec
 
         spec, bound = node_spec(node)
         bb = importer.block_builder
@@ -144,7 +144,7 @@ def importable(node) -> bool:
     """Whether TVM's Relax importer (with tvmconv's convolutions) takes this graph node."""
     from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
 
-    from .tools.workloads import conv_op_names
+    from .graph import conv_op_names
 
     global _IMPORTABLE
     if _IMPORTABLE is None:

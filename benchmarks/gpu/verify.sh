@@ -11,7 +11,7 @@ logging.getLogger("tvmconv").setLevel(logging.ERROR)
 from tvmconv.tools import bench as B
 from tvmconv import functional as TF
 from tvmconv.backends.target import resolve
-from tvmconv.tools.workloads import workloads
+from tvmconv.suites.workloads import workloads
 tgt, bad, n = resolve("cuda-sm90"), [], 0
 torch.backends.cudnn.allow_tf32 = False
 for spec, _ in workloads("all"):

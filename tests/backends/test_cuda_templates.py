@@ -65,7 +65,7 @@ def test_suite_settings_fit_a_block_and_compile_to_cuda():
     """For every suite workload: settings that fit a block (threads, registers, shared memory as
     the model counts it); the best-ranked one compiles to CUDA within a block's threads and shared memory
     (what TVM really allocates, which the model only estimates; the GPU plan checks every one)."""
-    from tvmconv.tools.workloads import workloads
+    from tvmconv.suites.workloads import workloads
     from tvmconv.tuning.gpu_plan import over_limits
 
     target = resolve("cuda-sm90").tvm()
@@ -94,7 +94,7 @@ def test_a_template_trace_replays_as_a_record():
     compute the record names (``build.apply_record``) and gets the same module."""
     from tvmconv.backends.llvm_schedules import trace_json
     from tvmconv.runtime.build import apply_record
-    from tvmconv.runtime.record import new_record
+    from tvmconv.runtime.cache import new_record
     from tvmconv.variants.compute import plan_to_dict
 
     x, w, b = torch.randn(1, 24, 10, 10), torch.randn(48, 8, 1, 1), torch.randn(48)

@@ -23,7 +23,8 @@ from tvmconv.backends.llvm import LLVMBackend
 from tvmconv.backends.machine import machine_of
 from tvmconv.backends.target import host
 from tvmconv.runtime import build, cache, call, dispatch
-from tvmconv.runtime.record import Dispatch, new_record
+from tvmconv.runtime.cache import new_record
+from tvmconv.runtime.record import Dispatch
 
 X_SHAPE, W_SHAPE = (1, 4, 6, 6), (4, 4, 3, 3)
 FIRST_USE = 2 * (dispatch.WARMUP + dispatch.CALLS)  # calls that decide

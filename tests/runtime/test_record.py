@@ -7,9 +7,9 @@ import pytest
 
 from tvmconv.backends.target import resolve
 from tvmconv.runtime import cache
-from tvmconv.runtime.record import (RECORD_FORMAT, Candidate, Dispatch, RecordError, ScheduleRecord, Validation,
-                                    new_record)
-from tvmconv.tools.suites import conv
+from tvmconv.runtime.cache import new_record
+from tvmconv.runtime.record import RECORD_FORMAT, Candidate, Dispatch, RecordError, ScheduleRecord, Validation
+from tvmconv.suites import conv
 
 SHIPPED = sorted((Path(__file__).parents[2] / "schedules").glob("*/*.json"))
 SPEC = conv(8, 10, 16, 3, 1, 1)

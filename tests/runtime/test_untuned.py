@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tvmconv.runtime import build, untuned
+from tvmconv.runtime import build, cache, untuned
 from tvmconv.tools import cli
-from tvmconv.tools.suites import conv
+from tvmconv.suites import conv
 
 TARGET = "x86-avx2"
 REPO = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def test_two_untuned_workloads_one_warning_at_the_end_with_one_command(tmp_path,
     assert out.exit_code == 130, out.output
     assert handed == [([(conv(3, (7, 7), 5, 3), 1), (conv(3, (7, 7), 6, 3), 1)], TARGET)]
     # a workload tuned since leaves the selection; one tuned into the user cache leaves the list
-    monkeypatch.setattr(build, "tuned_record", lambda spec, tgt: object() if spec.c_out == 5 else None)
+    monkeypatch.setattr(cache, "tuned_record", lambda spec, tgt: object() if spec.c_out == 5 else None)
     assert untuned.pending(TARGET) == [(conv(3, (7, 7), 6, 3), 1)]
     untuned.forget([conv(3, (7, 7), 6, 3)], TARGET)
     stored = json.loads((cache_dir / "untuned" / f"{TARGET}.json").read_text())
@@ -137,7 +137,7 @@ def test_the_end_warning_leaves_out_what_was_tuned_since(monkeypatch, caplog, fr
     a, b, c = (conv(3, (7, 7), k, 3) for k in (5, 6, 7))
     for s in (a, b, c):
         untuned.note(s, tgt)
-    monkeypatch.setattr(build, "tuned_record", lambda spec, t: object() if spec == b else None)
+    monkeypatch.setattr(cache, "tuned_record", lambda spec, t: object() if spec == b else None)
     with caplog.at_level(logging.WARNING, logger="tvmconv"):
         untuned.report()
     (msg,) = [r.getMessage() for r in caplog.records]

@@ -1,5 +1,5 @@
 """Batch sizes: ``--batch 1,8`` on tune, bench, calibrate and export, ``tune(batch=...)``, and
-``tools.workloads``'s rebatching of suites, specs and models."""
+``suites.workloads``'s rebatching of suites, specs and models."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from tvmconv.spec import spec_from_dict
 from tvmconv.tools import cli, options
-from tvmconv.tools.suites import conv, suite
-from tvmconv.tools.workloads import batches, workloads
+from tvmconv.suites import conv, suite
+from tvmconv.suites.workloads import batches, workloads
 
 runner = CliRunner()
 
@@ -144,10 +144,10 @@ def test_bench_calibrate_and_export_pass_the_batch(monkeypatch, tmp_path):
 def test_calibrate_runs_a_named_model_at_each_batch_size_and_bench_cases_follow():
     from tvmconv.backends.target import resolve
     from tvmconv.tools import bench
-    from tvmconv.tools.calibrate import model_workloads
+    from tvmconv.suites.workloads import network_workloads
 
-    one = model_workloads("effnet", resolve("x86-avx2"))
-    both = model_workloads("effnet", resolve("x86-avx2"), (1, 2))
+    one = network_workloads("effnet", resolve("x86-avx2"))
+    both = network_workloads("effnet", resolve("x86-avx2"), (1, 2))
     assert {s.n for s, _ in one} == {1}
     assert sorted(both, key=str) == sorted(one + [(dataclasses.replace(s, n=2), c) for s, c in one], key=str)
     # bench's default (every variant on its default shape) at another batch: the inputs carry it

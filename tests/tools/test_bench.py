@@ -15,7 +15,7 @@ import torch
 
 from tvmconv.tools import bench as B
 from tvmconv.variants.registry import VARIANTS
-from tvmconv.tools.suites import conv, suite
+from tvmconv.suites import conv, suite
 from tvmconv.backends.target import resolve
 
 FIELDS = {"workload", "variant", "flops", "tvmconv_s", "vendor_s", "ratio", "roofline_fraction"}

@@ -16,7 +16,7 @@ from tvmconv.backends import openmp
 from tvmconv.tools import c_sources
 from tvmconv.tools import export as X
 from tvmconv.tools import export_model as XM
-from tvmconv.tools.suites import conv
+from tvmconv.suites import conv
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from tvmconv.backends.machine import machine_of
 from tvmconv.backends.target import host
 from tvmconv.runtime import build, call, dispatch
-from tvmconv.tools import bench, cli
-from tvmconv.tools.suites import suite
+from tvmconv.tools import cli
+from tvmconv.suites import cases, suite
 
 
 def _faster(spec) -> str:
@@ -33,14 +33,14 @@ def test_after_calibrate_each_op_takes_the_faster_path_on_a_new_machine(tmp_path
     for spec, _ in table:
         slow, fast = [2e-3, 2.1e-3, 2e-3] * 3, [1e-3, 1.1e-3, 1e-3] * 3  # (dispatch.judge: 7 rounds at least)
         times[spec.name] = (fast, slow) if _faster(spec) == "tvmconv" else (slow, fast)
-    real_case_for = bench.case_for
+    real_case_for = cases.case_for
 
     def case_for(spec, *a, **k):
         current[0] = spec.name
         return real_case_for(spec, *a, **k)
 
-    monkeypatch.setattr(bench, "case_for", case_for)
-    monkeypatch.setattr(bench, "time_case", lambda *a, **k: times[current[0]])
+    monkeypatch.setattr(cases, "case_for", case_for)
+    monkeypatch.setattr(cases, "time_case", lambda *a, **k: times[current[0]])
     out = CliRunner().invoke(cli.app, ["calibrate", "--suite", "effnet", "--json"])
     assert out.exit_code == 0, out.output
     rows = {r["workload"]: r for r in json.loads(out.output)}

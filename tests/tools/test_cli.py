@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from tvmconv.tools import cli
 from tvmconv.variants.registry import VARIANTS
-from tvmconv.tools.suites import SUITES, suite
+from tvmconv.suites import SUITES, suite
 
 runner = CliRunner()
 

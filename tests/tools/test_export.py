@@ -201,7 +201,7 @@ def test_tune_arm64_through_an_emulated_rpc_server_then_export(aarch64_python, t
     """A tracker and an emulated aarch64 RPC server on 127.0.0.1; a small workload tuned for a few
     trials through them (timings under emulation mean nothing: this checks the flow), then exported
     with the tuned record and run."""
-    from tvmconv.tools.suites import conv
+    from tvmconv.suites import conv
     from tvmconv.tuning.api import tune
 
     extra = aarch64_python / "site" / "tvm" / "lib" / "libtvm_runtime_extra.so"

@@ -10,8 +10,8 @@ from tvmconv.backends import target as T
 from tvmconv.variants.registry import VARIANTS
 from tvmconv.spec import spec_from_dict
 from tvmconv.variants import ConvSpec
-from tvmconv.tools.suites import SUITES, suite
-from tvmconv.tools.workloads import workloads
+from tvmconv.suites import SUITES, suite
+from tvmconv.suites.workloads import workloads
 
 REQUIRED = ("x86-avx2", "x86-avx512", "arm64-linux", "android-arm64", "cuda-sm80", "cuda-sm90")
 

@@ -10,8 +10,8 @@ import pytest
 from tvmconv.backends.blocking import transfer_plan
 from tvmconv.backends.target import resolve
 from tvmconv.runtime import cache
-from tvmconv.runtime.record import new_record
-from tvmconv.tools.suites import conv
+from tvmconv.runtime.cache import new_record
+from tvmconv.suites import conv
 from tvmconv.tuning.budget import Deadlines, heaviest_first, parse_duration, validation_reserve
 from tvmconv.variants.compute import plan_to_dict
 

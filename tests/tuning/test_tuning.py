@@ -21,10 +21,11 @@ import torch
 
 from tvmconv.runtime import cache
 from tvmconv.runtime import build
-from tvmconv.runtime.record import Candidate, ScheduleRecord, Validation, new_record
+from tvmconv.runtime.cache import new_record
+from tvmconv.runtime.record import Candidate, ScheduleRecord, Validation
 from tvmconv.variants.registry import SHAPE_TABLE, VARIANTS
 from tvmconv.spec import spec_from_dict
-from tvmconv.tools.suites import conv
+from tvmconv.suites import conv
 from tvmconv.backends.target import resolve
 from tvmconv.tuning.api import tune
 
@@ -196,7 +197,7 @@ def test_search_ends_when_its_space_is_exhausted(tmp_path):
 
 def test_interrupted_tuning_loses_nothing_and_resumes(tmp_path):
     code = f"""
-        from tvmconv.tools.suites import conv
+        from tvmconv.suites import conv
         from tvmconv.tuning.api import tune
         tune([conv{SPEC_ARGS}], target="x86-avx2", trials=40, num_trials_per_iter=2, population=16,
              progress=False)
@@ -326,7 +327,7 @@ SHARED_ARGS = (8, 2, 8, 3, 1, 1)  # what both tuners below tune: 3 other blockin
 def test_two_concurrent_tuners_share_one_cache(tmp_path, monkeypatch):
     code = f"""
         import sys
-        from tvmconv.tools.suites import conv
+        from tvmconv.suites import conv
         from tvmconv.tuning.api import tune
         specs = [conv{SPEC_ARGS}, conv{SPEC_B_ARGS}]
         tune([specs[int(sys.argv[1])], conv{SHARED_ARGS}], target="x86-avx2", trials=3, num_trials_per_iter=2,
@@ -395,7 +396,7 @@ def test_records_of_two_targets_are_kept_apart(tuned, monkeypatch):
     assert cache.find_record(SPEC, avx2) is not None
     assert cache.find_record(SPEC, avx512) is None and cache.find_record(SPEC, other_cpu) is None
     # a profile listing x86-avx2 as compatible still finds the record (tuned on x86-avx2)...
-    rec, _, found_on = build.tuned_record(SPEC, avx512)
+    rec, _, found_on = cache.tuned_record(SPEC, avx512)
     assert found_on.profile == "x86-avx2" and rec.target == avx2.key_dict
     # ...and builds it transferred to its own 512-bit vectors, for x86-avx512, not as AVX2 code
     moved, source, build_target = build.choose(SPEC, avx512)

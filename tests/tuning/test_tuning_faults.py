@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tvmconv.runtime import cache
-from tvmconv.tools.suites import conv
+from tvmconv.suites import conv
 from tvmconv.backends.target import resolve
 
 TARGET = "x86-avx2"
@@ -434,7 +434,7 @@ TUNER = """
     from tvmconv.runtime import cache
     from tvmconv.tuning import api as tuner
     from tvmconv.tuning import log as tlog, scheduler, space
-    from tvmconv.tools.suites import conv
+    from tvmconv.suites import conv
     from tvmconv.backends.target import resolve
 
     root, trials, seed = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

@@ -4,7 +4,8 @@
 facts, default schedule rules, toolchain, timing and vendor path. Layout: base.py (the interface,
 target resolution for tensors on a device), llvm.py and llvm_schedules.py (the LLVM-CPU backend:
 x86 and aarch64), cuda.py and cuda_schedules.py (the CUDA backend), blocking.py (the CPU blocking
-rules), toolchain.py (native, cross and NDK linking), target.py (profiles, ``Facts``), timing.py.
+rules), toolchain.py (native, cross and NDK linking), target.py (profiles, ``Facts``), timing.py,
+registry.py (the backends there are: each registers its class when this package is imported).
 
 Imported before any kernel is built or run (every kernel goes through a target), so the thread
 settings below reach TVM's runtime before its thread pool starts."""
@@ -25,5 +26,8 @@ _os.environ["TVM_NUM_THREADS"] = str(_knobs.num_threads())
 _os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", str(_knobs.spin_count()))
 
 from .base import Backend, backend_for  # noqa: E402,F401 - after the settings above
+# each registers its backend (registry.py): the CPU's first
+from . import llvm  # noqa: E402,F401
+from . import cuda  # noqa: E402,F401
 
 __all__ = ["Backend", "backend_for"]

@@ -13,7 +13,6 @@ SysV hash table beside the GNU one for old devices. ``check_elf`` reads those ba
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import struct

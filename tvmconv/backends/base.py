@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 from typing import Callable
 
+from . import registry
 from .target import TargetInfo, resolve
 
 
@@ -55,6 +56,12 @@ class Backend:
 
     def check_tensors(self, op: str, device) -> None:
         """Raise ValueError naming ``op`` when tensors on ``device`` cannot run on this target."""
+        raise NotImplementedError
+
+    @classmethod
+    def target_of_device(cls, device) -> TargetInfo:
+        """The target of tensors on ``device`` (a torch.device of this backend's ``device_type``)
+        called without one: a GPU's own profile."""
         raise NotImplementedError
 
     # -- default schedule rules --------------------------------------------------------------
@@ -221,35 +228,21 @@ class Backend:
         raise NotImplementedError
 
 
-def _classes() -> dict[str, type[Backend]]:
-    from .cuda import CUDABackend
-    from .llvm import LLVMBackend
-
-    return {c.kind: c for c in (LLVMBackend, CUDABackend)}
-
-
 def supported(target: TargetInfo) -> bool:
     """A backend exists for ``target``'s kind (else its kernels are built unscheduled)."""
-    return target.kind in KINDS
-
-
-KINDS = ("llvm", "cuda")  # the kinds of _classes(), without importing them (TVM)
-DEVICE_TYPES = ("cpu", "cuda")  # the torch device types of their tensors
+    return target.kind in registry.kinds()
 
 
 def backend_for(target) -> Backend:
     """The backend of ``target`` (anything ``resolve`` accepts). Raises ValueError for a kind no
     backend handles."""
     tgt = target if isinstance(target, TargetInfo) else resolve(target)
-    cls = _classes().get(tgt.kind)
-    if cls is None:
-        raise ValueError(f"target: tvmconv has backends for {list(KINDS)} targets; {tgt.profile!r} is {tgt.kind!r}")
-    return cls(tgt)
+    return registry.backend_class(tgt.kind)(tgt)
 
 
 def backend_class(kind: str) -> type[Backend]:
     """The backend class of a TVM target kind (a bench record's ``target_kind``)."""
-    return _classes()[kind]
+    return registry.backend_class(kind)
 
 
 def target_for_tensors(op: str, device, target) -> TargetInfo:
@@ -259,14 +252,12 @@ def target_for_tensors(op: str, device, target) -> TargetInfo:
     two do not match, or the target does not run here."""
     dev = device.type if device is not None else "cpu"
     if dev != "cpu" and (target is None or (isinstance(target, str) and target in ("host", "native", dev))):
-        return _device_targets()[dev](device)
+        cls = registry.for_device(dev)
+        if cls is None:
+            raise ValueError(f"{op}: no tvmconv backend runs tensors on {dev!r} (backends for: "
+                             f"{', '.join(registry.device_types())})")
+        return cls.target_of_device(device)
     tgt = resolve(target)
     backend = tgt.backend
     backend.check_tensors(op, device)
     return tgt
-
-
-def _device_targets() -> dict[str, Callable]:
-    from .cuda import target_of_device
-
-    return {"cuda": target_of_device}

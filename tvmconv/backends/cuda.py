@@ -10,6 +10,8 @@ import logging
 import os
 from pathlib import Path
 
+from .. import storage
+from . import registry
 from .base import Backend
 from .target import TargetInfo, make, profiles
 
@@ -23,6 +25,7 @@ FASTER_FAMILIES = {"depthwise", "grouped", "shuffled_group", "depthwise_separabl
                    "channel_shuffle", "deform_conv2d"}
 
 
+@registry.register
 class CUDABackend(Backend):
     kind = "cuda"
     device_type = "cuda"
@@ -40,6 +43,10 @@ class CUDABackend(Backend):
     @property
     def torch_callable(self) -> bool:
         return True  # on the tensors' GPU
+
+    @classmethod
+    def target_of_device(cls, device) -> TargetInfo:
+        return target_of_device(device)
 
     def unavailable(self, action: str) -> str | None:
         import torch
@@ -219,17 +226,14 @@ def binary_path(code: str) -> Path:
     from tvm.support import nvcc
     from tvm.target import Target
 
-    from ..runtime import cache  # (cache imports the backends)
-
     key = {"source": code, "arch": nvcc.get_target_compute_version(Target.current(allow_none=True)),
-           "mode": os.environ.get("TVM_CUDA_COMPILE_MODE", "nvrtc"), "tvm": cache.tvm_version()}
-    return cache.user_root() / "machine" / "cuda-bin" / f"{cache.digest(key)[:32]}.bin"
+           "mode": os.environ.get("TVM_CUDA_COMPILE_MODE", "nvrtc"), "tvm": storage.tvm_version()}
+    return storage.user_root() / "machine" / "cuda-bin" / f"{storage.digest(key)[:32]}.bin"
 
 
 def _cached_binary(code: str) -> bytes | None:
     """The binary of ``code`` from the cache, compiled by TVM's hook into it first where it is not
-    there (beside a manifest of its bytes: ``cache.keep``); None where the cache cannot hold it."""
-    from ..runtime import cache
+    there (beside a manifest of its bytes: ``storage.keep``); None where the cache cannot hold it."""
 
     path, made = binary_path(code), []
 
@@ -237,7 +241,7 @@ def _cached_binary(code: str) -> bytes | None:
         made.append(tmp)
         tmp.write_bytes(bytes(_tvm_hook()(code)))
 
-    if not cache.keep(path, make):
+    if not storage.keep(path, make):
         return None
     binary_stats["compiled" if made else "read"] += 1
     return path.read_bytes()

@@ -23,7 +23,7 @@ import logging
 import tempfile
 import time
 
-from .. import knobs
+from .. import knobs, storage
 from .target import TargetInfo
 
 log = logging.getLogger("tvmconv")
@@ -61,10 +61,9 @@ def parallel_launch_s(target: TargetInfo) -> float:
 
 @functools.lru_cache(maxsize=8)
 def _stored(key: str, target: TargetInfo) -> float:
-    from ..runtime import cache  # cache imports the backends
 
-    path = cache.user_root() / "machine" / f"{key}.json"
-    found = cache.read_json(path) if cache.trusted(path.parent) else None
+    path = storage.user_root() / "machine" / f"{key}.json"
+    found = storage.read_json(path) if storage.trusted(path.parent) else None
     if isinstance(found, dict) and isinstance(found.get("parallel_launch_s"), (int, float)) \
             and 0 <= found["parallel_launch_s"] < 1e-2:
         return float(found["parallel_launch_s"])
@@ -76,8 +75,8 @@ def _stored(key: str, target: TargetInfo) -> float:
         return DEFAULT_LAUNCH_S
     log.info("tvmconv: a parallel kernel launch costs %.1f us on this machine", seconds * 1e6)
     try:  # (another process holding the lock is storing its own measurement: never wait for it)
-        with cache.lock(path, timeout=cache.SHORT_LOCK_TIMEOUT_S):
-            cache.write_json(path, {"format": 1, "parallel_launch_s": seconds, "threads": target.num_cores,
+        with storage.lock(path, timeout=storage.SHORT_LOCK_TIMEOUT_S):
+            storage.write_json(path, {"format": 1, "parallel_launch_s": seconds, "threads": target.num_cores,
                                     "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     except OSError as exc:  # a read-only cache, a held lock: measured again by the next process
         log.info("tvmconv: cannot keep the launch measurement in %s (%s)", path, exc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from . import registry
 from .base import Backend
 from .timing import torch_threads
 from .toolchain import Toolchain
@@ -15,6 +16,7 @@ from .toolchain import Toolchain
 _NATIVE_FP16_CPUS = ("sapphirerapids", "graniterapids", "graniterapids-d", "emeraldrapids")
 
 
+@registry.register
 class LLVMBackend(Backend):
     kind = "llvm"
     device_type = "cpu"

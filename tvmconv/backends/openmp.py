@@ -28,7 +28,7 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from .. import knobs
+from .. import knobs, storage
 
 log = logging.getLogger("tvmconv")
 
@@ -127,14 +127,13 @@ def launch_source() -> str:
 
 def _compiled() -> Path:
     """The launcher's library: kept in the user cache's machine/ beside a manifest of its bytes
-    (``cache.keep``: a file someone left there under its name is compiled over, never loaded),
+    (``storage.keep``: a file someone left there under its name is compiled over, never loaded),
     else compiled into a private temporary directory for this process."""
-    from ..runtime import cache  # (cache imports the backends)
 
     cc = os.environ.get("CC", "gcc")
-    name = f"openmp-launch-{cache.digest({'cc': cc, 'source': launch_source()})[:12]}.so"
-    path = cache.user_root() / "machine" / name
-    if cache.keep(path, lambda tmp: _compile(cc, tmp)):
+    name = f"openmp-launch-{storage.digest({'cc': cc, 'source': launch_source()})[:12]}.so"
+    path = storage.user_root() / "machine" / name
+    if storage.keep(path, lambda tmp: _compile(cc, tmp)):
         return path
     path = Path(tempfile.mkdtemp(prefix="tvmconv-openmp-")) / name  # (mode 0o700)
     _compile(cc, path)

@@ -26,7 +26,7 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import knobs
+from .. import knobs, storage
 from ..spec import hash_once
 
 BUILD_KINDS = ("native", "cross", "ndk")
@@ -88,11 +88,11 @@ class TargetInfo:
 
     @functools.cached_property
     def backend(self):
-        """The ``Backend`` of this target's device kind (``backends.base.backend_for``), made once
-        per target object: the ops ask on every call."""
-        from .base import backend_for
+        """The ``Backend`` of this target's device kind (the class ``registry`` holds for it), made
+        once per target object: the ops ask on every call."""
+        from .registry import backend_class
 
-        return backend_for(self)
+        return backend_class(self.kind)(self)
 
     @functools.cached_property
     def runs_here(self) -> bool:
@@ -255,12 +255,11 @@ def shipped_profiles_dir() -> Path:
 
 def profile_dirs() -> list[Path]:
     """Where profiles are read from, later entries overriding earlier ones by name. The user's
-    directory counts only when no one else can write it (``cache.trusted``, which warns): a
+    directory counts only when no one else can write it (``storage.trusted``, which warns): a
     profile's build command runs on ``tvmconv export``."""
-    from ..runtime import cache  # cache imports this module
 
     user = knobs.targets_dir()
-    return [shipped_profiles_dir()] + ([user] if cache.trusted(user) else [])
+    return [shipped_profiles_dir()] + ([user] if storage.trusted(user) else [])
 
 
 def _profile_from_file(path: Path) -> Profile:

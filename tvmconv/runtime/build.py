@@ -33,7 +33,7 @@ from . import cache, dispatch, untuned
 from .record import ScheduleRecord
 from ..spec import Spec
 from ..backends.base import supported
-from ..backends.target import TargetInfo, profiles
+from ..backends.target import TargetInfo
 from ..variants.compute import Plan, plan_from_dict, plan_to_dict, prim_func
 
 log = logging.getLogger("tvmconv")
@@ -104,22 +104,6 @@ def code_version(patterns=KERNEL_SOURCES) -> str:
 _CODE_VERSION = code_version()
 
 
-def tuned_record(spec: Spec, target: TargetInfo) -> tuple[ScheduleRecord, Path, TargetInfo] | None:
-    """The record for ``spec`` on ``target`` or, failing that, on a profile ``target`` can run."""
-    found = cache.find_record(spec, target)
-    if found:
-        return found[0], found[1], target
-    known = profiles()  # reads the profile files: once
-    prof = known.get(target.profile)
-    for other in (prof.compatible if prof else ()):
-        if other in known:
-            alt = known[other].target_info(target.num_cores)
-            found = cache.find_record(spec, alt)
-            if found:
-                return found[0], found[1], alt
-    return None
-
-
 def _last_line(exc: Exception) -> str:
     """TVM puts the message on the last line of its multi-line errors."""
     text = str(exc).strip()
@@ -173,7 +157,7 @@ def choose(spec: Spec, target: TargetInfo) -> tuple[ScheduleRecord | None, str, 
     transfer of it (``Backend.transfer_record``), never that profile's code."""
     if not supported(target):
         return None, "unscheduled", target
-    found = tuned_record(spec, target)
+    found = cache.tuned_record(spec, target)
     if found:
         record, path, rec_target = found
         if rec_target is target:

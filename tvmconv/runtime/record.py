@@ -22,7 +22,6 @@ are kept (``extra``) and written back as they were, so a record round-trips unch
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -292,17 +291,3 @@ class ScheduleRecord(_Part):
     def dispatch_choice(self) -> str:
         """'vendor' where tuning measured the vendor path faster, else 'tvmconv'."""
         return "vendor" if self.dispatch is not None and self.dispatch.choice == "vendor" else "tvmconv"
-
-
-def new_record(spec, target, *, plan: dict, trace: list, run_secs: float, **fields) -> ScheduleRecord:
-    """A record of ``spec`` on ``target`` (a ``TargetInfo``) keyed as the cache keys it, with the
-    format, TVM version, name and profile filled in; ``fields`` sets the optional ones."""
-    from . import cache
-
-    def plain(obj):  # the JSON form (lists, not tuples), as the record reads back from its file
-        return json.loads(json.dumps(obj))
-
-    return ScheduleRecord(format=cache.CACHE_FORMAT_VERSION, key=cache.schedule_key(spec, target),
-                          spec=plain(spec.to_dict()), target=plain(target.key_dict), plan=plain(plan),
-                          trace=plain(trace), run_secs=run_secs, **{"name": spec.name, "tvm": cache.tvm_version(),
-                                                "profile": target.profile, **fields})

@@ -137,7 +137,6 @@ def pending(profile: str) -> list[tuple[Spec, int]]:
     """The workloads on ``profile``'s list that still have no tuned record for it (or a profile it
     can run), least recently noted first, as ``[(spec, count 1), ...]``: what ``tvmconv tune
     --untuned`` tunes. An entry that is no longer a valid spec is dropped with a warning."""
-    from .build import tuned_record
     from ..backends.target import resolve
 
     p = path(profile)
@@ -155,7 +154,7 @@ def pending(profile: str) -> list[tuple[Spec, int]]:
             log.warning("tvmconv: dropping entry %s of %s: not a valid spec (%s)", key, p, exc)
             bad.append(key)
             continue
-        if tuned_record(spec, tgt) is None:
+        if cache.tuned_record(spec, tgt) is None:
             out.append((spec, 1))
     if bad:
         _update(profile, _dropping(bad))
@@ -171,7 +170,6 @@ def report() -> None:
     """At the end of the process: where it used more than one untuned workload, one warning that
     lists those still untuned, with the command per profile (one, as a rule) that tunes them."""
     from ..backends.target import resolve
-    from .build import tuned_record
 
     used = seen()
     if len(used) < 2:
@@ -179,7 +177,7 @@ def report() -> None:
     by_profile: dict[str, list[Spec]] = {}
     for profile, spec in used:
         try:
-            if tuned_record(spec, resolve(profile)) is not None:
+            if cache.tuned_record(spec, resolve(profile)) is not None:
                 continue  # tuned since, in this process
         except Exception:  # noqa: BLE001 - at exit: a profile gone or a cache unreadable still lists it
             pass

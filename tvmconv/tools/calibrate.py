@@ -15,46 +15,26 @@ from rich.table import Table
 from .. import functional as TF
 from ..backends import timing
 from ..backends.machine import machine_of
-from ..backends.target import TargetInfo, resolve
+from ..backends.target import resolve
 from ..runtime import cache, dispatch
-from . import bench
+from ..suites import cases
 from .cachecmd import confidence
 from .options import batches
 from .terminal import EXIT_FAILED, console, fail, print_json
-
-
-def model_workloads(name: str, target: TargetInfo | None = None, batch=None, *, compiled: bool = False) -> list[tuple]:
-    """The kernels ``tvmconv.convert`` runs for a ``tvmconv.models`` network (its plain-PyTorch
-    form) on one input of each batch size in ``batch`` (default 1), as ``[(spec, count), ...]``
-    (``converter.workloads``: nothing is compiled); ``compiled``: those ``tvmconv.compile`` runs for
-    ``target`` (``lowering.fuse_where_tuned``)."""
-    from ..converter import workloads
-    from ..lowering import fuse_where_tuned
-    from ..models import MODELS, input_size
-    from .workloads import batches
-
-    model = MODELS[name](backend="torch").eval()
-    size = input_size(name)
-    separable = fuse_where_tuned(target) if compiled else True
-    counts: dict = {}
-    for n in batches(batch) or (1,):
-        for spec, c in workloads(model, (torch.randn(n, 3, size, size),), separable=separable):
-            counts[spec] = counts.get(spec, 0) + c
-    return list(counts.items())
 
 
 def calibrate(what, target=None, *, rounds: int = dispatch.CALLS, progress=None, batch=None,
               redo: bool = False) -> list[dict]:
     """Time each workload's kernel and vendor path on this machine (``dispatch.measure``: warm,
     interleaved, more rounds while they may still decide) and store the choice (``dispatch.settle``).
-    ``what``: anything ``tools.workloads.workloads`` takes, or a list of ``(spec, count)``. A
+    ``what``: anything ``suites.workloads.workloads`` takes, or a list of ``(spec, count)``. A
     workload already decided on this machine is kept unless ``redo`` (one within the noise is
     measured again). One row per workload: ``workload``, ``tvmconv_s``, ``vendor_s``, ``choice``,
     ``decided``, ``margin`` (the vendor's best time over the kernel's), ``agree``/``rounds`` (the
     paired rounds that back it), ``source``, ``seconds`` (what it took, compiling included).
     ``batch``: each workload at each of these batch sizes. Raises ValueError for a target that does
     not run here."""
-    from .workloads import workloads
+    from ..suites.workloads import workloads
 
     tgt = resolve(target)
     why_not = tgt.backend.unavailable("calibrate")
@@ -69,7 +49,7 @@ def calibrate(what, target=None, *, rounds: int = dispatch.CALLS, progress=None,
         row = {"workload": spec.name, "count": count, "target": tgt.profile, "tvmconv_s": None, "vendor_s": None,
                "decided": True, "margin": None, "agree": None, "rounds": None}
         try:
-            case = bench.on_device(bench.case_for(spec, count), tgt)
+            case = cases.on_device(cases.case_for(spec, count), tgt)
         except ValueError:  # no vendor path: the op always runs its kernel
             rows.append({**row, "choice": "tvmconv", "source": dispatch.NO_VENDOR,
                          "seconds": time.perf_counter() - t0})
@@ -83,7 +63,7 @@ def calibrate(what, target=None, *, rounds: int = dispatch.CALLS, progress=None,
                          "choice": kern.dispatch, "source": kern.dispatch_source,
                          "seconds": time.perf_counter() - t0})
             continue
-        a, b, verdict = dispatch.measure(lambda k: bench.time_case(case, tgt, tgt.num_cores, rounds=k)[:2], rounds)
+        a, b, verdict = dispatch.measure(lambda k: cases.time_case(case, tgt, tgt.num_cores, rounds=k)[:2], rounds)
         choice = dispatch.settle(kern, a, b, "calibrate")
         rows.append({**row, "tvmconv_s": timing.median(a), "vendor_s": timing.median(b), "choice": choice,
                      "decided": verdict.decided, "margin": verdict.margin, "agree": verdict.agree,
@@ -96,6 +76,7 @@ def command(target, suite, model, spec, batch, *, rounds: int, redo: bool, as_js
     ``tvmconv.models`` name or a .pt2 path) or ``spec`` (JSON) calibrated on this machine, and the
     choices printed as a table, or (``as_json``) as JSON rows."""
     from ..models import MODELS
+    from ..suites.workloads import network_workloads
     from ..spec import spec_from_dict
 
     given = [x for x in (suite, model, spec) if x is not None]
@@ -108,7 +89,7 @@ def command(target, suite, model, spec, batch, *, rounds: int, redo: bool, as_js
         if spec is not None:
             what = spec_from_dict(json.loads(spec))
         elif model is not None and model in MODELS:
-            what, sizes = model_workloads(model, tgt, sizes), None  # (run at each batch size)
+            what, sizes = network_workloads(model, tgt, sizes), None  # (run at each batch size)
         else:
             what = suite if suite is not None else Path(model)
         with console.status("calibrating...") as status:

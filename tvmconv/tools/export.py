@@ -34,7 +34,7 @@ from ..spec import Spec
 from ..backends.target import resolve
 from ..backends.toolchain import Toolchain
 from . import c_sources
-from .workloads import workloads
+from ..suites.workloads import workloads
 
 MANIFEST_FORMAT = 2  # 2: kernels take the op's own shapes (1: 3-D spatial views)
 _DTYPES = {"float32": (2, 32), "float64": (2, 64), "float16": (2, 16)}  # DLPack (code, bits)
@@ -63,7 +63,7 @@ def cname_of(spec: Spec) -> str:
 
 def export(what, target, out_dir, *, example_inputs=None, input_shape=None, progress=None, batch=None) -> dict:
     """Compile every workload of ``what`` for ``target`` into ``out_dir`` (``batch``: each workload
-    at each of these batch sizes, as ``tools.workloads.workloads`` takes it); returns the manifest."""
+    at each of these batch sizes, as ``suites.workloads.workloads`` takes it); returns the manifest."""
     from ..runtime import build
 
     tgt = resolve(target)

@@ -270,7 +270,7 @@ def exported_program(model, input_shape=None, example_inputs=None, target=None) 
     """``model`` captured by ``torch.export`` with its convolutions on tvmconv (see the module
     docstring); a ``.pt2`` path is loaded as it is; a ``tvmconv.models`` name is ``builtin_model``'s."""
     from ..lowering import exported
-    from .workloads import _load_file
+    from ..suites.workloads import _load_file
 
     if isinstance(model, (str, Path)) and str(model).endswith(".pt2"):
         return _load_file(Path(model), input_shape)

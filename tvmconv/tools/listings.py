@@ -44,7 +44,7 @@ def targets(as_json: bool) -> None:
 
 def suites(as_json: bool) -> None:
     """The named suites of layer shapes, with their workloads, layers and variants."""
-    from .suites import SUITES, suite
+    from ..suites import SUITES, suite
 
     rows = []
     for name in [*SUITES, "all"]:

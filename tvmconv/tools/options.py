@@ -96,10 +96,10 @@ class Workloads:
             return spec_from_dict(json.loads(self.spec))
         if self.model is not None:
             from ..models import MODELS
-            from .calibrate import model_workloads
+            from ..suites.workloads import network_workloads
 
             if str(self.model) in MODELS and not Path(self.model).exists():
-                return model_workloads(str(self.model), target, compiled=True)
+                return network_workloads(str(self.model), target, compiled=True)
             return Path(self.model)
         return op_spec(self)
 

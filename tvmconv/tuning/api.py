@@ -28,7 +28,7 @@ from ..runtime.record import Candidate, Dispatch, ScheduleRecord, Validation
 from ..spec import Spec
 from ..backends.target import TargetInfo, profiles, resolve
 from ..backends.timing import torch_threads
-from ..tools.workloads import workloads
+from ..suites.workloads import workloads
 
 log = logging.getLogger("tvmconv")
 
@@ -103,7 +103,7 @@ def tune(what, *, target=None, trials: int | None = None, example_inputs=None, i
     ``rpc_timeout``: seconds one trial may take on a remote device, waiting for a free one included;
     a device that drops fails its trials after that long and tuning goes on.
     ``batch``: a positive int or a list of them: every workload at each batch size (a spec's ``n``
-    replaced; a model's layers follow its input's batch; ``tools.workloads.rebatch``).
+    replaced; a model's layers follow its input's batch; ``suites.workloads.rebatch``).
     Raises ``tuning.log.TuningLogError`` (an OSError naming the file and the cause) where the
     log cannot be written (full disk, read-only cache); every record written before is kept."""
     t0 = time.time()
@@ -403,16 +403,15 @@ def op_times(spec, tgt: TargetInfo, records: list[ScheduleRecord], rounds: int =
     times per record, None for a record that no longer applies (the op fell back to the default).
     ``vendor``: the vendor path runs in the same rounds, and ``vendor_times`` is ``(what it is,
     its times)``; else None. Raises ValueError where the spec has no PyTorch path to call
-    (``bench.case_for``)."""
+    (``suites.cases.case_for``)."""
     import torch
 
-    from ..tools import bench
-
+    from ..suites.cases import case_for
     from ..backends import timing
     from .. import functional as TF
     from ..runtime import build
 
-    case = bench.case_for(spec)
+    case = case_for(spec)
     kernels = [build.compile_spec(spec, tgt, rec) for rec in records]
     ok = [i for i, k in enumerate(kernels) if build.from_record(k.schedule_source)]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from ..backends.target import TargetInfo
-from ..runtime.record import ScheduleRecord, new_record
+from ..runtime.cache import new_record
+from ..runtime.record import ScheduleRecord
 from ..variants.compute import plan_to_dict
 from .log import TuningLog, dumps, trace_json
 from .space import Workload, plan_variants

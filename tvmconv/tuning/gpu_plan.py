@@ -190,7 +190,7 @@ class GPUTimer:
     def prepare(self, spec: Spec) -> Prepared:
         import torch
 
-        from ..tools.bench import case_for, on_device
+        from ..suites.cases import case_for, on_device
 
         case = on_device(case_for(spec), self.target)
         views = [a.reshape(shape) for a, (_, shape) in zip(case.args, spec.kernel_arg_shapes)]
@@ -356,7 +356,8 @@ def measure_workload(spec: Spec, built: list[Built], target: TargetInfo, out: Pa
 def _save(spec, target, out: Path, b: Built, row: dict, vendor_s: float, default: list, timer) -> Path:
     from ..backends.machine import machine_of
     from ..runtime import cache
-    from ..runtime.record import Dispatch, new_record
+    from ..runtime.cache import new_record
+    from ..runtime.record import Dispatch
 
     here = machine_of(target)
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -375,7 +376,7 @@ def _save(spec, target, out: Path, b: Built, row: dict, vendor_s: float, default
 def _result_row(spec, target, best, vendor, default, timer, path, n_built: int, n_ran: int) -> dict:
     """The workload's row, in ``tvmconv bench``'s fields (its report and plots read it)."""
     from ..backends import timing
-    from ..tools.bench import family_of
+    from ..suites.cases import family_of
 
     b, _, row = best
     t, v = row["median_s"], timing.median(vendor)
@@ -449,7 +450,7 @@ class _bar:
 
 
 def main(argv=None) -> int:
-    from ..tools.workloads import workloads
+    from ..suites.workloads import workloads
 
     p = argparse.ArgumentParser(prog="python -m tvmconv.tuning.gpu_plan", description=__doc__.split("\n\n")[0])
     p.add_argument("--target", default=None, help="a CUDA profile (default: the GPU's own, e.g. cuda-sm90)")

@@ -17,108 +17,22 @@ times the input's batch sees ``k * b``).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections import OrderedDict
 from pathlib import Path
 
+from .. import graph
+from ..backends.target import TargetInfo
 from ..spec import Spec, check_spec
-from .suites import SUITES, suite
-
-_CONV = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-_CONVT = ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation")
-_CONVOLUTION = ("input", "weight", "bias", "stride", "padding", "dilation", "transposed", "output_padding",
-                "groups")
-
-
-@functools.lru_cache(maxsize=1)
-def _conv_ops():
-    import torch
-
-    aten = torch.ops.aten
-    ops = {}
-    for nd in (1, 2, 3):
-        packet = getattr(aten, f"conv{nd}d")
-        for overload in packet.overloads():
-            ops[getattr(packet, overload)] = (f"conv{nd}d", nd, _CONV, False)
-        packet = getattr(aten, f"conv_transpose{nd}d")
-        for overload in packet.overloads():
-            ops[getattr(packet, overload)] = (f"conv_transpose{nd}d", nd, _CONVT, True)
-    ops[aten.convolution.default] = ("convolution", None, _CONVOLUTION, None)
-    return ops
-
-
-def conv_op_names() -> set[str]:
-    """The names (``OpOverload.__name__``) of every node ``node_spec`` reads: TVM Relax's torch
-    importer looks converters up by them."""
-    from .. import ops
-
-    return {op.__name__ for op in _conv_ops()} | {f"{name}.default" for name in ops.OPS}
-
-
-def _val(arg):
-    meta = getattr(arg, "meta", None)
-    if meta is not None:
-        return meta.get("val")
-    return arg
-
+from .shapes import SUITES, suite
 
 def from_exported(ep) -> list[tuple[Spec, int]]:
     """The convolution workloads of a ``torch.export.ExportedProgram``."""
     table: OrderedDict = OrderedDict()
     for node in ep.graph.nodes:
-        found = node_spec(node)
+        found = graph.node_spec(node)
         if found is not None:
             table[found[0]] = table.get(found[0], 0) + 1
     return list(table.items())
-
-
-def node_spec(node) -> tuple[Spec, dict] | None:
-    """A convolution node of an exported program, a ``tvmconv.*`` op or an aten convolution, as
-    ``(spec, {argument name: the node's argument})``; None for any other node."""
-    import torch
-
-    from ..functional import conv_spec
-
-    if node.op != "call_function":
-        return None
-    found = _tvmconv_node(node)
-    if found is not None or node.target not in _conv_ops():
-        return found
-    op, nd, names, transposed = _conv_ops()[node.target]
-    bound = dict(zip(names, node.args))
-    bound.update(node.kwargs)
-    x, w = _val(bound["input"]), _val(bound["weight"])
-    b = _val(bound.get("bias"))
-    if op == "convolution":
-        transposed = bool(bound["transposed"])
-        nd = w.dim() - 2
-        op = f"conv_transpose{nd}d" if transposed else f"conv{nd}d"
-    cpu = (torch.empty(tuple(x.shape), dtype=x.dtype), torch.empty(tuple(w.shape), dtype=w.dtype),
-           None if b is None else torch.empty(tuple(b.shape), dtype=b.dtype))
-    kw = {k: bound[k] for k in ("stride", "padding", "dilation", "groups") if k in bound}
-    if transposed:
-        kw["output_padding"] = bound.get("output_padding", 0)
-    return conv_spec(op, nd, *cpu, transposed=transposed, **kw)[0], bound
-
-
-def _tvmconv_node(node):
-    """``(spec, bound arguments)`` of a ``tvmconv.*`` custom-op node (its schema's arguments are
-    the functional op's, in order), else None."""
-    import inspect
-
-    import torch
-
-    from .. import ops
-    from ..functional import spec_of
-
-    name = getattr(getattr(node.target, "_schema", None), "name", "")
-    if not name.startswith(f"{ops.NAMESPACE}::") or name.split("::", 1)[1] not in ops.OPS:
-        return None
-    op = ops.OPS[name.split("::", 1)[1]]
-    args = node.args[:-1]  # (the last is the target)
-    values = [torch.empty(tuple(v.shape), dtype=v.dtype) if isinstance(v := _val(a), torch.Tensor) else v
-              for a in args]
-    return spec_of(op.functional, *values), dict(zip(inspect.signature(op.functional).parameters, args))
 
 
 def from_module(model, example_inputs) -> list[tuple[Spec, int]]:
@@ -150,8 +64,8 @@ def from_file(path, input_shape=None) -> list[tuple[Spec, int]]:
 def _input_shapes(ep) -> tuple:
     """The shapes of an exported program's user inputs, in order."""
     user = set(ep.graph_signature.user_inputs)
-    return tuple(tuple(_val(n).shape) for n in ep.graph.nodes if n.op == "placeholder" and n.name in user
-                 and hasattr(_val(n), "shape"))
+    return tuple(tuple(graph.node_value(n).shape) for n in ep.graph.nodes if n.op == "placeholder" and n.name in user
+                 and hasattr(graph.node_value(n), "shape"))
 
 
 def _load_file(path, input_shape=None):
@@ -259,3 +173,24 @@ def _from_model(model, example_inputs) -> tuple[list[tuple[Spec, int]], int | No
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     first = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() else None
     return model_workloads(model, inputs), (int(first.shape[0]) if first is not None else None)
+
+
+def network_workloads(name: str, target: TargetInfo | None = None, batch=None, *, compiled: bool = False) -> list[tuple]:
+    """The kernels ``tvmconv.convert`` runs for a ``tvmconv.models`` network (its plain-PyTorch
+    form) on one input of each batch size in ``batch`` (default 1), as ``[(spec, count), ...]``
+    (``converter.workloads``: nothing is compiled); ``compiled``: those ``tvmconv.compile`` runs for
+    ``target`` (``lowering.fuse_where_tuned``)."""
+    import torch
+
+    from ..converter import workloads
+    from ..lowering import fuse_where_tuned
+    from ..models import MODELS, input_size
+
+    model = MODELS[name](backend="torch").eval()
+    size = input_size(name)
+    separable = fuse_where_tuned(target) if compiled else True
+    counts: dict = {}
+    for n in batches(batch) or (1,):
+        for spec, c in workloads(model, (torch.randn(n, 3, size, size),), separable=separable):
+            counts[spec] = counts.get(spec, 0) + c
+    return list(counts.items())
