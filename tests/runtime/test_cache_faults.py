@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import tvmconv.functional as TF
+from tvmconv import storage
 from tvmconv.runtime import cache
 from tvmconv.backends import target as T
 from tvmconv.runtime import build, dispatch
@@ -151,7 +152,7 @@ def fresh(monkeypatch):
     """A process state with no kernel in memory and no untrusted directory warned about yet."""
     monkeypatch.setattr(build, "_cache", {})
     monkeypatch.setattr(build, "_key_locks", {})
-    monkeypatch.setattr(cache, "_warned_untrusted", set())
+    monkeypatch.setattr(storage, "_warned_untrusted", set())
 
 
 def _conv(target=None):

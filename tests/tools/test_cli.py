@@ -93,14 +93,14 @@ def test_calibrate_stores_choices_that_cache_list_shows(tmp_path, monkeypatch):
     from tvmconv.backends.machine import machine_of
     from tvmconv.backends.target import host
     from tvmconv.runtime import build, cache, dispatch
-    from tvmconv.tools import bench
+    from tvmconv.suites import cases
 
     monkeypatch.setenv("TVMCONV_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("TVMCONV_MACHINE", "test machine A")
     monkeypatch.setattr(dispatch, "_tables", {})
     monkeypatch.setattr(build, "_cache", {})
     # timings injected: the vendor path faster by far more than the spread
-    monkeypatch.setattr(bench, "time_case", lambda *a, **k: ([2e-3, 2.1e-3, 2e-3] * 3, [1e-3, 1.1e-3, 1e-3] * 3))
+    monkeypatch.setattr(cases, "time_case", lambda *a, **k: ([2e-3, 2.1e-3, 2e-3] * 3, [1e-3, 1.1e-3, 1e-3] * 3))
     spec = TF.spec_of(TF.conv2d, torch.randn(1, 4, 6, 6), torch.randn(4, 4, 3, 3), padding=1)
     out = runner.invoke(cli.app, ["calibrate", "--spec", spec.to_json(), "--json"])
     assert out.exit_code == 0, out.output
@@ -119,7 +119,7 @@ def test_calibrate_stores_choices_that_cache_list_shows(tmp_path, monkeypatch):
     assert shipped == {dispatch.RECORD_ELSEWHERE}
     # decided here: calibrating again keeps it, unless --redo
     timed = []
-    monkeypatch.setattr(bench, "time_case", lambda *a, rounds=7, **k: timed.append(1) or ([1e-3] * rounds, [2e-3] * rounds))
+    monkeypatch.setattr(cases, "time_case", lambda *a, rounds=7, **k: timed.append(1) or ([1e-3] * rounds, [2e-3] * rounds))
     (row,) = json.loads(runner.invoke(cli.app, ["calibrate", "--spec", spec.to_json(), "--json"]).output)
     assert not timed and row["choice"] == "vendor" and row["margin"] == pytest.approx(0.5)
     (row,) = json.loads(runner.invoke(cli.app, ["calibrate", "--spec", spec.to_json(), "--redo", "--json"]).output)
