@@ -10,7 +10,8 @@ repeats of 20 calls, microseconds. One JSON line per layer.
 
 (``ab.unpack`` unpacks a revision.) Layers (``KERNEL_AB_LAYERS``, the same for both steps): ``partial``, the
 pointwise layers of MobileNetV2, EfficientNet-B0 and MobileNet v1 whose rows are not whole AVX2 vectors (14, 7
-and 28 wide), as (c_in, c_out, width); ``effnet``, EfficientNet-B0's others on 14- and 7-wide rows.
+and 28 wide), as (c_in, c_out, width); ``effnet``, EfficientNet-B0's others on 14- and 7-wide rows;
+``depthwise``, MobileNetV2's and EfficientNet-B0's depthwise layers, as (channels, width, kernel, stride).
 """
 from __future__ import annotations
 
@@ -29,15 +30,35 @@ SETS = {"partial": [(64, 384, 14), (384, 64, 14), (96, 576, 14), (576, 96, 14), 
           (320, 1280, 7), (960, 320, 7), (32, 192, 28), (40, 240, 28), (112, 672, 14),  # MobileNetV2, EffNet-B0
           (512, 512, 14), (512, 1024, 7), (1024, 1024, 7)],  # MobileNet v1
         "effnet": [(80, 480, 14), (480, 80, 14), (672, 112, 14), (192, 1152, 7), (1152, 192, 7), (1152, 320, 7),
-                   (672, 192, 7)]}  # EfficientNet-B0's other pointwise layers on 14- and 7-wide rows
+                   (672, 192, 7)],  # EfficientNet-B0's other pointwise layers on 14- and 7-wide rows
+        "depthwise": [(32, 112, 3, 1), (96, 112, 3, 2), (144, 56, 3, 1), (144, 56, 3, 2), (192, 28, 3, 1),
+                      (384, 14, 3, 1), (576, 14, 3, 1), (576, 14, 3, 2), (960, 7, 3, 1),  # MobileNetV2
+                      (240, 28, 5, 1), (480, 14, 3, 1), (672, 14, 5, 1), (1152, 7, 5, 1)]}  # EfficientNet-B0
 LAYERS = SETS[os.environ.get("KERNEL_AB_LAYERS", "partial")]
 
 
-def _spec(c_in: int, c_out: int, hw: int):
+def _spec(*layer):
+    """A pointwise layer (c_in, c_out, width) or a depthwise one (channels, width, kernel, stride), with bias."""
     from tvmconv.variants.conv import ConvSpec
 
-    return ConvSpec(c_in=c_in, in_size=(hw, hw), c_out=c_out, kernel=(1, 1), stride=(1, 1),
-                    padding=((0, 0), (0, 0)), dilation=(1, 1), bias=True)
+    if len(layer) == 3:
+        c_in, c_out, hw = layer
+        return ConvSpec(c_in=c_in, in_size=(hw, hw), c_out=c_out, kernel=(1, 1), stride=(1, 1),
+                        padding=((0, 0), (0, 0)), dilation=(1, 1), bias=True)
+    c, hw, k, s = layer
+    return ConvSpec(c_in=c, in_size=(hw, hw), c_out=c, kernel=(k, k), stride=(s, s),
+                    padding=((k // 2, k // 2), (k // 2, k // 2)), dilation=(1, 1), groups=c, bias=True)
+
+
+def _name(layer) -> str:
+    return "_".join(map(str, layer))
+
+
+def _label(layer) -> str:
+    if len(layer) == 3:
+        return "c%d->%d %dx%d" % (layer[0], layer[1], layer[2], layer[2])
+    c, hw, k, s = layer
+    return f"dw c{c} {hw}x{hw} {k}x{k}/{s}"
 
 
 def build_all(folder: Path) -> None:
@@ -52,9 +73,9 @@ def build_all(folder: Path) -> None:
         mod = build.with_epilogue(spec, tgt, None, None)
         func = build.vectorize_partial_tiles(mod["main"], tgt.backend.lanes("float32"))
         lib = tvm.compile(tvm.IRModule({"main": func}), target=tgt.tvm())
-        lib.export_library(str(folder / ("%d_%d_%d.so" % layer)))
+        lib.export_library(str(folder / f"{_name(layer)}.so"))
         shapes = [[int(d) for d in p.shape] for p in func.params]
-        (folder / ("%d_%d_%d.json" % layer)).write_text(json.dumps({"shapes": shapes, "plan": repr(
+        (folder / f"{_name(layer)}.json").write_text(json.dumps({"shapes": shapes, "plan": repr(
             tgt.backend.default_plan(spec))}))
 
 
@@ -64,10 +85,13 @@ def time_all(sides: dict[str, Path]) -> None:
 
     torch.set_num_threads(2)
     dev = tvm.cpu()
-    for c_in, c_out, hw in LAYERS:
-        name = f"{c_in}_{c_out}_{hw}"
-        x, w, b = torch.randn(1, c_in, hw, hw), torch.randn(c_out, c_in, 1, 1), torch.randn(c_out)
-        want = torch.nn.functional.conv2d(x, w, b).numpy()
+    for layer in LAYERS:
+        name, spec = _name(layer), _spec(*layer)
+        x = torch.randn(1, spec.c_in, *spec.in_size)
+        w = torch.randn(spec.c_out, spec.c_in // spec.groups, *spec.kernel)
+        b = torch.randn(spec.c_out)
+        kw = {"stride": spec.stride, "padding": spec.padding[0][0], "groups": spec.groups}
+        want = torch.nn.functional.conv2d(x, w, b, **kw).numpy()
         runs, err, plans = {}, {}, {}
         for label, folder in sides.items():
             meta = json.loads((folder / f"{name}.json").read_text())
@@ -84,9 +108,9 @@ def time_all(sides: dict[str, Path]) -> None:
                 times[label].append(timer(*args).results[0])
             t0 = time.perf_counter()
             for _ in range(20):
-                torch.nn.functional.conv2d(x, w, b)
+                torch.nn.functional.conv2d(x, w, b, **kw)
             times["torch"].append((time.perf_counter() - t0) / 20)
-        print(json.dumps({"layer": f"c{c_in}->{c_out} {hw}x{hw}", **{f"{k}_plan": v for k, v in plans.items()},
+        print(json.dumps({"layer": _label(layer), **{f"{k}_plan": v for k, v in plans.items()},
                           **{f"{k}_us": round(min(t) * 1e6, 1) for k, t in times.items()},
                           **{f"{k}_median_us": round(sorted(t)[len(t) // 2] * 1e6, 1) for k, t in times.items()},
                           "max_abs_error": max(err.values())}), flush=True)
