@@ -8,6 +8,10 @@ repeats of 20 calls, microseconds. One JSON line per layer.
     python benchmarks/kernel_ab.py build /tmp/new
     python benchmarks/kernel_ab.py time old=/tmp/old new=/tmp/new > out.jsonl
 
+A side ``label=FOLDER@tvm-workspace`` keeps TVM's own workspace functions for its kernels' temporary
+buffers (the launcher's arena otherwise: backends/openmp.py); give it a copy of the folder (a library
+path loads once per process).
+
 (``ab.unpack`` unpacks a revision.) Layers (``KERNEL_AB_LAYERS``, the same for both steps): ``partial``, the
 pointwise layers of MobileNetV2, EfficientNet-B0 and MobileNet v1 whose rows are not whole AVX2 vectors (14, 7
 and 28 wide), as (c_in, c_out, width); ``effnet``, EfficientNet-B0's others on 14- and 7-wide rows;
@@ -79,6 +83,18 @@ def build_all(folder: Path) -> None:
             tgt.backend.default_plan(spec))}))
 
 
+def _tvm_workspace(path: Path) -> None:
+    """Point the library's temporary buffers back at TVM's workspace functions."""
+    import ctypes
+
+    here, lib = ctypes.CDLL(None), ctypes.CDLL(str(path))
+    for name in ("TVMBackendAllocWorkspace", "TVMBackendFreeWorkspace"):
+        try:
+            ctypes.c_void_p.in_dll(lib, f"__{name}").value = ctypes.cast(getattr(here, name), ctypes.c_void_p).value
+        except ValueError:  # (none in it)
+            pass
+
+
 def time_all(sides: dict[str, Path]) -> None:
     from tvmconv.backends.openmp import share_pool  # (importing tvmconv.backends sets TVM's thread count:
     # TVM alone takes half the CPUs, one of two vCPUs)
@@ -93,10 +109,14 @@ def time_all(sides: dict[str, Path]) -> None:
         kw = {"stride": spec.stride, "padding": spec.padding[0][0], "groups": spec.groups}
         want = torch.nn.functional.conv2d(x, w, b, **kw).numpy()
         runs, err, plans = {}, {}, {}
-        for label, folder in sides.items():
+        for label, where in sides.items():
+            folder, _, how = str(where).partition("@")
+            folder = Path(folder)
             meta = json.loads((folder / f"{name}.json").read_text())
             lib = tvm.runtime.load_module(str(folder / f"{name}.so"))
             share_pool(folder / f"{name}.so")  # (as tvmconv loads its kernels: PyTorch's OpenMP pool)
+            if how == "tvm-workspace":
+                _tvm_workspace(folder / f"{name}.so")
             args = [tvm.runtime.tensor(v.reshape(s), dev) for v, s in
                     zip((x.numpy(), w.numpy(), b.numpy(), np.zeros(want.shape, "float32")), meta["shapes"])]
             lib["main"](*args)

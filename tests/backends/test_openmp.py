@@ -137,6 +137,57 @@ def test_loaded_kernels_run_on_the_shared_pool_and_match_torch(tmp_path, monkeyp
     build.clear_memory_cache()
 
 
+_ALLOC = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_uint64, ctypes.c_int, ctypes.c_int)
+_FREE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+
+
+def test_temporary_buffers_come_from_a_per_thread_arena_in_nested_pairs():
+    """A kernel's buffers are allocated and freed in nested pairs: the arena hands out aligned,
+    disjoint blocks, a free pops back to the block freed, and what does not fit (or is not for the
+    CPU) goes to TVM's workspace and back."""
+    found = openmp._launcher()
+    alloc, free = _ALLOC(found.alloc), _FREE(found.free)
+    a = alloc(1, 0, 1152, 2, 32)
+    b = alloc(1, 0, 64, 2, 32)
+    assert a % 64 == 0 and b % 64 == 0 and b >= a + 1152
+    ctypes.memset(a, 1, 1152)
+    ctypes.memset(b, 2, 64)  # (disjoint: a's bytes stay)
+    assert ctypes.string_at(a, 1152) == b"\x01" * 1152
+    assert free(1, 0, b) == 0 and free(1, 0, a) == 0
+    assert alloc(1, 0, 16, 2, 32) == a  # popped back: the next pair starts where a did
+    assert free(1, 0, a) == 0
+    big = alloc(1, 0, 4 << 20, 2, 32)  # more than the arena holds: TVM's workspace
+    assert big and not a <= big < a + (1 << 20)
+    ctypes.memset(big, 0, 4 << 20)
+    assert free(1, 0, big) == 0
+    seen = []
+
+    def task(task_id, env, _):  # each thread its own arena
+        p = alloc(1, 0, 256, 2, 32)
+        ctypes.memset(p, task_id, 256)
+        seen.append((p, threading.get_ident(), ctypes.string_at(p, 256) == bytes([task_id]) * 256))
+        return free(1, 0, p)
+
+    assert _LAUNCH(found.launch)(_LAMBDA(task), None, 4) == 0
+    assert all(ok for _, _, ok in seen)
+    threads = {ident: p for p, ident, _ in seen}
+    assert len(set(threads.values())) == len(threads)  # one block per thread, reused by its tasks
+
+
+def test_a_depthwise_kernels_staged_rows_come_from_the_arena(tmp_path, monkeypatch):
+    monkeypatch.setenv("TVMCONV_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("TVMCONV_PARALLEL_LAUNCH_US", "0")
+    monkeypatch.setenv("TVMCONV_DISPATCH", "0")
+    x, w = torch.randn(1, 96, 14, 14), torch.randn(96, 1, 3, 3)
+    x[0, 5, 3, 3] = float("nan")
+    build.clear_memory_cache()
+    out = TF.conv2d(x, w, padding=1, groups=96)
+    lib = ctypes.CDLL(next(tmp_path.rglob("kernels/*/*.so")).as_posix())
+    assert ctypes.c_void_p.in_dll(lib, "__TVMBackendAllocWorkspace").value == openmp._launcher().alloc
+    torch.testing.assert_close(out, F.conv2d(x, w, padding=1, groups=96), atol=1e-4, rtol=1e-4, equal_nan=True)
+    build.clear_memory_cache()
+
+
 def test_the_pool_is_part_of_the_machine_key(monkeypatch):
     tgt = resolve(None)
     shared = machine_of(tgt).key

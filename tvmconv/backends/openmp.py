@@ -8,7 +8,11 @@ worker took turns on one core: ResNet-18's converted layers took 64.5 ms a pass 
 against 40.1 ms alone (benchmarks/results/x86-avx512-resnet18-in-model.md, Intel Xeon, AVX-512).
 ``share_pool`` points a loaded library's launch at the launcher (``openmp_launch.c``, beside this
 module), which runs the tasks through the same OpenMP runtime (``GOMP_parallel``): whichever
-worker is awake takes the next loop, PyTorch's or ours.
+worker is awake takes the next loop, PyTorch's or ours. It also points the library's temporary
+buffers (``__TVMBackendAllocWorkspace``: a task's staged rows, a register tile's write-back) at a
+per-thread arena: TVM's workspace pool cost 30-60 ns an alloc/free pair, and its kernels make one
+or two pairs per parallel task (on the Zen 3, MobileNetV2's 14x14 and 7x7 depthwise layers ran
+25-37% faster without them: benchmarks/results/x86-avx2-zen3-workspace-ab.md).
 
 The launcher is compiled once per machine with the native C compiler (the one that links the
 kernels) into the user cache, and bound to the OpenMP runtime already mapped into this process
@@ -27,6 +31,7 @@ import subprocess
 import tempfile
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 from .. import knobs, storage
 
@@ -44,25 +49,41 @@ def _in_child() -> None:
 os.register_at_fork(after_in_child=_in_child)
 
 
+class _Launcher(NamedTuple):
+    launch: int  # tvmconv_parallel_launch's address (0: none could be built)
+    alloc: int  # tvmconv_workspace_alloc's, tvmconv_workspace_free's
+    free: int
+    pool: str  # "openmp" or "tvm"
+
+
 def pool() -> str:
     """Which pool this process's CPU kernels run on: ``"openmp"`` (shared with PyTorch) or ``"tvm"``."""
-    return _launcher()[1]
+    return _launcher().pool
 
 
 def share_pool(library: str | os.PathLike) -> bool:
     """Point the parallel launch of ``library`` (a kernel library TVM has loaded) at the launcher:
     on the shared pool, or on TVM's (where the pool is not shared) but run in turn in a forked
-    child. False, nothing changed, where no launcher could be built (no C compiler: TVM's pool, as
-    loaded) or the library has no parallel loop."""
-    launch = _launcher()[0]
-    if not launch:
+    child; and its temporary buffers at the launcher's per-thread arena. False where no launcher
+    could be built (no C compiler: TVM's pool and workspace, as loaded, nothing changed) or the
+    library has no parallel loop."""
+    found = _launcher()
+    if not found.launch:
         return False
     try:  # (the path TVM dlopen'ed: the same handle, and no second copy)
-        slot = ctypes.c_void_p.in_dll(ctypes.CDLL(os.fspath(library)), "__TVMBackendParallelLaunch")
-    except (OSError, ValueError):  # no parallel loop in it
+        lib = ctypes.CDLL(os.fspath(library))
+    except OSError:
         return False
-    slot.value = launch
-    return True
+    pointed = False
+    for name, value in (("__TVMBackendParallelLaunch", found.launch), ("__TVMBackendAllocWorkspace", found.alloc),
+                        ("__TVMBackendFreeWorkspace", found.free)):
+        try:
+            slot = ctypes.c_void_p.in_dll(lib, name)
+        except ValueError:  # (no parallel loop, no temporary buffer in it)
+            continue
+        slot.value = value
+        pointed |= name == "__TVMBackendParallelLaunch"
+    return pointed
 
 
 def _openmp_runtime() -> str | None:
@@ -79,14 +100,19 @@ def _openmp_runtime() -> str | None:
 
 
 @functools.lru_cache(maxsize=1)
-def _launcher() -> tuple[int, str]:
-    """``(address of tvmconv_parallel_launch or 0, the pool it runs on)``: bound to this process's
-    OpenMP runtime where the pool is shared, else to TVM's launch."""
+def _launcher() -> _Launcher:
+    """The launcher's entry points, bound to this process's OpenMP runtime where the pool is shared,
+    else to TVM's launch; its workspace functions fall back on TVM's."""
     runtime = _openmp_runtime() if knobs.shared_pool() else None
     if knobs.shared_pool() and runtime is None:
         log.info("tvmconv: no OpenMP runtime in this process; kernels keep TVM's thread pool")
     try:
         lib = ctypes.CDLL(str(_compiled()))
+        import tvm  # noqa: F401 - its runtime defines the launch and the workspace functions
+
+        here = ctypes.CDLL(None)
+        lib.tvmconv_workspace_bind(*(ctypes.cast(getattr(here, name), ctypes.c_void_p) for name in
+                                     ("TVMBackendAllocWorkspace", "TVMBackendFreeWorkspace")))
         if runtime is not None:
             omp = ctypes.CDLL(runtime)
             lib.tvmconv_parallel_bind(*(ctypes.cast(getattr(omp, name), ctypes.c_void_p) for name in
@@ -94,16 +120,15 @@ def _launcher() -> tuple[int, str]:
                                          "omp_get_max_threads")),
                                       ctypes.c_int(knobs.num_threads()), ctypes.c_int(int(_forked)))
         else:
-            import tvm  # noqa: F401 - its runtime defines the launch
-
-            tvm_launch = ctypes.cast(ctypes.CDLL(None).TVMBackendParallelLaunch, ctypes.c_void_p)
+            tvm_launch = ctypes.cast(here.TVMBackendParallelLaunch, ctypes.c_void_p)
             lib.tvmconv_parallel_bind_tvm(tvm_launch, ctypes.c_int(int(_forked)))
-        return ctypes.cast(lib.tvmconv_parallel_launch, ctypes.c_void_p).value or 0, \
-            "openmp" if runtime is not None else "tvm"
+        address = lambda name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0  # noqa: E731
+        return _Launcher(address("tvmconv_parallel_launch"), address("tvmconv_workspace_alloc"),
+                         address("tvmconv_workspace_free"), "openmp" if runtime is not None else "tvm")
     except (OSError, AttributeError, TypeError, subprocess.SubprocessError) as exc:
         log.warning("tvmconv: cannot build the kernels' thread-pool launcher (%s: %s); kernels run on TVM's own "
                     "pool", type(exc).__name__, exc)
-        return 0, "tvm"
+        return _Launcher(0, 0, 0, "tvm")
 
 
 # What openmp_launch.c does, and why:
