@@ -8,7 +8,6 @@ injected (the backend's ``time_call``), never the real speed of this machine."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap

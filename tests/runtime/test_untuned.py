@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tvmconv.runtime import build, cache, untuned
+from tvmconv.runtime import cache, untuned
 from tvmconv.tools import cli
 from tvmconv.suites import conv
 
