@@ -242,6 +242,32 @@ def test_phase_split_rows_give_the_strided_convolution(dims, stride, dilation, k
     torch.testing.assert_close(conv(x, w, b, **kw), ref(x, w, b, **kw), atol=1e-4, rtol=1e-4)
 
 
+def test_a_backend_registered_from_a_test_is_found_by_targets_and_argument_checks():
+    """The registry is open (issue 36): a class registered for a kind and device type is the backend
+    of that kind's targets and makes tensors on that device acceptable; unregistered, neither."""
+    from tvmconv._args import Args
+    from tvmconv.backends import registry
+
+    meta = torch.empty(1, 3, 8, 8, device="meta")
+
+    class ToyBackend(base.Backend):
+        kind, device_type = "toy", "meta"
+
+    registry.register(ToyBackend)
+    try:
+        tgt = make({"kind": "toy"})
+        assert isinstance(tgt.backend, ToyBackend) and base.supported(tgt)
+        assert base.backend_class("toy") is ToyBackend and "meta" in registry.device_types()
+        assert Args("conv2d").tensor(meta, "input", ndim=4) is meta  # a tensor on its device is taken
+    finally:
+        registry.unregister("toy")
+    assert not base.supported(make({"kind": "toy"})) and "meta" not in registry.device_types()
+    with pytest.raises(ValueError, match="is on device 'meta'"):
+        Args("conv2d").tensor(meta, "input", ndim=4)
+    with pytest.raises(ValueError, match="tvmconv has backends for"):
+        make({"kind": "toy"}).backend
+
+
 def test_native_half_precision_takes_one_register_a_vector():
     assert make({"kind": "llvm", "mattr": ["+avx512f", "+avx512fp16"]}).backend.registers_per_vector("float16") == 1
     assert make({"kind": "llvm", "mtriple": "aarch64-linux-gnu",
