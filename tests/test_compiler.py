@@ -198,7 +198,9 @@ def test_a_change_to_any_kernel_or_pass_module_compiles_again(monkeypatch):
     assert {"backends/target.py", "backends/launch.py", "variants/compute.py", "runtime/build.py"} <= kernel
     model = {p.relative_to(package).as_posix() for p in build.sources((*build.KERNEL_SOURCES,
                                                                          *build.COMPILER_SOURCES))}
-    assert kernel | {"lowering.py", "compiler.py", "converter.py"} <= model
+    assert kernel | {"lowering.py", "compiler.py", "converter.py", "graph.py", "suites/workloads.py"} <= model
+    for pattern in (*build.KERNEL_SOURCES, *build.COMPILER_SOURCES):  # (a module moved leaves no pattern behind)
+        assert build.sources((pattern,)), f"{pattern} names no file"
     before = compiler._compiler_code()
     read = Path.read_bytes
     monkeypatch.setattr(Path, "read_bytes", lambda p: read(p) + (b"#" if p.name == "lowering.py" else b""))
