@@ -5,8 +5,8 @@ that runs on one thread in scalar loops; fused by FuseOps/FuseTIR, a network's n
 work is a few dozen such functions. ``schedule_module`` schedules each one the way TVM's dlight
 does, rule by rule, the first that fits: s_tir.dlight's CPU ``GEMV``, ``VectorMatrix`` here (the
 classifier, whose weight the importer folds transposed), ``RowReduction`` here (a mean over an
-activation's pixels: squeeze-excitation, global pooling), dlight's ``Reduction`` (softmax-like
-chains), then ``Parallel`` here, which fits any function in normal form. Functions already scheduled (the tvmconv kernels carry ``tirx.is_scheduled``) are left alone.
+activation's pixels: squeeze-excitation, global pooling), ``Window`` here (max pooling), dlight's
+``Reduction`` (softmax-like chains), then ``Parallel`` here, which fits any function in normal form. Functions already scheduled (the tvmconv kernels carry ``tirx.is_scheduled``) are left alone.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ class _Rule(CPUScheduleRule):
 
 
 class Parallel(_Rule):
-    """Every block that is not inlined into another: its spatial loops fused, moved outside its
-    reduction loops and split over the threads, the inner part vectorised where the block is
-    injective and ``lanes`` (float32 elements in a vector of the target) divide it."""
+    """Every block that is not inlined into another: an injective one as ``_injective`` says, a
+    reduction with its spatial loops fused, moved outside its reduction loops and split over the
+    threads. ``lanes``: float32 elements in a vector of the target."""
 
     def apply(self, func, target, _tunable):
         found = self._normalized(func, target)
@@ -54,6 +54,9 @@ class Parallel(_Rule):
                 continue
             spatial = [lp for lp, k in zip(loops, kinds) if k == "S"]
             if not spatial:
+                continue
+            if info.is_injective():
+                self._injective(sch, info.block_rv, loops)
                 continue
             reduce = [lp for lp, k in zip(loops, kinds) if k == "R"]
             sch.reorder(*spatial, *reduce)
@@ -77,14 +80,41 @@ class Parallel(_Rule):
                 if vecs // blk >= 2:
                     sch.parallel(outer)
                 sch.decompose_reduction(info.block_rv, reduce[0])  # (the zeroing: a loop of its own)
-            elif info.is_injective() and extent % lanes == 0 and extent >= 2 * lanes:
-                outer, inner = sch.split(fused, factors=[None, lanes])
-                sch.vectorize(inner)
-                if extent >= MIN_PARALLEL:
-                    sch.parallel(outer)
-            elif extent >= MIN_PARALLEL or (extent >= 2 and not info.is_injective()):
+            elif extent >= 2:
                 sch.parallel(fused)
         return sch
+
+    def _injective(self, sch, block_rv, loops: list) -> None:
+        """An injective block's loops: the trailing ones that every read indexes as the block
+        writes (or not at all) fused into one inner loop, vectorised where ``lanes`` divide it, the
+        rest fused and split over the threads. Fusing all of them would put the inner vector across
+        rows where a read is not the write's index (ShuffleNet's channel shuffle: concatenate,
+        reshape, transpose, split; a channel's scale broadcast over its pixels): its lanes then load
+        one by one. Left whole, the inner loop reads a row in order, and LLVM vectorises it where
+        it holds no whole vectors (shuffles of 14 x 14 and 7 x 7 planes: 76-124 -> 8-46 us on a
+        Zen 3, benchmarks/results/x86-avx2-zen3-generic-rules-ab.md)."""
+        extents = [get_extent(sch, lp) for lp in loops]
+        if not all(isinstance(e, int) for e in extents):
+            return
+        block = sch.get(block_rv)
+        m = 1
+        while m < len(loops) and _reads_in_place(block, m + 1):
+            m += 1
+        total, width = int(np.prod(extents)), int(np.prod(extents[len(loops) - m:]))
+        inner = sch.fuse(*loops[len(loops) - m:]) if m > 1 else loops[-1]
+        if m == len(loops):  # every loop: one, split into vectors and parallel chunks of them
+            if width % self.lanes == 0 and width >= 2 * self.lanes:
+                outer, vec = sch.split(inner, factors=[None, self.lanes])
+                sch.vectorize(vec)
+                inner = outer
+            if total >= MIN_PARALLEL:
+                sch.parallel(inner)
+            return
+        if width % self.lanes == 0:
+            sch.vectorize(sch.split(inner, factors=[None, self.lanes])[1])
+        outer = sch.fuse(*loops[:len(loops) - m]) if len(loops) - m > 1 else loops[0]
+        if total >= MIN_PARALLEL and get_extent(sch, outer) > 1:
+            sch.parallel(outer)
 
 
 class VectorMatrix(Parallel):
@@ -148,6 +178,81 @@ class RowReduction(_Rule):
         return sch
 
 
+class Window(_Rule):
+    """A reduction over a small window of its input for each output pixel (max pooling): the
+    leading spatial loops fused and split over the threads, the last one (an output row) in whole
+    vectors innermost, under the window's loops, which are unrolled. ``Parallel`` ran each output
+    alone over its window, scalar: a 3 x 3 stride-2 pool of 24 x 112 x 112 took 300-370 us, so
+    110-200 us (Zen 3, benchmarks/results/x86-avx2-zen3-generic-rules-ab.md). TVM's ``vectorize``
+    refuses a loop of a reduction block; LLVM vectorises the row of whole vectors. None where the
+    window holds more than ``MAX_WINDOW`` elements or the input is not read along the row."""
+
+    MAX_WINDOW = 64
+
+    def apply(self, func, target, _tunable):
+        found = self._normalized(func, target)
+        if found is None:
+            return None
+        sch, infos = found
+        infos = try_inline(sch, infos)
+        if len(infos) != 1 or infos[0].is_injective():
+            return None
+        info, kinds = infos[0], infos[0].dom_kind()
+        n = len(kinds) - len(kinds.lstrip("S"))
+        loops = sch.get_loops(info.block_rv)
+        if n < 2 or set(kinds[n:]) != {"R"} or len(loops) != len(kinds):
+            return None
+        extents = [get_extent(sch, lp) for lp in loops]
+        if not all(isinstance(e, int) for e in extents) or int(np.prod(extents[n:])) > self.MAX_WINDOW \
+                or extents[n - 1] < self.lanes or not _reads_along_row(sch.get(info.block_rv), n):
+            return None
+        row, window = loops[n - 1], loops[n:]
+        outer = sch.fuse(*loops[:n - 1]) if n > 2 else loops[0]
+        steps, lanes = sch.split(row, factors=[None, self.lanes]) if extents[n - 1] % self.lanes == 0 \
+            else (row, None)
+        sch.reorder(outer, steps, *window, *([lanes] if lanes is not None else []))
+        if int(np.prod(extents[:n])) >= MIN_PARALLEL and int(np.prod(extents[:n - 1])) > 1:
+            sch.parallel(outer)
+        sch.decompose_reduction(info.block_rv, window[0])
+        for lp in window:
+            sch.unroll(lp)
+        return sch
+
+
+def _reads_along_row(block, n: int) -> bool:
+    """Whether ``block``'s largest read has the ``n``-th (last spatial) iteration variable in its
+    last index: its window slides along the input's rows."""
+    from tvm.tirx.analysis import undefined_vars
+
+    var = block.iter_vars[n - 1].var
+    reads = sorted(block.reads, key=_size)
+    return bool(reads) and any(v.same_as(var) for v in undefined_vars(reads[-1].region[-1].min))
+
+
+def _reads_in_place(block, m: int) -> bool:
+    """Whether every read of ``block`` indexes the last ``m`` iteration variables as the block's
+    write does (its last ``m`` indices, simplified within the variables' ranges, are those
+    variables in order) or uses none of them (a broadcast)."""
+    from tvm.sym import Analyzer
+    from tvm.tirx.analysis import undefined_vars
+    from tvm_ffi import structural_equal
+
+    analyzer = Analyzer()
+    for iv in block.iter_vars:
+        analyzer.bind(iv.var, iv.dom)
+    tail = [iv.var for iv in block.iter_vars][-m:]
+    written = [analyzer.simplify(t) for t in tail]  # (a variable of one value simplifies to 0)
+    for read in block.reads:
+        index = [analyzer.simplify(r.min) for r in read.region]
+        uses = [any(v.same_as(t) for v in undefined_vars(e) for t in tail) for e in index]
+        if not any(uses):
+            continue
+        if len(index) < m or any(uses[:-m]) or \
+                not all(structural_equal(e, w) for e, w in zip(index[-m:], written)):
+            return False
+    return True
+
+
 def _reads_along_reduction(block) -> bool:
     """Whether ``block`` reads its largest input along its reduction: the last index of that read
     is one of its reduction variables (a mean over each channel's contiguous H x W)."""
@@ -181,7 +286,8 @@ def schedule_module(mod, target, lanes: int):
     scheduled})``."""
     import tvm
 
-    rules = [dl.cpu.GEMV(), VectorMatrix(lanes), RowReduction(lanes), dl.cpu.Reduction(), Parallel(lanes)]
+    rules = [dl.cpu.GEMV(), VectorMatrix(lanes), RowReduction(lanes), Window(lanes), dl.cpu.Reduction(),
+             Parallel(lanes)]
     counts: dict[str, int] = {}
     with target:
         for gv, func in list(mod.functions_items()):
@@ -202,4 +308,4 @@ def schedule_module(mod, target, lanes: int):
     return tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs), counts
 
 
-__all__ = ["schedule_module", "Parallel", "RowReduction", "VectorMatrix"]
+__all__ = ["schedule_module", "Parallel", "RowReduction", "VectorMatrix", "Window"]
