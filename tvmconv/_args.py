@@ -62,8 +62,8 @@ class Args:
                             f"{value.layout}; convert it with .to_dense()")
         device = value.device
         if device.type not in _backends.device_types():
-            raise ValueError(f"{self.op}: argument '{name}' is on device '{device}'; tvmconv runs on the CPU "
-                             f"and on CUDA GPUs")
+            raise ValueError(f"{self.op}: argument '{name}' is on device '{device}'; tvmconv's backends run "
+                             f"on {' and '.join(repr(t) for t in _backends.device_types())} tensors")
         if self.device is None:
             self.device = device
         elif device != self.device:

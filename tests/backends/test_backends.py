@@ -266,6 +266,8 @@ def test_a_backend_registered_from_a_test_is_found_by_targets_and_argument_check
         Args("conv2d").tensor(meta, "input", ndim=4)
     with pytest.raises(ValueError, match="tvmconv has backends for"):
         make({"kind": "toy"}).backend
+    with pytest.raises(ValueError, match="^target '.+': tvmconv has backends for"):  # (which profile asked)
+        base.backend_for(make({"kind": "toy"}))
 
 
 def test_native_half_precision_takes_one_register_a_vector():

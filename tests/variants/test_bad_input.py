@@ -325,7 +325,7 @@ case("flattened-lateral-list", "flattened_conv2d", TypeError, ARG.format("latera
 case("shuffled-weight-list", "shuffled_group_conv2d", TypeError, ARG.format("weight"), weight=[1.0])
 
 # a tensor on another device than the CPU target ('meta' stands in for any non-CPU device)
-_META = r" is on device 'meta'; tvmconv runs on the CPU and on CUDA GPUs"
+_META = r" is on device 'meta'; tvmconv's backends run on 'cpu' and 'cuda' tensors"
 case("conv2d-input-meta", "conv2d", ValueError, ARG.format("input") + _META, input=_meta(2, 4, 7, 8))
 case("conv2d-weight-meta", "conv2d", ValueError, ARG.format("weight") + _META, weight=_meta(6, 4, 3, 3))
 case("conv2d-bias-meta", "conv2d", ValueError, ARG.format("bias") + _META, bias=_meta(6))

@@ -237,7 +237,11 @@ def backend_for(target) -> Backend:
     """The backend of ``target`` (anything ``resolve`` accepts). Raises ValueError for a kind no
     backend handles."""
     tgt = target if isinstance(target, TargetInfo) else resolve(target)
-    return registry.backend_class(tgt.kind)(tgt)
+    try:
+        cls = registry.backend_class(tgt.kind)
+    except ValueError as exc:
+        raise ValueError(f"target {tgt.profile!r}: {str(exc).removeprefix('target: ')}") from None
+    return cls(tgt)
 
 
 def backend_class(kind: str) -> type[Backend]:
