@@ -18,7 +18,8 @@ def main() -> None:
     import tvm
     from tvm import relax
 
-    from tvmconv import lowering, models
+    from tvmconv import models
+    from tvmconv.graph import lowering
     from tvmconv.backends.target import resolve
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -15,7 +15,8 @@ import torch
 from torch.utils import benchmark
 
 import tvmconv
-from tvmconv import compiler, lowering, models
+from tvmconv import models
+from tvmconv.graph import compiler, lowering
 from tvmconv.backends.machine import cpu_model
 
 

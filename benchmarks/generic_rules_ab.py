@@ -27,7 +27,7 @@ import ab  # noqa: E402
 import tvm  # noqa: E402
 from tvm import tirx  # noqa: E402
 
-from tvmconv import lowering  # noqa: E402
+from tvmconv.graph import lowering  # noqa: E402
 from tvmconv.backends import llvm_generic  # noqa: E402
 from tvmconv.backends.target import resolve  # noqa: E402
 from tvmconv.models import MODELS  # noqa: E402

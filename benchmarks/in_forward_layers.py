@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 import tvmconv
-from tvmconv.compiler import instrumented
+from tvmconv.graph.compiler import instrumented
 from tvmconv.models import MODELS
 
 ROUNDS, BLOCK = 36, 6

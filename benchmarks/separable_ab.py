@@ -16,7 +16,7 @@ import time
 import torch
 
 import tvmconv
-from tvmconv import lowering
+from tvmconv.graph import lowering
 from tvmconv.models import MODELS
 
 

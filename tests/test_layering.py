@@ -105,7 +105,7 @@ LAYERS = (
     ("tvmconv.runtime",),
     ("tvmconv.functional", "tvmconv.ops", "tvmconv.nn"),
     ("tvmconv.models",),
-    ("tvmconv.graph", "tvmconv.converter", "tvmconv.dynamo", "tvmconv.lowering", "tvmconv.compiler"),
+    ("tvmconv.graph",),
     ("tvmconv.suites",),
     ("tvmconv.tuning",),
     ("tvmconv.tools", "tvmconv.__main__"),

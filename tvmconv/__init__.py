@@ -27,9 +27,9 @@ _LAZY = {
     "ops": ("ops", None),
     "nn": ("nn", None),
     "models": ("models", None),
-    "convert": ("converter", "convert"),
-    "compile": ("compiler", "compile"),
-    "workloads": ("converter", "workloads"),
+    "convert": ("graph.converter", "convert"),
+    "compile": ("graph.compiler", "compile"),
+    "workloads": ("graph.converter", "workloads"),
     "tune": ("tuning.api", "tune"),
     "VARIANTS": ("variants.registry", "VARIANTS"),
 }

@@ -57,7 +57,7 @@ def _run_fused(shapes: list[tuple], build, inputs: list[torch.Tensor]) -> tuple[
     """``build(*vars)`` (Relax ops on float32 tensors of ``shapes``) as a compiled model makes it:
     legalized (the NaN-keeping pooling included), fused, its TIR scheduled; run on ``inputs``.
     Returns the outputs and which rule scheduled how many functions."""
-    from tvmconv.lowering import _NAN_KEEPING
+    from tvmconv.graph.lowering import _NAN_KEEPING
 
     bb = relax.BlockBuilder()
     xs = [relax.Var(f"x{i}", relax.TensorType(s, "float32")) for i, s in enumerate(shapes)]

@@ -143,7 +143,7 @@ def test_calibrate_errors_are_one_line_with_the_usage_code():
 
 
 def test_bench_layers_profiles_a_compiled_network_against_the_roofline(tmp_path, monkeypatch):
-    from tvmconv import compiler
+    from tvmconv.graph import compiler
     from tvmconv.backends.timing import Roofline
 
     monkeypatch.setenv("TVMCONV_CACHE_DIR", str(tmp_path / "cache"))

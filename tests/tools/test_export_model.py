@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tvmconv import lowering
+from tvmconv.graph import lowering
 from tvmconv import models as M
 from tvmconv.tools import export_model as XM
 

@@ -43,7 +43,7 @@ log = logging.getLogger("tvmconv")
 # (launch.py) and the toolchain shape the library too, and a backend file added later is covered
 KERNEL_SOURCES = ("variants/*.py", "backends/*.py", "runtime/build.py")
 # ...and the code a compiled model is made from besides its kernels (the graph passes, fusion, layouts)
-COMPILER_SOURCES = ("compiler.py", "lowering.py", "converter.py", "graph.py", "suites/workloads.py")
+COMPILER_SOURCES = ("graph/*.py", "suites/workloads.py")
 
 
 @dataclass

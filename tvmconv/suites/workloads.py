@@ -20,7 +20,7 @@ import dataclasses
 from collections import OrderedDict
 from pathlib import Path
 
-from .. import graph
+from ..graph import passes
 from ..backends.target import TargetInfo
 from ..spec import Spec, check_spec
 from .shapes import SUITES, suite
@@ -29,7 +29,7 @@ def from_exported(ep) -> list[tuple[Spec, int]]:
     """The convolution workloads of a ``torch.export.ExportedProgram``."""
     table: OrderedDict = OrderedDict()
     for node in ep.graph.nodes:
-        found = graph.node_spec(node)
+        found = passes.node_spec(node)
         if found is not None:
             table[found[0]] = table.get(found[0], 0) + 1
     return list(table.items())
@@ -64,8 +64,8 @@ def from_file(path, input_shape=None) -> list[tuple[Spec, int]]:
 def _input_shapes(ep) -> tuple:
     """The shapes of an exported program's user inputs, in order."""
     user = set(ep.graph_signature.user_inputs)
-    return tuple(tuple(graph.node_value(n).shape) for n in ep.graph.nodes if n.op == "placeholder" and n.name in user
-                 and hasattr(graph.node_value(n), "shape"))
+    return tuple(tuple(passes.node_value(n).shape) for n in ep.graph.nodes if n.op == "placeholder" and n.name in user
+                 and hasattr(passes.node_value(n), "shape"))
 
 
 def _load_file(path, input_shape=None):
@@ -165,7 +165,7 @@ def _from_program(ep) -> tuple[list[tuple[Spec, int]], int | None]:
 def _from_model(model, example_inputs) -> tuple[list[tuple[Spec, int]], int | None]:
     import torch
 
-    from ..converter import workloads as model_workloads
+    from ..graph.converter import workloads as model_workloads
 
     if example_inputs is None:
         raise ValueError("example_inputs is required to find the workloads of an nn.Module (a tensor or a "
@@ -182,8 +182,8 @@ def network_workloads(name: str, target: TargetInfo | None = None, batch=None, *
     ``target`` (``lowering.fuse_where_tuned``)."""
     import torch
 
-    from ..converter import workloads
-    from ..lowering import fuse_where_tuned
+    from ..graph.converter import workloads
+    from ..graph.lowering import fuse_where_tuned
     from ..models import MODELS, input_size
 
     model = MODELS[name](backend="torch").eval()

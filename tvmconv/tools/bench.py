@@ -179,7 +179,7 @@ def bench_models(names, target: TargetInfo, batches=(1, 8), *, rounds: int = 7, 
     converted layers' times (``layers_s``; the same layers in PyTorch: ``layers_torch_s``): what
     the whole takes beyond it is the rest of the model (pooling, adds, the classifier) and the
     calls between layers."""
-    from ..converter import convert
+    from ..graph.converter import convert
     from ..models import MODELS, input_size
 
     out = []

@@ -159,7 +159,7 @@ def _layers(names, tgt, batches, rounds, json_path):
     import torch
 
     from ..backends.timing import torch_threads
-    from ..compiler import compile as compile_model
+    from ..graph.compiler import compile as compile_model
     from ..models import MODELS, input_size
     from .bench import machine
 

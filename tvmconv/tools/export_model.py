@@ -75,7 +75,7 @@ class Program:
 
 def lower(ep: torch.export.ExportedProgram, target) -> Program:
     """``ep`` as a straight line of TIR calls for ``target`` (see the module docstring)."""
-    from ..lowering import relax_module
+    from ..graph.lowering import relax_module
 
     mod, kernels = relax_module(ep, target)
     return _program(mod, kernels)
@@ -269,7 +269,7 @@ def _build_android(out: Path) -> None:
 def exported_program(model, input_shape=None, example_inputs=None, target=None) -> torch.export.ExportedProgram:
     """``model`` captured by ``torch.export`` with its convolutions on tvmconv (see the module
     docstring); a ``.pt2`` path is loaded as it is; a ``tvmconv.models`` name is ``builtin_model``'s."""
-    from ..lowering import exported
+    from ..graph.lowering import exported
     from ..suites.workloads import _load_file
 
     if isinstance(model, (str, Path)) and str(model).endswith(".pt2"):

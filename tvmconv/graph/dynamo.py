@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from . import ops  # noqa: F401 - registers torch.ops.tvmconv.*
-from . import graph
-from ._args import SUPPORTED_DTYPES
+from .. import ops  # noqa: F401 - registers torch.ops.tvmconv.*
+from . import passes
+from .._args import SUPPORTED_DTYPES
 
 _CONV_FNS = {torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3, F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
 _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
@@ -166,8 +166,8 @@ def _fold_batchnorm(g: fx.Graph, bn: fx.Node) -> None:
 
 
 def _then_act(gm, node: fx.Node) -> tuple[str | None, fx.Node]:
-    """``(activation or None, the node after it or node itself)``: graph.then_act, on aten calls."""
-    act, nodes = graph.then_act(gm, node)
+    """``(activation or None, the node after it or node itself)``: passes.then_act, on aten calls."""
+    act, nodes = passes.then_act(gm, node)
     return act, (nodes[-1] if nodes else node)
 
 
@@ -190,7 +190,7 @@ def _fuse_depthwise_separable(gm, node: fx.Node, dw: dict, target: str) -> bool:
     if wd_shape is None or c_in is None or not (dw["groups"] == c_in > 1 and wd_shape[0] % c_in == 0):
         return False
     a1, last = _then_act(gm, node)
-    pw_node = graph.only_user(last)
+    pw_node = passes.only_user(last)
     pw = _conv(pw_node) if pw_node is not None else None
     pw_shape = _shape(pw["weight"]) if pw else None
     if pw is None or pw["input"] is not last or pw_shape is None or pw_shape[2:] != (1, 1) or pw_shape[1] != wd_shape[0] \

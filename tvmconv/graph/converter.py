@@ -6,7 +6,7 @@
     fast = torch.compile(fast, fullgraph=True)          # tvmconv ops are custom ops: no graph break
 
 The model (a deep copy: the original is untouched) is traced with torch.fx and rewritten on its
-graph (tvmconv/graph.py): eval-mode BatchNorm is folded into the convolution before it, fusable
+graph (graph/passes.py): eval-mode BatchNorm is folded into the convolution before it, fusable
 patterns become one kernel (depthwise -> act -> pointwise -> act, grouped conv -> channel shuffle,
 EffNet's 1x3 -> pool -> 3x1) wherever they occur, across nesting and functional calls, and every
 other convolution becomes its tvmconv.nn drop-in. Residual adds and all other ops stay PyTorch.
@@ -50,13 +50,13 @@ import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from . import functional as TF
-from . import graph
-from . import knobs
-from . import nn as tnn
-from .backends import timing
-from .backends.target import resolve
-from .runtime import build, dispatch
+from .. import functional as TF
+from . import passes
+from .. import knobs
+from .. import nn as tnn
+from ..backends import timing
+from ..backends.target import resolve
+from ..runtime import build, dispatch
 
 log = logging.getLogger("tvmconv")
 SUPPORTED = (torch.float32, torch.float64)
@@ -89,7 +89,7 @@ class ConversionReport:
     torch_s: float | None = None  # the whole model, before (the original)
     tvmconv_s: float | None = None  # and after, timed interleaved on example_inputs
     error: str = ""  # set when the model could not be converted at all
-    folds: list = field(default_factory=list, repr=False)  # (graph.Fold, the folded weight) per BatchNorm
+    folds: list = field(default_factory=list, repr=False)  # (passes.Fold, the folded weight) per BatchNorm
 
     @property
     def converted(self) -> list[LayerReport]:
@@ -215,13 +215,13 @@ def _convert(model, example_inputs, target, filter_fn, dispatch, time_layers, re
         return model
     new = copy.deepcopy(model)
     state = _State(new)  # what convert's own runs change in it (statistics, buffers) is put back
-    rep.hooked = [name or "(the model)" for name, m in new.named_modules() if graph.hooked(m)]
+    rep.hooked = [name or "(the model)" for name, m in new.named_modules() if passes.hooked(m)]
     gm, found = _plan(new, example_inputs, tgt, rep, filter_fn, separable)
     if gm is not None:
         converted = _convert_graph(gm, found, tgt, target, rep, dispatch_on=dispatch, time_layers=time_layers,
                                    model=model_name(model, example_inputs))
         state.follow(converted, rep.folds)
-        graph.copy_hooks(new, converted)
+        passes.copy_hooks(new, converted)
         new = converted
     tnn.set_target(new, target)
     tnn.name_layers(new)
@@ -270,7 +270,7 @@ class _State:
     def follow(self, converted: nn.Module, folds: list) -> None:
         """Let ``converted`` load the original's state_dict: a key whose tensor moved (into a fused
         module) is renamed, and a folded BatchNorm with its convolution is folded anew (``folds``:
-        ``(graph.Fold, the folded convolution's weight)``)."""
+        ``(passes.Fold, the folded convolution's weight)``)."""
         now = converted.state_dict(keep_vars=True)
         # the converted key -> the original's, for a tensor now (also) under another name
         renamed = {k: self.names[id(t)] for k, t in now.items() if self.names.get(id(t), k) != k}
@@ -328,34 +328,34 @@ def _plan(new: nn.Module, example_inputs, tgt, rep: ConversionReport, filter_fn,
     input on ``example_inputs``: ``(graph module, [(rewrite, input or None), ...])``. An untraceable
     model gets ``(None, [])``, its convolutions swapped one by one in place (``rep`` says why)."""
     try:
-        gm = graph.trace(new)
+        gm = passes.trace(new)
     except Exception as exc:  # noqa: BLE001 - torch.fx raises many kinds for an untraceable model
         rep.traced = False
         rep.note = (f"torch.fx cannot trace the model ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}): "
                     "its convolutions were swapped one by one, without BatchNorm folding or fused patterns")
         _swap_leaves(new, tgt, rep, filter_fn)
         return None, []
-    folds = graph.fold_batchnorm(gm)
+    folds = passes.fold_batchnorm(gm)
     rep.folded = [f.bn for f in folds]
     rep.folds = [(f, gm.get_submodule(f.conv).weight) for f in folds]
-    found = graph.rewrites(gm, filter_fn, separable=bool(separable))
+    found = passes.rewrites(gm, filter_fn, separable=bool(separable))
     for node in gm.graph.nodes:  # a container with hooks is one call: its convolutions one by one
         m = gm.get_submodule(node.target) if node.op == "call_module" else None
-        if m is not None and graph.hooked(m) and next(m.children(), None) is not None:
+        if m is not None and passes.hooked(m) and next(m.children(), None) is not None:
             _swap_leaves(m, tgt, rep, filter_fn, prefix=node.target + ".")
     inputs = _Recorder(gm, {rw.input for rw in found}).record(example_inputs)
     if callable(separable):  # fused where it says so for the fused kernel's spec, else two kernels
         apart = {rw.name for rw in found if isinstance(rw.module, tnn.DepthwiseSeparableConv2d)
                  and not _fuse(separable, rw.module, inputs.get(rw.input))}
         if apart:
-            found = graph.rewrites(gm, filter_fn, separable=lambda name: name not in apart)
+            found = passes.rewrites(gm, filter_fn, separable=lambda name: name not in apart)
             inputs = _Recorder(gm, {rw.input for rw in found}).record(example_inputs)
     return gm, [(rw, inputs.get(rw.input)) for rw in found]
 
 
 def _fuse(rule: Callable, module: nn.Module, x) -> bool:
     """``rule(spec)`` for the spec of the kernel ``module(x)`` runs."""
-    from .runtime.call import spec_of
+    from ..runtime.call import spec_of
 
     try:
         return x is not None and bool(rule(spec_of(module, x)))
@@ -381,8 +381,8 @@ def _convert_graph(gm: fx.GraphModule, found: list, tgt, target, rep: Conversion
         if use:
             chosen.append(rw)
     for rw in chosen:
-        graph.apply(gm, rw)
-    return graph.finish(gm)
+        passes.apply(gm, rw)
+    return passes.finish(gm)
 
 
 class _Recorder(fx.Interpreter):
@@ -404,7 +404,7 @@ class _Recorder(fx.Interpreter):
         return self.seen
 
 
-def _decide(rw: graph.Rewrite, original, x, tgt, target, dispatch_on: bool, time_layers: bool, model: str):
+def _decide(rw: passes.Rewrite, original, x, tgt, target, dispatch_on: bool, time_layers: bool, model: str):
     """``(layer report, whether to apply rw)``: tvmconv where it runs and (with ``dispatch_on``)
     is not slower than the PyTorch nodes it replaces in ``model`` (``model_name``) on this machine."""
     r = LayerReport(rw.name, rw.kind, covered=rw.covered)
@@ -501,7 +501,7 @@ def _swap_leaves(root: nn.Module, tgt, rep: ConversionReport, filter_fn, prefix:
         if why:
             rep.layers.append(LayerReport(name, "kept", covered=[name], reason=why))
             continue
-        new = graph.drop_in(m)
+        new = passes.drop_in(m)
         parent_name, _, attr = local.rpartition(".")
         parent = root.get_submodule(parent_name) if parent_name else root
         setattr(parent, attr, new)

@@ -1,4 +1,4 @@
-"""Graph passes (tvmconv/graph.py) and what convert builds on them: BatchNorm folding against the
+"""Graph passes (tvmconv/graph/passes.py) and what convert builds on them: BatchNorm folding against the
 eval-mode model, patterns across nesting and functional calls, per-machine keep, the one list of
 workloads."""
 
@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import tvmconv
-from tvmconv import converter, graph
+from tvmconv.graph import converter
+from tvmconv.graph import passes as graph
 from tvmconv import functional as TF
 from tvmconv.backends.llvm import LLVMBackend
 from tvmconv.backends.target import resolve

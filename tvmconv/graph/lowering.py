@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .backends.target import resolve
+from ..backends.target import resolve
 
 
 def exported(model: torch.nn.Module, example_inputs, target=None, *, separable=None) -> torch.export.ExportedProgram:
@@ -49,7 +49,7 @@ def fuse_where_tuned(target=None):
     """The compiler's rule for a depthwise convolution and the pointwise one after it, as
     ``convert``'s ``separable``: one fused kernel where that kernel has a tuned schedule for
     ``target`` (a choice measured on such a machine), else two kernels (see ``exported``)."""
-    from .runtime import cache
+    from ..runtime import cache
 
     tgt = resolve(target)
     return lambda spec: cache.tuned_record(spec, tgt) is not None
@@ -63,7 +63,7 @@ def relax_module(ep: torch.export.ExportedProgram, target, *, schedule: bool = T
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
 
-    from .graph import conv_op_names
+    from .passes import conv_op_names
 
     tgt = resolve(target)
     kernels: dict = {}
@@ -72,8 +72,8 @@ def relax_module(ep: torch.export.ExportedProgram, target, *, schedule: bool = T
     made: dict = {}  # kernel function name -> how it was made (_Made), to fuse epilogues into it
 
     def convert(node, importer):
-        from .runtime import build
-        from .graph import node_spec
+        from ..runtime import build
+        from .passes import node_spec
 
         spec, bound = node_spec(node)
         bb = importer.block_builder
@@ -144,7 +144,7 @@ def importable(node) -> bool:
     """Whether TVM's Relax importer (with tvmconv's convolutions) takes this graph node."""
     from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
 
-    from .graph import conv_op_names
+    from .passes import conv_op_names
 
     global _IMPORTABLE
     if _IMPORTABLE is None:
@@ -251,7 +251,7 @@ def _scaled_pointwise(call, kernels: dict, value: dict, users: dict):
     elementwise pass of its own: MobileNetV3's 28x28 and 7x7 rescales, 0.35 ms of its forward.)"""
     from tvm import relax
 
-    from .variants import ConvSpec
+    from ..variants import ConvSpec
 
     if not _calls_op(call, "relax.call_tir"):
         return None
@@ -302,7 +302,7 @@ def _legalize_clip(bb, call):
     min, which turn NaN into the bound)."""
     from tvm import te
 
-    from .variants.compute import clamp
+    from ..variants.compute import clamp
 
     lo, hi = (float(call.args[1].value), float(call.args[2].value)) if len(call.args) == 3 else (0.0, np.inf)
     return bb.call_te(lambda x: te.compute(x.shape, lambda *i: clamp(x(*i), lo, hi, x.dtype), name="clip"),
@@ -316,7 +316,7 @@ def _legalize_max_pool2d(bb, call):
     import tvm
     from tvm import te, tirx
 
-    from .variants.compute import max_nan
+    from ..variants.compute import max_nan
 
     a = call.attrs
     if a.layout != "NCHW" or a.out_layout != "NCHW":
@@ -348,7 +348,7 @@ _NAN_KEEPING = {"relax.clip": _legalize_clip, "relax.nn.relu": _legalize_clip, "
 def _ops() -> dict:
     from tvm import tirx
 
-    from .variants.compute import clamp, exp, sigmoid
+    from ..variants.compute import clamp, exp, sigmoid
 
     return {"relax.add": lambda a, b: a + b, "relax.subtract": lambda a, b: a - b,
             "relax.multiply": lambda a, b: a * b, "relax.divide": lambda a, b: a / b,
@@ -405,7 +405,7 @@ def fuse_epilogues(mod, made: dict):
 def _with_epilogue(made: _Made, epilogue):
     """``made``'s kernel with ``epilogue`` in its store, taking its arguments as the unfused
     kernel does (the op's shapes, the weight packed apart where it was); None where not."""
-    from .runtime import build
+    from ..runtime import build
 
     mod = build.with_epilogue(made.spec, made.target, made.record, epilogue)
     if mod is None:
@@ -426,7 +426,7 @@ def _epilogue_of(bindings: list, at: int, users: dict, claimed: set):
     import tvm
     from tvm import relax
 
-    from .variants.compute import Epilogue
+    from ..variants.compute import Epilogue
 
     ops = _ops()
     out = bindings[at].var

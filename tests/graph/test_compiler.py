@@ -1,4 +1,4 @@
-"""``tvmconv.compile`` (tvmconv/compiler.py): a whole network as one compiled module, against the
+"""``tvmconv.compile`` (tvmconv/graph/compiler.py): a whole network as one compiled module, against the
 same model in eager PyTorch; weights changed after compiling are never run stale."""
 
 import re
@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils import _pytree
 
 import tvmconv
-from tvmconv import compiler, lowering
+from tvmconv.graph import compiler, lowering
 from tvmconv.models import shufflenet as sv2
 
 
@@ -174,7 +174,7 @@ def test_the_same_model_compiled_again_is_loaded_from_the_cache(compiled):
     assert list(again.tvmconv_report.steps_s) == ["load"] and again.tvmconv_report.kernels
     with torch.no_grad():
         _close(again(x), model(x))
-    from tvmconv.compiler import model_key
+    from tvmconv.graph.compiler import model_key
     from tvmconv.backends.target import resolve
 
     key = model_key(model, (x,), resolve(None))
@@ -198,7 +198,7 @@ def test_a_change_to_any_kernel_or_pass_module_compiles_again(monkeypatch):
     assert {"backends/target.py", "backends/launch.py", "variants/compute.py", "runtime/build.py"} <= kernel
     model = {p.relative_to(package).as_posix() for p in build.sources((*build.KERNEL_SOURCES,
                                                                          *build.COMPILER_SOURCES))}
-    assert kernel | {"lowering.py", "compiler.py", "converter.py", "graph.py", "suites/workloads.py"} <= model
+    assert kernel | {f"graph/{m}.py" for m in ("passes", "converter", "dynamo", "lowering", "compiler")} | {"suites/workloads.py"} <= model
     for pattern in (*build.KERNEL_SOURCES, *build.COMPILER_SOURCES):  # (a module moved leaves no pattern behind)
         assert build.sources((pattern,)), f"{pattern} names no file"
     before = compiler._compiler_code()
@@ -382,7 +382,7 @@ def test_ops_the_importer_does_not_take_run_on_pytorch_between_compiled_pieces()
     fast = tvmconv.compile(model, (x,))
     rep = fast.tvmconv_report
     assert rep.pieces == 3 and len(set(rep.kernels)) == 3, rep.summary()
-    assert rep.fallback == ["special_i0e.default in body.3.0 (tests.test_compiler._Odd)",
+    assert rep.fallback == ["special_i0e.default in body.3.0 (tests.graph.test_compiler._Odd)",
                             "special_i0e.default in the model's forward"], rep.fallback
     with torch.no_grad():
         for x2 in (x, torch.randn_like(x)):

@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from . import nn as tnn
-from .spec import Spec
+from .. import nn as tnn
+from ..spec import Spec
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_TRANSPOSES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -473,7 +473,7 @@ def _conv_ops():
 def conv_op_names() -> set[str]:
     """The names (``OpOverload.__name__``) of every node ``node_spec`` reads: TVM Relax's torch
     importer looks converters up by them."""
-    from . import ops
+    from .. import ops
 
     return {op.__name__ for op in _conv_ops()} | {f"{name}.default" for name in ops.OPS}
 
@@ -489,7 +489,7 @@ def node_value(arg):
 def node_spec(node) -> tuple[Spec, dict] | None:
     """A convolution node of an exported program, a ``tvmconv.*`` op or an aten convolution, as
     ``(spec, {argument name: the node's argument})``; None for any other node."""
-    from .functional import conv_spec
+    from ..functional import conv_spec
 
     if node.op != "call_function":
         return None
@@ -518,8 +518,8 @@ def _tvmconv_node(node):
     the functional op's, in order), else None."""
     import inspect
 
-    from . import ops
-    from .functional import spec_of
+    from .. import ops
+    from ..functional import spec_of
 
     name = getattr(getattr(node.target, "_schema", None), "name", "")
     if not name.startswith(f"{ops.NAMESPACE}::") or name.split("::", 1)[1] not in ops.OPS:

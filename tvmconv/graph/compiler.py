@@ -51,8 +51,8 @@ import torch
 from torch import nn
 from torch.utils import _pytree
 
-from .backends.target import resolve
-from .backends.timing import measure_roofline
+from ..backends.target import resolve
+from ..backends.timing import measure_roofline
 
 log = logging.getLogger("tvmconv")
 
@@ -216,7 +216,7 @@ class CompiledModel(nn.Module):
         import numpy as np
         import tvm
 
-        from .spec import spec_from_dict
+        from ..spec import spec_from_dict
 
         dev = tvm.cpu()
         roof = measure_roofline(torch.get_num_threads(), target=self._target)  # (the kernels run on PyTorch's pool)
@@ -264,7 +264,7 @@ def instrumented(lib, inputs: tuple):
     import tvm
     from tvm import relax
 
-    from .runtime.call import _kernel_arg
+    from ..runtime.call import _kernel_arg
 
     vm = relax.VirtualMachine(lib, tvm.cpu())
     args = [tvm.runtime.from_dlpack(_kernel_arg(t.detach())) for t in inputs]
@@ -486,8 +486,8 @@ def _what(function: str, spec) -> str:
 
 def _eager_seconds(spec, rounds: int) -> float | None:
     """The best time of ``spec``'s convolution through PyTorch (its vendor path) on random inputs."""
-    from .backends import timing
-    from .reference import random_args, vendor_for
+    from ..backends import timing
+    from ..reference import random_args, vendor_for
 
     found = vendor_for(spec)
     if found is None:
@@ -538,7 +538,7 @@ def model_key(model: nn.Module, example_inputs: tuple, tgt) -> str:
     import hashlib
     import inspect
 
-    from .runtime import cache
+    from ..runtime import cache
 
     h = hashlib.blake2b(digest_size=16)
     h.update(repr(model).encode())
@@ -561,13 +561,13 @@ def model_key(model: nn.Module, example_inputs: tuple, tgt) -> str:
 @functools.cache
 def _compiler_code() -> str:
     """The digest of the code a compiled model is made from: its kernels' and the passes'."""
-    from .runtime import build
+    from ..runtime import build
 
     return build.code_version((*build.KERNEL_SOURCES, *build.COMPILER_SOURCES))
 
 
 def _paths(key: str, tgt) -> tuple:
-    from .runtime import cache
+    from ..runtime import cache
 
     lib = cache.user_root() / "models" / tgt.profile / f"{key}.so"
     return lib, lib.with_suffix(".json")
@@ -578,7 +578,7 @@ def _load_cached(key: str, tgt):
     trusted directory, as a regular file whose bytes its manifest hashes (runtime/cache.py)."""
     import tvm
 
-    from .runtime import cache
+    from ..runtime import cache
 
     lib, meta_path = _paths(key, tgt)
     if not cache.trusted(lib.parent):
@@ -603,7 +603,7 @@ def _stored(key: str, ex, meta: dict, tgt):
 
     import tvm
 
-    from .runtime import cache
+    from ..runtime import cache
 
     lib, meta_path = _paths(key, tgt)
     if not cache.trusted(lib.parent):
@@ -626,7 +626,7 @@ def _runner(main, out_spec):
     exported program's pytree spec)."""
     import tvm
 
-    from .runtime.call import _kernel_arg
+    from ..runtime.call import _kernel_arg
 
     def run(*inputs):
         out = main(*[tvm.runtime.from_dlpack(_kernel_arg(t.detach())) for t in inputs])

@@ -1,4 +1,4 @@
-"""``torch.compile(model, backend="tvmconv")`` (tvmconv/dynamo.py): fullgraph, eager's answers,
+"""``torch.compile(model, backend="tvmconv")`` (tvmconv/graph/dynamo.py): fullgraph, eager's answers,
 BatchNorm folded in the graph from the current parameters, patterns fused."""
 
 import copy
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tvmconv import dynamo as tc
+from tvmconv.graph import dynamo as tc
 
 
 class _Net(nn.Module):
