@@ -12,7 +12,6 @@ from .. import functional as TF
 from .. import reference as R
 from ..backends.target import TargetInfo
 from ..spec import Spec
-from ..variants import ConvSpec
 from ..variants.registry import VARIANTS, default_cases
 
 
@@ -29,31 +28,10 @@ class Case:
     count: int = 1
 
 
-def _family(spec: ConvSpec) -> tuple[str, str]:
-    nd = len(spec.in_size)
-    if spec.shuffle:
-        return "shuffled_group", "fused"
-    if spec.transposed:
-        return "transposed", "compute"
-    if spec.groups > 1 and spec.groups == spec.c_in:
-        return "depthwise", "memory"
-    if spec.groups > 1:
-        return "grouped", "compute"
-    if any(d > 1 for d in spec.dilation):
-        return "dilated", "compute"
-    if nd != 2:
-        return f"conv{nd}d", "compute"
-    if all(k == 1 for k in spec.kernel):
-        return "pointwise", "compute"
-    return "standard", "compute"
-
-
 def family_of(spec: Spec) -> tuple[str, str]:
-    """``(family, kind)`` of a workload: the row it joins in the results, the goal it meets."""
-    if isinstance(spec, ConvSpec):
-        return _family(spec)
-    v = spec.variant
-    return {"depthwise_separable_conv2d": "depthwise_separable"}.get(v, v), VARIANTS[v].kind
+    """``(family, kind)`` of a workload: the row it joins in the results, the goal it meets (its
+    variant's, ``Variant.family_of``)."""
+    return VARIANTS[spec.variant].family_of(spec)
 
 
 def case_for(spec: Spec, count: int = 1, seed: int = 0) -> Case:

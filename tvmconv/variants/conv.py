@@ -286,12 +286,32 @@ _TRANSPOSED_SCHEMA = ("(Tensor input, Tensor weight, Tensor? bias, int[] stride,
                       "int[] output_padding, int groups, int[] dilation, str target) -> Tensor")
 
 
+def conv_family(spec: ConvSpec) -> tuple[str, str]:
+    """``(family, kind)`` of a convolution: the row it joins in results and the goal it meets."""
+    nd = len(spec.in_size)
+    if spec.shuffle:
+        return "shuffled_group", "fused"
+    if spec.transposed:
+        return "transposed", "compute"
+    if spec.groups > 1 and spec.groups == spec.c_in:
+        return "depthwise", "memory"
+    if spec.groups > 1:
+        return "grouped", "compute"
+    if any(d > 1 for d in spec.dilation):
+        return "dilated", "compute"
+    if nd != 2:
+        return f"conv{nd}d", "compute"
+    if all(k == 1 for k in spec.kernel):
+        return "pointwise", "compute"
+    return "standard", "compute"
+
+
 def _register(nd: int, transposed: bool, **options):
     name = f"conv{'_transpose' if transposed else ''}{nd}d"
     return variant(spec=ConvSpec, kind="compute", compute=compute, reference=getattr(F, name),
                    cases=(_conv_transpose_case if transposed else _conv_case)(nd),
                    schema=_TRANSPOSED_SCHEMA if transposed else _SCHEMA, nd=nd, vendor=f"F.{name}",
-                   call_kwargs=call_kwargs, vendor_fallback=padded_vendor, **options)
+                   call_kwargs=call_kwargs, vendor_fallback=padded_vendor, family=conv_family, **options)
 
 
 # -- the ops' argument schemas (tvmconv.functional generates the ops from them) -------------------

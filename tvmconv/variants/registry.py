@@ -131,6 +131,16 @@ class Variant:
     differentiable: bool = True  # the reference is PyTorch: the custom op's backward differentiates it
     fake: Callable | None = None  # the custom op's shape function where the reference cannot run on fakes
     benched: bool = True  # in default_cases (needs a vendor path to time against)
+    # the row a workload joins in results and the goal it meets: a label (the kind is the variant's),
+    # or a function of the spec giving ``(family, kind)`` (conv2d is standard, pointwise, depthwise...);
+    # empty: the variant's name
+    family: str | Callable[[Spec], tuple[str, str]] = ""
+
+    def family_of(self, spec: Spec) -> tuple[str, str]:
+        """``(family, kind)`` of a workload of this variant."""
+        if callable(self.family):
+            return self.family(spec)
+        return self.family or self.name, self.kind
 
     @property
     def op(self) -> Callable:

@@ -16,7 +16,7 @@ from ..spec import Shape, Spec, joined
 from .compute import Plan, placeholders, shuffle_src
 from .conv import ConvSpec, call_kwargs as conv_call_kwargs
 from .conv import compute as conv_compute
-from .conv import padded_vendor, parse_conv
+from .conv import conv_family, padded_vendor, parse_conv
 from .registry import Case, Parsed, ShapeRow, rand, row_groups, variant
 
 
@@ -101,7 +101,7 @@ def _shuffled_case(row: ShapeRow, g: torch.Generator) -> Case:
 
 @variant(spec=ConvSpec, kind="fused", compute=conv_compute, reference=shuffled_group_conv2d_reference,
          cases=_shuffled_case, nd=2, vendor="F.conv2d + F.channel_shuffle", call_kwargs=conv_call_kwargs,
-         vendor_fallback=padded_vendor,
+         vendor_fallback=padded_vendor, family=conv_family,
          schema="(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, int[] dilation, "
                 "int groups, int shuffle_groups, str target) -> Tensor")
 def shuffled_group_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
