@@ -140,18 +140,23 @@ def test_a_bench_case_runs_it(toy):
     assert rec["max_rel_err"] < 1e-5 and rec["flops"] == 2 * 64 * 56 * 56 and rec["kind"] == "memory"
 
 
-def test_its_family_label_comes_from_its_entry():
-    """The row a workload joins in results is the variant's to say (``Variant.family``): bench and
-    calibrate ask the registry, and no module outside the family names it."""
+def test_its_family_label_and_cuda_template_come_from_its_entry():
+    """The row a workload joins in results and the CUDA template that computes it are the variant's
+    to say (``Variant.family``, ``Variant.templates``): bench, calibrate and the CUDA backend ask the
+    registry, and no module outside the family names it."""
     import dataclasses
 
+    from tvmconv.backends.cuda_templates import template_of
     from tvmconv.suites.cases import case_for, family_of
 
     x, s, t = TOY_VARIANT.make_case(SHAPE_TABLE[0], torch.Generator().manual_seed(0)).args
     with registry.registered(TOY_VARIANT):
         spec = TF.spec_of(TF.toy_affine_relu, x, s, t)
         assert family_of(spec) == (TOY, "memory")  # no label: the variant's name, its kind
-    with registry.registered(dataclasses.replace(TOY_VARIANT, family="affine")):
+        assert template_of(spec) is None  # no template: the backend's default schedule
+    with registry.registered(dataclasses.replace(TOY_VARIANT, family="affine", templates={"cuda": "tiled"})):
         assert family_of(spec) == ("affine", "memory") and case_for(spec).family == "affine"
-    with registry.registered(dataclasses.replace(TOY_VARIANT, family=lambda sp: (f"affine{len(sp.spatial)}d", "fused"))):
+        assert template_of(spec) == "tiled"
+    by_rank = dataclasses.replace(TOY_VARIANT, family=lambda sp: (f"affine{len(sp.spatial)}d", "fused"))
+    with registry.registered(by_rank):
         assert family_of(spec) == ("affine2d", "fused")

@@ -89,15 +89,12 @@ class Knobs:
 
 # -- which template a spec takes ------------------------------------------------------------------
 def template_of(spec: Spec) -> str | None:
-    """The template that computes ``spec`` (None: none does; the default schedule stays)."""
-    v = spec.variant
-    if v == "depthwise_separable_conv2d":
-        return "dwsep"
-    if v == "effnet_block":
-        return "effnet"
-    if v.startswith("conv") or v == "shuffled_group_conv2d":
-        return "tiled"
-    return None
+    """The template that computes ``spec`` (None: none does; the default schedule stays): the one its
+    variant's entry names for CUDA (``Variant.templates``)."""
+    from ..variants.registry import VARIANTS
+
+    v = VARIANTS.get(spec.variant)
+    return v.templates.get("cuda") if v is not None else None
 
 
 def _depthwise(spec) -> bool:
@@ -342,9 +339,10 @@ def _fits(spec, kn: Knobs) -> bool:
 
 def _extents(spec) -> tuple[int, int, int, int]:
     """(output channels per block axis, rows, columns, other blocks) of the kernel's output."""
-    if spec.variant == "effnet_block":
+    t = template_of(spec)
+    if t == "effnet":
         return spec.c, *spec.out_size, spec.n
-    if spec.variant == "depthwise_separable_conv2d":
+    if t == "dwsep":
         return spec.c_out, *spec.out_size, spec.n
     s3 = spec.as3d()
     return s3.c_out, s3.out_size[1], s3.out_size[2], s3.n * s3.out_size[0]

@@ -311,7 +311,8 @@ def _register(nd: int, transposed: bool, **options):
     return variant(spec=ConvSpec, kind="compute", compute=compute, reference=getattr(F, name),
                    cases=(_conv_transpose_case if transposed else _conv_case)(nd),
                    schema=_TRANSPOSED_SCHEMA if transposed else _SCHEMA, nd=nd, vendor=f"F.{name}",
-                   call_kwargs=call_kwargs, vendor_fallback=padded_vendor, family=conv_family, **options)
+                   call_kwargs=call_kwargs, vendor_fallback=padded_vendor, family=conv_family,
+                   templates={"cuda": "tiled"}, **options)
 
 
 # -- the ops' argument schemas (tvmconv.functional generates the ops from them) -------------------

@@ -131,6 +131,7 @@ def make_case(row: ShapeRow, g: torch.Generator) -> Case:
 
 @variant(spec=DepthwiseSeparableSpec, kind="fused", compute=compute, reference=reference, cases=make_case, nd=2,
          vendor="F.conv2d(groups=C) + act + F.conv2d 1x1 + act", call_kwargs=call_kwargs, family="depthwise_separable",
+         templates={"cuda": "dwsep"},
          schema="(Tensor input, Tensor depthwise_weight, Tensor pointwise_weight, Tensor? depthwise_bias, "
                 "Tensor? pointwise_bias, int[] stride, int[] padding, int[] dilation, str? mid_activation, "
                 "str? activation, str target) -> Tensor")

@@ -84,6 +84,7 @@ def make_case(row: ShapeRow, g: torch.Generator) -> Case:
 
 @variant(spec=EffNetSpec, kind="fused", compute=compute, reference=reference, cases=make_case,
          vendor="F.conv2d 1x3 + F.max_pool2d + F.conv2d 3x1", call_kwargs=lambda spec: dict(activation=spec.activation),
+         templates={"cuda": "effnet"},
          schema="(Tensor input, Tensor weight_1x3, Tensor weight_3x1, Tensor? bias_1x3, Tensor? bias_3x1, "
                 "str? activation, str target) -> Tensor")
 def effnet_block(input, weight_1x3, weight_3x1, bias_1x3=None, bias_3x1=None, activation=None):

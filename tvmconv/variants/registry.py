@@ -135,6 +135,9 @@ class Variant:
     # or a function of the spec giving ``(family, kind)`` (conv2d is standard, pointwise, depthwise...);
     # empty: the variant's name
     family: str | Callable[[Spec], tuple[str, str]] = ""
+    # the schedule template that computes the family on a backend kind, by name (backends/cuda_templates.py
+    # holds "tiled", "dwsep" and "effnet"); a kind not named: the backend's default schedule only
+    templates: dict = field(default_factory=dict)
 
     def family_of(self, spec: Spec) -> tuple[str, str]:
         """``(family, kind)`` of a workload of this variant."""

@@ -101,7 +101,7 @@ def _shuffled_case(row: ShapeRow, g: torch.Generator) -> Case:
 
 @variant(spec=ConvSpec, kind="fused", compute=conv_compute, reference=shuffled_group_conv2d_reference,
          cases=_shuffled_case, nd=2, vendor="F.conv2d + F.channel_shuffle", call_kwargs=conv_call_kwargs,
-         vendor_fallback=padded_vendor, family=conv_family,
+         vendor_fallback=padded_vendor, family=conv_family, templates={"cuda": "tiled"},
          schema="(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, int[] dilation, "
                 "int groups, int shuffle_groups, str target) -> Tensor")
 def shuffled_group_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
