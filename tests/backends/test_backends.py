@@ -3,8 +3,10 @@ them, the one toolchain (export's and tuning's), and target resolution for tenso
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -254,6 +256,9 @@ def test_a_backend_registered_from_a_test_is_found_by_targets_and_argument_check
         kind, device_type = "toy", "meta"
 
     registry.register(ToyBackend)
+    # its code is in every kernel's cache key, a plugin's as much as the package's own
+    assert ToyBackend.code_hash() == hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    assert LLVMBackend.code_hash() not in ("", ToyBackend.code_hash())
     try:
         tgt = make({"kind": "toy"})
         assert isinstance(tgt.backend, ToyBackend) and base.supported(tgt)
@@ -401,3 +406,14 @@ def test_transferred_plans_keep_their_vectors_and_fit_the_registers():
             assert moved.owi % 16 == 0 and moved.owi // 16 == max(1, min(plan.owi // 8, -(-spec.out_size[-1] // 16)))
         assert moved.serial == plan.serial
     assert seen > 50
+
+
+def test_a_backends_code_is_in_its_kernels_cache_key(monkeypatch):
+    from tvmconv.runtime import build
+    from tvmconv.variants.conv import conv_spec
+
+    spec = conv_spec("conv2d", 2, torch.zeros(1, 8, 9, 9), torch.zeros(8, 8, 3, 3))[0]
+    tgt = resolve("x86-avx2")
+    before = build._lib_key(spec, tgt, None)
+    monkeypatch.setattr(LLVMBackend, "code_hash", classmethod(lambda cls: "changed"))
+    assert build._lib_key(spec, tgt, None) != before

@@ -12,6 +12,10 @@ No TVM or torch import here: the command line and the argument checks import thi
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import os
+import sys
 from typing import Callable
 
 from . import registry
@@ -28,6 +32,14 @@ class Backend:
     def __init__(self, target: TargetInfo):
         self.target = target
         self.facts = target.facts
+
+    @classmethod
+    def code_hash(cls) -> str:
+        """A digest of the code this backend compiles with, part of every kernel's cache key
+        (runtime/build.py): the source of the module that defines the class, so a backend registered
+        from outside the package (Triton's ``hash()``) never loads a library its older code built.
+        A backend spread over several modules overrides it."""
+        return _module_digest(cls.__module__)
 
     # -- target facts ------------------------------------------------------------------------
     def lanes(self, dtype: str) -> int:
@@ -231,6 +243,16 @@ class Backend:
 def supported(target: TargetInfo) -> bool:
     """A backend exists for ``target``'s kind (else its kernels are built unscheduled)."""
     return target.kind in registry.kinds()
+
+
+@functools.lru_cache(maxsize=None)
+def _module_digest(name: str) -> str:
+    """sha256 of module ``name``'s source file (16 hex digits; "" where it has none)."""
+    path = getattr(sys.modules.get(name), "__file__", None)
+    if not path or not os.path.isfile(path):
+        return ""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
 
 
 def backend_for(target) -> Backend:

@@ -439,8 +439,8 @@ def packed_layout(spec: Spec, plan: Plan) -> tuple[int, tuple[int, ...]]:
 def _lib_key(spec: Spec, target: TargetInfo, record: ScheduleRecord | None) -> str:
     # the default schedule's plan depends on this machine (its one-thread threshold: backends/launch.py)
     schedule = record.schedule if record else {"default": plan_to_dict(target.backend.default_plan(spec))}
-    return cache.digest({"code": _CODE_VERSION, "abi": "natural+pack", "target": target.dict, "spec": spec.to_dict(),
-                         "schedule": schedule})[:32]
+    return cache.digest({"code": _CODE_VERSION, "backend": target.backend.code_hash(), "abi": "natural+pack",
+                         "target": target.dict, "spec": spec.to_dict(), "schedule": schedule})[:32]
 
 
 def compile_spec(spec: Spec, target: TargetInfo, record: ScheduleRecord | None = None) -> Kernel:
