@@ -332,6 +332,8 @@ def test_android_links_with_the_ndk_else_zig(monkeypatch):
     monkeypatch.setenv("TVM_NDK_CC", "/ndk/bin/aarch64-linux-android24-clang++")
     tools = be.toolchain()
     assert (tools.kind, tools.cc, tools.ar) == ("ndk", "/ndk/bin/aarch64-linux-android24-clang++", "/ndk/bin/llvm-ar")
+    # no phone here: its programs are checked in the profile's harness, Linux aarch64 under qemu
+    assert tools.harness == "arm64-linux" and resolve("arm64-linux").backend.toolchain().harness == ""
 
 
 def test_export_uses_the_backend_toolchain():

@@ -21,10 +21,14 @@ class Toolchain:
     """``cc`` and ``ar`` link a target's objects; ``runner`` runs one of its binaries here (qemu
     for aarch64 on another machine, else nothing)."""
 
-    kind: str  # "native", "cross" or "ndk"
+    kind: str  # "native", "cross", "ndk" or "zig" (Android without the NDK)
     cc: str
     ar: str
     runner: tuple = field(default=())
+    # the profile whose toolchain builds a program of this target's objects to run on this machine,
+    # where this one's programs cannot run here (an Android target: no phone; its objects, linked
+    # statically by the Linux aarch64 toolchain, run under qemu); "" for the target's own
+    harness: str = ""
 
     @classmethod
     def for_target(cls, target) -> "Toolchain":
@@ -57,7 +61,7 @@ class Toolchain:
         runner: tuple = ()
         if triple.startswith("aarch64") and platform.machine() not in ("aarch64", "arm64"):
             runner = ("qemu-aarch64-static",)
-        return cls(kind=kind, cc=cc, ar=ar, runner=runner)
+        return cls(kind=kind, cc=cc, ar=ar, runner=runner, harness=build.get("harness", ""))
 
     def require(self, what: str, *, compiler_always: bool = False) -> None:
         """Raise FileNotFoundError naming ``what`` where a tool is not on PATH: the cross compiler
@@ -66,6 +70,29 @@ class Toolchain:
             _need(self.cc.split()[0], what)
         if compiler_always and self.runner:
             _need(self.runner[0], f"{what} for an aarch64 target")
+
+    def build_library(self, out: Path, name: str, sources: list[str], objects: list[str]) -> None:
+        """``lib<name>.so`` and ``lib<name>.a`` in ``out`` from the C and assembly ``sources`` and
+        the ``objects`` there: by the Makefile the exporter wrote beside them (its targets of those
+        names), or for Android without the NDK compiled and linked by zig against stub libraries
+        (backends/android.py), as the Makefile would need the NDK's crt objects."""
+        import subprocess
+
+        if self.kind != "zig":
+            subprocess.run(["make", "-s", f"lib{name}.so", f"lib{name}.a"], cwd=out, check=True, capture_output=True)
+            return
+        from . import android
+
+        built = []
+        for src in sources:
+            obj = Path(src).stem + ".o"
+            subprocess.run([*android.cc(), "-O2", "-fPIC", "-c", src, "-o", obj], cwd=out, check=True,
+                           capture_output=True)
+            built.append(out / obj)
+        built += [out / o for o in objects]
+        android.link_shared(out / f"lib{name}.so", built, f"lib{name}.so")
+        subprocess.run([self.ar, "rcs", f"lib{name}.a", *[o.name for o in built]], cwd=out, check=True,
+                       capture_output=True)
 
     def export_library(self, executable, path: str) -> None:
         """Link ``executable`` (``tvm.compile``'s result) into the shared library ``path``."""

@@ -232,11 +232,8 @@ def export_model(model, target, out_dir, *, input_shape=None, example_inputs=Non
     (out / "tvmconv_runtime.c").write_text(c_sources.text("runtime.c"))
     (out / "example.c").write_text(c_sources.text("model_example.c"))
     (out / "Makefile").write_text(_makefile(tools))
-    if tools.kind == "zig":
-        _build_android(out)
-    else:
-        subprocess.run(["make", "-s", "libtvmconv_model.so", "libtvmconv_model.a"], cwd=out, check=True,
-                       capture_output=True)
+    tools.build_library(out, "tvmconv_model", ["tvmconv_model.c", "tvmconv_runtime.c", "tvmconv_model_weights.S"],
+                        ["tvmconv_model_kernels.o"])
     manifest = {"format": MANIFEST_FORMAT, "kind": "model", "target": tgt.profile, "tvm_target": tgt.key_dict,
                 "library": "libtvmconv_model.so", "static_library": "libtvmconv_model.a", "header": "tvmconv_model.h",
                 "inputs": [_tensor_dict(prog.buffers[i]) for i in prog.inputs],
@@ -247,23 +244,6 @@ def export_model(model, target, out_dir, *, input_shape=None, example_inputs=Non
                             "run": " ".join([*tools.runner, "./example", "[input.bin output.bin]"])}}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
-
-
-def _build_android(out: Path) -> None:
-    """The library and archive for Android without the NDK (backends/android.py): the C compiled
-    by zig, linked against stub libraries. The example needs the NDK's crt objects to link."""
-    from ..backends import android
-
-    objects = []
-    for src in ("tvmconv_model.c", "tvmconv_runtime.c", "tvmconv_model_weights.S"):
-        obj = out / (Path(src).stem + ".o")
-        subprocess.run([*android.cc(), "-O2", "-fPIC", "-c", src, "-o", obj.name], cwd=out, check=True,
-                       capture_output=True)
-        objects.append(obj)
-    objects.append(out / "tvmconv_model_kernels.o")
-    android.link_shared(out / "libtvmconv_model.so", objects, "libtvmconv_model.so")
-    subprocess.run(["ar", "rcs", "libtvmconv_model.a", *[o.name for o in objects]], cwd=out, check=True,
-                   capture_output=True)
 
 
 def exported_program(model, input_shape=None, example_inputs=None, target=None) -> torch.export.ExportedProgram:
@@ -462,20 +442,21 @@ def check_model(out_dir, model, *, threads: int = 2, atol: float = 1e-3, log=pri
 
 
 def _build_example(out: Path, manifest: dict):
-    """The example built for running here: ``(toolchain, file name)``."""
+    """The example built for running here: ``(toolchain, file name)``. Where the target's programs
+    cannot run here (``Toolchain.harness``: an Android phone's, no phone here), the library's own
+    objects (libtvmconv_model.a) are linked into the example statically by the harness's toolchain
+    (Linux aarch64: a glibc harness) and run under its runner (qemu)."""
     from ..backends.toolchain import Toolchain
 
-    tgt = resolve(manifest["target"])
-    if tgt.dict.get("mtriple", "").endswith("android"):
-        # no Android device here: the library's own objects (libtvmconv_model.a) linked into the
-        # example by Linux's aarch64 toolchain, a glibc harness, and run under qemu
-        linux = Toolchain.for_target(resolve("arm64-linux"))
-        linux.require("export --check of an Android model", compiler_always=True)
-        subprocess.run([linux.cc, "-O2", "-static", "-pthread", "-o", "example-linux", "example.c",
+    tools = resolve(manifest["target"]).backend.toolchain()
+    if tools.harness:
+        harness = Toolchain.for_target(resolve(tools.harness))
+        harness.require(f"export --check of a {manifest['target']} model", compiler_always=True)
+        subprocess.run([harness.cc, "-O2", "-static", "-pthread", "-o", "example-harness", "example.c",
                         "libtvmconv_model.a", "-lm"], cwd=out, check=True, capture_output=True)
-        return linux, "example-linux"
+        return harness, "example-harness"
     subprocess.run(["make", "-s", "example"], cwd=out, check=True, capture_output=True)
-    return tgt.backend.toolchain(), "example"
+    return tools, "example"
 
 
 def _random_input(tensor: dict, g: torch.Generator) -> torch.Tensor:
