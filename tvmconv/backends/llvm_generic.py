@@ -37,6 +37,24 @@ class _Rule(CPUScheduleRule):
         infos = normalize_prim_func(sch)
         return None if infos is None else (sch, infos)
 
+    def _reduction(self, func, target):
+        """``(Schedule, its blocks' infos after inlining, n, the reduction's loops)`` where ``func`` is
+        one reduction, its ``n`` spatial loops before its reduction loops, with injective blocks
+        after it; else None."""
+        found = self._normalized(func, target)
+        if found is None:
+            return None
+        sch, infos = found
+        infos = try_inline(sch, infos)
+        if infos[0].is_injective() or not all(i.is_injective() for i in infos[1:]):
+            return None
+        kinds = infos[0].dom_kind()
+        n = len(kinds) - len(kinds.lstrip("S"))
+        loops = sch.get_loops(infos[0].block_rv)
+        if not n or set(kinds[n:]) != {"R"} or len(loops) != len(kinds):
+            return None
+        return sch, infos, n, loops
+
 
 class Parallel(_Rule):
     """Every block that is not inlined into another: an injective one as ``_injective`` says, a
@@ -143,18 +161,11 @@ class RowReduction(_Rule):
     half-vector (7 x 7: dlight's rule takes it)."""
 
     def apply(self, func, target, _tunable):
-        found = self._normalized(func, target)
+        found = self._reduction(func, target)
         if found is None:
             return None
-        sch, infos = found
-        infos = try_inline(sch, infos)
-        if infos[0].is_injective() or not all(i.is_injective() for i in infos[1:]):
-            return None
-        red, kinds = infos[0], infos[0].dom_kind()
-        n = len(kinds) - len(kinds.lstrip("S"))
-        loops = sch.get_loops(red.block_rv)
-        if not n or set(kinds[n:]) != {"R"} or len(loops) != len(kinds) \
-                or not _reads_along_reduction(sch.get(red.block_rv)):
+        sch, infos, n, loops = found
+        if not _reads_along_reduction(sch.get(infos[0].block_rv)):
             return None
         extents = [get_extent(sch, lp) for lp in loops[n:]]
         if not all(isinstance(e, int) for e in extents):
@@ -190,18 +201,13 @@ class Window(_Rule):
     MAX_WINDOW = 64
 
     def apply(self, func, target, _tunable):
-        found = self._normalized(func, target)
+        found = self._reduction(func, target)
         if found is None:
             return None
-        sch, infos = found
-        infos = try_inline(sch, infos)
-        if len(infos) != 1 or infos[0].is_injective():
+        sch, infos, n, loops = found
+        if len(infos) != 1 or n < 2:
             return None
-        info, kinds = infos[0], infos[0].dom_kind()
-        n = len(kinds) - len(kinds.lstrip("S"))
-        loops = sch.get_loops(info.block_rv)
-        if n < 2 or set(kinds[n:]) != {"R"} or len(loops) != len(kinds):
-            return None
+        info = infos[0]
         extents = [get_extent(sch, lp) for lp in loops]
         if not all(isinstance(e, int) for e in extents) or int(np.prod(extents[n:])) > self.MAX_WINDOW \
                 or extents[n - 1] < self.lanes or not _reads_along_row(sch.get(info.block_rv), n):
