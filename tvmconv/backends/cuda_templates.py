@@ -40,6 +40,7 @@ from tvm.s_tir import Schedule
 
 from ..spec import Spec
 from ..variants.compute import Plan, ceil_div, prim_func
+from ..variants.registry import VARIANTS
 
 MAX_THREADS = 1024  # per block, every CUDA GPU since Fermi
 SHARED_BYTES = 48 * 1024  # static shared memory per block, every CUDA GPU
@@ -91,8 +92,6 @@ class Knobs:
 def template_of(spec: Spec) -> str | None:
     """The template that computes ``spec`` (None: none does; the default schedule stays): the one its
     variant's entry names for CUDA (``Variant.templates``)."""
-    from ..variants.registry import VARIANTS
-
     v = VARIANTS.get(spec.variant)
     return v.templates.get("cuda") if v is not None else None
 

@@ -6,7 +6,8 @@ work is a few dozen such functions. ``schedule_module`` schedules each one the w
 does, rule by rule, the first that fits: s_tir.dlight's CPU ``GEMV``, ``VectorMatrix`` here (the
 classifier, whose weight the importer folds transposed), ``RowReduction`` here (a mean over an
 activation's pixels: squeeze-excitation, global pooling), ``Window`` here (max pooling), dlight's
-``Reduction`` (softmax-like chains), then ``Parallel`` here, which fits any function in normal form. Functions already scheduled (the tvmconv kernels carry ``tirx.is_scheduled``) are left alone.
+``Reduction`` (softmax-like chains), then ``Parallel`` here, which fits any function in normal form.
+Functions already scheduled (the tvmconv kernels carry ``tirx.is_scheduled``) are left alone.
 """
 
 from __future__ import annotations
@@ -109,15 +110,12 @@ class Parallel(_Rule):
         rows where a read is not the write's index (ShuffleNet's channel shuffle: concatenate,
         reshape, transpose, split; a channel's scale broadcast over its pixels): its lanes then load
         one by one. Left whole, the inner loop reads a row in order, and LLVM vectorises it where
-        it holds no whole vectors (shuffles of 14 x 14 and 7 x 7 planes: 76-124 -> 8-46 us on a
-        Zen 3, benchmarks/results/x86-avx2-zen3-generic-rules-ab.md)."""
+        it holds no whole vectors (ShuffleNetV2's shuffles of 28 x 28, 14 x 14 and 7 x 7 planes alone:
+        67-129 -> 10-20 us on a Zen 3, benchmarks/results/x86-avx2-zen3-generic-rules-ab.md)."""
         extents = [get_extent(sch, lp) for lp in loops]
         if not all(isinstance(e, int) for e in extents):
             return
-        block = sch.get(block_rv)
-        m = 1
-        while m < len(loops) and _reads_in_place(block, m + 1):
-            m += 1
+        m = _in_place_tail(sch.get(block_rv))  # (normal form: one iteration variable per loop)
         total, width = int(np.prod(extents)), int(np.prod(extents[len(loops) - m:]))
         inner = sch.fuse(*loops[len(loops) - m:]) if m > 1 else loops[-1]
         if m == len(loops):  # every loop: one, split into vectors and parallel chunks of them
@@ -193,8 +191,9 @@ class Window(_Rule):
     """A reduction over a small window of its input for each output pixel (max pooling): the
     leading spatial loops fused and split over the threads, the last one (an output row) in whole
     vectors innermost, under the window's loops, which are unrolled. ``Parallel`` ran each output
-    alone over its window, scalar: a 3 x 3 stride-2 pool of 24 x 112 x 112 took 300-370 us, so
-    110-200 us (Zen 3, benchmarks/results/x86-avx2-zen3-generic-rules-ab.md). TVM's ``vectorize``
+    alone over its window, scalar: a 3 x 3 stride-2 pool of 24 x 112 x 112 took 255 us, so 103 us
+    (ResNet-18's of 64 x 112 x 112: 830 -> 383 us; Zen 3,
+    benchmarks/results/x86-avx2-zen3-generic-rules-ab.md). TVM's ``vectorize``
     refuses a loop of a reduction block; LLVM vectorises the row of whole vectors. None where the
     window holds more than ``MAX_WINDOW`` elements or the input is not read along the row."""
 
@@ -230,15 +229,15 @@ def _reads_along_row(block, n: int) -> bool:
     last index: its window slides along the input's rows."""
     from tvm.tirx.analysis import undefined_vars
 
+    last = _last_index(block)
     var = block.iter_vars[n - 1].var
-    reads = sorted(block.reads, key=_size)
-    return bool(reads) and any(v.same_as(var) for v in undefined_vars(reads[-1].region[-1].min))
+    return last is not None and any(v.same_as(var) for v in undefined_vars(last))
 
 
-def _reads_in_place(block, m: int) -> bool:
-    """Whether every read of ``block`` indexes the last ``m`` iteration variables as the block's
-    write does (its last ``m`` indices, simplified within the variables' ranges, are those
-    variables in order) or uses none of them (a broadcast)."""
+def _in_place_tail(block) -> int:
+    """How many trailing iteration variables of ``block`` (at least one) every read indexes as the
+    block's write does -- its last indices, simplified within the variables' ranges, are those
+    variables in order -- or uses none of (a broadcast)."""
     from tvm.sym import Analyzer
     from tvm.tirx.analysis import undefined_vars
     from tvm_ffi import structural_equal
@@ -246,37 +245,57 @@ def _reads_in_place(block, m: int) -> bool:
     analyzer = Analyzer()
     for iv in block.iter_vars:
         analyzer.bind(iv.var, iv.dom)
-    tail = [iv.var for iv in block.iter_vars][-m:]
-    written = [analyzer.simplify(t) for t in tail]  # (a variable of one value simplifies to 0)
+    loop_vars = [iv.var for iv in block.iter_vars]
+    written = [analyzer.simplify(v) for v in loop_vars]  # (a variable of one value simplifies to 0)
+    reads = []  # per read: its simplified indices and the variables each uses
     for read in block.reads:
         index = [analyzer.simplify(r.min) for r in read.region]
-        uses = [any(v.same_as(t) for v in undefined_vars(e) for t in tail) for e in index]
-        if not any(uses):
-            continue
-        if len(index) < m or any(uses[:-m]) or \
-                not all(structural_equal(e, w) for e, w in zip(index[-m:], written)):
-            return False
-    return True
+        reads.append((index, [undefined_vars(e) for e in index]))
+
+    def in_place(m: int) -> bool:
+        tail = loop_vars[-m:]
+        for index, used in reads:
+            uses = [any(v.same_as(t) for v in vs for t in tail) for vs in used]
+            if not any(uses):
+                continue
+            if len(index) < m or any(uses[:-m]) or \
+                    not all(structural_equal(e, w) for e, w in zip(index[-m:], written[-m:])):
+                return False
+        return True
+
+    m = 1
+    while m < len(loop_vars) and in_place(m + 1):
+        m += 1
+    return m
 
 
 def _reads_along_reduction(block) -> bool:
     """Whether ``block`` reads its largest input along its reduction: the last index of that read
     is one of its reduction variables (a mean over each channel's contiguous H x W)."""
-    reduce = {iv.var for iv in block.iter_vars if iv.iter_type == tirx.IterVar.CommReduce}
-    reads = sorted(block.reads, key=_size)
-    return bool(reads) and any(reads[-1].region[-1].min.same_as(v) for v in reduce)
-
-
-def _size(region) -> int:
-    return len(region.region) and int(np.prod([int(x.extent) for x in region.region if isinstance(x.extent, tirx.IntImm)]))
+    return _last_index_is(block, tirx.IterVar.CommReduce)
 
 
 def _reads_along_spatial(block) -> bool:
     """Whether ``block`` (a reduction) reads its largest input contiguously along a spatial axis:
     the last index of that read is one of its data-parallel iteration variables."""
-    spatial = {iv.var for iv in block.iter_vars if iv.iter_type == tirx.IterVar.DataPar}
+    return _last_index_is(block, tirx.IterVar.DataPar)
+
+
+def _last_index_is(block, iter_type) -> bool:
+    """Whether the last index of ``block``'s largest read is one of its iteration variables of ``iter_type``."""
+    last = _last_index(block)
+    return last is not None and any(last.same_as(iv.var) for iv in block.iter_vars if iv.iter_type == iter_type)
+
+
+def _last_index(block):
+    """The last index of ``block``'s largest read (by its constant extents), or None: it reads nothing."""
     reads = sorted(block.reads, key=_size)
-    return bool(reads) and any(reads[-1].region[-1].min.same_as(v) for v in spatial)
+    return reads[-1].region[-1].min if reads else None
+
+
+def _size(region) -> int:
+    extents = [int(x.extent) for x in region.region if isinstance(x.extent, tirx.IntImm)]
+    return len(region.region) and int(np.prod(extents))
 
 
 def _as_before(new, old):

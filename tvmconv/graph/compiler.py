@@ -9,15 +9,15 @@
 The pipeline, on TVM's maintained pieces (the one ``export --model`` runs, ending in the VM here
 instead of a C driver):
 
-1. the graph passes ``tvmconv.convert`` runs (graph.py: BatchNorm folded, shuffle, EffNet and
+1. the graph passes ``tvmconv.convert`` runs (passes.py: BatchNorm folded, shuffle, EffNet and
    squeeze-excitation patterns fused, every convolution a tvmconv op; a depthwise and a pointwise
    convolution two kernels unless the fused one is tuned: lowering.exported), then ``torch.export``;
 2. TVM Relax's importer with every convolution a ``call_tir`` of tvmconv's kernel for the target
    (its tuned record, else its default schedule); every other op Relax's own, legalized to TIR,
-   constants folded, elementwise chains fused (``tools.export_model.relax_module``);
-3. each TIR function that is not a tvmconv kernel scheduled by s_tir.dlight's CPU rules (GEMV,
-   reductions) or, where none fits, ``Parallel`` below: its spatial loops fused, split over the
-   threads and vectorised (LegalizeOps leaves one thread and scalar loops);
+   constants folded, elementwise chains fused (``lowering.relax_module``);
+3. each TIR function that is not a tvmconv kernel scheduled by the backend
+   (backends/llvm_generic.py: s_tir.dlight's CPU rules and tvmconv's own, each function's loops
+   split over the threads and vectorised; LegalizeOps leaves one thread and scalar loops);
 4. ``tvm.compile`` to a Relax VM executable, written as a library into the user cache
    (``models/<profile>/<key>.so``) and loaded from there (its parallel loops on PyTorch's thread
    pool, as the ops': backends/openmp.py). The key (``model_key``) covers the model's structure

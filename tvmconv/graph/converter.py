@@ -51,12 +51,12 @@ from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from .. import functional as TF
-from . import passes
 from .. import knobs
 from .. import nn as tnn
 from ..backends import timing
 from ..backends.target import resolve
 from ..runtime import build, dispatch
+from . import passes
 
 log = logging.getLogger("tvmconv")
 SUPPORTED = (torch.float32, torch.float64)
