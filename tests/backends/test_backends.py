@@ -333,7 +333,8 @@ def test_android_links_with_the_ndk_else_zig(monkeypatch):
     tools = be.toolchain()
     assert (tools.kind, tools.cc, tools.ar) == ("ndk", "/ndk/bin/aarch64-linux-android24-clang++", "/ndk/bin/llvm-ar")
     # no phone here: its programs are checked in the profile's harness, Linux aarch64 under qemu
-    assert tools.harness == "arm64-linux" and resolve("arm64-linux").backend.toolchain().harness == ""
+    assert Toolchain.build_of(resolve("android-arm64")).get("harness") == "arm64-linux"
+    assert Toolchain.build_of(resolve("arm64-linux")).get("harness", "") == ""
 
 
 def test_export_uses_the_backend_toolchain():

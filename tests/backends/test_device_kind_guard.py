@@ -9,7 +9,7 @@ The rule, checked on the syntax tree of every module of the package outside tvmc
   or set literal holding one -- whatever it is compared with (a ``.kind``, a ``.type``, a variable);
 * no ``match`` case matches one of those strings;
 * no ``startswith``/``endswith`` call tests a platform's name ("android", "aarch64", "arm", "x86") in a
-  triple or a profile: the profile's toolchain says what that platform needs (``Toolchain.harness``).
+  triple or a profile: the profile says what that platform needs (its build `harness`, ``Toolchain.build_of``).
 
 Strings passed as arguments (``device="cuda"``) are not branches and are not checked.
 """

@@ -25,20 +25,24 @@ class Toolchain:
     cc: str
     ar: str
     runner: tuple = field(default=())
-    # the profile whose toolchain builds a program of this target's objects to run on this machine,
-    # where this one's programs cannot run here (an Android target: no phone; its objects, linked
-    # statically by the Linux aarch64 toolchain, run under qemu); "" for the target's own
-    harness: str = ""
 
     @classmethod
     def for_target(cls, target) -> "Toolchain":
         """The toolchain of ``target``'s profile (native where it has none). Raises ValueError
         for an NDK profile when ``TVM_NDK_CC`` is unset: the one place that checks it."""
+        return cls.from_build(cls.build_of(target), target.profile, target.dict.get("mtriple", ""))
+
+    @staticmethod
+    def build_of(target) -> dict:
+        """How ``target``'s profile builds (its ``build``); native where it has none. Reading it needs
+        no tool (``for_target`` checks they are there). ``harness``: the profile whose toolchain builds
+        a program of this target's objects to run on this machine, where this one's cannot run here
+        (android-arm64: no phone; its objects, linked statically by the Linux aarch64 toolchain, run
+        under qemu)."""
         from .target import profiles
 
         prof = profiles().get(target.profile)
-        build = prof.build if prof else {"kind": "native"}
-        return cls.from_build(build, target.profile, target.dict.get("mtriple", ""))
+        return prof.build if prof else {"kind": "native"}
 
     @classmethod
     def from_build(cls, build: dict, profile: str, triple: str = "") -> "Toolchain":
@@ -61,7 +65,7 @@ class Toolchain:
         runner: tuple = ()
         if triple.startswith("aarch64") and platform.machine() not in ("aarch64", "arm64"):
             runner = ("qemu-aarch64-static",)
-        return cls(kind=kind, cc=cc, ar=ar, runner=runner, harness=build.get("harness", ""))
+        return cls(kind=kind, cc=cc, ar=ar, runner=runner)
 
     def require(self, what: str, *, compiler_always: bool = False) -> None:
         """Raise FileNotFoundError naming ``what`` where a tool is not on PATH: the cross compiler

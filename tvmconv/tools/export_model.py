@@ -443,20 +443,21 @@ def check_model(out_dir, model, *, threads: int = 2, atol: float = 1e-3, log=pri
 
 def _build_example(out: Path, manifest: dict):
     """The example built for running here: ``(toolchain, file name)``. Where the target's programs
-    cannot run here (``Toolchain.harness``: an Android phone's, no phone here), the library's own
+    cannot run here (its profile names a ``harness``: an Android phone's, no phone here), the library's own
     objects (libtvmconv_model.a) are linked into the example statically by the harness's toolchain
     (Linux aarch64: a glibc harness) and run under its runner (qemu)."""
     from ..backends.toolchain import Toolchain
 
-    tools = resolve(manifest["target"]).backend.toolchain()
-    if tools.harness:
-        harness = Toolchain.for_target(resolve(tools.harness))
-        harness.require(f"export --check of a {manifest['target']} model", compiler_always=True)
-        subprocess.run([harness.cc, "-O2", "-static", "-pthread", "-o", "example-harness", "example.c",
+    tgt = resolve(manifest["target"])
+    harness = Toolchain.build_of(tgt).get("harness")  # (the target's own tools are not needed for it)
+    if harness:
+        tools = Toolchain.for_target(resolve(harness))
+        tools.require(f"export --check of a {manifest['target']} model", compiler_always=True)
+        subprocess.run([tools.cc, "-O2", "-static", "-pthread", "-o", "example-harness", "example.c",
                         "libtvmconv_model.a", "-lm"], cwd=out, check=True, capture_output=True)
-        return harness, "example-harness"
+        return tools, "example-harness"
     subprocess.run(["make", "-s", "example"], cwd=out, check=True, capture_output=True)
-    return tools, "example"
+    return tgt.backend.toolchain(), "example"
 
 
 def _random_input(tensor: dict, g: torch.Generator) -> torch.Tensor:
