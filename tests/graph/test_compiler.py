@@ -149,6 +149,22 @@ def test_changed_weights_are_never_run_stale(compiled):
         _close(fast(x), model(x))
         model.load_state_dict({k: v * 0.9 if v.is_floating_point() else v for k, v in model.state_dict().items()})
         _close(fast(x), model(x))
+        conv = model.stem[0]
+        conv.weight.data = conv.weight.data * 0.5  # a new tensor under the same parameter
+        _close(fast(x), model(x))
+        conv.weight = nn.Parameter(conv.weight * 2)  # a new parameter (the kept list is found again)
+        _close(fast(x), model(x))
+
+
+def test_unchanged_weights_are_not_compiled_again(compiled, monkeypatch):
+    """A parameter set on another module (a model built beside it) finds the list again, but the
+    source model's tensors are the same: no new compile."""
+    model, x, fast = compiled
+    fast(x)
+    monkeypatch.setattr(fast, "refresh", lambda: pytest.fail("compiled again"))
+    nn.Conv2d(3, 4, 3)
+    with torch.no_grad():
+        _close(fast(x), model(x))
 
 
 def test_another_input_shape_compiles_again(compiled):

@@ -25,9 +25,9 @@ instead of a C driver):
    compiled again, in this process or another, is loaded in a second.
 
 The weights are constants of the compiled module. Each call checks the source model's parameters
-and buffers (their identity and version counters, which in-place updates, optimizer steps and
-``load_state_dict`` advance): a change compiles the module again from the model as it is now, so a
-result is never stale. A write that bypasses the version counter (through ``.data`` in place, a
+and buffers (their identity, data pointer and version counter, which in-place updates, optimizer
+steps, ``load_state_dict`` and ``.data =`` advance): a change compiles the module again from the
+model as it is now, so a result is never stale. A write that bypasses the version counter (through ``.data`` in place, a
 NumPy view) is not seen: call ``fast.refresh()`` after one.
 
 Inputs must have the example's shapes and dtypes (another shape compiles once more, for that
@@ -182,14 +182,22 @@ class CompiledModel(nn.Module):
         self._source = [model]  # (a list: not a submodule, its parameters are not ours)
         self._target, self._fallback = target, fallback
         self._built: dict = {}  # input signature -> (vm function, output structure)
-        self._versions = None
+        self._versions = self._tensors = self._seen = None
+        _watch_registrations()
         self.tvmconv_report = CompileReport()
         self._build(example_inputs)
 
     # -- what the source model is now ---------------------------------------------------------------
     def _state(self) -> tuple:
-        src = self._source[0]
-        return tuple((id(t), t.data_ptr(), t._version) for t in (*src.parameters(), *src.buffers()))
+        """The source model's parameters and buffers as (identity, data pointer, version counter).
+        Their list is kept and found again only after a parameter, buffer or submodule was set on
+        some module (``_registrations``): walking the module tree costs 0.7 ms a forward on
+        MobileNetV2 (Zen 3), reading a kept list's 314 tensors 0.08 ms."""
+        if self._tensors is None or self._seen != _registrations[0]:
+            src = self._source[0]
+            self._seen = _registrations[0]
+            self._tensors = (*src.parameters(), *src.buffers())
+        return tuple([(id(t), t.data_ptr(), t._version) for t in self._tensors])
 
     def refresh(self) -> None:
         """Compile again from the source model as it is now (after a write its version counters
@@ -255,6 +263,25 @@ class CompiledModel(nn.Module):
             self._build(tuple(inputs))
         fn = self._built[key][0]
         return fn(*inputs)
+
+
+_registrations = [0]  # parameters, buffers and submodules set on any module in this process
+
+
+def _registered(*_) -> None:
+    _registrations[0] += 1
+
+
+@functools.cache
+def _watch_registrations() -> None:
+    """Count every parameter, buffer and submodule set (assigned, registered, ``load_state_dict``
+    with ``assign=True``) through torch's global hooks, so that a compiled module walks its source
+    model's tree again only after one: a new tensor is a new identity the kept list cannot see."""
+    from torch.nn.modules import module
+
+    module.register_module_parameter_registration_hook(_registered)
+    module.register_module_buffer_registration_hook(_registered)
+    module.register_module_module_registration_hook(_registered)
 
 
 def instrumented(lib, inputs: tuple):
