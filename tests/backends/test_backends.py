@@ -145,7 +145,8 @@ def _conv(c_in, c_out, hw, k=1):
     (_conv(144, 24, 28), 8, 16, 8, 14),  # two vectors would pad 24 channels to 32
     (_conv(64, 128, 28), 8, 16, 8, 14),  # pointwise: 14 pixels of one vector beat 2 x 6
     (_conv(64, 64, 56, 3), 8, 16, 16, 6),  # 3x3: two vectors halve the broadcasts per FMA
-    (_conv(160, 960, 7), 8, 16, 16, 4),  # a 7-wide row: 7 pixels of one vector are fewer than 2 x 4
+    (_conv(160, 960, 7), 8, 16, 24, 4),  # pointwise, a row of most of one vector: three vectors by 4 pixels
+    (_conv(160, 16, 7), 8, 16, 16, 4),  # (fewer channels than three vectors)
     (_conv(64, 128, 56), 16, 32, 32, 14),  # AVX-512: 28 pixels of one vector are no more than 2 x 14
     (_conv(40, 80, 28), 16, 32, 16, 28),  # AVX-512: two vectors would pad 80 channels to 96
 ])
@@ -165,7 +166,6 @@ def test_the_channel_block_is_one_vector_where_two_pad_or_hold_fewer_pixels(spec
     (_conv(16, 96, 112), 16, 32, 8, 16, 2),  # AVX-512: 112 = 7 vectors of 16
     (_conv(96, 576, 14), 8, 16, 6, 16, 1),  # rows of 14 widened to two whole vectors
     (_conv(144, 24, 28), 8, 16, 6, 16, 1),  # 28 = 3.5 vectors: two tiles of 16 a row
-    (_conv(960, 160, 7), 8, 16, 8, 8, 1),  # 7 wide, 7 rows: one vector of one row (two would guard the last)
     (_conv(64, 64, 56), 16, 32, 8, 32, 1),  # AVX-512: 56 = 3.5 vectors of 16
 ])
 def test_a_pointwise_layer_with_whole_vectors_in_its_rows_is_tiled_along_its_pixels(spec, lanes, regs, vb, owi, rows):
@@ -176,8 +176,7 @@ def test_a_pointwise_layer_with_whole_vectors_in_its_rows_is_tiled_along_its_pix
 
 
 @pytest.mark.parametrize("spec,outer", [
-    (_conv(160, 960, 7), True),  # 960 x 160 weights against 160 x 49 input values
-    (_conv(960, 160, 7), True),
+    (_conv(112, 672, 14), True),  # 672 x 112 weights against 112 x 196 input values
     (_conv(96, 576, 14), True),  # 576 channels against 196 pixels
     (_conv(576, 96, 14), False),
     (_conv(16, 96, 112), False),  # the input, not the weights, is what a thread should read once
@@ -189,13 +188,24 @@ def test_a_pixel_tile_walks_channel_blocks_outermost_where_the_weights_outweigh_
 
 @pytest.mark.parametrize("n,c_in,c_out,hw", [(1, 24, 64, 7), (2, 16, 120, 7), (1, 32, 240, 14), (3, 8, 160, 7)])
 def test_pixel_tiles_with_channel_blocks_outermost_give_torchs_answer(n, c_in, c_out, hw):
-    """Batches too (the batch loop moves inside the channel blocks); 7 and 14 wide rows: the output
-    row stored as vectors of 4, 2 and 1 lanes (of 8 and 6)."""
+    """Batches too (the batch loop moves inside the channel blocks); 14 wide rows: the output row
+    stored as a vector and one of 6 lanes; 7 wide rows (``ocvec`` of three vectors, the channels
+    padded to whole blocks: 64 and 160 are not multiples of 24)."""
     import tvmconv.functional as TF
 
     g = torch.Generator().manual_seed(c_out)
     x, w, b = torch.randn(n, c_in, hw, hw, generator=g), torch.randn(c_out, c_in, 1, 1, generator=g), torch.randn(c_out)
     torch.testing.assert_close(TF.conv2d(x, w, b), torch.nn.functional.conv2d(x, w, b), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("spec,lanes,regs,plan", [
+    (_conv(960, 160, 7), 8, 16, ("ocvec", 24, 4)),  # AVX2: 7 of 8 lanes
+    (_conv(160, 960, 7), 8, 32, ("ocvec", 24, 7)),  # (a file of 32 registers: the whole row)
+    (_conv(960, 160, 7), 16, 32, ("ocvec", 32, 7)),  # AVX-512: 7 of 16 lanes, as before the rule
+])
+def test_pointwise_rows_of_most_of_one_vector_keep_channels_in_three_vectors(spec, lanes, regs, plan):
+    got = blocking.plan_for(spec, lanes, regs)
+    assert (got.kind, got.vb, got.owi) == plan
 
 
 @pytest.mark.parametrize("spec,lanes", [(_conv(64, 64, 56, 3), 8), (_conv(64, 64, 28), 8), (_conv(960, 160, 7), 16),

@@ -117,6 +117,8 @@ def _pixel_tile(spec: ConvSpec, V: int, regs: int) -> Plan | None:
     if not (_pointwise(spec) and spec.groups == 1 and spec.dtype == "float32" and len(spec.out_size) == 2):
         return None
     out_h, out_w = spec.out_size
+    if _narrow_rows(out_w, V):
+        return None  # (``_channel_block``'s three vectors of channels)
     vectors = -(-out_w // V)  # a row's, the last one partly padding where V does not divide it
     widened = out_w % V != 0
     if 8 * (vectors * V - out_w) > vectors * V:
@@ -149,12 +151,27 @@ def _channel_block(ocg: int, out_w: int, V: int, regs: int, step: int, pointwise
     accumulators than two vectors' tile does (AVX2: 14 pixels against 2 x 6): the tile then reads
     whole cache lines of each NCHW input row (c144->24 56x56 from 358 to 202 us, c240->40 28x28 from
     182 to 106 us on the Zen 3). AVX-512's 29 against 2 x 14 keeps two vectors."""
+    if pointwise and _narrow_rows(out_w, V) and ocg >= 3 * V:
+        return 3 * V, _best_tile(out_w, max(1, min((regs - 1) // 3, out_w)), multiple_of=step)
     two = _best_tile(out_w, max(1, min(regs // 2, out_w)), multiple_of=step)
     one = _best_tile(out_w, max(1, min(regs + 1, out_w)), multiple_of=step)
     pads = ocg % (2 * V) and 8 * V > ocg + V  # two-vector blocks would compute over 1/8 padding
     if ocg < 2 * V or pads or (pointwise and one > 2 * two):
         return V, one
     return 2 * V, two
+
+
+def _narrow_rows(out_w: int, V: int) -> bool:
+    """Output rows of most of one vector but not all (7 wide on AVX2): a pointwise layer there
+    keeps its channels in the vector, three vectors of them by four pixels (12 accumulators; the
+    channels padded to whole blocks), not the pixel tile (each row one widened vector: a step of
+    the reduction loads an input vector and broadcasts a weight for every FMA). Measured on the
+    Zen 3 (benchmarks/results/x86-avx2-zen3-partial-rows-ab.md): such layers of MobileNetV2,
+    MobileNetV3, EfficientNet-B0 and ShuffleNetV2, their weights packed beforehand as the compiled
+    module holds them. Rows of 14 or 28 (a vector and part of one) were mixed and keep the pixel
+    tile; AVX-512's 7-wide rows (9 of 16 lanes padding) already took ``ocvec``, and are not
+    measured with three vectors (the rule asks for a row of at least 7/8 of a vector)."""
+    return V - V // 8 <= out_w < V
 
 
 def _tile_step(spec: Spec) -> int:
@@ -218,7 +235,7 @@ def wvec_rows(spec: ConvSpec, owi: int, budget_bytes: int = 16384) -> int:
     (half of a typical L1 data cache), while leaving at least 4 tasks per core-pair of work."""
     s3 = spec.as3d()
     out_d, out_h, out_w = s3.out_size
-    (sd, sh, sw), (dd, dh, dw), (kd, kh, kw) = s3.stride, s3.dilation, s3.kernel
+    (_, sh, sw), (dd, dh, dw), (kd, kh, kw) = s3.stride, s3.dilation, s3.kernel
     width = (-(-out_w // owi) * owi - 1) * sw + (kw - 1) * dw + 1
     icg = s3.c_in // s3.groups
     per_row_bytes = width * icg * ((kd - 1) * dd + 1) * 4
