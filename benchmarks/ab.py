@@ -34,6 +34,32 @@ def unpack(rev: str, into: Path) -> str:
                           text=True).stdout.strip()
 
 
+def alternate_forwards(compiled: dict, x, rounds: int = 15, number: int = 5) -> dict:
+    """Each compiled model of ``compiled`` (label -> callable) run on ``x`` in alternating rounds of
+    ``number`` forwards, warmed first, grad off: ``{"<label>_best_ms", "<label>_median_ms"}``. One
+    process, so the machine's drift falls on every side alike."""
+    import statistics
+    import time
+
+    import torch
+
+    times: dict = {label: [] for label in compiled}
+    with torch.no_grad():
+        for _ in range(3):
+            for fast in compiled.values():
+                fast(x)
+        for _ in range(rounds):
+            for label, fast in compiled.items():
+                t = time.perf_counter()
+                for _ in range(number):
+                    fast(x)
+                times[label].append((time.perf_counter() - t) / number * 1e3)
+    row: dict = {}
+    for label, ts in times.items():
+        row.update({f"{label}_best_ms": round(min(ts), 3), f"{label}_median_ms": round(statistics.median(ts), 3)})
+    return row
+
+
 def geomean(rows: list[dict]) -> float:
     return math.exp(sum(math.log(r["ratio"]) for r in rows) / len(rows))
 

@@ -59,7 +59,6 @@ def _built(rules, func, target, lanes):
 def _whole(rev: str, names: list[str]) -> None:
     import contextlib
     import os
-    import time
 
     import tvmconv
 
@@ -69,31 +68,17 @@ def _whole(rev: str, names: list[str]) -> None:
         for name in names:
             model, x = MODELS[name](backend="torch").eval(), torch.randn(1, 3, 224, 224)
             compiled = {}
-            for label, rules in ((code, old), ("new", llvm_generic)):
+            for label, rules in (("old", old), ("new", llvm_generic)):
                 os.environ["TVMCONV_CACHE_DIR"] = str(Path(tmp) / f"cache-{label}")
                 with contextlib.ExitStack() as stack:
                     if rules is not llvm_generic:
                         stack.callback(setattr, llvm_generic, "schedule_module", llvm_generic.schedule_module)
                         llvm_generic.schedule_module = rules.schedule_module
                     compiled[label] = tvmconv.compile(model, (x,))
-            times = {label: [] for label in compiled}
             with torch.no_grad():
-                outs = {label: fast(x) for label, fast in compiled.items()}
-                same = torch.equal(outs[code], outs["new"])
-                for _ in range(3):
-                    for fast in compiled.values():
-                        fast(x)
-                for _ in range(ROUNDS):
-                    for label, fast in compiled.items():
-                        t = time.perf_counter()
-                        for _ in range(5):
-                            fast(x)
-                        times[label].append((time.perf_counter() - t) / 5 * 1e3)
-            row = {"old": code, "model": name, "same_output": same}
-            for label, ts in times.items():
-                side = "old" if label == code else "new"
-                row.update({f"{side}_best_ms": round(min(ts), 3), f"{side}_median_ms": round(float(np.median(ts)), 3)})
-            print(json.dumps(row), flush=True)
+                same = torch.equal(compiled["old"](x), compiled["new"](x))
+            print(json.dumps({"old": code, "model": name, "same_output": same,
+                              **ab.alternate_forwards(compiled, x, rounds=ROUNDS)}), flush=True)
 
 
 def main() -> None:

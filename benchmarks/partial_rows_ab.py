@@ -15,6 +15,7 @@ forwards, 2 threads, best and median in ms).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -30,6 +31,9 @@ from tvmconv.models import MODELS
 from tvmconv.runtime import build
 from tvmconv.spec import spec_from_dict
 from tvmconv.variants.compute import Plan
+
+sys.path.insert(0, str(Path(__file__).parent))
+import ab  # noqa: E402
 
 ROUNDS = 15
 
@@ -90,10 +94,20 @@ def _kernel(spec, plan, tgt):
     return lib.time_evaluator("main", dev, number=20, repeat=1), args
 
 
+@contextlib.contextmanager
+def _rule_before():
+    """Inside the block, plans are chosen by the rule before ``blocking._narrow_rows``."""
+    rule = blocking._narrow_rows
+    blocking._narrow_rows = lambda out_w, V: False
+    try:
+        yield
+    finally:
+        blocking._narrow_rows = rule
+
+
 def _whole(names: list[str]) -> None:
     import os
     import tempfile
-    import time
 
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,29 +117,11 @@ def _whole(names: list[str]) -> None:
             for side in ("before", "now"):
                 os.environ["TVMCONV_CACHE_DIR"] = f"{tmp}/cache-{side}"
                 build.clear_memory_cache()
-                rule = blocking._narrow_rows
-                if side == "before":
-                    blocking._narrow_rows = lambda out_w, V: False
-                try:
+                with _rule_before() if side == "before" else contextlib.nullcontext():
                     compiled[side] = tvmconv.compile(model, (x,))
-                finally:
-                    blocking._narrow_rows = rule
-            times = {side: [] for side in compiled}
             with torch.no_grad():
-                outs = {side: fast(x) for side, fast in compiled.items()}
-                for _ in range(3):
-                    for fast in compiled.values():
-                        fast(x)
-                for _ in range(15):
-                    for side, fast in compiled.items():
-                        t = time.perf_counter()
-                        for _ in range(5):
-                            fast(x)
-                        times[side].append((time.perf_counter() - t) / 5 * 1e3)
-            row = {"model": name, "max_abs_diff": float((outs["before"] - outs["now"]).abs().max())}
-            for side, ts in times.items():
-                row.update({f"{side}_best_ms": round(min(ts), 3), f"{side}_median_ms": round(float(np.median(ts)), 3)})
-            print(json.dumps(row), flush=True)
+                diff = float((compiled["before"](x) - compiled["now"](x)).abs().max())
+            print(json.dumps({"model": name, "max_abs_diff": diff, **ab.alternate_forwards(compiled, x)}), flush=True)
 
 
 def main() -> None:
@@ -136,12 +132,8 @@ def main() -> None:
     be = tgt.backend
     V = be.lanes("float32")
     for spec, net in _layers(sys.argv[1:]):
-        rule = blocking._narrow_rows
-        blocking._narrow_rows = lambda out_w, V: False
-        try:
+        with _rule_before():
             before = be.default_plan(spec)
-        finally:
-            blocking._narrow_rows = rule
         plans = {"default": be.default_plan(spec), "before": before,
                  "ocvec_3v4": Plan("ocvec", vb=3 * V, owi=4), "ocvec_2v4": Plan("ocvec", vb=2 * V, owi=4)}
         runs = {k: _kernel(spec, p, tgt) for k, p in plans.items()}

@@ -151,7 +151,7 @@ def _channel_block(ocg: int, out_w: int, V: int, regs: int, step: int, pointwise
     accumulators than two vectors' tile does (AVX2: 14 pixels against 2 x 6): the tile then reads
     whole cache lines of each NCHW input row (c144->24 56x56 from 358 to 202 us, c240->40 28x28 from
     182 to 106 us on the Zen 3). AVX-512's 29 against 2 x 14 keeps two vectors."""
-    if pointwise and _narrow_rows(out_w, V) and ocg >= 3 * V:
+    if pointwise and _narrow_rows(out_w, V) and ocg >= 3 * V:  # (``regs`` less the third weight vector)
         return 3 * V, _best_tile(out_w, max(1, min((regs - 1) // 3, out_w)), multiple_of=step)
     two = _best_tile(out_w, max(1, min(regs // 2, out_w)), multiple_of=step)
     one = _best_tile(out_w, max(1, min(regs + 1, out_w)), multiple_of=step)

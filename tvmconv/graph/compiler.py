@@ -27,8 +27,9 @@ instead of a C driver):
 The weights are constants of the compiled module. Each call checks the source model's parameters
 and buffers (their identity, data pointer and version counter, which in-place updates, optimizer
 steps, ``load_state_dict`` and ``.data =`` advance): a change compiles the module again from the
-model as it is now, so a result is never stale. A write that bypasses the version counter (through ``.data`` in place, a
-NumPy view) is not seen: call ``fast.refresh()`` after one.
+model as it is now, so a result is never stale. A write that bypasses the version counter (through
+``.data`` in place, a NumPy view), and a tensor put into a module's ``_parameters`` or ``_buffers``
+dict directly (no registration hook sees it), are not seen: call ``fast.refresh()`` after one.
 
 Inputs must have the example's shapes and dtypes (another shape compiles once more, for that
 shape); the module runs on the CPU target it was compiled for. An op TVM's importer does not take
